@@ -1,0 +1,36 @@
+# The two commands a user needs: `make demo` (the main job) and `make test` (the suite).
+# Both create .venv and install everything on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the synth music corpus renders with.
+APT_PACKAGES := fluidsynth timgm6mb-soundfont
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install system-deps clean
+
+demo: install
+	$(BIN)/python -m musiclm_jax.demo
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+install: $(STAMP) system-deps
+
+$(STAMP): setup.py
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""musiclm_jax: MusicLM in JAX/Flax."""

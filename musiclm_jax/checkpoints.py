@@ -1,0 +1,125 @@
+"""Orbax checkpoints: training state, input position, and exported params.
+
+A training checkpoint holds three items: `state` (step, params, optimizer
+state, EMA), `data` (how many batches the input pipeline has served) and
+`meta` (the parameter shapes, so a checkpoint from a different model is
+refused with a clear message rather than an orbax stack trace).
+"""
+import os
+import shutil
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from musiclm_jax.errors import UserError
+
+EXPORT_PARAMS_DIR = "params"
+
+
+def param_shapes(params: Any) -> dict[str, list[int]]:
+  """{'/'-joined path: shape} for every leaf of a params tree."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {"/".join(_key_name(k) for k in path): list(leaf.shape) for path, leaf in flat}
+
+
+def check_compatible(saved: dict[str, list[int]], expected: dict[str, list[int]], where: str) -> None:
+  """Raises a one-line UserError naming the first parameter that differs."""
+  if saved == expected:
+    return
+  for name in sorted(set(saved) | set(expected)):
+    if saved.get(name) != expected.get(name):
+      raise UserError(
+          f"checkpoint {where} is from a different model: parameter {name!r} has shape "
+          f"{saved.get(name, 'absent')} there but {expected.get(name, 'absent')} in this config; "
+          f"use a fresh model_dir or the config that wrote it")
+
+
+class Checkpointer:
+  """Keeps the last `keep` checkpoints of a run, saving every `save_period` steps."""
+
+  def __init__(self, directory: str, save_period: int = 1000, keep: int | None = 3,
+               async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_period, max_to_keep=keep,
+        enable_async_checkpointing=async_save, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("state", "data", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, batches_consumed: int, force: bool = False) -> bool:
+    """Saves if `step` is due (or `force`); returns whether a save started."""
+    return self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave({"batches_consumed": int(batches_consumed)}),
+            meta=ocp.args.JsonSave({"param_shapes": param_shapes(state.params)})),
+        force=force)
+
+  def restore(self, step: int, abstract_state: Any) -> tuple[Any, int]:
+    """Restores onto the shardings in `abstract_state` (ShapeDtypeStructs).
+
+    Returns (state, batches_consumed).
+    """
+    where = os.path.join(self.directory, str(step))
+    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    check_compatible(meta["param_shapes"], param_shapes(abstract_state.params), where)
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                      data=ocp.args.JsonRestore()))
+    return restored["state"], restored["data"]["batches_consumed"]
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def export_params(params: Any, export_dir: str, dtype: str | None = None,
+                  gin_config_path: str | None = None) -> str:
+  """Writes an inference checkpoint: params only (optionally cast) + config.gin."""
+  if dtype:
+    cast = jnp.dtype(dtype)
+    params = jax.tree.map(lambda x: x.astype(cast) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                          params)
+  path = os.path.join(os.path.abspath(export_dir), EXPORT_PARAMS_DIR)
+  if os.path.exists(path):
+    raise UserError(f"export folder {path} already exists: choose another output_dir or delete it")
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, params)
+  checkpointer.wait_until_finished()
+  if gin_config_path:
+    shutil.copy(gin_config_path, os.path.join(export_dir, "config.gin"))
+  return path
+
+
+def load_exported_params(export_dir: str, abstract_params: Any) -> Any:
+  """Loads params written by `export_params` onto `abstract_params`' shardings.
+
+  abstract_params: ShapeDtypeStructs; each leaf's dtype is the one returned.
+  """
+  path = os.path.join(os.path.abspath(export_dir), EXPORT_PARAMS_DIR)
+  if not os.path.isdir(path):
+    raise UserError(f"no exported checkpoint at {path}: run musiclm-export first")
+  checkpointer = ocp.StandardCheckpointer()
+  saved = checkpointer.metadata(path)
+  saved_tree = getattr(saved, "item_metadata", saved)
+  check_compatible(param_shapes(saved_tree), param_shapes(abstract_params), path)
+  on_disk = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, s.dtype, sharding=a.sharding),
+                         abstract_params, saved_tree)
+  params = checkpointer.restore(path, on_disk)
+  return jax.tree.map(lambda x, a: x.astype(a.dtype), params, abstract_params)
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)

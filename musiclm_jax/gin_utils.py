@@ -1,0 +1,109 @@
+"""Gin plumbing for the binaries, in the style of T5X's gin_utils.
+
+Command lines take `--gin_file=PATH` (repeatable; relative paths are also
+searched in the repo's gin/ folder), `--gin_bindings='KEY = VALUE'`
+(repeatable) and the shorthand `--gin.KEY=VALUE`. Gin files use
+`from __gin__ import dynamic_registration`, so model code never imports gin.
+"""
+import os
+import sys
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+import gin
+
+from musiclm_jax.errors import UserError
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+_REQUIRED_REPR = "%gin.REQUIRED"
+
+_GIN_FILE = flags.DEFINE_multi_string(
+    "gin_file", [], "Gin config files, applied in order; relative paths are also looked up in gin/.")
+_GIN_BINDINGS = flags.DEFINE_multi_string(
+    "gin_bindings", [], "Extra gin bindings ('KEY = VALUE'), applied after the files.")
+_GIN_SEARCH_PATHS = flags.DEFINE_list(
+    "gin_search_paths", [GIN_DIR], "Folders searched for relative --gin_file paths and includes.")
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """Turns `--gin.KEY=VALUE` into `--gin_bindings=KEY = VALUE` for absl."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin."):
+      key, sep, value = arg[len("--gin."):].partition("=")
+      if not sep:
+        raise UserError(f"gin flag {arg!r} has no value: write --gin.{key}=VALUE")
+      out.append(f"--gin_bindings={key} = {value}")
+    else:
+      out.append(arg)
+  return out
+
+
+def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
+              search_paths: Sequence[str] = (GIN_DIR,)) -> None:
+  """Parses files then bindings; raises UserError with one line on any mistake."""
+  for path in search_paths:
+    gin.add_config_file_search_path(path)
+  for path in gin_files:
+    if not any(os.path.exists(os.path.join(p, path)) for p in ("", *search_paths)):
+      raise UserError(f"gin file {path!r} not found here or in {', '.join(search_paths)}")
+  try:
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=False)
+  except (ValueError, SyntaxError, ImportError, AttributeError, TypeError, KeyError) as e:
+    raise UserError(f"bad gin config: {_first_line(e)}") from None
+  except Exception as e:  # gin re-raises tokenizer/parser errors under varied types.
+    raise UserError(f"bad gin config: {type(e).__name__}: {_first_line(e)}") from None
+
+
+def check_required_macros(names: Sequence[str]) -> None:
+  """Fails with the macro's name if a required macro is unset or still REQUIRED."""
+  for name in names:
+    try:
+      value = gin.query_parameter(f"%{name}")
+    except ValueError:
+      continue  # The config never uses this macro.
+    if repr(value) == _REQUIRED_REPR:
+      raise UserError(f"gin macro {name} is required: pass --gin.{name}=VALUE or set it in a gin file")
+
+
+def write_config(model_dir: str) -> str:
+  """Writes the resolved config (all bindings in effect) to MODEL_DIR/config.gin."""
+  path = os.path.join(model_dir, "config.gin")
+  with open(path, "w") as f:
+    f.write(gin.config_str())
+  return path
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """absl's app.run with `--gin.KEY=VALUE` support and one-line UserErrors."""
+  try:
+    argv = rewrite_gin_args(sys.argv)
+  except UserError as e:
+    _exit_with(e)
+
+  def guarded(args):
+    try:
+      main(args)
+    except UserError as e:
+      _exit_with(e)
+
+  app.run(guarded, argv=argv)
+
+
+def parse_flags_and_check(required_macros: Sequence[str]) -> None:
+  """Parses --gin_file/--gin_bindings flags (after absl parsed argv)."""
+  parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
+  check_required_macros(required_macros)
+
+
+def _first_line(e: BaseException) -> str:
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  location = next((l for l in lines if l.startswith("In file") or l.startswith("In bindings")), "")
+  head = lines[0] if lines else type(e).__name__
+  return f"{head} ({location})" if location and location != head else head
+
+
+def _exit_with(e: UserError) -> None:
+  print(f"error: {e}", file=sys.stderr)
+  sys.exit(2)

@@ -1,0 +1,57 @@
+"""The contract between a model and the trainer (T5X's BaseModel, trimmed).
+
+A model is a plain Python object around a Flax module. The trainer never looks
+inside it: it asks for parameters, a loss, and (for MFU) an analytic FLOP count.
+Parameters are created with logical axis names (`nn.with_logical_partitioning`)
+so that `partitioning.py` alone decides how they map onto the mesh.
+
+Batches are dicts of arrays whose leading axis is `batch`. Decoder-only models
+use SeqIO's DecoderFeatureConverter names:
+  decoder_input_tokens   [batch, length] int32
+  decoder_target_tokens  [batch, length] int32
+  decoder_loss_weights   [batch, length] float32 or int32
+"""
+import abc
+from typing import Any, Mapping
+
+import jax
+
+Batch = Mapping[str, jax.Array]
+BatchSpec = Mapping[str, jax.ShapeDtypeStruct]
+Params = Any
+Metrics = Mapping[str, jax.Array]
+
+
+class BaseModel(abc.ABC):
+  """What every trainable model gives the trainer."""
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch_spec: BatchSpec) -> Params:
+    """Returns the parameter pytree, leaves boxed with logical axis names.
+
+    Must be traceable under `jax.eval_shape` so that the trainer can derive
+    shardings before allocating anything.
+    """
+
+  @abc.abstractmethod
+  def loss_fn(self, params: Params, batch: Batch,
+              rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
+    """Returns (scalar loss, metrics). `rng=None` means deterministic (eval).
+
+    Metrics are scalars already reduced over the batch (means), except
+    `num_tokens`, the count of tokens that carry loss, which the trainer uses
+    for tokens/s.
+    """
+
+  def flops_per_batch(self, batch_spec: BatchSpec) -> float:
+    """Analytic FLOPs of one forward+backward pass over a batch of this shape.
+
+    Used for MFU. Models that do not know it return 0 and MFU is not reported.
+    """
+    del batch_spec
+    return 0.0
+
+  def predict_batch(self, params: Params, batch: Batch, rng: jax.Array,
+                    **kwargs) -> jax.Array:
+    """Samples outputs for a batch. Only models that generate implement it."""
+    raise TypeError(f"{type(self).__name__} does not generate; it has no predict_batch.")

@@ -1,0 +1,310 @@
+"""The T5X-style trainer: jitted sharded steps and the train/eval loop.
+
+`Trainer` owns the compiled steps: `jax.jit` with explicit in/out shardings
+derived from the model's logical axes, the state donated, gradients
+accumulated over micro-batches inside the step. `train` is the loop that a
+binary configures with gin: input, checkpoints, eval, metrics, NaN guard and
+SIGTERM handling.
+"""
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from musiclm_jax import checkpoints
+from musiclm_jax import metrics as metrics_lib
+from musiclm_jax import optimizers
+from musiclm_jax import partitioning
+from musiclm_jax import train_state as train_state_lib
+from musiclm_jax.data import pipeline
+from musiclm_jax.errors import UserError
+from musiclm_jax.models.base import BaseModel, BatchSpec
+
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+
+
+class TrainingDivergedError(UserError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class Trainer:
+  """Compiled, sharded train and eval steps for one model."""
+
+  def __init__(self, model: BaseModel, partitioner: partitioning.Partitioner,
+               optimizer: optax.GradientTransformation, batch_spec: BatchSpec,
+               ema_decay: float | None = None, grad_accum_steps: int = 1, seed: int = 0):
+    self.model = model
+    self.partitioner = partitioner
+    self.batch_spec = dict(batch_spec)
+    self.grad_accum_steps = grad_accum_steps
+    self._rng = jax.random.key(seed)
+    batch_size = next(iter(self.batch_spec.values())).shape[0]
+    partitioner.check_batch_size(batch_size)
+    if batch_size % grad_accum_steps:
+      raise UserError(f"batch size {batch_size} is not divisible by grad_accum_steps={grad_accum_steps}")
+
+    init_rng = jax.random.fold_in(self._rng, -1 % 2**31)
+    with partitioner.context():
+      boxed = jax.eval_shape(model.init, init_rng, self.batch_spec)
+    specs = train_state_lib.logical_specs(boxed, optimizer, ema_decay)
+    self.state_shardings = partitioner.logical_to_sharding(specs)
+    abstract = jax.eval_shape(
+        lambda: train_state_lib.TrainState.create(nn.unbox(boxed), optimizer, ema_decay))
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_shardings)
+    self.batch_shardings = {k: partitioner.batch_sharding(len(v.shape)) for k, v in self.batch_spec.items()}
+
+    def init_fn(rng):
+      return train_state_lib.TrainState.create(nn.unbox(model.init(rng, self.batch_spec)),
+                                               optimizer, ema_decay)
+
+    self._init = partitioner.jit(init_fn, in_shardings=None, out_shardings=self.state_shardings)
+    self._init_rng = init_rng
+    replicated = partitioner.replicated()
+    self._train_step = partitioner.jit(
+        self._train_step_fn, in_shardings=(self.state_shardings, self.batch_shardings),
+        out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+    self._eval_step = partitioner.jit(
+        self._eval_step_fn, in_shardings=(self.state_shardings.params, self.batch_shardings),
+        out_shardings=replicated)
+
+  @property
+  def flops_per_step(self) -> float:
+    return self.model.flops_per_batch(self.batch_spec)
+
+  def init_state(self) -> train_state_lib.TrainState:
+    return self._init(self._init_rng)
+
+  def train_step(self, state, batch) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
+    """One optimizer update; `batch` holds global arrays (or host arrays on one host)."""
+    return self._train_step(state, batch)
+
+  def eval_step(self, params, batch) -> dict[str, jax.Array]:
+    return self._eval_step(params, batch)
+
+  def lower_train_step(self):
+    """Lowers the train step on abstract inputs (no allocation), for AOT compiles."""
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_shardings[k])
+                      for k, v in self.batch_spec.items()}
+    return self._train_step.lower(self.abstract_state, abstract_batch)
+
+  def _train_step_fn(self, state, batch):
+    rng = jax.random.fold_in(self._rng, state.step)
+    grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
+    if self.grad_accum_steps == 1:
+      (loss, metrics), grads = grad_fn(state.params, batch, rng)
+      metrics = dict(metrics, loss=loss)
+    else:
+      grads, metrics = self._accumulate(grad_fn, state.params, batch, rng)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return state.apply_gradients(grads), metrics
+
+  def _accumulate(self, grad_fn, params, batch, rng):
+    """Mean of micro-batch gradients; micro-batch i takes rows i, i+n, i+2n, ...
+
+    Strided rows keep every data-parallel shard equally busy in each micro-batch.
+    """
+    n = self.grad_accum_steps
+    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def body(carry, xs):
+      i, micro_batch = xs
+      (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
+      grad_sum, metric_sum = carry
+      grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
+      metric_sum = jax.tree.map(jnp.add, metric_sum, dict(metrics, loss=loss))
+      return (grad_sum, metric_sum), None
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    first = jax.tree.map(lambda x: x[0], micro)
+    metric_zeros = jax.tree.map(
+        jnp.zeros_like, jax.eval_shape(lambda: dict(grad_fn(params, first, rng)[0][1], loss=0.0)))
+    (grad_sum, metric_sum), _ = jax.lax.scan(body, (zeros, metric_zeros), (jnp.arange(n), micro))
+    grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grad_sum, params)
+    metrics = {k: v if k == "num_tokens" else v / n for k, v in metric_sum.items()}
+    return grads, metrics
+
+  def _eval_step_fn(self, params, batch):
+    loss, metrics = self.model.loss_fn(params, batch, None)
+    return dict(metrics, loss=loss)
+
+
+def train(*,
+          model: BaseModel,
+          model_dir: str,
+          total_steps: int,
+          train_dataset_cfg: pipeline.DatasetConfig,
+          eval_dataset_cfg: pipeline.DatasetConfig | None = None,
+          partitioner: partitioning.Partitioner | None = None,
+          optimizer: Callable[..., optax.GradientTransformation] = optimizers.make_optimizer,
+          learning_rate: optax.Schedule | float | None = None,
+          ema_decay: float | None = None,
+          grad_accum_steps: int = 1,
+          checkpoint_period: int = 1000,
+          keep_checkpoints: int | None = 3,
+          async_checkpointing: bool = True,
+          eval_period: int = 0,
+          eval_steps: int = 10,
+          log_period: int = 10,
+          seed: int = 0,
+          stop_at_step: int | None = None) -> dict[str, Any]:
+  """Trains `model` to `total_steps`, resuming from MODEL_DIR's latest checkpoint.
+
+  Args:
+    optimizer: factory taking `learning_rate` (gin: `@optimizers.make_optimizer`).
+    learning_rate: schedule or constant given to `optimizer` and logged.
+    stop_at_step: stop (with a checkpoint) before total_steps, e.g. to split
+      a run across jobs; the schedule still spans total_steps.
+
+  Returns:
+    {'step': last step, 'preempted': whether SIGTERM stopped it,
+     'last_metrics': the last logged train metrics}.
+  """
+  _check_writable(model_dir)
+  partitioner = partitioner or partitioning.Partitioner()
+  shard_index, num_shards = partitioner.host_shard()
+  schedule = learning_rate if callable(learning_rate) else optax.constant_schedule(
+      learning_rate if learning_rate is not None else 1e-3)
+  tx = optimizer(learning_rate=schedule)
+
+  checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
+                                          save_period=1, keep=keep_checkpoints,
+                                          async_save=async_checkpointing)
+  batches = pipeline.get_batches(train_dataset_cfg, shard_index, num_shards)
+  first = next(batches)
+  batch_spec = {k: jax.ShapeDtypeStruct((v.shape[0] * num_shards, *v.shape[1:]), v.dtype)
+                for k, v in first.items()}
+  trainer = Trainer(model, partitioner, tx, batch_spec, ema_decay, grad_accum_steps, seed)
+
+  start_step = checkpointer.latest_step()
+  if start_step is None:
+    state, batches_consumed = trainer.init_state(), 0
+  else:
+    state, batches_consumed = checkpointer.restore(start_step, trainer.abstract_state)
+    batches = pipeline.get_batches(train_dataset_cfg, shard_index, num_shards, batches_consumed)
+    first = None
+    logging.info("resumed from step %d", start_step)
+  batches = _prepend(first, batches)
+
+  writer = metrics_lib.MetricsWriter(model_dir)
+  peak_flops = metrics_lib.host_peak_flops() if trainer.flops_per_step else 0.0
+  end_step = min(total_steps, stop_at_step or total_steps)
+  step = int(state.step)
+  preempted = _SigtermFlag()
+  progress = tqdm.tqdm(total=end_step, initial=step, disable=not sys.stderr.isatty(), desc="train")
+  pending: list[Mapping[str, jax.Array]] = []
+  last_metrics: dict[str, float] = {}
+  last_good_step = start_step
+  window_start = time.perf_counter()
+  try:
+    while step < end_step and not preempted.is_set:
+      try:
+        batch = next(batches)
+      except StopIteration:
+        raise UserError(f"training data ran out at step {step}: set repeat=True in the "
+                        f"DatasetConfig or lower TRAIN_STEPS") from None
+      state, step_metrics = trainer.train_step(state, partitioner.make_global_batch(batch))
+      step += 1
+      batches_consumed += 1
+      pending.append(step_metrics)
+      progress.update(1)
+      due_checkpoint = step % checkpoint_period == 0 or step == end_step
+      if step % log_period == 0 or due_checkpoint or preempted.is_set:
+        elapsed = time.perf_counter() - window_start
+        last_metrics = _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops)
+        pending, window_start = [], time.perf_counter()
+        progress.set_postfix(loss=f"{last_metrics['loss']:.4f}")
+        if not np.isfinite(last_metrics["loss"]):
+          raise TrainingDivergedError(
+              f"loss is {last_metrics['loss']} at step {step}; last good checkpoint: step "
+              f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
+      if due_checkpoint or preempted.is_set:
+        checkpointer.save(step, state, batches_consumed, force=True)
+        last_good_step = step
+      if eval_dataset_cfg is not None and eval_period and step % eval_period == 0:
+        eval_metrics = evaluate(trainer, state, eval_dataset_cfg, eval_steps, shard_index, num_shards)
+        writer.write(step, eval_metrics, prefix="eval")
+  finally:
+    progress.close()
+    writer.flush()
+    checkpointer.close()
+    preempted.restore()
+  if preempted.is_set:
+    logging.warning("SIGTERM: saved step %d to %s", step, checkpointer.directory)
+  return {"step": step, "preempted": preempted.is_set, "last_metrics": last_metrics,
+          "checkpoint_dir": checkpointer.directory, "metrics_path": writer.jsonl_path,
+          "tensorboard_dir": writer.tensorboard_dir}
+
+
+def evaluate(trainer: Trainer, state, cfg: pipeline.DatasetConfig, num_batches: int,
+             shard_index: int = 0, num_shards: int = 1) -> dict[str, float]:
+  """Token-weighted means of eval metrics over the first `num_batches` batches."""
+  totals: dict[str, float] = {}
+  weight = 0.0
+  params = state.ema_params if state.ema_params is not None else state.params
+  for i, batch in enumerate(pipeline.get_batches(cfg, shard_index, num_shards)):
+    if i == num_batches:
+      break
+    m = jax.device_get(trainer.eval_step(params, trainer.partitioner.make_global_batch(batch)))
+    n = float(m["num_tokens"])
+    weight += n
+    for k, v in m.items():
+      if k != "num_tokens":
+        totals[k] = totals.get(k, 0.0) + float(v) * n
+  return {k: v / max(weight, 1.0) for k, v in totals.items()}
+
+
+def _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops) -> dict[str, float]:
+  fetched = jax.device_get(pending)
+  means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
+  tokens_per_step = means.pop("num_tokens", 0.0)
+  scalars = dict(means, learning_rate=float(schedule(step - 1)),
+                 **metrics_lib.throughput(elapsed / len(fetched), tokens_per_step,
+                                          trainer.flops_per_step, peak_flops))
+  writer.write(step, scalars)
+  return scalars
+
+
+def _prepend(first, rest):
+  if first is not None:
+    yield first
+  yield from rest
+
+
+def _check_writable(model_dir: str) -> None:
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    probe = os.path.join(model_dir, ".write_test")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"model_dir {model_dir} is not writable ({e.strerror}): choose a folder you can write") from None
+
+
+class _SigtermFlag:
+  """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
+
+  def __init__(self):
+    self.is_set = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.is_set = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

@@ -1,0 +1,46 @@
+"""musiclm_jax: an open JAX/Flax implementation of MusicLM that people can train."""
+import setuptools
+
+# Versions that resolve together on Python 3.11 (see ../shared/DESIGN.md §7).
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow==2.21.*",
+    "tensorflow-text==2.21.*",
+    "tensorflow-datasets==4.9.10",
+    "librosa==0.11.*",
+    "soundfile",
+    "soxr",
+    "gin-config==0.5.0",
+    "tensorboard",
+    "tqdm",
+    "numpy",
+    "pretty_midi",
+    "music21",
+    "safetensors",
+    "tokenizers",
+]
+
+TEST_REQUIRES = ["pytest", "pytest-xdist", "scikit-learn"]
+
+setuptools.setup(
+    name="musiclm_jax",
+    version="0.1.0",
+    description="MusicLM in JAX/Flax: tokenizers, three-stage cascade, T5X-style trainer.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*"]),
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+    entry_points={
+        "console_scripts": [
+            "musiclm-train=musiclm_jax.train:console_entry_point",
+            "musiclm-infer=musiclm_jax.infer:console_entry_point",
+            "musiclm-export=musiclm_jax.export:console_entry_point",
+        ]
+    },
+)
