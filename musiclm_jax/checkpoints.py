@@ -100,6 +100,30 @@ def export_params(params: Any, export_dir: str, dtype: str | None = None,
   return path
 
 
+def export_checkpoint(*, model_dir: str, output_dir: str, step: int | None = None,
+                      dtype: str | None = None, use_ema: bool = False) -> str:
+  """Entry point of musiclm-export: a training checkpoint → an inference one.
+
+  Reads step `step` (default: the latest) of MODEL_DIR/checkpoints and writes
+  its params (or their EMA) plus MODEL_DIR/config.gin to `output_dir`; the
+  model's shapes are checked when the export is loaded. Returns the params path.
+  """
+  directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise UserError(f"no checkpoints in {directory}: train with musiclm-train first or fix MODEL_DIR")
+  manager = ocp.CheckpointManager(directory, item_names=("state", "data", "meta"),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise UserError(f"no checkpoint for step {step} in {directory}: steps there are {manager.all_steps()}")
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  params = state["ema_params"] if use_ema else state["params"]
+  if params is None:
+    raise UserError(f"checkpoint {directory}/{step} has no EMA params: export with use_ema=False")
+  config = os.path.join(model_dir, "config.gin")
+  return export_params(params, output_dir, dtype, config if os.path.exists(config) else None)
+
+
 def load_exported_params(export_dir: str, abstract_params: Any) -> Any:
   """Loads params written by `export_params` onto `abstract_params`' shardings.
 
@@ -109,8 +133,7 @@ def load_exported_params(export_dir: str, abstract_params: Any) -> Any:
   if not os.path.isdir(path):
     raise UserError(f"no exported checkpoint at {path}: run musiclm-export first")
   checkpointer = ocp.StandardCheckpointer()
-  saved = checkpointer.metadata(path)
-  saved_tree = getattr(saved, "item_metadata", saved)
+  saved_tree = checkpointer.metadata(path).item_metadata.tree
   check_compatible(param_shapes(saved_tree), param_shapes(abstract_params), path)
   on_disk = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, s.dtype, sharding=a.sharding),
                          abstract_params, saved_tree)

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import gin
 
 from musiclm_jax.errors import UserError
@@ -45,15 +46,23 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
   """Parses files then bindings; raises UserError with one line on any mistake."""
   for path in search_paths:
     gin.add_config_file_search_path(path)
+  resolved = []
   for path in gin_files:
-    if not any(os.path.exists(os.path.join(p, path)) for p in ("", *search_paths)):
+    found = [os.path.join(p, path) for p in ("", *search_paths) if os.path.exists(os.path.join(p, path))]
+    if not found:
       raise UserError(f"gin file {path!r} not found here or in {', '.join(search_paths)}")
+    resolved.append(found[0])
+  verbosity = logging.get_verbosity()
+  # Gin logs an ERROR for every search path an include is not in before it finds it.
+  logging.set_verbosity(logging.FATAL)
   try:
-    gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=False)
+    gin.parse_config_files_and_bindings(resolved, gin_bindings, finalize_config=False)
   except (ValueError, SyntaxError, ImportError, AttributeError, TypeError, KeyError) as e:
     raise UserError(f"bad gin config: {_first_line(e)}") from None
   except Exception as e:  # gin re-raises tokenizer/parser errors under varied types.
     raise UserError(f"bad gin config: {type(e).__name__}: {_first_line(e)}") from None
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def check_required_macros(names: Sequence[str]) -> None:
@@ -105,5 +114,6 @@ def _first_line(e: BaseException) -> str:
 
 
 def _exit_with(e: UserError) -> None:
-  print(f"error: {e}", file=sys.stderr)
+  # Gin appends "In call to configurable ..." lines to exceptions it passes through.
+  print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
   sys.exit(2)

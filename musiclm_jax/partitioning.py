@@ -59,12 +59,14 @@ class Partitioner:
     model_parallel: size of the `model` mesh axis; the rest of the devices form
       the `data` axis.
     logical_axis_rules: (logical name, mesh axis or None) pairs.
+    num_devices: use only the first N devices (default: all of them).
   """
   model_parallel: int = 1
   logical_axis_rules: LogicalRules = DEFAULT_LOGICAL_AXIS_RULES
+  num_devices: int | None = None
 
   def __post_init__(self):
-    devices = jax.devices()
+    devices = jax.devices()[:self.num_devices]
     if self.model_parallel < 1 or len(devices) % self.model_parallel:
       raise UserError(f"model_parallel={self.model_parallel} does not divide the "
                       f"{len(devices)} devices: choose a divisor of {len(devices)}")

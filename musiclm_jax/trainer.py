@@ -106,7 +106,7 @@ class Trainer:
       metrics = dict(metrics, loss=loss)
     else:
       grads, metrics = self._accumulate(grad_fn, state.params, batch, rng)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return state.apply_gradients(grads), metrics
 
   def _accumulate(self, grad_fn, params, batch, rng):
@@ -157,7 +157,8 @@ def train(*,
           eval_steps: int = 10,
           log_period: int = 10,
           seed: int = 0,
-          stop_at_step: int | None = None) -> dict[str, Any]:
+          stop_at_step: int | None = None,
+          on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
   """Trains `model` to `total_steps`, resuming from MODEL_DIR's latest checkpoint.
 
   Args:
@@ -165,6 +166,9 @@ def train(*,
     learning_rate: schedule or constant given to `optimizer` and logged.
     stop_at_step: stop (with a checkpoint) before total_steps, e.g. to split
       a run across jobs; the schedule still spans total_steps.
+    on_ready: called once the state is initialised or restored, before the
+      first step; a checkpoint from another model fails before this runs, so
+      nothing in MODEL_DIR is overwritten.
 
   Returns:
     {'step': last step, 'preempted': whether SIGTERM stopped it,
@@ -195,6 +199,8 @@ def train(*,
     first = None
     logging.info("resumed from step %d", start_step)
   batches = _prepend(first, batches)
+  if on_ready is not None:
+    on_ready()
 
   writer = metrics_lib.MetricsWriter(model_dir)
   peak_flops = metrics_lib.host_peak_flops() if trainer.flops_per_step else 0.0
@@ -229,6 +235,10 @@ def train(*,
               f"loss is {last_metrics['loss']} at step {step}; last good checkpoint: step "
               f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
       if due_checkpoint or preempted.is_set:
+        if not _all_finite(state.params):
+          raise TrainingDivergedError(
+              f"parameters became NaN/Inf at step {step}; last good checkpoint: step "
+              f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
         checkpointer.save(step, state, batches_consumed, force=True)
         last_good_step = step
       if eval_dataset_cfg is not None and eval_period and step % eval_period == 0:
@@ -273,6 +283,11 @@ def _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops) -
                                           trainer.flops_per_step, peak_flops))
   writer.write(step, scalars)
   return scalars
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
 def _prepend(first, rest):

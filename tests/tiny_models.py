@@ -12,6 +12,7 @@ class _ContextMLP(nn.Module):
   vocab_size: int
   embed_dim: int = 32
   mlp_dim: int = 64
+  dropout_rate: float = 0.1
 
   @nn.compact
   def __call__(self, tokens, deterministic=True):
@@ -21,7 +22,7 @@ class _ContextMLP(nn.Module):
     x = table[tokens] + jnp.roll(table[tokens], 1, axis=1)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     h = nn.Dense(self.mlp_dim, kernel_init=nn.with_logical_partitioning(init, ("embed", "mlp")))(x)
-    h = nn.Dropout(0.1)(nn.gelu(h), deterministic=deterministic)
+    h = nn.Dropout(self.dropout_rate)(nn.gelu(h), deterministic=deterministic)
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
     return nn.Dense(self.vocab_size, kernel_init=nn.with_logical_partitioning(init, ("mlp", "vocab")))(h)
 
@@ -29,8 +30,9 @@ class _ContextMLP(nn.Module):
 class ContextMLPModel(BaseModel):
   """A next-token model over a context of two tokens; enough to test training."""
 
-  def __init__(self, vocab_size: int = 128, embed_dim: int = 32, mlp_dim: int = 64):
-    self.module = _ContextMLP(vocab_size, embed_dim, mlp_dim)
+  def __init__(self, vocab_size: int = 128, embed_dim: int = 32, mlp_dim: int = 64,
+               dropout_rate: float = 0.1):
+    self.module = _ContextMLP(vocab_size, embed_dim, mlp_dim, dropout_rate)
 
   def init(self, rng, batch_spec):
     tokens = jnp.zeros(batch_spec["decoder_input_tokens"].shape, jnp.int32)

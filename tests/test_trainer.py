@@ -1,0 +1,143 @@
+"""The trainer: sharding, resume, accumulation, NaN guard, export."""
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+import pytest
+
+from musiclm_jax import checkpoints
+from musiclm_jax import metrics as metrics_lib
+from musiclm_jax import optimizers
+from musiclm_jax import partitioning
+from musiclm_jax import trainer as trainer_lib
+from musiclm_jax.data import pipeline
+from musiclm_jax.data import toy_tasks
+from tiny_models import ContextMLPModel
+
+LENGTH = 32
+TRAIN = pipeline.DatasetConfig(toy_tasks.TOY_TASK_NAME, {"targets": LENGTH}, batch_size=8)
+
+
+def _batches(n):
+  it = pipeline.get_batches(TRAIN)
+  return [next(it) for _ in range(n)]
+
+
+def _run(partitioner, batches, model=None, tx=None, grad_accum_steps=1):
+  model = model or ContextMLPModel()
+  spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batches[0].items()}
+  trainer = trainer_lib.Trainer(model, partitioner, tx or optax.adamw(3e-3), spec,
+                                grad_accum_steps=grad_accum_steps)
+  state = trainer.init_state()
+  losses = []
+  for batch in batches:
+    state, m = trainer.train_step(state, partitioner.make_global_batch(batch))
+    losses.append(float(m["loss"]))
+  return state, losses
+
+
+def test_sharded_run_matches_one_device_and_really_shards_params():
+  batches = _batches(6)
+  _, single = _run(partitioning.Partitioner(num_devices=1), batches)
+  mesh_partitioner = partitioning.Partitioner(model_parallel=2)
+  assert dict(mesh_partitioner.mesh.shape) == {"data": 4, "model": 2}
+  state, sharded = _run(mesh_partitioner, batches)
+  np.testing.assert_allclose(sharded, single, rtol=2e-5)
+  assert single[-1] < single[0]
+
+  embedding = state.params["embedding"]  # [vocab, embed]: vocab → model.
+  assert embedding.sharding.spec == P("model", None)
+  assert {s.data.shape for s in embedding.addressable_shards} == {(64, 32)}
+  mlp_in = state.params["Dense_0"]["kernel"]  # [embed, mlp]
+  assert mlp_in.sharding.spec == P(None, "model")
+  adam_mu = state.opt_state[0].mu["embedding"]
+  assert adam_mu.sharding.spec == P("model", None)
+
+
+def test_grad_accumulation_matches_the_full_batch():
+  batches = _batches(3)
+  model = ContextMLPModel(dropout_rate=0.0)
+  one = partitioning.Partitioner(num_devices=1)
+  full_state, full = _run(one, batches, model)
+  accum_state, accum = _run(one, batches, model, grad_accum_steps=4)
+  np.testing.assert_allclose(accum, full, rtol=1e-5)
+  np.testing.assert_allclose(accum_state.params["embedding"], full_state.params["embedding"],
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_adafactor_state_gets_shardings_for_factored_moments():
+  tx = optimizers.make_optimizer("adafactor", learning_rate=1e-2)
+  state, losses = _run(partitioning.Partitioner(model_parallel=2), _batches(3),
+                       ContextMLPModel(embed_dim=128, mlp_dim=128), tx)
+  assert np.all(np.isfinite(losses))
+  assert state.params["Dense_0"]["kernel"].sharding.spec == P(None, "model")
+
+
+def _train(model_dir, total_steps, **kwargs):
+  defaults = dict(model=ContextMLPModel(), model_dir=str(model_dir), total_steps=total_steps,
+                  train_dataset_cfg=TRAIN, learning_rate=3e-3, log_period=1, checkpoint_period=4,
+                  partitioner=partitioning.Partitioner(num_devices=1))
+  return trainer_lib.train(**{**defaults, **kwargs})
+
+
+def _losses(model_dir):
+  return {r["step"]: r["train/loss"] for r in metrics_lib.read_jsonl(f"{model_dir}/metrics.jsonl")
+          if "train/loss" in r}
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+  _train(tmp_path / "straight", 12)
+  first = _train(tmp_path / "resumed", 12, stop_at_step=6)
+  assert first["step"] == 6
+  second = _train(tmp_path / "resumed", 12)
+  assert second["step"] == 12
+  straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+  assert sorted(resumed) == list(range(1, 13))
+  np.testing.assert_allclose([resumed[s] for s in range(7, 13)],
+                             [straight[s] for s in range(7, 13)], rtol=1e-6)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+  schedule = lambda step: jnp.where(step < 5, 1e-3, jnp.nan)
+  with pytest.raises(trainer_lib.TrainingDivergedError, match="last good checkpoint: step 4"):
+    _train(tmp_path, 20, learning_rate=schedule, checkpoint_period=2)
+  ckpt = checkpoints.Checkpointer(tmp_path / "checkpoints")
+  assert ckpt.latest_step() == 4
+  ckpt.close()
+
+
+def test_exported_params_give_the_same_logits(tmp_path):
+  model = ContextMLPModel()
+  _train(tmp_path / "run", 4, model=model)
+  spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in _batches(1)[0].items()}
+  partitioner = partitioning.Partitioner(num_devices=1)
+  trainer = trainer_lib.Trainer(model, partitioner, optimizers.make_optimizer(), spec)
+  ckpt = checkpoints.Checkpointer(tmp_path / "run" / "checkpoints")
+  state, consumed = ckpt.restore(4, trainer.abstract_state)
+  ckpt.close()
+  assert consumed == 4
+  tokens = jnp.asarray(_batches(1)[0]["decoder_input_tokens"])
+  reference = model.logits(state.params, tokens)
+
+  checkpoints.export_checkpoint(model_dir=str(tmp_path / "run"), output_dir=str(tmp_path / "f32"))
+  exported = checkpoints.load_exported_params(tmp_path / "f32", trainer.abstract_state.params)
+  np.testing.assert_array_equal(model.logits(exported, tokens), reference)
+
+  checkpoints.export_checkpoint(model_dir=str(tmp_path / "run"), output_dir=str(tmp_path / "bf16"),
+                                dtype="bfloat16")
+  bf16 = checkpoints.load_exported_params(tmp_path / "bf16", trainer.abstract_state.params)
+  np.testing.assert_allclose(model.logits(bf16, tokens), reference, atol=2e-2)
+  assert not np.array_equal(model.logits(bf16, tokens), reference)
+
+  other = trainer_lib.Trainer(ContextMLPModel(embed_dim=16), partitioner, optimizers.make_optimizer(), spec)
+  with pytest.raises(checkpoints.UserError, match="from a different model: parameter 'Dense_0/kernel'"):
+    checkpoints.load_exported_params(tmp_path / "f32", other.abstract_state.params)
+
+
+def test_mfu_is_achieved_over_peak():
+  rates = metrics_lib.throughput(step_seconds=0.5, tokens_per_step=1000, flops_per_step=1e9,
+                                 peak_flops=4e9)
+  assert rates["tokens_per_second"] == 2000
+  assert rates["mfu"] == pytest.approx(0.5)
+  assert "mfu" not in metrics_lib.throughput(0.5, 1000, 0.0, 4e9)
