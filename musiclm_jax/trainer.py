@@ -226,6 +226,8 @@ def train(*,
       progress.update(1)
       due_checkpoint = step % checkpoint_period == 0 or step == end_step
       if step % log_period == 0 or due_checkpoint or preempted.is_set:
+        # XLA can hand back the metrics before the update finishes: wait for the state.
+        jax.block_until_ready(state)
         elapsed = time.perf_counter() - window_start
         last_metrics = _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops)
         pending, window_start = [], time.perf_counter()
