@@ -141,3 +141,16 @@ def test_mfu_is_achieved_over_peak():
   assert rates["tokens_per_second"] == 2000
   assert rates["mfu"] == pytest.approx(0.5)
   assert "mfu" not in metrics_lib.throughput(0.5, 1000, 0.0, 4e9)
+
+
+def test_ema_tracks_params_with_its_decay():
+  batches = _batches(2)
+  spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batches[0].items()}
+  partitioner = partitioning.Partitioner(num_devices=1)
+  trainer = trainer_lib.Trainer(ContextMLPModel(), partitioner, optax.sgd(0.5), spec, ema_decay=0.75)
+  state = trainer.init_state()
+  before = np.asarray(state.params["embedding"])
+  state, _ = trainer.train_step(state, partitioner.make_global_batch(batches[0]))
+  after = np.asarray(state.params["embedding"])
+  assert not np.allclose(after, before)
+  np.testing.assert_allclose(state.ema_params["embedding"], 0.75 * before + 0.25 * after, rtol=1e-6)

@@ -20,6 +20,11 @@ Cached decoding (for the sampler):
   cache = model.init_cache(batch_size, max_length)       # empty, index 0
   logits, cache = model.prefill(params, cache, prefix)   # prefix [batch, n]
   logits, cache = model.decode_step(params, cache, tok)  # tok [batch]
+Training inputs are SeqIO-shifted (PAD_ID as BOS first), so a prompt is
+[PAD_ID, conditioning..., prefix...]: the last prefill logits predict the
+first target token. A cache of max_length = len(prompt) + num_targets is
+enough. Target number p (0 = the first) must be sampled from the ids in
+`stage.layout.level_id_range(stage.target_kind, p)`.
 """
 import dataclasses
 

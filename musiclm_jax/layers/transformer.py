@@ -1,0 +1,218 @@
+"""Decoder-only Transformer (T5.1.1 style) with a scannable, rematerialisable stack.
+
+Pre-norm blocks (RMSNorm), gated-GELU feed-forward, T5 relative position bias
+with ONE bias table per stack (as T5 does), computed once per forward pass and
+shared by all layers together with the causal/segment mask.
+
+Cached decoding (`decode=True`) keeps a 'cache' collection in the Decoder:
+  key, value  [layers, batch, max_length, heads, kv]   (compute dtype)
+  index       int32 scalar: how many positions are filled
+Create it by initialising with tokens of shape [batch, max_length] and
+`decode=True` (see `musiclm_jax.models.lm.DecoderOnlyLM.init_cache`), then call
+with `decode=True` and `mutable=['cache']` on any number of new tokens: they
+are written at `index` and `index` advances by their count. One scalar index
+means every row of the batch is at the same position.
+"""
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from musiclm_jax.layers import attention
+from musiclm_jax.layers import initializers
+from musiclm_jax.layers import mlp
+from musiclm_jax.layers import normalization
+from musiclm_jax.layers import relative_position
+
+# Added to masked attention logits; finite so a fully masked row stays finite.
+_MASKED = -1e9
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyper-parameters of a decoder-only Transformer.
+
+  vocab_size: None means "take it from the stage's token layout" (see lm.py).
+  head_dim: None means d_model // num_heads.
+  remat_policy: one of REMAT_POLICIES: 'none' stores all activations, 'full'
+    recomputes each layer in the backward pass, 'minimal' (alias
+    'dots_with_no_batch_dims') keeps only weight matmul outputs.
+  dtype: compute dtype (e.g. 'bfloat16'); param_dtype: storage dtype.
+  """
+  vocab_size: int | None = None
+  d_model: int = 512
+  num_layers: int = 6
+  num_heads: int = 8
+  head_dim: int | None = None
+  d_ff: int = 2048
+  dropout_rate: float = 0.0
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  tie_embeddings: bool = False
+  scan_layers: bool = True
+  remat_policy: str = "none"
+  dtype: Any = "float32"
+  param_dtype: Any = "float32"
+
+  def __post_init__(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy must be one of {sorted(REMAT_POLICIES)}, "
+                       f"got {self.remat_policy!r}.")
+    if self.head_dim is None and self.d_model % self.num_heads:
+      raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
+                       f"{self.num_heads}; set head_dim explicitly.")
+
+  @property
+  def kv_dim(self) -> int:
+    return self.head_dim or self.d_model // self.num_heads
+
+
+class DecoderLayer(nn.Module):
+  """One pre-norm block: x + Attn(Norm(x)), then x + Mlp(Norm(x)).
+
+  x: [batch, length, embed] -> (x, kv_cache); the signature is scan-shaped
+  (carry, per-layer inputs) -> (carry, per-layer outputs).
+  """
+  config: TransformerConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, attention_bias, kv_cache, cache_index):
+    cfg = self.config
+    dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
+    norm = functools.partial(normalization.RMSNorm, dtype=cfg.dtype,
+                             param_dtype=cfg.param_dtype)
+
+    h = norm(name="pre_attention_norm")(x)
+    h, kv_cache = attention.SelfAttention(
+        cfg.num_heads, cfg.kv_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        name="attention")(h, attention_bias, kv_cache, cache_index)
+    x = x + dropout(h, deterministic=self.deterministic)
+
+    h = norm(name="pre_mlp_norm")(x)
+    h = mlp.GatedMlp(cfg.d_ff, cfg.dropout_rate, dtype=cfg.dtype,
+                     param_dtype=cfg.param_dtype, name="mlp")(
+                         h, deterministic=self.deterministic)
+    x = x + dropout(h, deterministic=self.deterministic)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return x, kv_cache
+
+
+def _attention_bias(rel_bias, query_positions, key_positions, segment_ids):
+  """Relative bias + causal (+ segment) mask: float32 [batch or 1, heads, q, k]."""
+  allowed = key_positions[None, :] <= query_positions[:, None]
+  bias = rel_bias + jnp.where(allowed, 0.0, _MASKED)
+  bias = bias[None]
+  if segment_ids is not None:
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    bias = bias + jnp.where(same, 0.0, _MASKED)[:, None]
+  return bias
+
+
+class Decoder(nn.Module):
+  """Token ids [batch, length] -> float32 logits [batch, length, vocab]."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens, *, segment_ids=None, deterministic: bool = True,
+               decode: bool = False):
+    """segment_ids: optional [batch, length] for packed sequences (training only)."""
+    cfg = self.config
+    if cfg.vocab_size is None:
+      raise ValueError("TransformerConfig.vocab_size is None; set it or build the "
+                       "model through DecoderOnlyLM with a stage.")
+    batch, length = tokens.shape
+    embedding = self.param(
+        "token_embedding",
+        nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+        (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
+    x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
+    x = dropout(x, deterministic=deterministic)
+
+    kv_cache = cache_index = None
+    query_positions = jnp.arange(length)
+    key_positions = query_positions
+    if decode:
+      if segment_ids is not None:
+        raise ValueError("segment_ids (packing) is for training; decode one sequence "
+                         "per batch row instead.")
+      cache_shape = (cfg.num_layers, batch, length, cfg.num_heads, cfg.kv_dim)
+      cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, cfg.dtype)
+      cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, cfg.dtype)
+      index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+      cache_index = index.value
+      kv_cache = (cached_key.value, cached_value.value)
+      query_positions = cache_index + query_positions
+      key_positions = jnp.arange(cached_key.value.shape[2])
+
+    rel_bias = relative_position.RelativePositionBias(
+        cfg.num_heads, cfg.relative_attention_num_buckets,
+        cfg.relative_attention_max_distance, param_dtype=cfg.param_dtype,
+        name="relative_position_bias")(query_positions, key_positions)
+    bias = _attention_bias(rel_bias, query_positions, key_positions, segment_ids)
+
+    x, kv_cache = self._layers(deterministic)(x, bias, kv_cache, cache_index)
+
+    if decode:
+      cached_key.value, cached_value.value = kv_cache
+      index.value = cache_index + length
+
+    x = normalization.RMSNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                              name="final_norm")(x)
+    x = dropout(x, deterministic=deterministic)
+    if cfg.tie_embeddings:
+      # T5 1.0 rescales tied logits so they do not grow with d_model.
+      logits = jnp.einsum("ble,ve->blv", x, embedding.astype(cfg.dtype))
+      logits = logits / jnp.sqrt(cfg.d_model).astype(cfg.dtype)
+    else:
+      kernel = self.param("logits_kernel",
+                          initializers.fan_in(("embed", "vocab"), in_axis=0, out_axis=1),
+                          (cfg.d_model, cfg.vocab_size), cfg.param_dtype)
+      logits = jnp.einsum("ble,ev->blv", x, kernel.astype(cfg.dtype))
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    return logits.astype(jnp.float32)
+
+  def _layers(self, deterministic: bool):
+    """The layer stack as one callable (x, bias, kv_cache, cache_index) -> (x, kv_cache)."""
+    cfg = self.config
+    layer_cls = DecoderLayer
+    if cfg.remat_policy != "none":
+      layer_cls = nn.remat(layer_cls, policy=REMAT_POLICIES[cfg.remat_policy],
+                           prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(
+          layer_cls,
+          variable_axes={"params": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast, 0, nn.broadcast),
+          length=cfg.num_layers,
+          metadata_params={nn.PARTITION_NAME: "layers"})
+      return stack(cfg, deterministic, name="layers")
+
+    layers = [layer_cls(cfg, deterministic, name=f"layers_{i}")
+              for i in range(cfg.num_layers)]
+
+    def unrolled(x, bias, kv_cache, cache_index):
+      new_caches = []
+      for i, layer in enumerate(layers):
+        layer_cache = None if kv_cache is None else (kv_cache[0][i], kv_cache[1][i])
+        x, layer_cache = layer(x, bias, layer_cache, cache_index)
+        new_caches.append(layer_cache)
+      if kv_cache is None:
+        return x, None
+      return x, tuple(jnp.stack(parts) for parts in zip(*new_caches))
+
+    return unrolled

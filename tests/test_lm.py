@@ -1,0 +1,191 @@
+"""Stage LMs: cached decoding, target-only loss, conditioning dropout, FLOPs."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from musiclm_jax.data import token_layout
+from musiclm_jax.layers import transformer
+from musiclm_jax.models import lm
+from musiclm_jax.models import param_count
+
+TINY = transformer.TransformerConfig(d_model=64, num_layers=2, num_heads=4, d_ff=128)
+
+
+def _params(model, length):
+  """Params of the right shapes drawn with numpy (compiling real initialisers is slow)."""
+  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, length), np.int32)}
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)
+  rng = np.random.default_rng(0)
+
+  def draw(path, box):
+    shape = box.value.shape
+    if path[-1].key == "scale":
+      value = 1.0 + 0.1 * rng.normal(size=shape)
+    else:
+      value = rng.normal(size=shape) / np.sqrt(shape[-2] if len(shape) > 1 else 1)
+    return jnp.asarray(value, box.value.dtype)
+
+  return jax.tree_util.tree_map_with_path(
+      draw, shapes, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def _stream(layout, kind, frames, seed):
+  codes = np.random.default_rng(seed).integers(
+      0, layout.kind(kind).codebook_size, size=(frames, layout.kind(kind).num_levels))
+  return layout.encode_stream(kind, codes)
+
+
+def _stage_sequence(stage):
+  """(tokens [1, length], number of conditioning + prefix tokens) for a short example."""
+  layout = stage.layout
+  if stage.name == "semantic":
+    parts = [_stream(layout, "mulan", 1, 0), _stream(layout, "semantic", 20, 1)]
+  elif stage.name == "coarse":
+    parts = [_stream(layout, "mulan", 1, 0), _stream(layout, "semantic", 6, 1),
+             _stream(layout, "coarse", 4, 2)]
+  else:
+    parts = [_stream(layout, "coarse", 4, 0), _stream(layout, "fine", 2, 1)]
+  tokens = np.concatenate(parts)[None]
+  return jnp.asarray(tokens), tokens.shape[1] - len(parts[-1])
+
+
+STAGES = {"semantic": lm.semantic_stage(), "coarse": lm.coarse_stage(), "fine": lm.fine_stage()}
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+@pytest.mark.parametrize("stage_name", list(STAGES))
+def test_cached_decoding_matches_full_forward(stage_name, scan_layers):
+  stage = STAGES[stage_name]
+  model = lm.DecoderOnlyLM(dataclasses.replace(TINY, scan_layers=scan_layers), stage)
+  tokens, prefix_length = _stage_sequence(stage)
+  length = tokens.shape[1]
+  assert length > 16 + 8  # offsets beyond the 16 exact buckets, into the log-spaced ones
+  params = _params(model, length)
+  full = jax.jit(model.apply)(params, tokens)
+
+  # Spare slots at the end must stay masked while they are still empty.
+  cache = model.init_cache(batch_size=1, max_length=length + 5)
+  prefill_logits, cache = jax.jit(model.prefill)(params, cache, tokens[:, :prefix_length])
+  step = jax.jit(model.decode_step)
+  step_logits = []
+  for t in range(prefix_length, length):
+    logits, cache = step(params, cache, tokens[:, t])
+    step_logits.append(logits)
+  assert int(cache["index"]) == length
+  incremental = jnp.concatenate([prefill_logits, jnp.stack(step_logits, axis=1)], axis=1)
+  np.testing.assert_allclose(incremental, full, atol=2e-4, rtol=1e-4)
+
+
+def _semantic_batch(model):
+  """A batch of 2 (12 MuLan + 8 semantic tokens), SeqIO-shifted, every weight 1."""
+  layout = model.stage.layout
+  rows = [np.concatenate([_stream(layout, "mulan", 1, 2 * i),
+                          _stream(layout, "semantic", 8, 2 * i + 1)]) for i in range(2)]
+  targets = np.stack(rows).astype(np.int32)
+  inputs = np.concatenate([np.zeros((2, 1), np.int32), targets[:, :-1]], axis=1)
+  return {"decoder_input_tokens": jnp.asarray(inputs),
+          "decoder_target_tokens": jnp.asarray(targets),
+          "decoder_loss_weights": jnp.ones(targets.shape, jnp.float32)}
+
+
+def test_loss_is_cross_entropy_on_targets_only():
+  model = lm.DecoderOnlyLM(TINY, lm.semantic_stage(), z_loss=1e-2)
+  batch = _semantic_batch(model)
+  params = _params(model, 20)
+  loss, metrics = jax.jit(model.loss_fn)(params, batch, None)
+
+  logits = np.asarray(jax.jit(model.apply)(params, batch["decoder_input_tokens"]), np.float64)
+  log_z = np.log(np.exp(logits).sum(-1))
+  targets = np.asarray(batch["decoder_target_tokens"])
+  target_logits = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  on_target = slice(12, None)  # the 12 MuLan positions carry no loss
+  cross_entropy = (log_z - target_logits)[:, on_target].mean()
+  z_term = 1e-2 * (log_z ** 2)[:, on_target].mean()
+  accuracy = (logits.argmax(-1) == targets)[:, on_target].mean()
+  np.testing.assert_allclose(metrics["cross_entropy"], cross_entropy, rtol=1e-5)
+  np.testing.assert_allclose(metrics["z_loss"], z_term, rtol=1e-5)
+  np.testing.assert_allclose(loss, cross_entropy + z_term, rtol=1e-5)
+  np.testing.assert_allclose(metrics["accuracy"], accuracy)
+  assert metrics["num_tokens"] == 2 * 8
+
+
+def test_prefix_weights_are_ignored_and_target_weights_count():
+  model = lm.DecoderOnlyLM(TINY, lm.semantic_stage())
+  batch = _semantic_batch(model)
+  params = _params(model, 20)
+  loss_fn = jax.jit(model.loss_fn)
+  loss, _ = loss_fn(params, batch, None)
+  prefix_weight = dict(batch, decoder_loss_weights=batch["decoder_loss_weights"].at[0, 3].set(5.0))
+  target_weight = dict(batch, decoder_loss_weights=batch["decoder_loss_weights"].at[0, 15].set(5.0))
+  np.testing.assert_array_equal(loss_fn(params, prefix_weight, None)[0], loss)
+  assert loss_fn(params, target_weight, None)[0] != loss
+
+
+def test_remove_conditioning_replaces_only_conditioning_tokens():
+  model = lm.DecoderOnlyLM(TINY, lm.coarse_stage())
+  tokens, _ = _stage_sequence(model.stage)
+  tokens = jnp.concatenate([tokens, tokens])
+  dropped = model.remove_conditioning(tokens, jnp.array([True, False]))
+  is_mulan = np.asarray(model.stage.layout.contains("mulan", tokens[0]))
+  assert is_mulan.sum() == 12
+  np.testing.assert_array_equal(dropped[0][is_mulan], token_layout.NULL_ID)
+  np.testing.assert_array_equal(dropped[0][~is_mulan], tokens[0][~is_mulan])
+  np.testing.assert_array_equal(dropped[1], tokens[1])
+
+
+def test_conditioning_dropout_drops_when_on_and_never_when_off():
+  stage = lm.semantic_stage()
+  always = lm.DecoderOnlyLM(TINY, stage, condition_dropout_rate=1.0)
+  never = lm.DecoderOnlyLM(TINY, stage)
+  batch = _semantic_batch(never)
+  params = _params(never, 20)
+  rng = jax.random.PRNGKey(3)
+  nulled = dict(batch,
+                decoder_input_tokens=never.remove_conditioning(batch["decoder_input_tokens"]))
+
+  always_loss, never_loss = jax.jit(always.loss_fn), jax.jit(never.loss_fn)
+
+  clean = never_loss(params, batch, None)[0]
+  unconditional = never_loss(params, nulled, None)[0]
+  assert unconditional != clean
+  np.testing.assert_allclose(always_loss(params, batch, rng)[0], unconditional, rtol=1e-6)
+  # Off in eval (rng=None) even at rate 1, and off at rate 0 even in training.
+  np.testing.assert_allclose(always_loss(params, batch, None)[0], clean, rtol=1e-6)
+  np.testing.assert_allclose(never_loss(params, batch, rng)[0], clean, rtol=1e-6)
+
+
+def test_plain_lm_over_a_small_vocab():
+  model = lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=16))
+  targets = jnp.tile(jnp.arange(2, 12, dtype=jnp.int32), (2, 1))
+  batch = {"decoder_input_tokens": jnp.pad(targets[:, :-1], ((0, 0), (1, 0))),
+           "decoder_target_tokens": targets,
+           "decoder_loss_weights": jnp.ones(targets.shape).at[:, -3:].set(0)}
+  loss, metrics = jax.jit(model.loss_fn)(_params(model, 10), batch, jax.random.PRNGKey(0))
+  assert np.isfinite(loss) and metrics["num_tokens"] == 2 * 7
+  assert model.init_cache(2, 10)["key"].shape == (2, 2, 10, 4, 16)
+
+
+def test_vocab_size_errors():
+  with pytest.raises(ValueError, match="needs transformer_config.vocab_size or a stage"):
+    lm.DecoderOnlyLM(TINY)
+  with pytest.raises(ValueError, match="does not match the semantic stage's layout"):
+    lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=100), lm.semantic_stage())
+  with pytest.raises(ValueError, match="needs a stage with condition_kinds"):
+    lm.DecoderOnlyLM(TINY, lm.fine_stage(), condition_dropout_rate=0.1)
+
+
+def test_flops_count_every_dense_parameter_and_attention():
+  model = lm.DecoderOnlyLM(TINY, lm.fine_stage())
+  batch, length = 3, 40
+  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((batch, length), np.int32)}
+  cfg = model.config
+  # Everything but the input embedding lookup, the norm scales and the bias table.
+  not_matmul = (cfg.vocab_size * cfg.d_model + (2 * cfg.num_layers + 1) * cfg.d_model
+                + cfg.relative_attention_num_buckets * cfg.num_heads)
+  dense = param_count.count_parameters(model) - not_matmul
+  attention = 3 * cfg.num_layers * 4 * batch * length ** 2 * cfg.d_model
+  assert model.flops_per_batch(spec) == 6 * dense * batch * length + attention
