@@ -50,6 +50,9 @@ class Trainer:
     self._rng = jax.random.key(seed)
     batch_size = next(iter(self.batch_spec.values())).shape[0]
     partitioner.check_batch_size(batch_size)
+    if grad_accum_steps > 1 and type(model).train_step is not BaseModel.train_step:
+      raise UserError(f"{type(model).__name__} has its own train_step, which grad_accum_steps does "
+                      "not apply to: set grad_accum_steps=1")
     if batch_size % grad_accum_steps:
       raise UserError(f"batch size {batch_size} is not divisible by grad_accum_steps={grad_accum_steps}")
 
@@ -100,6 +103,9 @@ class Trainer:
 
   def _train_step_fn(self, state, batch):
     rng = jax.random.fold_in(self._rng, state.step)
+    custom = self.model.train_step(state, batch, rng)
+    if custom is not None:
+      return custom
     grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
     if self.grad_accum_steps == 1:
       (loss, metrics), grads = grad_fn(state.params, batch, rng)

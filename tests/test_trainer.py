@@ -13,7 +13,7 @@ from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
 from musiclm_jax.data import toy_tasks
-from tiny_models import ContextMLPModel
+from tiny_models import ContextMLPModel, SignSGDModel
 
 LENGTH = 32
 TRAIN = pipeline.DatasetConfig(toy_tasks.TOY_TASK_NAME, {"targets": LENGTH}, batch_size=8)
@@ -154,3 +154,19 @@ def test_ema_tracks_params_with_its_decay():
   after = np.asarray(state.params["embedding"])
   assert not np.allclose(after, before)
   np.testing.assert_allclose(state.ema_params["embedding"], 0.75 * before + 0.25 * after, rtol=1e-6)
+
+
+def test_a_model_can_bring_its_own_update():
+  batches = _batches(1)
+  spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batches[0].items()}
+  partitioner = partitioning.Partitioner(num_devices=1)
+  trainer = trainer_lib.Trainer(SignSGDModel(), partitioner, optax.sgd(1.0), spec)
+  state = trainer.init_state()
+  before = np.asarray(state.params["embedding"])
+  state, metrics = trainer.train_step(state, partitioner.make_global_batch(batches[0]))
+  step = np.abs(np.asarray(state.params["embedding"]) - before)
+  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+  np.testing.assert_allclose(step[step > 0], 1e-3, rtol=1e-3)
+  assert (step > 0).mean() > 0.5
+  with pytest.raises(trainer_lib.UserError, match="grad_accum_steps"):
+    trainer_lib.Trainer(SignSGDModel(), partitioner, optax.sgd(1.0), spec, grad_accum_steps=2)

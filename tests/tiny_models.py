@@ -55,3 +55,12 @@ class ContextMLPModel(BaseModel):
     b, l = batch_spec["decoder_input_tokens"].shape
     m = self.module
     return 6.0 * b * l * (m.embed_dim * m.mlp_dim + m.mlp_dim * m.vocab_size)
+
+
+class SignSGDModel(ContextMLPModel):
+  """Same network, its own update (sign of the gradient): exercises BaseModel.train_step."""
+
+  def train_step(self, state, batch, rng):
+    (loss, metrics), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(state.params, batch, rng)
+    params = jax.tree.map(lambda p, g: p - 1e-3 * jnp.sign(g), state.params, grads)
+    return state.replace(step=state.step + 1, params=params), dict(metrics, loss=loss)

@@ -43,6 +43,20 @@ class BaseModel(abc.ABC):
     for tokens/s.
     """
 
+  def train_step(self, state: Any, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics] | None:
+    """Optional: a model's own update, for models one gradient step cannot train.
+
+    A GAN (generator and discriminator on separate optimizers, e.g. an
+    `optax.multi_transform` keyed on the top-level params) or a model with
+    non-gradient state (EMA codebooks kept in `params` under a label the
+    optimizer leaves untouched) returns `(new_state, metrics)` here, where
+    `state` is a `train_state.TrainState`. Returning None (the default) means
+    "use the trainer's step": gradients of `loss_fn`, clipping, accumulation.
+    The trainer still jits, shards, checkpoints and logs either way.
+    """
+    del state, batch, rng
+    return None
+
   def flops_per_batch(self, batch_spec: BatchSpec) -> float:
     """Analytic FLOPs of one forward+backward pass over a batch of this shape.
 
