@@ -149,8 +149,8 @@ def train(*,
           model: BaseModel,
           model_dir: str,
           total_steps: int,
-          train_dataset_cfg: pipeline.DatasetConfig,
-          eval_dataset_cfg: pipeline.DatasetConfig | None = None,
+          train_dataset_cfg: pipeline.BatchSource,
+          eval_dataset_cfg: pipeline.BatchSource | None = None,
           partitioner: partitioning.Partitioner | None = None,
           optimizer: Callable[..., optax.GradientTransformation] = optimizers.make_optimizer,
           learning_rate: optax.Schedule | float | None = None,
@@ -190,7 +190,7 @@ def train(*,
   checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
                                           save_period=1, keep=keep_checkpoints,
                                           async_save=async_checkpointing)
-  batches = pipeline.get_batches(train_dataset_cfg, shard_index, num_shards)
+  batches = train_dataset_cfg.get_batches(shard_index, num_shards)
   first = next(batches)
   batch_spec = {k: jax.ShapeDtypeStruct((v.shape[0] * num_shards, *v.shape[1:]), v.dtype)
                 for k, v in first.items()}
@@ -201,7 +201,7 @@ def train(*,
     state, batches_consumed = trainer.init_state(), 0
   else:
     state, batches_consumed = checkpointer.restore(start_step, trainer.abstract_state)
-    batches = pipeline.get_batches(train_dataset_cfg, shard_index, num_shards, batches_consumed)
+    batches = train_dataset_cfg.get_batches(shard_index, num_shards, batches_consumed)
     first = None
     logging.info("resumed from step %d", start_step)
   batches = _prepend(first, batches)
@@ -264,17 +264,20 @@ def train(*,
           "tensorboard_dir": writer.tensorboard_dir}
 
 
-def evaluate(trainer: Trainer, state, cfg: pipeline.DatasetConfig, num_batches: int,
+def evaluate(trainer: Trainer, state, cfg: pipeline.BatchSource, num_batches: int,
              shard_index: int = 0, num_shards: int = 1) -> dict[str, float]:
-  """Token-weighted means of eval metrics over the first `num_batches` batches."""
+  """Token-weighted means of eval metrics over the first `num_batches` batches.
+
+  Models that report no `num_tokens` get a plain mean over batches.
+  """
   totals: dict[str, float] = {}
   weight = 0.0
   params = state.ema_params if state.ema_params is not None else state.params
-  for i, batch in enumerate(pipeline.get_batches(cfg, shard_index, num_shards)):
+  for i, batch in enumerate(cfg.get_batches(shard_index, num_shards)):
     if i == num_batches:
       break
     m = jax.device_get(trainer.eval_step(params, trainer.partitioner.make_global_batch(batch)))
-    n = float(m["num_tokens"])
+    n = float(m.get("num_tokens", 1.0))
     weight += n
     for k, v in m.items():
       if k != "num_tokens":

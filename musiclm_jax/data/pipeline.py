@@ -1,17 +1,31 @@
-"""SeqIO datasets → per-host numpy batches for the trainer (T5X's DatasetConfig).
+"""Input pipelines → per-host numpy batches for the trainer (T5X's DatasetConfig).
 
-The pipeline is deterministic given its seed, so its position is just the
-number of batches served: a resumed run skips that many and sees exactly the
-batches an uninterrupted run would have seen.
+The trainer accepts any `BatchSource`: an object whose `get_batches` yields
+this host's share of each global batch from a given position. Pipelines are
+deterministic given their seed, so a position is just the number of batches
+served: a resumed run skips that many and sees exactly the batches an
+uninterrupted run would have seen. `DatasetConfig` is the SeqIO source; audio
+sources for the tokenizers implement the same protocol.
 """
 import dataclasses
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Protocol
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
 from musiclm_jax.errors import UserError
+
+
+Batch = dict[str, np.ndarray]
+
+
+class BatchSource(Protocol):
+  """What the trainer reads from."""
+
+  def get_batches(self, shard_index: int = 0, num_shards: int = 1,
+                  start_batch: int = 0) -> Iterator[Batch]:
+    """Yields dicts of [batch_size // num_shards, ...] arrays, from `start_batch` on."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +53,13 @@ class DatasetConfig:
   repeat: bool = True
   module: str | None = None
 
+  def get_batches(self, shard_index: int = 0, num_shards: int = 1,
+                  start_batch: int = 0) -> Iterator[Batch]:
+    return get_batches(self, shard_index, num_shards, start_batch)
+
 
 def get_batches(cfg: DatasetConfig, shard_index: int = 0, num_shards: int = 1,
-                start_batch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                start_batch: int = 0) -> Iterator[Batch]:
   """Yields this host's share of each global batch, starting at `start_batch`.
 
   Each yields a dict of [batch_size // num_shards, length] arrays with the
