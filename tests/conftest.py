@@ -1,4 +1,4 @@
-"""Suite-wide setup: eight simulated CPU devices, quiet TensorFlow, repo paths."""
+"""Suite-wide setup (simulated devices, quiet TF, repo paths) and shared fixtures."""
 import os
 import sys
 
@@ -10,3 +10,38 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)
 sys.path.insert(0, TESTS_DIR)
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from musiclm_jax.data import synth_music
+from musiclm_jax.data import synth_music_builder
+
+REPO_ROOT = REPO_DIR
+
+# The smallest corpus that still has every split, scores, and melody pairs:
+# 8 pieces x one 2 s clip; seed 0 draws a chorale and a folk tune, both paired.
+SYNTH_MICRO_SPEC = synth_music.CorpusSpec(
+    num_clips=8, clip_seconds=2.0, clips_per_piece=1, score_fraction=0.25,
+    melody_pair_fraction=0.5, seed=0)
+
+
+def load_data_builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
+  """The Builder of data/<name>/, loaded the way `tfds build data/<name>` loads it."""
+  with tfds.core.utils.add_sys_path(os.path.join(REPO_ROOT, "data")):
+    return tfds.core.community.builder_cls_from_module(f"{name}.{name}_dataset_builder")
+
+
+def sine(frequency_hz: float, seconds: float, sample_rate_hz: int,
+         amplitude: float = 0.5) -> np.ndarray:
+  """[time] float32 sine wave."""
+  t = np.arange(int(seconds * sample_rate_hz)) / sample_rate_hz
+  return (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def synth_music_micro(tmp_path_factory) -> tfds.core.DatasetBuilder:
+  """A built synth_music corpus of 8 x 2 s clips (about 10 s to build)."""
+  config = synth_music_builder.SynthMusicConfig(name="micro", spec=SYNTH_MICRO_SPEC)
+  return synth_music_builder.build_synth_music(tmp_path_factory.mktemp("tfds"), config)

@@ -8,6 +8,7 @@ import os
 from typing import Iterator
 
 import numpy as np
+import soundfile
 
 from musiclm_jax.audio import io
 from musiclm_jax.audio import validation
@@ -68,3 +69,11 @@ def find_audio_files(root: str | os.PathLike) -> list[str]:
       if name.lower().endswith(AUDIO_EXTENSIONS):
         found.append(os.path.relpath(os.path.join(directory, name), root))
   return sorted(found)
+
+
+def duration_seconds(path: str | os.PathLike) -> float | None:
+  """Length from the file header alone, or None if soundfile cannot tell."""
+  try:
+    return soundfile.info(os.fspath(path)).duration
+  except (soundfile.LibsndfileError, RuntimeError, TypeError):
+    return None

@@ -1,0 +1,1 @@
+"""MusicCaps TFDS builder: `tfds build data/musiccaps --manual_dir=...`."""

@@ -1,0 +1,1 @@
+"""synth_music TFDS builder: `tfds build data/synth_music --config=tiny`."""

@@ -1,0 +1,96 @@
+"""The synth_music corpus is seeded, split by source piece, rendered, and labelled."""
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from musiclm_jax.data import synth_music
+from musiclm_jax.data import synth_music_builder
+from musiclm_jax.data import synth_music_render as render
+from tests.conftest import SYNTH_MICRO_SPEC
+from tests.test_synth_music_captions import assert_caption_agrees
+
+
+def test_plan_is_seeded_and_splits_share_no_source_piece():
+  spec = synth_music_builder.LARGE.spec
+  plans = synth_music.plan_pieces(spec)
+  assert plans == synth_music.plan_pieces(spec)
+  assert plans != synth_music.plan_pieces(dataclasses.replace(spec, seed=1))
+  assert sum(p.num_clips for p in plans) == spec.num_clips
+  sources = {split: {p.source_id for p in plans if p.split == split}
+             for split in synth_music.SPLITS}
+  assert len({p.source_id for p in plans}) == len(plans)
+  assert not sources["train"] & sources["validation"]
+  assert not sources["train"] & sources["test"]
+  assert not sources["validation"] & sources["test"]
+  assert len(sources["validation"]) == len(sources["test"]) == round(0.1 * len(plans))
+  kinds = [p.kind for p in plans]
+  assert round(0.3 * len(plans)) == len(plans) - kinds.count(synth_music.TEMPLATE)
+  assert 0.2 < np.mean([p.has_melody_pair for p in plans]) < 0.3
+
+
+def test_tiny_config_is_about_200_ten_second_clips():
+  spec = synth_music_builder.TINY.spec
+  assert (spec.num_clips, spec.clip_seconds) == (200, 10.0)
+  assert spec.total_seconds / 3600 < synth_music_builder.LARGE.spec.total_seconds / 3600 / 10
+
+
+def test_melody_pair_has_the_same_notes_and_other_instruments():
+  for plan in synth_music.plan_pieces(SYNTH_MICRO_SPEC):
+    piece = synth_music.make_piece(plan, SYNTH_MICRO_SPEC)
+    pair = synth_music.melody_pair_of(piece, plan, SYNTH_MICRO_SPEC)
+    assert pair.melody_part.notes == piece.melody_part.notes
+    for part, pair_part in zip(piece.parts, pair.parts):
+      assert part.notes == pair_part.notes
+      assert part.is_drum or part.program != pair_part.program
+
+
+def test_rendering_is_deterministic_and_normalised():
+  plan = synth_music.plan_pieces(SYNTH_MICRO_SPEC)[0]
+  piece = synth_music.make_piece(plan, SYNTH_MICRO_SPEC)
+  soundfont = render.find_soundfont()
+  first = render.render(piece, 24_000, soundfont)
+  np.testing.assert_array_equal(first, render.render(piece, 24_000, soundfont))
+  assert first.shape == (int(piece.duration_s * 24_000),)
+  rms, peak = np.sqrt(np.mean(first ** 2)), np.abs(first).max()
+  assert rms <= 0.1 + 1e-4 and peak <= 0.9 + 1e-4
+  assert np.isclose(rms, 0.1, atol=1e-4) or np.isclose(peak, 0.9, atol=1e-4)
+
+
+def test_micro_corpus_builds_with_consistent_examples(synth_music_micro):
+  info = synth_music_micro.info
+  assert info.name == "synth_music"
+  assert {s: info.splits[s].num_examples for s in synth_music.SPLITS} == {
+      "train": 6, "validation": 1, "test": 1}
+  assert info.metadata["soundfont"].endswith(".sf2")
+  sources = {}
+  for split in synth_music.SPLITS:
+    for ex in tfds.as_numpy(synth_music_micro.as_dataset(split=split)):
+      sources.setdefault(split, set()).add(ex["source_id"])
+      audio = ex["audio"]
+      assert audio.shape == (48_000,) and audio.dtype == np.float32
+      assert 0.01 < np.sqrt(np.mean(audio ** 2)) < 0.2
+      instruments = [i.decode() for i in ex["instruments"]]
+      assert_caption_agrees(
+          ex["caption"].decode(), [a.decode() for a in ex["aspect_list"]],
+          ex["genre"].decode(), instruments, float(ex["tempo_bpm"]), ex["key"].decode(),
+          ex["mode"].decode(), [m.decode() for m in ex["mood"]])
+      assert set(instruments) == {i.decode() for i in ex["parts"]["instrument"]}
+      melody = ex["melody"]
+      assert len(melody["pitch"]) > 0
+      assert np.all(melody["start_s"] < melody["end_s"]) and np.all(melody["end_s"] <= 2.0)
+      if ex["has_melody_pair"]:
+        pair_audio = ex["melody_pair"]["audio"]
+        assert pair_audio.shape == audio.shape and not np.allclose(pair_audio, audio)
+        assert ex["melody_pair"]["instruments"][0] != ex["instruments"][0]
+  assert not sources["train"] & (sources["validation"] | sources["test"])
+  all_sources = set().union(*sources.values())
+  assert any(s.startswith(b"music21/bach") for s in all_sources)
+  assert any(s.startswith(b"music21/ryansMammoth") for s in all_sources)
+
+
+def test_build_is_reused_not_rebuilt(synth_music_micro):
+  data_dir_root = os.path.dirname(os.path.dirname(os.path.dirname(synth_music_micro.data_dir)))
+  again = synth_music_builder.build_synth_music(data_dir_root, synth_music_micro.builder_config)
+  assert again.data_dir == synth_music_micro.data_dir
