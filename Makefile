@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the synth music corpus renders with.
 APT_PACKAGES := fluidsynth timgm6mb-soundfont
+TFDS_CLI_IMPORTS := apache-beam==2.77.0 proto-plus pytz fastavro beartype httplib2 zstandard cryptography
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install system-deps clean
@@ -22,6 +23,10 @@ $(STAMP): setup.py
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -e '.[test]'
+	# The `tfds build` CLI imports apache_beam at start-up; beam's own pins would
+	# downgrade protobuf below what seqio's sentencepiece needs, so only the
+	# modules that import needs go in, without their dependency pins.
+	$(BIN)/pip install -q --no-deps $(TFDS_CLI_IMPORTS)
 	touch $(STAMP)
 
 system-deps:

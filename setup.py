@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "tensorflow==2.21.*",
     "tensorflow-text==2.21.*",
     "tensorflow-datasets==4.9.10",
+    "mlcroissant",  # imported by the `tfds` command line
     "librosa==0.11.*",
     "soundfile",
     "soxr",
