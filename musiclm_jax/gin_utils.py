@@ -44,8 +44,13 @@ def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
               search_paths: Sequence[str] = (GIN_DIR,)) -> None:
   """Parses files then bindings; raises UserError with one line on any mistake."""
-  for path in search_paths:
-    gin.add_config_file_search_path(path)
+  # Our folders go before gin's default '' prefix: for a relative include such
+  # as 'runs/train.gin', the '' prefix reaches gin's Python-package reader,
+  # which crashes when the working directory holds a folder named 'runs'.
+  prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
+  for path in reversed(search_paths):
+    if path not in prefixes:
+      prefixes.insert(0, path)
   resolved = []
   for path in gin_files:
     found = [os.path.join(p, path) for p in ("", *search_paths) if os.path.exists(os.path.join(p, path))]

@@ -44,17 +44,20 @@ def logical_specs(boxed_params, tx: optax.GradientTransformation,
 
   Optimizer leaves shaped like their parameter share its spec; others (step
   counts, Adafactor's factored row/column moments) are replicated: small.
+  Subtrees that `optax.multi_transform` masks out of a state stay masked.
   """
   param_specs = nn.get_partition_spec(boxed_params)
   params = nn.unbox(boxed_params)
   abstract_opt_state = jax.eval_shape(tx.init, params)
 
   def spec_for(leaf, param, spec):
+    if isinstance(leaf, optax.MaskedNode):
+      return leaf
     return spec if getattr(leaf, "shape", None) == param.shape else P()
 
   opt_specs = optax.tree_map_params(
       tx, spec_for, abstract_opt_state, params, param_specs,
       transform_non_params=lambda _: P(),
-      is_leaf=lambda x: isinstance(x, P))
+      is_leaf=lambda x: isinstance(x, (P, optax.MaskedNode)))
   return TrainState(step=P(), params=param_specs, opt_state=opt_specs,
                     ema_params=param_specs if ema_decay else None, tx=tx, ema_decay=ema_decay)

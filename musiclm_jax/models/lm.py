@@ -25,12 +25,16 @@ Training inputs are SeqIO-shifted (PAD_ID as BOS first), so a prompt is
 first target token. A cache of max_length = len(prompt) + num_targets is
 enough. Target number p (0 = the first) must be sampled from the ids in
 `stage.layout.level_id_range(stage.target_kind, p)`.
+
+Sampling (`predict_batch`, built on `musiclm_jax.decoding`) does all of this:
+it takes the prompt without the PAD_ID and prepends it.
 """
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 
+from musiclm_jax import decoding
 from musiclm_jax.data import token_layout
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import base
@@ -204,3 +208,17 @@ class DecoderOnlyLM(base.BaseModel):
     """Appends one token [batch]; returns (logits [batch, vocab], cache)."""
     logits, cache = self.prefill(params, cache, token[:, None])
     return logits[:, 0], cache
+
+  def predict_batch(self, params, batch, rng, *, num_steps: int, temperature: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0, guidance_scale: float | None = None,
+                    cached: bool = True, max_length: int = decoding.DEFAULT_MAX_LENGTH):
+    """Samples `num_steps` ids after each prompt; returns [batch, num_steps] int32.
+
+    batch['prompt_tokens'] [batch, n]: for a stage, its conditioning and prefix
+    (and any target tokens to continue from) in the stage's layout; the new
+    ids are the target stream's next tokens, each of its level. For a plain
+    LM, any prefix (n may be 0). See `decoding.generate` for the arguments.
+    """
+    sampling = decoding.SamplingConfig(temperature, top_k, top_p, guidance_scale)
+    return decoding.generate(self, params, batch["prompt_tokens"], rng, num_steps=num_steps,
+                             sampling=sampling, cached=cached, max_length=max_length)

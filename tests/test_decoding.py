@@ -1,0 +1,208 @@
+"""The sampler: cached = full recompute, top-k/top-p/temperature, level constraints, CFG, seeds."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from musiclm_jax import decoding
+from musiclm_jax.errors import UserError
+from musiclm_jax.layers import transformer
+from musiclm_jax.models import lm
+
+TINY = transformer.TransformerConfig(d_model=32, num_layers=2, num_heads=2, d_ff=64)
+NUM_STEPS = 9
+STAGES = {"semantic": lm.semantic_stage(), "coarse": lm.coarse_stage(), "fine": lm.fine_stage()}
+
+
+def _params(model, seed=0):
+  """Random params of the right shapes, drawn with numpy (compiling initialisers is slow)."""
+  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), np.int32)}
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)
+  rng = np.random.default_rng(seed)
+
+  def draw(path, box):
+    shape = box.value.shape
+    if path[-1].key == "scale":
+      value = 1.0 + 0.1 * rng.normal(size=shape)
+    else:
+      value = rng.normal(size=shape) / np.sqrt(shape[-2] if len(shape) > 1 else 1)
+    return jnp.asarray(value, box.value.dtype)
+
+  return jax.tree_util.tree_map_with_path(
+      draw, shapes, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def _stream(layout, kind, frames, seed):
+  codes = np.random.default_rng(seed).integers(
+      0, layout.kind(kind).codebook_size, size=(frames, layout.kind(kind).num_levels))
+  return layout.encode_stream(kind, codes)
+
+
+def _prompt(stage, rows=2):
+  """[rows, n] conditioning + prefix; coarse and fine also hold 3 target tokens to continue."""
+  layout = stage.layout
+  out = []
+  for r in range(rows):
+    if stage.name == "semantic":
+      parts = [_stream(layout, "mulan", 1, r), _stream(layout, "semantic", 3, 10 + r)]
+    elif stage.name == "coarse":
+      parts = [_stream(layout, "mulan", 1, r), _stream(layout, "semantic", 4, 10 + r),
+               _stream(layout, "coarse", 1, 20 + r)[:3]]
+    else:
+      parts = [_stream(layout, "coarse", 2, r), _stream(layout, "fine", 1, 10 + r)[:3]]
+    out.append(np.concatenate(parts))
+  return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def models():
+  built = {name: lm.DecoderOnlyLM(TINY, stage) for name, stage in STAGES.items()}
+  return {name: (model, _params(model)) for name, model in built.items()}
+
+
+def _in_level_ranges(stage, prompt, tokens):
+  """Whether new token i of each row is an id of target level (already in prompt + i)."""
+  layout = stage.layout
+  start = layout.contains(stage.target_kind, prompt).sum(axis=1, keepdims=True)
+  low, high = layout.level_id_range(stage.target_kind, start + np.arange(tokens.shape[1]))
+  return (tokens >= low) & (tokens < high)
+
+
+@pytest.mark.parametrize("stage_name,guidance_scale", [
+    ("semantic", 3.0), ("coarse", 2.0), ("fine", None)])
+def test_cached_and_full_recompute_give_the_same_tokens_of_the_right_levels(
+    models, stage_name, guidance_scale):
+  model, params = models[stage_name]
+  prompt = _prompt(model.stage)
+  sampling = decoding.SamplingConfig(temperature=1.0, guidance_scale=guidance_scale)
+  run = lambda cached: np.asarray(decoding.generate(
+      model, params, prompt, jax.random.PRNGKey(7), num_steps=NUM_STEPS, sampling=sampling,
+      cached=cached))
+  cached, full = run(True), run(False)
+  assert cached.shape == (2, NUM_STEPS)
+  np.testing.assert_array_equal(cached, full)
+  assert _in_level_ranges(model.stage, prompt, cached).all()
+  # Random weights spread their mass over all levels: unconstrained sampling would stray.
+  assert len(np.unique(cached)) > NUM_STEPS
+
+
+def test_level_ranges_check_can_fail():
+  stage = STAGES["coarse"]
+  prompt = _prompt(stage, rows=1)
+  shifted = stage.layout.encode_stream("coarse", np.zeros((3, 4), np.int32))[None, :NUM_STEPS]
+  assert not _in_level_ranges(stage, prompt, shifted).all()
+
+
+def _greedy_reference(model, params, prompt, num_steps):
+  """Argmax within each position's level range, one full forward pass per token (numpy masks)."""
+  stage = model.stage
+  apply = jax.jit(model.apply)
+  rows = np.concatenate([np.zeros((prompt.shape[0], 1), np.int32), prompt], axis=1)
+  start = stage.layout.contains(stage.target_kind, prompt).sum(axis=1)
+  buffer = np.pad(rows, ((0, 0), (0, num_steps)))
+  n = rows.shape[1]
+  ids = np.arange(model.vocab_size)
+  for i in range(num_steps):
+    logits = np.asarray(apply(params, jnp.asarray(buffer)))[:, n + i - 1]
+    low, high = stage.layout.level_id_range(stage.target_kind, start + i)
+    allowed = (ids >= low[:, None]) & (ids < high[:, None])
+    buffer[:, n + i] = np.where(allowed, logits, -np.inf).argmax(axis=1)
+  return buffer[:, n:]
+
+
+def test_top_k_1_tiny_top_p_and_near_zero_temperature_are_greedy(models):
+  model, params = models["coarse"]
+  prompt = _prompt(model.stage)
+  greedy = _greedy_reference(model, params, prompt, NUM_STEPS)
+  for sampling in (decoding.SamplingConfig(top_k=1), decoding.SamplingConfig(top_p=1e-6),
+                   decoding.SamplingConfig(temperature=1e-4), decoding.SamplingConfig(temperature=0)):
+    for seed in (0, 1):
+      tokens = decoding.generate(model, params, prompt, jax.random.PRNGKey(seed),
+                                 num_steps=NUM_STEPS, sampling=sampling)
+      np.testing.assert_array_equal(tokens, greedy, err_msg=str(sampling))
+  sampled = decoding.generate(model, params, prompt, jax.random.PRNGKey(0), num_steps=NUM_STEPS)
+  assert not np.array_equal(sampled, greedy)
+
+
+def test_sample_logits_keeps_only_the_top_k_and_the_top_p_nucleus():
+  rows = 4000
+  probs = np.array([0.1, 0.4, 0.2, 0.3])
+  logits = jnp.tile(jnp.log(jnp.asarray(probs, jnp.float32)), (rows, 1))
+  keys = jax.random.split(jax.random.PRNGKey(0), rows)
+  sample = jax.jit(decoding.sample_logits)
+  counts = lambda *args: np.bincount(np.asarray(sample(keys, logits, *args)), minlength=4) / rows
+
+  np.testing.assert_allclose(counts(1.0, 0, 1.0), probs, atol=0.03)
+  np.testing.assert_allclose(counts(1.0, 2, 1.0), [0, 4 / 7, 0, 3 / 7], atol=0.03)
+  # 0.4 + 0.3 reaches 0.65, so 0.2 is outside the nucleus; top_k=3 then changes nothing.
+  np.testing.assert_allclose(counts(1.0, 0, 0.65), [0, 4 / 7, 0, 3 / 7], atol=0.03)
+  np.testing.assert_allclose(counts(1.0, 3, 0.65), [0, 4 / 7, 0, 3 / 7], atol=0.03)
+  np.testing.assert_allclose(counts(1.0, 3, 1.0), [0, 4 / 9, 2 / 9, 3 / 9], atol=0.03)
+  np.testing.assert_array_equal(counts(0.01, 0, 1.0), [0, 1, 0, 0])
+  np.testing.assert_allclose(counts(100.0, 0, 1.0), 0.25, atol=0.03)
+
+
+def test_seeds_are_deterministic_distinct_and_independent_of_the_batch(models):
+  model, params = models["semantic"]
+  prompt = _prompt(model.stage, rows=2)
+  run = lambda p, seed: np.asarray(decoding.generate(
+      model, params, p, jax.random.PRNGKey(seed), num_steps=NUM_STEPS))
+  first = run(prompt, 0)
+  np.testing.assert_array_equal(run(prompt, 0), first)
+  assert (run(prompt, 1) != first).mean() > 0.5
+  assert (first[0] != first[1]).mean() > 0.5
+  np.testing.assert_array_equal(run(prompt[:1], 0)[0], first[0])
+
+
+def test_guidance_scale_mixes_conditional_and_unconditional_logits(models):
+  model, params = models["semantic"]
+  prompt = _prompt(model.stage)
+  rng = jax.random.PRNGKey(3)
+  run = lambda p, scale: np.asarray(decoding.generate(
+      model, params, p, rng, num_steps=NUM_STEPS,
+      sampling=decoding.SamplingConfig(guidance_scale=scale)))
+  conditional = run(prompt, None)
+  unconditional = run(np.asarray(model.remove_conditioning(jnp.asarray(prompt))), None)
+  assert not np.array_equal(conditional, unconditional)
+  np.testing.assert_array_equal(run(prompt, 1.0), conditional)
+  np.testing.assert_array_equal(run(prompt, 0.0), unconditional)
+  assert not np.array_equal(run(prompt, 3.0), conditional)
+
+
+def test_plain_lm_predict_batch_continues_a_prefix_or_starts_from_nothing():
+  model = lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=64))
+  params = _params(model)
+  prefix = np.arange(2, 12, dtype=np.int32).reshape(2, 5)
+  predict = lambda prompt, seed: np.asarray(model.predict_batch(
+      params, {"prompt_tokens": prompt}, jax.random.PRNGKey(seed), num_steps=6, top_k=5))
+  tokens = predict(prefix, 0)
+  assert tokens.shape == (2, 6) and tokens.dtype == np.int32
+  np.testing.assert_array_equal(predict(prefix, 0), tokens)
+  assert not np.array_equal(predict(prefix, 1), tokens)
+  assert not np.array_equal(predict(prefix + 1, 0), tokens)
+  empty = predict(np.zeros((1, 0), np.int32), 0)
+  assert empty.shape == (1, 6) and ((0 <= empty) & (empty < 64)).all()
+
+
+def test_user_mistakes_are_one_line_errors(models):
+  model, params = models["semantic"]
+  prompt = _prompt(model.stage)
+  rng = jax.random.PRNGKey(0)
+  with pytest.raises(UserError, match=r"= 4101 exceeds max_length 4096"):
+    decoding.generate(model, params, prompt, rng, num_steps=4101 - 1 - prompt.shape[1])
+  with pytest.raises(UserError, match="exceeds max_length 20"):
+    model.predict_batch(params, {"prompt_tokens": prompt}, rng, num_steps=5, max_length=20)
+  bad = prompt.copy()
+  bad[0, 2] = 13400  # past the semantic ids, in the padding of the vocabulary
+  with pytest.raises(UserError, match=r"prompt id 13400 at \(0, 2\) is not one of the mulan, "
+                     "semantic ids"):
+    decoding.generate(model, params, bad, rng, num_steps=2)
+  with pytest.raises(UserError, match="top_p must be in"):
+    decoding.SamplingConfig(top_p=0.0)
+  fine, fine_params = models["fine"]
+  with pytest.raises(UserError, match="guidance_scale needs a stage model with conditioning"):
+    decoding.generate(fine, fine_params, _prompt(fine.stage), rng, num_steps=2,
+                      sampling=decoding.SamplingConfig(guidance_scale=2.0))
