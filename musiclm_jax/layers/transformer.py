@@ -149,13 +149,14 @@ class Decoder(nn.Module):
       if segment_ids is not None:
         raise ValueError("segment_ids (packing) is for training; decode one sequence "
                          "per batch row instead.")
-      cache_vars = self._cache_variables(batch, length)
+      cache_shape = (cfg.num_layers, batch, length, cfg.num_heads, cfg.kv_dim)
+      cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, cfg.dtype)
+      cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, cfg.dtype)
       index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
       cache_index = index.value
-      kv_cache = jax.tree.map(lambda v: v.value, cache_vars)
+      kv_cache = (cached_key.value, cached_value.value)
       query_positions = cache_index + query_positions
-      # The cache's own size (from init_cache), not this call's token count.
-      key_positions = jnp.arange(jax.tree.leaves(kv_cache)[0].shape[-3])
+      key_positions = jnp.arange(cached_key.value.shape[2])
 
     rel_bias = relative_position.RelativePositionBias(
         cfg.num_heads, cfg.relative_attention_num_buckets,
@@ -166,8 +167,7 @@ class Decoder(nn.Module):
     x, kv_cache = self._layers(deterministic)(x, bias, kv_cache, cache_index)
 
     if decode:
-      jax.tree.map(lambda var, value: setattr(var, "value", value), cache_vars, kv_cache,
-                   is_leaf=lambda x: isinstance(x, nn.Variable))
+      cached_key.value, cached_value.value = kv_cache
       index.value = cache_index + length
 
     x = normalization.RMSNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype,
@@ -184,22 +184,6 @@ class Decoder(nn.Module):
       logits = jnp.einsum("ble,ev->blv", x, kernel.astype(cfg.dtype))
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits.astype(jnp.float32)
-
-  def _cache_variables(self, batch: int, max_length: int):
-    """The 'cache' collection: stacked [layers, batch, max_length, heads, kv]
-    key/value arrays for a scanned stack; one (key, value) pair per layer,
-    each [batch, max_length, heads, kv], for an unrolled one, so that a
-    decode step updates each layer's cache in place instead of re-stacking.
-    """
-    cfg = self.config
-    per_layer = (batch, max_length, cfg.num_heads, cfg.kv_dim)
-    if cfg.scan_layers:
-      stacked = (cfg.num_layers, *per_layer)
-      return (self.variable("cache", "key", jnp.zeros, stacked, cfg.dtype),
-              self.variable("cache", "value", jnp.zeros, stacked, cfg.dtype))
-    return [(self.variable("cache", f"key_{i}", jnp.zeros, per_layer, cfg.dtype),
-             self.variable("cache", f"value_{i}", jnp.zeros, per_layer, cfg.dtype))
-            for i in range(cfg.num_layers)]
 
   def _layers(self, deterministic: bool):
     """The layer stack as one callable (x, bias, kv_cache, cache_index) -> (x, kv_cache)."""
@@ -222,11 +206,13 @@ class Decoder(nn.Module):
               for i in range(cfg.num_layers)]
 
     def unrolled(x, bias, kv_cache, cache_index):
-      """kv_cache: None, or a list of per-layer (key, value)."""
       new_caches = []
       for i, layer in enumerate(layers):
-        x, layer_cache = layer(x, bias, None if kv_cache is None else kv_cache[i], cache_index)
+        layer_cache = None if kv_cache is None else (kv_cache[0][i], kv_cache[1][i])
+        x, layer_cache = layer(x, bias, layer_cache, cache_index)
         new_caches.append(layer_cache)
-      return x, None if kv_cache is None else new_caches
+      if kv_cache is None:
+        return x, None
+      return x, tuple(jnp.stack(parts) for parts in zip(*new_caches))
 
     return unrolled

@@ -186,9 +186,7 @@ class DecoderOnlyLM(base.BaseModel):
   def init_cache(self, batch_size: int, max_length: int):
     """An empty KV cache for `batch_size` rows of up to `max_length` tokens.
 
-    Pytree {'index': int32 []} plus, for a scanned stack, 'key' and 'value'
-    [layers, batch, max_length, heads, kv]; for an unrolled one, 'key_<i>' and
-    'value_<i>' [batch, max_length, heads, kv] per layer.
+    Pytree {'key', 'value': [layers, batch, max_length, heads, kv], 'index': int32 []}.
     Writing past max_length is not checked (dynamic_update_slice clamps).
     """
     tokens = jnp.zeros((batch_size, max_length), jnp.int32)
