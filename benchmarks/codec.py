@@ -1,0 +1,75 @@
+r"""Codec speed: real-time factor of encode and of decode for 10 s of 24 kHz audio.
+
+  .venv/bin/python benchmarks/codec.py                      # tiny and paper sizes
+  .venv/bin/python benchmarks/codec.py --scales=paper --seconds=10 --repeats=5
+
+Builds SoundStream from gin (models/soundstream.gin + scales/soundstream_<scale>.gin)
+with random weights and k-means-seeded codebooks (speed does not depend on
+training), jits `encode` (audio -> codes) and `decode` (codes -> audio) for one
+clip, and prints one JSON line per (scale, op): the best of --repeats timed calls
+after one warm-up call, as x real time (audio seconds / wall seconds), with the
+1-minute load average, since other work on the machine slows it down.
+"""
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musiclm_jax import gin_utils
+from musiclm_jax.models import soundstream
+
+_SCALES = flags.DEFINE_list("scales", ["tiny", "paper"], "gin/scales/soundstream_<scale>.gin")
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "Audio length.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls; the fastest is reported.")
+
+
+def _best_seconds(fn, *args) -> float:
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def _model(scale: str) -> soundstream.SoundStreamModel:
+  gin.clear_config()
+  gin_utils.parse_gin(["models/soundstream.gin", f"scales/soundstream_{scale}.gin"], [])
+  return gin.query_parameter("%MODEL").scoped_configurable_fn()
+
+
+def main(argv):
+  del argv
+  for scale in _SCALES.value:
+    model = _model(scale)
+    rate_hz = model.config.sample_rate_hz
+    num_samples = int(_SECONDS.value * rate_hz)
+    audio = jnp.asarray(np.random.default_rng(0).uniform(-0.5, 0.5, (1, num_samples)), jnp.float32)
+    params = nn.unbox(model.init(jax.random.key(0), {"audio": jax.ShapeDtypeStruct((1, 4800), jnp.float32)}))
+    embeddings = model.embed(params[soundstream.GENERATOR], audio[:, :rate_hz * 2])
+    params[soundstream.QUANTIZER] = model.rvq.seed(params[soundstream.QUANTIZER], embeddings,
+                                                   jax.random.key(1))
+    encode = jax.jit(model.encode)
+    decode = jax.jit(lambda p, c: model.decode(p, c, num_samples=num_samples))
+    codes = encode(params, audio)
+    generator_params = sum(x.size for x in jax.tree.leaves(params[soundstream.GENERATOR]))
+    for op, fn, arg in (("encode", encode, audio), ("decode", decode, codes)):
+      seconds = _best_seconds(fn, params, arg)
+      print(json.dumps({
+          "benchmark": "codec", "scale": scale, "op": op, "audio_seconds": _SECONDS.value,
+          "wall_seconds": round(seconds, 4), "x_realtime": round(_SECONDS.value / seconds, 2),
+          "generator_params_millions": round(generator_params / 1e6, 2),
+          "bitrate_kbps": model.config.bitrate_bps / 1000, "devices": jax.device_count(),
+          "load_average_1min": round(os.getloadavg()[0], 2)}), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
