@@ -1,7 +1,6 @@
 """The sampler: cached = full recompute, top-k/top-p/temperature, level constraints, CFG, seeds."""
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,34 +10,12 @@ from musiclm_jax import decoding
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
+from numpy_params import model_params
+from numpy_params import random_stream
 
 TINY = transformer.TransformerConfig(d_model=32, num_layers=2, num_heads=2, d_ff=64)
 NUM_STEPS = 9
 STAGES = {"semantic": lm.semantic_stage(), "coarse": lm.coarse_stage(), "fine": lm.fine_stage()}
-
-
-def _params(model, seed=0):
-  """Random params of the right shapes, drawn with numpy (compiling initialisers is slow)."""
-  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), np.int32)}
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)
-  rng = np.random.default_rng(seed)
-
-  def draw(path, box):
-    shape = box.value.shape
-    if path[-1].key == "scale":
-      value = 1.0 + 0.1 * rng.normal(size=shape)
-    else:
-      value = rng.normal(size=shape) / np.sqrt(shape[-2] if len(shape) > 1 else 1)
-    return jnp.asarray(value, box.value.dtype)
-
-  return jax.tree_util.tree_map_with_path(
-      draw, shapes, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-
-
-def _stream(layout, kind, frames, seed):
-  codes = np.random.default_rng(seed).integers(
-      0, layout.kind(kind).codebook_size, size=(frames, layout.kind(kind).num_levels))
-  return layout.encode_stream(kind, codes)
 
 
 def _prompt(stage, rows=2):
@@ -47,12 +24,12 @@ def _prompt(stage, rows=2):
   out = []
   for r in range(rows):
     if stage.name == "semantic":
-      parts = [_stream(layout, "mulan", 1, r), _stream(layout, "semantic", 3, 10 + r)]
+      parts = [random_stream(layout, "mulan", 1, r), random_stream(layout, "semantic", 3, 10 + r)]
     elif stage.name == "coarse":
-      parts = [_stream(layout, "mulan", 1, r), _stream(layout, "semantic", 4, 10 + r),
-               _stream(layout, "coarse", 1, 20 + r)[:3]]
+      parts = [random_stream(layout, "mulan", 1, r), random_stream(layout, "semantic", 4, 10 + r),
+               random_stream(layout, "coarse", 1, 20 + r)[:3]]
     else:
-      parts = [_stream(layout, "coarse", 2, r), _stream(layout, "fine", 1, 10 + r)[:3]]
+      parts = [random_stream(layout, "coarse", 2, r), random_stream(layout, "fine", 1, 10 + r)[:3]]
     out.append(np.concatenate(parts))
   return np.stack(out)
 
@@ -60,7 +37,7 @@ def _prompt(stage, rows=2):
 @pytest.fixture(scope="module")
 def models():
   built = {name: lm.DecoderOnlyLM(TINY, stage) for name, stage in STAGES.items()}
-  return {name: (model, _params(model)) for name, model in built.items()}
+  return {name: (model, model_params(model)) for name, model in built.items()}
 
 
 def _in_level_ranges(stage, prompt, tokens):
@@ -174,7 +151,7 @@ def test_guidance_scale_mixes_conditional_and_unconditional_logits(models):
 
 def test_plain_lm_predict_batch_continues_a_prefix_or_starts_from_nothing():
   model = lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=64))
-  params = _params(model)
+  params = model_params(model)
   prefix = np.arange(2, 12, dtype=np.int32).reshape(2, 5)
   predict = lambda prompt, seed: np.asarray(model.predict_batch(
       params, {"prompt_tokens": prompt}, jax.random.PRNGKey(seed), num_steps=6, top_k=5))

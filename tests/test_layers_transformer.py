@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from musiclm_jax.layers import transformer
+from numpy_params import draw_params
 
 CONFIG = transformer.TransformerConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4,
                                        d_ff=64)
@@ -19,24 +20,9 @@ def _tokens(seed=1, batch=2):
 
 
 def _init(config, tokens):
-  """Boxed params of the right shapes, drawn with numpy.
-
-  Compiling the real initialisers costs ~1 s per random op on this CPU; these
-  tests only need reasonable values.
-  """
+  """Boxed numpy-drawn params of the right shapes (see numpy_params)."""
   shapes = jax.eval_shape(transformer.Decoder(config).init, jax.random.PRNGKey(0), tokens)
-  rng = np.random.default_rng(0)
-
-  def draw(path, box):
-    shape = box.value.shape
-    if path[-1].key == "scale":
-      value = 1.0 + 0.1 * rng.normal(size=shape)
-    else:
-      value = rng.normal(size=shape) / np.sqrt(shape[-2] if len(shape) > 1 else 1)
-    return box.replace_boxed(jnp.asarray(value, box.value.dtype))
-
-  return jax.tree_util.tree_map_with_path(
-      draw, shapes["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  return draw_params(shapes["params"], keep_boxes=True)
 
 
 def _forward(config):

@@ -1,7 +1,6 @@
 """Stage LMs: cached decoding, target-only loss, conditioning dropout, FLOPs."""
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,44 +10,22 @@ from musiclm_jax.data import token_layout
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
 from musiclm_jax.models import param_count
+from numpy_params import model_params
+from numpy_params import random_stream
 
 TINY = transformer.TransformerConfig(d_model=64, num_layers=2, num_heads=4, d_ff=128)
-
-
-def _params(model, length):
-  """Params of the right shapes drawn with numpy (compiling real initialisers is slow)."""
-  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, length), np.int32)}
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)
-  rng = np.random.default_rng(0)
-
-  def draw(path, box):
-    shape = box.value.shape
-    if path[-1].key == "scale":
-      value = 1.0 + 0.1 * rng.normal(size=shape)
-    else:
-      value = rng.normal(size=shape) / np.sqrt(shape[-2] if len(shape) > 1 else 1)
-    return jnp.asarray(value, box.value.dtype)
-
-  return jax.tree_util.tree_map_with_path(
-      draw, shapes, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-
-
-def _stream(layout, kind, frames, seed):
-  codes = np.random.default_rng(seed).integers(
-      0, layout.kind(kind).codebook_size, size=(frames, layout.kind(kind).num_levels))
-  return layout.encode_stream(kind, codes)
 
 
 def _stage_sequence(stage):
   """(tokens [1, length], number of conditioning + prefix tokens) for a short example."""
   layout = stage.layout
   if stage.name == "semantic":
-    parts = [_stream(layout, "mulan", 1, 0), _stream(layout, "semantic", 20, 1)]
+    parts = [random_stream(layout, "mulan", 1, 0), random_stream(layout, "semantic", 20, 1)]
   elif stage.name == "coarse":
-    parts = [_stream(layout, "mulan", 1, 0), _stream(layout, "semantic", 6, 1),
-             _stream(layout, "coarse", 4, 2)]
+    parts = [random_stream(layout, "mulan", 1, 0), random_stream(layout, "semantic", 6, 1),
+             random_stream(layout, "coarse", 4, 2)]
   else:
-    parts = [_stream(layout, "coarse", 4, 0), _stream(layout, "fine", 2, 1)]
+    parts = [random_stream(layout, "coarse", 4, 0), random_stream(layout, "fine", 2, 1)]
   tokens = np.concatenate(parts)[None]
   return jnp.asarray(tokens), tokens.shape[1] - len(parts[-1])
 
@@ -64,7 +41,7 @@ def test_cached_decoding_matches_full_forward(stage_name, scan_layers):
   tokens, prefix_length = _stage_sequence(stage)
   length = tokens.shape[1]
   assert length > 16 + 8  # offsets beyond the 16 exact buckets, into the log-spaced ones
-  params = _params(model, length)
+  params = model_params(model, length)
   full = jax.jit(model.apply)(params, tokens)
 
   # Spare slots at the end must stay masked while they are still empty.
@@ -83,8 +60,8 @@ def test_cached_decoding_matches_full_forward(stage_name, scan_layers):
 def _semantic_batch(model):
   """A batch of 2 (12 MuLan + 8 semantic tokens), SeqIO-shifted, every weight 1."""
   layout = model.stage.layout
-  rows = [np.concatenate([_stream(layout, "mulan", 1, 2 * i),
-                          _stream(layout, "semantic", 8, 2 * i + 1)]) for i in range(2)]
+  rows = [np.concatenate([random_stream(layout, "mulan", 1, 2 * i),
+                          random_stream(layout, "semantic", 8, 2 * i + 1)]) for i in range(2)]
   targets = np.stack(rows).astype(np.int32)
   inputs = np.concatenate([np.zeros((2, 1), np.int32), targets[:, :-1]], axis=1)
   return {"decoder_input_tokens": jnp.asarray(inputs),
@@ -95,7 +72,7 @@ def _semantic_batch(model):
 def test_loss_is_cross_entropy_on_targets_only():
   model = lm.DecoderOnlyLM(TINY, lm.semantic_stage(), z_loss=1e-2)
   batch = _semantic_batch(model)
-  params = _params(model, 20)
+  params = model_params(model, 20)
   loss, metrics = jax.jit(model.loss_fn)(params, batch, None)
 
   logits = np.asarray(jax.jit(model.apply)(params, batch["decoder_input_tokens"]), np.float64)
@@ -116,7 +93,7 @@ def test_loss_is_cross_entropy_on_targets_only():
 def test_prefix_weights_are_ignored_and_target_weights_count():
   model = lm.DecoderOnlyLM(TINY, lm.semantic_stage())
   batch = _semantic_batch(model)
-  params = _params(model, 20)
+  params = model_params(model, 20)
   loss_fn = jax.jit(model.loss_fn)
   loss, _ = loss_fn(params, batch, None)
   prefix_weight = dict(batch, decoder_loss_weights=batch["decoder_loss_weights"].at[0, 3].set(5.0))
@@ -142,7 +119,7 @@ def test_conditioning_dropout_drops_when_on_and_never_when_off():
   always = lm.DecoderOnlyLM(TINY, stage, condition_dropout_rate=1.0)
   never = lm.DecoderOnlyLM(TINY, stage)
   batch = _semantic_batch(never)
-  params = _params(never, 20)
+  params = model_params(never, 20)
   rng = jax.random.PRNGKey(3)
   nulled = dict(batch,
                 decoder_input_tokens=never.remove_conditioning(batch["decoder_input_tokens"]))
@@ -164,7 +141,7 @@ def test_plain_lm_over_a_small_vocab():
   batch = {"decoder_input_tokens": jnp.pad(targets[:, :-1], ((0, 0), (1, 0))),
            "decoder_target_tokens": targets,
            "decoder_loss_weights": jnp.ones(targets.shape).at[:, -3:].set(0)}
-  loss, metrics = jax.jit(model.loss_fn)(_params(model, 10), batch, jax.random.PRNGKey(0))
+  loss, metrics = jax.jit(model.loss_fn)(model_params(model, 10), batch, jax.random.PRNGKey(0))
   assert np.isfinite(loss) and metrics["num_tokens"] == 2 * 7
   assert model.init_cache(2, 10)["key"].shape == (2, 2, 10, 4, 16)
 
