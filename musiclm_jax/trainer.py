@@ -310,7 +310,8 @@ def _prepend(first, rest):
 def _check_writable(model_dir: str) -> None:
   try:
     os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, ".write_test")
+    # One probe per process: hosts of a multi-host run share model_dir.
+    probe = os.path.join(model_dir, f".write_test.{jax.process_index()}.{os.getpid()}")
     with open(probe, "w"):
       pass
     os.remove(probe)
