@@ -1,0 +1,46 @@
+"""Deterministic stand-ins for the semantic and MuLan tokenizers (tokenizers.py protocols).
+
+For tests of the token cache, the tasks and the cascade that must not depend
+on trained w2v-BERT or MuLan models. Tokens are simple functions of the input,
+so a test can predict them.
+"""
+import zlib
+
+import numpy as np
+
+SAMPLES_PER_SEMANTIC_FRAME = 960  # 24 kHz / 25 Hz
+
+
+class FakeSemanticTokenizer:
+  """S from each 40 ms frame's RMS level, quantized to `codebook_size` bins."""
+
+  def __init__(self, codebook_size: int = 1024):
+    self.codebook_size = codebook_size
+
+  def num_frames(self, num_samples: int) -> int:
+    return -(-num_samples // SAMPLES_PER_SEMANTIC_FRAME)
+
+  def tokenize(self, audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, np.float32)
+    frames = self.num_frames(audio.shape[1])
+    padded = np.pad(audio, ((0, 0), (0, frames * SAMPLES_PER_SEMANTIC_FRAME - audio.shape[1])))
+    rms = np.sqrt(np.mean(padded.reshape(audio.shape[0], frames, -1) ** 2, axis=-1))
+    return np.minimum(rms * self.codebook_size, self.codebook_size - 1).astype(np.int32)
+
+
+class FakeConditioningTokenizer:
+  """M_T from a CRC of the text; M_A from the clip's overall RMS level."""
+
+  def __init__(self, codebook_size: int = 1024, num_levels: int = 12):
+    self.codebook_size = codebook_size
+    self.num_levels = num_levels
+
+  def audio_tokens(self, audio: np.ndarray) -> np.ndarray:
+    rms = np.sqrt(np.mean(np.asarray(audio, np.float32) ** 2, axis=-1))
+    level = np.minimum(rms * self.codebook_size, self.codebook_size - 1).astype(np.int32)
+    return (level[:, None] + np.arange(self.num_levels)) % self.codebook_size
+
+  def text_tokens(self, texts) -> np.ndarray:
+    seeds = [zlib.crc32(t.encode()) for t in texts]
+    return np.stack([np.random.default_rng(s).integers(0, self.codebook_size, self.num_levels)
+                     for s in seeds]).astype(np.int32)
