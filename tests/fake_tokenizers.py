@@ -1,4 +1,4 @@
-"""Deterministic stand-ins for the semantic and MuLan tokenizers (tokenizers.py protocols).
+"""Deterministic stand-ins for the frozen tokenizers (tokenizers.py protocols).
 
 For tests of the token cache, the tasks and the cascade that must not depend
 on trained w2v-BERT or MuLan models. Tokens are simple functions of the input,
@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 
 SAMPLES_PER_SEMANTIC_FRAME = 960  # 24 kHz / 25 Hz
+SAMPLES_PER_ACOUSTIC_FRAME = 480  # 24 kHz / 50 Hz
 
 
 class FakeSemanticTokenizer:
@@ -44,3 +45,39 @@ class FakeConditioningTokenizer:
     seeds = [zlib.crc32(t.encode()) for t in texts]
     return np.stack([np.random.default_rng(s).integers(0, self.codebook_size, self.num_levels)
                      for s in seeds]).astype(np.int32)
+
+
+# Loaders with the real tokenizers' signatures, for gin configs in tests (the paths are unused).
+
+def load_fake_conditioning(export_dir: str, rvq_path: str) -> FakeConditioningTokenizer:
+  del export_dir, rvq_path
+  return FakeConditioningTokenizer()
+
+
+def load_fake_semantic(export_dir: str, kmeans_path: str) -> FakeSemanticTokenizer:
+  del export_dir, kmeans_path
+  return FakeSemanticTokenizer()
+
+
+class FakeAcousticTokenizer:
+  """A from each 20 ms frame's RMS level: level q holds (bin + 7 q) % codebook_size."""
+
+  def __init__(self, codebook_size: int = 1024, num_levels: int = 12):
+    self.codebook_size = codebook_size
+    self.num_levels = num_levels
+
+  def num_frames(self, num_samples: int) -> int:
+    return -(-num_samples // SAMPLES_PER_ACOUSTIC_FRAME)
+
+  def encode(self, audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, np.float32)
+    frames = self.num_frames(audio.shape[1])
+    padded = np.pad(audio, ((0, 0), (0, frames * SAMPLES_PER_ACOUSTIC_FRAME - audio.shape[1])))
+    rms = np.sqrt(np.mean(padded.reshape(audio.shape[0], frames, -1) ** 2, axis=-1))
+    level = np.minimum(rms * self.codebook_size, self.codebook_size - 1).astype(np.int32)
+    return (level[..., None] + 7 * np.arange(self.num_levels)) % self.codebook_size
+
+  def decode(self, codes: np.ndarray) -> np.ndarray:
+    """Each frame becomes a constant at its level-0 code's RMS bin."""
+    level = np.asarray(codes)[..., 0].astype(np.float32) / self.codebook_size
+    return np.repeat(level, SAMPLES_PER_ACOUSTIC_FRAME, axis=-1)

@@ -2,8 +2,8 @@
 
 One task per stage (`synthetic_semantic`, `synthetic_coarse`,
 `synthetic_fine`); an example is one 'targets' sequence
-[conditioning | prefix | target] encoded with `token_layout`, as the stage
-tasks built on the token cache will be. DecoderFeatureConverter gives every
+[conditioning | prefix | target] built by `tasks.stage_sequence`, as the
+stage tasks on the token cache are. DecoderFeatureConverter gives every
 position loss weight 1; the stage LM keeps only its target kind's positions.
 
 Every level uses a small alphabet of `ALPHABET_SIZE` codes, and each target
@@ -24,6 +24,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from musiclm_jax.data import tasks
 from musiclm_jax.data import token_layout
 
 ALPHABET_SIZE = 16
@@ -33,8 +34,7 @@ NOISE = 0.1
 FRAMES = {"semantic": {"semantic": 24},
           "coarse": {"semantic": 4, "coarse": 8},
           "fine": {"coarse": 4, "fine": 4}}
-LAYOUTS = {"semantic": token_layout.semantic_layout(), "coarse": token_layout.coarse_layout(),
-           "fine": token_layout.fine_layout()}
+LAYOUTS = tasks.LAYOUTS
 _EXAMPLES_PER_SPLIT = {"train": 2048, "validation": 256}
 _SPLIT_SEEDS = {"train": 1, "validation": 2}
 
@@ -91,10 +91,10 @@ def _fine(rules, rng, coarse):
   return _noisy(rng, out)
 
 
-def _ids(rules, layout, kind, symbols):
-  """Symbols [..., levels] -> layout ids [..., time * levels] (flattened time-major)."""
+def _codes(rules, kind, symbols):
+  """Symbols [..., time, levels] -> codes of the same shape, through each level's alphabet."""
   codes = np.take_along_axis(rules.alphabets[kind].T, symbols.reshape(-1, symbols.shape[-1]), axis=0)
-  return layout.encode_stream(kind, codes.reshape(symbols.shape))
+  return codes.reshape(symbols.shape)
 
 
 def make_sequences(stage: str, num: int, seed: int) -> np.ndarray:
@@ -102,19 +102,20 @@ def make_sequences(stage: str, num: int, seed: int) -> np.ndarray:
   rules, rng = _Rules(), np.random.default_rng(seed)
   layout, frames = LAYOUTS[stage], FRAMES[stage]
   genres = rng.integers(0, NUM_GENRES, num)
-  parts = []
+  codes = {}
   if stage in ("semantic", "coarse"):
-    parts.append(_ids(rules, layout, "mulan", rules.mulan[genres][:, None, :]))
+    codes["mulan"] = _codes(rules, "mulan", rules.mulan[genres][:, None, :])
   if stage == "fine":
     semantic = _semantic(rules, rng, genres, -(-frames["coarse"] // 2))
     coarse = _coarse(rules, rng, semantic, frames["coarse"])
-    parts += [_ids(rules, layout, "coarse", coarse), _ids(rules, layout, "fine", _fine(rules, rng, coarse))]
+    codes["coarse"] = _codes(rules, "coarse", coarse)
+    codes["fine"] = _codes(rules, "fine", _fine(rules, rng, coarse))
   else:
     semantic = _semantic(rules, rng, genres, frames["semantic"])
-    parts.append(_ids(rules, layout, "semantic", semantic[..., None]))
+    codes["semantic"] = _codes(rules, "semantic", semantic[..., None])
     if stage == "coarse":
-      parts.append(_ids(rules, layout, "coarse", _coarse(rules, rng, semantic, frames["coarse"])))
-  return np.concatenate(parts, axis=1).astype(np.int32)
+      codes["coarse"] = _codes(rules, "coarse", _coarse(rules, rng, semantic, frames["coarse"]))
+  return tasks.stage_sequence(layout, codes)
 
 
 def sequence_length(stage: str) -> int:
