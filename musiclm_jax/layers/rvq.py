@@ -25,6 +25,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from musiclm_jax.layers import kmeans as kmeans_lib
+
 State = dict[str, jax.Array]
 
 
@@ -102,7 +104,7 @@ class ResidualVQ:
 
     def level(residual, inputs):
       codebook, active = inputs
-      codes = _nearest(residual, codebook)
+      codes = kmeans_lib.nearest(residual, codebook)
       chosen = codebook[codes] * active
       return residual - chosen, (codes, chosen)
 
@@ -153,8 +155,8 @@ class ResidualVQ:
     vectors = x.reshape(-1, self.dim)
 
     def level(residual, level_rng):
-      codebook, counts = kmeans(residual, self.codebook_size, self.kmeans_iterations, level_rng)
-      codes = _nearest(residual, codebook)
+      codebook, counts = kmeans_lib.kmeans(residual, self.codebook_size, self.kmeans_iterations, level_rng)
+      codes = kmeans_lib.nearest(residual, codebook)
       return residual - codebook[codes], (codebook, counts)
 
     rngs = jax.random.split(rng, self.num_levels)
@@ -172,7 +174,7 @@ class ResidualVQ:
 
     def level(residual, inputs):
       codebook, cluster_size, embed_sum, weight, level_rng = inputs
-      codes = _nearest(residual, codebook)
+      codes = kmeans_lib.nearest(residual, codebook)
       onehot = jax.nn.one_hot(codes, self.codebook_size, dtype=jnp.float32) * weight[:, None]
       cluster_size = self.decay * cluster_size + (1 - self.decay) * onehot.sum(0)
       embed_sum = self.decay * embed_sum + (1 - self.decay) * (onehot.T @ residual)
@@ -205,28 +207,6 @@ class ResidualVQ:
     return jnp.sum(state["cluster_size"] < self.dead_code_threshold, axis=-1)
 
 
-def kmeans(vectors: jax.Array, num_clusters: int, iterations: int,
-           rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Lloyd's k-means from centroids drawn among the vectors.
-
-  vectors: [n, dim]. Returns (centroids [num_clusters, dim], counts
-  [num_clusters]); a cluster that loses all its vectors keeps its centroid.
-  Fewer vectors than clusters are drawn with replacement.
-  """
-  n = vectors.shape[0]
-  picks = jax.random.choice(rng, n, (num_clusters,), replace=n < num_clusters)
-  centroids = vectors[picks]
-
-  def step(centroids, _):
-    onehot = jax.nn.one_hot(_nearest(vectors, centroids), num_clusters, dtype=jnp.float32)
-    counts = onehot.sum(0)
-    means = (onehot.T @ vectors) / jnp.maximum(counts, 1.0)[:, None]
-    return jnp.where(counts[:, None] > 0, means, centroids), counts
-
-  centroids, counts = jax.lax.scan(step, centroids, None, length=iterations)
-  return centroids, counts[-1]
-
-
 def codebook_metrics(codes: jax.Array, level_mask: jax.Array,
                      codebook_size: int) -> dict[str, jax.Array]:
   """Batch statistics of codes [batch, time, levels] over active levels.
@@ -244,9 +224,3 @@ def codebook_metrics(codes: jax.Array, level_mask: jax.Array,
           "codebook_usage": jnp.mean(jnp.mean(counts > 0, axis=-1)),
           "active_levels": jnp.mean(jnp.sum(level_mask, axis=-1).astype(jnp.float32))}
 
-
-def _nearest(vectors: jax.Array, codebook: jax.Array) -> jax.Array:
-  """Index of the nearest code: vectors [..., dim], codebook [codes, dim] -> [...] int32."""
-  distances = (jnp.sum(jnp.square(vectors), -1, keepdims=True)
-               - 2.0 * vectors @ codebook.T + jnp.sum(jnp.square(codebook), -1))
-  return jnp.argmin(distances, axis=-1).astype(jnp.int32)

@@ -324,9 +324,11 @@ class SoundStreamModel(BaseModel):
 class SoundStreamTokenizer:
   """A frozen codec as the cascade's `tokenizers.AcousticTokenizer`: numpy in, numpy out."""
 
-  def __init__(self, model: SoundStreamModel, params: Params):
+  def __init__(self, model: SoundStreamModel, params: Params, export_dir: str | None = None):
+    """export_dir: where the params came from, recorded in token caches' metadata."""
     self.model = model
     self.params = params
+    self.export_dir = export_dir
     self.codebook_size = model.config.codebook_size
     self.num_levels = model.config.num_levels
     self.sample_rate_hz = model.config.sample_rate_hz
@@ -342,7 +344,7 @@ class SoundStreamTokenizer:
       raise UserError(f"{export_dir} holds a {type(model).__name__}, not SoundStream: "
                       "point at the export of a SoundStream run")
     spec = {"audio": jax.ShapeDtypeStruct((1, model.config.hop_length), jnp.float32)}
-    return cls(*exports.load_export(export_dir, spec, model))
+    return cls(*exports.load_export(export_dir, spec, model), export_dir=export_dir)
 
   def num_frames(self, num_samples: int) -> int:
     return self.model.num_frames(num_samples)

@@ -1,0 +1,439 @@
+r"""w2v-BERT (Chung et al. 2021), trained from scratch: the features behind MusicLM's semantic tokens.
+
+  audio [batch, samples] at 24 kHz  (what every tokenizer takes)
+  -> resampled on device to 16 kHz, padded to whole 40 ms frames
+  -> log-mel (80 bins, 25 ms window, 10 ms hop: 100 Hz)
+  -> two 3x3 stride-2 convolutions: 25 Hz frames, projected to d_model   = features
+  -> span masking (wav2vec 2.0: p=0.065 starts, spans of 10 frames)
+  -> contrastive Conformer module -> MLM Conformer module -> MLM head
+A Gumbel-softmax quantizer on the unmasked features gives both targets: its
+code vectors for the contrastive loss (wav2vec 2.0: true code among distractors
+from other masked frames of the clip, cosine / temperature, plus the diversity
+loss) and its code ids for the MLM loss (cross-entropy at masked frames).
+
+MusicLM reads the 7th layer of the MLM module of the 600M model (`features`);
+gin/scales/w2v_bert_*.gin size it. The Gumbel temperature anneals with the
+step, so the model has its own `train_step` (the trainer still jits, shards,
+checkpoints and logs it; grad_accum_steps must stay 1).
+
+Parameter count: python -m musiclm_jax.models.w2v_bert --scale=paper
+"""
+import dataclasses
+import math
+from typing import Any
+
+from absl import flags
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from musiclm_jax import gin_utils
+from musiclm_jax.audio import spectral
+from musiclm_jax.layers import conformer as conformer_lib
+from musiclm_jax.layers import initializers
+from musiclm_jax.layers import normalization
+from musiclm_jax.models.base import BaseModel, Batch, BatchSpec, Metrics, Params
+
+SUBSAMPLING = 4  # two stride-2 convolutions
+_CONV_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
+
+
+@dataclasses.dataclass(frozen=True)
+class W2vBertConfig:
+  """Sizes and training hyper-parameters (gin: `w2v_bert.W2vBertConfig`).
+
+  input_sample_rate_hz: rate of the audio given to the model; sample_rate_hz:
+    the rate its front end runs at (resampled on device).
+  mel_hop_length, n_fft, num_mel_bins: log-mel front end at sample_rate_hz.
+  subsampling_channels: channels of the two subsampling convolutions.
+  conformer: block sizes, shared by both modules.
+  contrastive_layers, mlm_layers: depth of the two modules.
+  num_codebooks, codebook_size: quantizer groups G and entries V (MLM targets
+    are the V-way ids of each group).
+  codevector_dim: size of quantized targets and of the contrastive projection.
+  mask_probability, mask_span_frames: span masking (wav2vec 2.0).
+  num_negatives, contrastive_temperature: distractors and cosine temperature.
+  gumbel_temperature: (start, end, decay per step): max(end, start * decay^step).
+  """
+  input_sample_rate_hz: int = 24_000
+  sample_rate_hz: int = 16_000
+  mel_hop_length: int = 160
+  n_fft: int = 400
+  num_mel_bins: int = 80
+  subsampling_channels: int = 128
+  conformer: conformer_lib.ConformerConfig = conformer_lib.ConformerConfig()
+  contrastive_layers: int = 12
+  mlm_layers: int = 12
+  num_codebooks: int = 1
+  codebook_size: int = 1024
+  codevector_dim: int = 768
+  mask_probability: float = 0.065
+  mask_span_frames: int = 10
+  num_negatives: int = 100
+  contrastive_temperature: float = 0.1
+  gumbel_temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995)
+  diversity_weight: float = 0.1
+  mlm_weight: float = 1.0
+
+  def __post_init__(self):
+    if (self.input_sample_rate_hz * self.mel_hop_length * SUBSAMPLING) % self.sample_rate_hz:
+      raise ValueError(f"a frame of {self.mel_hop_length * SUBSAMPLING} samples at "
+                       f"{self.sample_rate_hz} Hz is not a whole number of samples at "
+                       f"{self.input_sample_rate_hz} Hz: change mel_hop_length")
+    if self.codevector_dim % self.num_codebooks:
+      raise ValueError(f"codevector_dim {self.codevector_dim} must be divisible by "
+                       f"num_codebooks {self.num_codebooks}")
+
+  @property
+  def frame_rate_hz(self) -> float:
+    return self.sample_rate_hz / (self.mel_hop_length * SUBSAMPLING)
+
+  @property
+  def input_hop_length(self) -> int:
+    """Input samples per frame: 960 at 24 kHz (two SoundStream frames)."""
+    return self.input_sample_rate_hz * self.mel_hop_length * SUBSAMPLING // self.sample_rate_hz
+
+  def num_frames(self, num_samples: int) -> int:
+    return -(-num_samples // self.input_hop_length)
+
+
+def resample(audio: jax.Array, from_hz: int, to_hz: int, zero_crossings: int = 16,
+             rolloff: float = 0.945, kaiser_beta: float = 8.6) -> jax.Array:
+  """Kaiser-windowed sinc resampling on device: [batch, time] -> [batch, ceil(time * to / from)].
+
+  Polyphase: output m = up * j + p sits at input time down * j + p * down / up,
+  so each of the `up` phases is one stride-`down` convolution with its own
+  fractional-delay filter; the filters are built with numpy at trace time.
+  """
+  if from_hz == to_hz:
+    return audio
+  g = math.gcd(from_hz, to_hz)
+  up, down = to_hz // g, from_hz // g
+  cutoff = 0.5 * min(1.0, up / down) * rolloff  # cycles per input sample
+  half_width = int(math.ceil(zero_crossings / (2 * cutoff)))
+  bases = [(p * down) // up for p in range(up)]
+  width = max(bases) + 2 * half_width + 2
+  kernel = np.zeros((width, up))
+  for p in range(up):
+    taps = np.arange(-half_width, half_width + 2)
+    tau = (p * down % up) / up - taps  # output time minus input sample time
+    window = np.i0(kaiser_beta * np.sqrt(np.clip(1 - (tau / (half_width + 1)) ** 2, 0, 1)))
+    h = 2 * cutoff * np.sinc(2 * cutoff * tau) * window / np.i0(kaiser_beta)
+    kernel[bases[p] + taps + half_width, p] = h / h.sum()  # unit gain at DC for every phase
+  num_samples = audio.shape[-1]
+  num_out = -(-num_samples * up // down)
+  steps = -(-num_out // up)
+  right = max(0, down * (steps - 1) + width - half_width - num_samples)
+  padded = jnp.pad(audio.astype(jnp.float32), ((0, 0), (half_width, right)))[..., None]
+  y = jax.lax.conv_general_dilated(padded, jnp.asarray(kernel, jnp.float32)[:, None, :], (down,),
+                                   "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
+  return y[:, :steps].reshape(audio.shape[0], steps * up)[:, :num_out]
+
+
+def span_mask(rng: jax.Array, batch: int, length: int, probability: float,
+              span_frames: int) -> jax.Array:
+  """wav2vec 2.0 span masking: [batch, length] bool.
+
+  Every frame that leaves room for a whole span starts one with `probability`;
+  spans of `span_frames` may overlap (about 1 - (1 - p)^span of the frames end
+  up masked: 49% with the defaults), and a row with no start gets one, so every
+  row has at least one whole span.
+  """
+  span = min(span_frames, length)
+  start_rng, fallback_rng = jax.random.split(rng)
+  positions = jnp.arange(length)
+  starts = jax.random.bernoulli(start_rng, probability, (batch, length)) & (positions <= length - span)
+  fallback = jax.random.randint(fallback_rng, (batch, 1), 0, length - span + 1)
+  starts = starts | (~starts.any(-1, keepdims=True) & (positions == fallback))
+  begun = jnp.cumsum(starts, axis=-1)
+  # Frame t is masked when a span started in (t - span, t].
+  before = jnp.pad(begun, ((0, 0), (span, 0)))[:, :length]
+  return begun - before > 0
+
+
+def sample_negatives(rng: jax.Array, mask: jax.Array, num_negatives: int) -> jax.Array:
+  """Distractor frames for every frame: [batch, length, num_negatives] int32.
+
+  Drawn uniformly (with replacement) among the other masked frames of the same
+  row, as wav2vec 2.0 does; in O(batch * length * num_negatives), without a
+  [length, length] table. A row with one masked frame can only draw itself
+  (the loss drops distractors equal to the positive).
+  """
+  batch, length = mask.shape
+  count = mask.sum(-1)
+  order = jnp.argsort(~mask, axis=-1, stable=True)  # masked frames first, in time order
+  rank = jnp.cumsum(mask, axis=-1) - 1
+  draws = jax.random.randint(rng, (batch, length, num_negatives), 0,
+                             jnp.maximum(count - 1, 1)[:, None, None])
+  draws = jnp.where(draws >= rank[..., None], draws + 1, draws)  # skip the frame itself
+  draws = jnp.minimum(draws, count[:, None, None] - 1)
+  return jax.vmap(lambda o, d: o[d])(order, draws).astype(jnp.int32)
+
+
+class Dense(nn.Module):
+  """x [..., in] -> [..., features], no bias; `axes` name the kernel's (in, out) axes.
+
+  init_scale: variance of the kernel times fan-in (1: unit-variance outputs).
+  """
+  features: int
+  axes: tuple[str, str]
+  config: conformer_lib.ConformerConfig
+  init_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    init = initializers.fan_in(self.axes, in_axis=0, out_axis=1, scale=self.init_scale)
+    kernel = self.param("kernel", init,
+                        (x.shape[-1], self.features), self.config.param_dtype)
+    return jnp.einsum("...d,df->...f", x.astype(self.config.dtype), kernel.astype(self.config.dtype))
+
+
+class FeatureEncoder(nn.Module):
+  """audio [batch, samples] -> features [batch, frames, embed], frames = ceil(samples / input hop)."""
+  config: W2vBertConfig
+
+  @nn.compact
+  def __call__(self, audio, *, deterministic: bool = True):
+    c = self.config
+    cc = c.conformer
+    frames = c.num_frames(audio.shape[-1])
+    audio = jnp.pad(audio, ((0, 0), (0, frames * c.input_hop_length - audio.shape[-1])))
+    audio = resample(audio, c.input_sample_rate_hz, c.sample_rate_hz)
+    # A centred STFT gives one frame more than samples / hop; the last one only sees padding.
+    mel = spectral.mel_spectrogram(audio, c.sample_rate_hz, n_fft=c.n_fft,
+                                   hop_length=c.mel_hop_length, n_mels=c.num_mel_bins)
+    mel = mel[:, :frames * SUBSAMPLING]
+    # dB / 20: unit-order values; no per-clip top_db, so a frame's features do not
+    # depend on the loudest moment elsewhere in the clip.
+    x = spectral.power_to_db(mel, top_db=None)[..., None] / 20.0
+    for i in range(2):
+      x = nn.Conv(c.subsampling_channels, (3, 3), strides=(2, 2), padding="SAME", dtype=cc.dtype,
+                  param_dtype=cc.param_dtype,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), _CONV_AXES),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+                  name=f"subsampling_{i}")(x)
+      x = nn.swish(x)
+    x = x.reshape(*x.shape[:2], -1)
+    x = Dense(cc.d_model, ("conv_features", "embed"), cc, name="projection")(x)
+    x = normalization.RMSNorm(dtype=cc.dtype, param_dtype=cc.param_dtype, name="norm")(x)
+    x = nn.Dropout(cc.dropout_rate)(x, deterministic=deterministic)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class W2vBert(nn.Module):
+  """The network; `W2vBertModel` holds the losses."""
+  config: W2vBertConfig
+
+  def setup(self):
+    c = self.config
+    self.feature_encoder = FeatureEncoder(c)
+    self.contrastive = conformer_lib.ConformerStack(c.conformer, c.contrastive_layers)
+    self.mlm = conformer_lib.ConformerStack(c.conformer, c.mlm_layers)
+    self.mask_embedding = self.param(
+        "mask_embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("embed",)),
+        (c.conformer.d_model,), c.conformer.param_dtype)
+    group_dim = c.codevector_dim // c.num_codebooks
+    self.codebooks = self.param(
+        "codebooks", nn.with_logical_partitioning(nn.initializers.uniform(1.0),
+                                                  ("codebook_groups", "codebook", "codevector")),
+        (c.num_codebooks, c.codebook_size, group_dim), c.conformer.param_dtype)
+    entries = c.num_codebooks * c.codebook_size
+    # Unit-variance weights, as wav2vec 2.0 initialises them: logits of std
+    # sqrt(d_model) make each frame's code a sharp, stable function of its
+    # features from the start. Unit-variance logits would give near-uniform
+    # softmaxes, which the diversity loss then keeps: the sampled codes stay
+    # noise and the contrastive loss sits at chance.
+    self.quantizer_logits = Dense(entries, ("embed", "codebook"), c.conformer,
+                                  init_scale=float(c.conformer.d_model))
+    self.quantizer_projection = Dense(c.codevector_dim, ("codevector", "codevector_out"), c.conformer)
+    self.contrastive_projection = Dense(c.codevector_dim, ("embed", "codevector_out"), c.conformer)
+    self.mlm_head = Dense(entries, ("embed", "codebook"), c.conformer)
+
+  def __call__(self, audio, mask, gumbel_rng, temperature, *, deterministic: bool = True):
+    """Training forward pass.
+
+    audio [batch, samples]; mask [batch, frames] bool; gumbel_rng None for
+    noise-free hard codes. Returns context [batch, frames, codevector],
+    targets [batch, frames, codevector] (straight-through) and the code ids
+    they were sampled as, noise-free code ids (MLM targets) [batch, frames,
+    groups], quantizer logits and MLM logits [batch, frames, groups, codebook].
+    """
+    c = self.config
+    features = self.feature_encoder(audio, deterministic=deterministic)
+    batch, frames, _ = features.shape
+
+    logits = self.quantizer_logits(features).astype(jnp.float32)
+    logits = logits.reshape(batch, frames, c.num_codebooks, c.codebook_size)
+    # MLM targets are the noise-free codes; the contrastive targets are sampled
+    # (hard Gumbel-softmax, straight-through), as wav2vec 2.0's quantizer does.
+    ids = jnp.argmax(logits, axis=-1)
+    if gumbel_rng is None:
+      sampled = ids
+      onehot = jax.nn.one_hot(ids, c.codebook_size, dtype=jnp.float32)
+    else:
+      soft = jax.nn.softmax((logits + jax.random.gumbel(gumbel_rng, logits.shape)) / temperature)
+      sampled = jnp.argmax(soft, axis=-1)
+      hard = jax.nn.one_hot(sampled, c.codebook_size, dtype=jnp.float32)
+      onehot = hard - jax.lax.stop_gradient(soft) + soft
+    codevectors = jnp.einsum("btgv,gvd->btgd", onehot, self.codebooks.astype(jnp.float32))
+    targets = self.quantizer_projection(codevectors.reshape(batch, frames, -1))
+
+    masked = jnp.where(mask[..., None], self.mask_embedding.astype(features.dtype), features)
+    hidden = self.contrastive(masked, deterministic=deterministic)
+    context = self.contrastive_projection(hidden)
+    hidden = self.mlm(hidden, deterministic=deterministic)
+    mlm_logits = self.mlm_head(hidden)
+    mlm_logits = mlm_logits.reshape(batch, frames, c.num_codebooks, c.codebook_size)
+    return (context, targets, sampled, jax.lax.stop_gradient(ids), logits,
+            mlm_logits.astype(jnp.float32))
+
+  def encode(self, audio):
+    """audio [batch, samples] -> last MLM-module layer output [batch, frames, embed] (no masking)."""
+    return self.mlm(self.contrastive(self.feature_encoder(audio)))
+
+
+def contrastive_loss(context, targets, target_ids, mask, negatives, temperature):
+  """wav2vec 2.0 InfoNCE at masked frames: (mean loss, accuracy of picking the true target).
+
+  context, targets [batch, frames, dim]; target_ids [batch, frames, groups],
+  the codes of the targets; negatives [batch, frames, K] frame indices.
+  """
+  take = jax.vmap(lambda x, i: x[i])
+  distractors = take(targets, negatives)  # [batch, frames, K, dim]
+  candidates = jnp.concatenate([targets[:, :, None], distractors], axis=2).astype(jnp.float32)
+  context = context.astype(jnp.float32)[:, :, None]
+  cosine = jnp.sum(context * candidates, -1) / (
+      jnp.linalg.norm(context, axis=-1) * jnp.linalg.norm(candidates, axis=-1) + 1e-6)
+  logits = cosine / temperature
+  # A distractor that is the same code vector as the target is not a wrong answer.
+  same = jnp.all(take(target_ids, negatives) == target_ids[:, :, None], axis=-1)
+  logits = logits.at[..., 1:].set(jnp.where(same, -1e9, logits[..., 1:]))
+  losses = -jax.nn.log_softmax(logits, axis=-1)[..., 0]
+  correct = jnp.argmax(logits, axis=-1) == 0
+  weight = mask.astype(jnp.float32)
+  count = jnp.maximum(weight.sum(), 1.0)
+  return jnp.sum(losses * weight) / count, jnp.sum(correct * weight) / count
+
+
+def diversity_loss(logits):
+  """wav2vec 2.0's (G·V - perplexity of the batch-mean code distribution) / (G·V).
+
+  logits [batch, frames, groups, codebook] -> (loss, perplexity summed over groups).
+  """
+  groups, size = logits.shape[-2:]
+  probs = jnp.mean(jax.nn.softmax(logits, axis=-1).reshape(-1, groups, size), axis=0)
+  perplexity = jnp.sum(jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-7), axis=-1)))
+  return (groups * size - perplexity) / (groups * size), perplexity
+
+
+class W2vBertModel(BaseModel):
+  """w2v-BERT as a trainer model. Batches hold `audio` [batch, samples] at input_sample_rate_hz."""
+
+  def __init__(self, config: W2vBertConfig = W2vBertConfig()):
+    self.config = config
+    self.module = W2vBert(config)
+
+  def init(self, rng: jax.Array, batch_spec: BatchSpec) -> Params:
+    audio = jnp.zeros(batch_spec["audio"].shape, jnp.float32)
+    mask = jnp.zeros((audio.shape[0], self.config.num_frames(audio.shape[1])), bool)
+    return self.module.init(rng, audio, mask, None, 1.0)["params"]
+
+  def gumbel_temperature(self, step: jax.Array) -> jax.Array:
+    start, end, decay = self.config.gumbel_temperature
+    return jnp.maximum(end, start * decay ** step.astype(jnp.float32))
+
+  def num_frames(self, num_samples: int) -> int:
+    return self.config.num_frames(num_samples)
+
+  def _loss(self, params: Params, batch: Batch, rng: jax.Array | None,
+            temperature: jax.Array) -> tuple[jax.Array, Metrics]:
+    c = self.config
+    audio = batch["audio"]
+    frames = c.num_frames(audio.shape[1])
+    # Evaluation masks too (with a fixed key), or there would be nothing to predict.
+    mask_rng, negatives_rng, gumbel_rng, dropout_rng = jax.random.split(
+        jax.random.key(0) if rng is None else rng, 4)
+    mask = span_mask(mask_rng, audio.shape[0], frames, c.mask_probability, c.mask_span_frames)
+    context, targets, sampled, ids, quantizer_logits, mlm_logits = self.module.apply(
+        {"params": params}, audio, mask, None if rng is None else gumbel_rng, temperature,
+        deterministic=rng is None, rngs=None if rng is None else {"dropout": dropout_rng})
+    negatives = sample_negatives(negatives_rng, mask, c.num_negatives)
+    contrastive, contrastive_accuracy = contrastive_loss(
+        context, targets, sampled, mask, negatives, c.contrastive_temperature)
+    diversity, prob_perplexity = diversity_loss(quantizer_logits)
+    weight = mask.astype(jnp.float32)[..., None]
+    count = jnp.maximum(weight.sum() * c.num_codebooks, 1.0)
+    mlm = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(mlm_logits, ids) * weight) / count
+    mlm_accuracy = jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * weight) / count
+    loss = contrastive + c.diversity_weight * diversity + c.mlm_weight * mlm
+    used = jnp.zeros((c.num_codebooks, c.codebook_size)).at[
+        jnp.arange(c.num_codebooks), ids.reshape(-1, c.num_codebooks)].max(1.0)
+    return loss, {
+        "contrastive_loss": contrastive, "contrastive_accuracy": contrastive_accuracy,
+        "diversity_loss": diversity, "prob_perplexity": prob_perplexity,
+        "mlm_loss": mlm, "mlm_accuracy": mlm_accuracy, "mask_ratio": jnp.mean(mask),
+        "codes_used": jnp.sum(used), "gumbel_temperature": temperature,
+        "num_tokens": jnp.sum(mask)}
+
+  def loss_fn(self, params: Params, batch: Batch,
+              rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
+    """Evaluation (rng=None): fixed masks, hard codes at the final Gumbel temperature."""
+    return self._loss(params, batch, rng, jnp.asarray(self.config.gumbel_temperature[1]))
+
+  def train_step(self, state, batch: Batch, rng: jax.Array):
+    """The trainer's step, with the Gumbel temperature of `state.step`."""
+    grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, batch, rng, self.gumbel_temperature(state.step))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+    return state.apply_gradients(grads), metrics
+
+  def features(self, params: Params, audio: jax.Array, layer: int) -> jax.Array:
+    """Output of MLM-module layer `layer` (1-based): audio [batch, samples] -> [batch, frames, embed].
+
+    Only the layers up to `layer` run: the params of later ones are dropped.
+    """
+    c = self.config
+    if not 1 <= layer <= c.mlm_layers:
+      raise ValueError(f"layer {layer} is not an MLM-module layer: choose 1..{c.mlm_layers}")
+    module = W2vBert(dataclasses.replace(c, mlm_layers=layer))
+    return module.apply({"params": truncate_mlm_params(params, layer, c.conformer.scan_layers)},
+                        audio, method=W2vBert.encode)
+
+
+def truncate_mlm_params(params: Params, layer: int, scan_layers: bool) -> Params:
+  """Params with only the first `layer` MLM-module layers (stacked or one per layer)."""
+  mlm = dict(params["mlm"])
+  if scan_layers:
+    mlm["layers"] = jax.tree.map(lambda x: x[:layer], mlm["layers"])
+  else:
+    mlm = {k: v for k, v in mlm.items()
+           if not k.startswith("layers_") or int(k.split("_")[1]) < layer}
+  return {**params, "mlm": mlm}
+
+
+def count_parameters(config: W2vBertConfig, seconds: float = 1.0) -> int:
+  """Scalars in the params, by shape inference only."""
+  spec = {"audio": jax.ShapeDtypeStruct((1, int(seconds * config.input_sample_rate_hz)), jnp.float32)}
+  params = jax.eval_shape(W2vBertModel(config).init, jax.random.key(0), spec)
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+def main(argv):
+  """Prints the parameter count of gin/models/w2v_bert.gin at gin/scales/w2v_bert_<scale>.gin."""
+  del argv
+  gin_utils.parse_gin(["models/w2v_bert.gin", f"scales/w2v_bert_{flags.FLAGS.scale}.gin"], [])
+  config = gin.query_parameter("%MODEL").scoped_configurable_fn().config
+  cc = config.conformer
+  print(f"w2v-BERT @ {flags.FLAGS.scale}: {count_parameters(config) / 1e6:.1f}M parameters "
+        f"({config.contrastive_layers} contrastive + {config.mlm_layers} MLM Conformer layers, "
+        f"d_model {cc.d_model}, {cc.num_heads} heads, d_ff {cc.d_ff}, "
+        f"{config.frame_rate_hz:g} Hz frames)")
+
+
+if __name__ == "__main__":
+  # Defined here, not at import: param_count.py has a --scale flag too.
+  flags.DEFINE_string("scale", "paper", "gin/scales/w2v_bert_<scale>.gin: tiny or paper.")
+  gin_utils.run(main)

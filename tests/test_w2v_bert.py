@@ -1,0 +1,164 @@
+"""w2v-BERT: span masking, distractors, resampling, 25 Hz frames, losses through the sharded trainer."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import numpy_params
+from musiclm_jax import partitioning
+from musiclm_jax import trainer as trainer_lib
+from musiclm_jax.layers import conformer
+from musiclm_jax.models import w2v_bert
+
+TINY = w2v_bert.W2vBertConfig(
+    num_mel_bins=32, subsampling_channels=4,
+    conformer=conformer.ConformerConfig(d_model=32, num_heads=2, d_ff=64, conv_kernel_size=3),
+    contrastive_layers=1, mlm_layers=2, codebook_size=16, codevector_dim=16, num_negatives=8,
+    mask_probability=0.2, mask_span_frames=3)
+
+
+def _runs(row):
+  """Lengths of the maximal runs of True in a 1-D bool array."""
+  edges = np.diff(np.concatenate([[0], row.astype(int), [0]]))
+  return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+
+
+def test_span_mask_ratio_and_span_lengths():
+  p, span, length = 0.065, 10, 400
+  mask = np.asarray(jax.jit(w2v_bert.span_mask, static_argnums=(1, 2, 3, 4))(
+      jax.random.key(0), 1024, length, p, span))
+  # Frame t is covered by starts in [t - span + 1, t] that leave room for a whole span.
+  t = np.arange(length)
+  starts = np.minimum(t, length - span) - np.maximum(t - span + 1, 0) + 1
+  expected = np.mean(1 - (1 - p) ** starts)
+  assert abs(mask.mean() - expected) < 0.01, (mask.mean(), expected)
+  assert abs(expected - 0.49) < 0.02  # wav2vec 2.0's ~49% at p=0.065, span 10
+  runs = np.concatenate([_runs(row) for row in mask])
+  assert runs.min() >= span
+  # Overlapping spans merge, so the mean run is longer than one span but not by much.
+  assert span < runs.mean() < 2.5 * span
+
+
+def test_span_mask_puts_one_whole_span_in_rows_that_drew_none():
+  mask = np.asarray(w2v_bert.span_mask(jax.random.key(1), 64, 30, 0.0, 10))
+  assert all(_runs(row).tolist() == [10] for row in mask)
+  short = np.asarray(w2v_bert.span_mask(jax.random.key(1), 4, 6, 0.5, 10))
+  assert short.all()  # a span longer than the row masks all of it
+
+
+def test_negatives_are_other_masked_frames_of_the_same_row():
+  mask = np.asarray(w2v_bert.span_mask(jax.random.key(2), 8, 60, 0.1, 5))
+  negatives = np.asarray(w2v_bert.sample_negatives(jax.random.key(3), jnp.asarray(mask), 20))
+  assert negatives.shape == (8, 60, 20)
+  for b in range(8):
+    assert mask[b][negatives[b]].all()
+    assert not (negatives[b] == np.arange(60)[:, None]).any()
+    drawn = np.unique(negatives[b][mask[b]])
+    assert len(drawn) == mask[b].sum()  # every masked frame gets drawn somewhere
+
+
+@pytest.mark.parametrize("num_samples", [4800, 4801])
+def test_resample_24k_to_16k_keeps_tones_and_removes_aliases(num_samples):
+  t24 = np.arange(num_samples) / 24_000
+  t16 = np.arange(-(-num_samples * 2 // 3)) / 16_000
+  out = np.asarray(w2v_bert.resample(jnp.asarray(np.sin(2 * np.pi * 440 * t24)[None]), 24_000, 16_000))
+  assert out.shape == (1, len(t16))
+  interior = slice(100, -100)  # away from the zero padding at the ends
+  np.testing.assert_allclose(out[0, interior], np.sin(2 * np.pi * 440 * t16)[interior], atol=2e-3)
+  alias = np.asarray(w2v_bert.resample(jnp.asarray(np.sin(2 * np.pi * 10_000 * t24)[None]),
+                                       24_000, 16_000))
+  assert np.sqrt(np.mean(alias[0, interior] ** 2)) < 0.01  # above the 8 kHz Nyquist
+
+
+def test_frames_are_25_hz_and_one_per_960_input_samples():
+  config = w2v_bert.W2vBertConfig()
+  assert config.frame_rate_hz == 25.0 and config.input_hop_length == 960
+  for n in (1, 959, 960, 961, 240_000):
+    assert config.num_frames(n) == -(-n // 960)
+  model = w2v_bert.W2vBertModel(TINY)
+  spec = {"audio": jax.ShapeDtypeStruct((2, 2000), jnp.float32)}
+  features = jax.eval_shape(lambda a: model.features(
+      numpy_params.draw_params(jax.eval_shape(model.init, jax.random.key(0), spec)), a, 1),
+                            spec["audio"])
+  assert features.shape == (2, 3, 32)
+
+
+def test_paper_config_has_about_600m_parameters():
+  config = w2v_bert.W2vBertConfig(conformer=conformer.ConformerConfig(scan_layers=True))
+  assert 570e6 < w2v_bert.count_parameters(config) < 630e6
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_features_of_a_layer_run_only_the_layers_below_it(scan_layers):
+  config = dataclasses.replace(TINY, conformer=dataclasses.replace(TINY.conformer,
+                                                                   scan_layers=scan_layers))
+  model = w2v_bert.W2vBertModel(config)
+  audio = jnp.asarray(np.random.default_rng(0).uniform(-0.5, 0.5, (2, 3000)), jnp.float32)
+  spec = {"audio": jax.ShapeDtypeStruct(audio.shape, jnp.float32)}
+  params = numpy_params.draw_params(jax.eval_shape(model.init, jax.random.key(0), spec))
+
+  @jax.jit
+  def outputs(params, audio):
+    full = model.module.apply({"params": params}, audio, method=w2v_bert.W2vBert.encode)
+    return model.features(params, audio, 1), model.features(params, audio, 2), full
+
+  first, last, full = outputs(params, audio)
+  assert first.shape == last.shape == (2, 4, 32)
+  np.testing.assert_allclose(last, full, atol=1e-5)
+  assert not np.allclose(first, last, atol=1e-3)
+  with pytest.raises(ValueError, match="choose 1..2"):
+    model.features(params, audio, 3)
+
+
+def test_diversity_loss_is_zero_for_uniform_use_and_falls_from_collapse():
+  uniform, perplexity = w2v_bert.diversity_loss(jnp.zeros((2, 5, 1, 8)))
+  assert float(uniform) == pytest.approx(0.0, abs=1e-5) and float(perplexity) == pytest.approx(8.0)
+  collapsed = jnp.zeros((2, 5, 1, 8)).at[..., 0].set(20.0)
+  assert float(w2v_bert.diversity_loss(collapsed)[0]) == pytest.approx(7 / 8, abs=1e-3)
+  grad = jax.grad(lambda x: w2v_bert.diversity_loss(x)[0])(collapsed.at[..., 0].set(2.0))
+  assert float(grad[..., 0].mean()) > 0  # descending lowers the dominant code
+
+
+def _frozen_targets(params):
+  """Optimizer labels: the feature encoder and quantizer stay fixed, so the targets do."""
+  frozen = {"feature_encoder", "codebooks", "quantizer_logits", "quantizer_projection"}
+  return {k: jax.tree.map(lambda _, k=k: "frozen" if k in frozen else "train", v)
+          for k, v in params.items()}
+
+
+def test_losses_are_finite_and_fall_through_the_sharded_trainer():
+  # The targets are frozen: from scratch the quantizer spreads over more codes in
+  # the first steps, which makes both tasks harder and the loss rise before it falls.
+  model = w2v_bert.W2vBertModel(TINY)
+  rng = np.random.default_rng(0)
+  t = np.arange(24_000) / 24_000
+  # Four "pieces": tones whose pitch changes every 0.2 s, plus a little noise.
+  pitches = rng.uniform(200, 2000, (4, 5))
+  audio = np.stack([0.3 * np.sin(2 * np.pi * np.repeat(p, 4800) * t) for p in pitches])
+  batch = {"audio": (audio + 0.01 * rng.normal(size=audio.shape)).astype(np.float32)}
+  spec = {"audio": jax.ShapeDtypeStruct(batch["audio"].shape, jnp.float32)}
+  params = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), spec))
+  optimizer = optax.multi_transform({"train": optax.adam(3e-3), "frozen": optax.set_to_zero()},
+                                    _frozen_targets(params))
+  partitioner = partitioning.Partitioner(model_parallel=2, num_devices=4)
+  trainer = trainer_lib.Trainer(model, partitioner, optimizer, spec)
+  state = trainer.init_state()
+  history = []
+  for _ in range(20):
+    state, metrics = trainer.train_step(state, partitioner.make_global_batch(batch))
+    history.append(jax.device_get(metrics))
+  for m in history:
+    assert all(np.isfinite(v) for v in m.values()), m
+  first, last = ({k: np.mean([m[k] for m in part]) for k in history[0]}
+                 for part in (history[:3], history[-3:]))
+  for term, factor in (("loss", 0.8), ("mlm_loss", 0.8), ("contrastive_loss", 0.95)):
+    assert last[term] < factor * first[term], (term, first, last)
+  assert last["mlm_accuracy"] > first["mlm_accuracy"]
+  assert 0.3 < first["mask_ratio"] < 0.8
+  assert last["gumbel_temperature"] < first["gumbel_temperature"]
+  eval_metrics = jax.device_get(trainer.eval_step(state.params, partitioner.make_global_batch(batch)))
+  assert 0.0 <= eval_metrics["mlm_accuracy"] <= 1.0 and np.isfinite(eval_metrics["loss"])
