@@ -14,6 +14,7 @@ from absl import flags
 from absl import logging
 import gin
 
+from musiclm_jax import partitioning
 from musiclm_jax.errors import UserError
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
@@ -25,6 +26,10 @@ _GIN_BINDINGS = flags.DEFINE_multi_string(
     "gin_bindings", [], "Extra gin bindings ('KEY = VALUE'), applied after the files.")
 _GIN_SEARCH_PATHS = flags.DEFINE_list(
     "gin_search_paths", [GIN_DIR], "Folders searched for relative --gin_file paths and includes.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for multi-process runs.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -109,6 +114,12 @@ def parse_flags_and_check(required_macros: Sequence[str]) -> None:
   """Parses --gin_file/--gin_bindings flags (after absl parsed argv)."""
   parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
   check_required_macros(required_macros)
+
+
+def initialize_distributed_from_flags() -> None:
+  """Joins a multi-process run from --coordinator_address etc. (or JAX's auto-detection)."""
+  partitioning.maybe_initialize_distributed(
+      _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 def _first_line(e: BaseException) -> str:

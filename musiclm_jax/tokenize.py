@@ -8,28 +8,19 @@ them and the tokenizer exports). Rerunning the same command resumes; on many
 hosts, each writes its own shards. The resolved config is written to
 TOKEN_CACHE_DIR/config.gin.
 """
-from absl import flags
 import gin
 import tensorflow as tf
 
 from musiclm_jax import gin_utils
-from musiclm_jax import partitioning
 from musiclm_jax import tokenize_audio
 from musiclm_jax.errors import UserError
 
 REQUIRED_MACROS = ("DATASET", "TOKEN_CACHE_DIR")
 
-_COORDINATOR_ADDRESS = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-
-
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
-  partitioning.maybe_initialize_distributed(
-      _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  gin_utils.initialize_distributed_from_flags()
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
   cache_dir = gin.query_parameter("%TOKEN_CACHE_DIR")
   metadata = gin.get_configurable(tokenize_audio.tokenize_dataset)()

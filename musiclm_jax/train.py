@@ -6,28 +6,19 @@ Required macros: MODEL, MODEL_DIR, TRAIN_STEPS, MIXTURE_OR_TASK_NAME,
 TASK_FEATURE_LENGTHS (gin/runs/train.gin declares them). The resolved config
 is written to MODEL_DIR/config.gin once the model state is ready.
 """
-from absl import flags
 from absl import logging
 import gin
 
 from musiclm_jax import gin_utils
-from musiclm_jax import partitioning
 from musiclm_jax import trainer
 from musiclm_jax.errors import UserError
 
 REQUIRED_MACROS = ("MODEL", "MODEL_DIR", "TRAIN_STEPS", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS")
 
-_COORDINATOR_ADDRESS = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-
-
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
-  partitioning.maybe_initialize_distributed(
-      _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  gin_utils.initialize_distributed_from_flags()
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
   model_dir = gin.query_parameter("%MODEL_DIR")
   result = gin.get_configurable(trainer.train)(

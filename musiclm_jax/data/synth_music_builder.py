@@ -40,6 +40,10 @@ class SynthMusicConfig(tfds.core.BuilderConfig):
 TINY = SynthMusicConfig(
     name="tiny", spec=synth_music.CorpusSpec(num_clips=200, clips_per_piece=2),
     description="200 x 10 s clips (33 min) from 100 pieces; builds in ~1-2 min on 2 cores.")
+QUICK = SynthMusicConfig(
+    name="quick", spec=synth_music.CorpusSpec(num_clips=24, clip_seconds=2.0, clips_per_piece=1,
+                                              split_fractions=(0.2, 0.1)),
+    description="24 x 2 s clips from 24 pieces, for `demo --quick` and wiring checks (~30 s).")
 LARGE = SynthMusicConfig(
     name="large", spec=synth_music.CorpusSpec(num_clips=3000, clips_per_piece=4),
     description="3,000 x 10 s clips (8.3 h) from 750 pieces.")
@@ -52,11 +56,11 @@ def _parts_features() -> tfds.features.Sequence:
 
 
 class SynthMusic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """The synth_music corpus. Configs: tiny, large."""
+  """The synth_music corpus. Configs: tiny, quick, large."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [TINY, LARGE]
+  BUILDER_CONFIGS = [TINY, QUICK, LARGE]
   DEFAULT_CONFIG_NAME = "tiny"
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -44,12 +44,7 @@ class ConformerConfig:
   param_dtype: Any = "float32"
 
   def __post_init__(self):
-    if self.remat_policy not in transformer.REMAT_POLICIES:
-      raise ValueError(f"remat_policy must be one of {sorted(transformer.REMAT_POLICIES)}, "
-                       f"got {self.remat_policy!r}.")
-    if self.head_dim is None and self.d_model % self.num_heads:
-      raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
-                       f"{self.num_heads}; set head_dim explicitly.")
+    transformer.check_stack_config(self)
 
   @property
   def kv_dim(self) -> int:

@@ -66,16 +66,21 @@ class TransformerConfig:
   param_dtype: Any = "float32"
 
   def __post_init__(self):
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy must be one of {sorted(REMAT_POLICIES)}, "
-                       f"got {self.remat_policy!r}.")
-    if self.head_dim is None and self.d_model % self.num_heads:
-      raise ValueError(f"d_model {self.d_model} is not divisible by num_heads "
-                       f"{self.num_heads}; set head_dim explicitly.")
+    check_stack_config(self)
 
   @property
   def kv_dim(self) -> int:
     return self.head_dim or self.d_model // self.num_heads
+
+
+def check_stack_config(config) -> None:
+  """What every attention stack config (this one, conformer's) must satisfy."""
+  if config.remat_policy not in REMAT_POLICIES:
+    raise ValueError(f"remat_policy must be one of {sorted(REMAT_POLICIES)}, "
+                     f"got {config.remat_policy!r}.")
+  if config.head_dim is None and config.d_model % config.num_heads:
+    raise ValueError(f"d_model {config.d_model} is not divisible by num_heads "
+                     f"{config.num_heads}; set head_dim explicitly.")
 
 
 class DecoderLayer(nn.Module):

@@ -1,0 +1,91 @@
+"""Does generated music follow its prompt? MuLan retrieval of generated clips among the prompts.
+
+For every text prompt of a musiclm-infer output folder, MuLan embeds the
+generated clip and all prompts; the clip "follows" its prompt when its own
+prompt is the nearest of them (audio→text recall@1). The same is measured
+with the prompts shuffled (a derangement: no clip keeps its own), which is
+what an unconditional model would score. Story and continuation lines are
+left out: they have no single prompt.
+
+  python -m musiclm_jax.eval.prompt_adherence --samples_dir=runs/demo/samples \
+      --mulan_export_dir=... --mulan_rvq_path=... --output_path=adherence.json
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from musiclm_jax.audio import io as audio_io
+from musiclm_jax.errors import UserError
+
+_SAMPLES_DIR = flags.DEFINE_string("samples_dir", None, "A musiclm-infer OUTPUT_DIR.")
+_MULAN_EXPORT_DIR = flags.DEFINE_string("mulan_export_dir", None, "MuLan export folder.")
+_MULAN_RVQ_PATH = flags.DEFINE_string("mulan_rvq_path", None, "MuLan's RVQ file.")
+_OUTPUT_PATH = flags.DEFINE_string("output_path", None, "Where the JSON result goes.")
+
+
+def text_prompt_samples(samples_dir: str) -> list[tuple[str, str]]:
+  """(prompt text, wav path) of every sample of every plain text line of results.jsonl."""
+  path = os.path.join(samples_dir, "results.jsonl")
+  if not os.path.isfile(path):
+    raise UserError(f"no results.jsonl in {samples_dir}: point at a musiclm-infer OUTPUT_DIR")
+  pairs = []
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      if "text" in record and not record.get("continue_from") and "error" not in record:
+        pairs += [(record["text"], os.path.join(samples_dir, s["wav"])) for s in record["samples"]]
+  return pairs
+
+
+def derangement(n: int, seed: int = 0) -> np.ndarray:
+  """A permutation of range(n) with no fixed point (n >= 2)."""
+  rng = np.random.default_rng(seed)
+  while True:
+    order = rng.permutation(n)
+    if not np.any(order == np.arange(n)):
+      return order
+
+
+def adherence(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
+              prompt_index: np.ndarray, seed: int = 0) -> dict:
+  """Recall@1 of each clip's prompt among all prompts, for the true and for shuffled prompts.
+
+  audio_embeddings [clips, D] and text_embeddings [prompts, D], L2-normalised;
+  prompt_index [clips]: the prompt each clip was generated for.
+  """
+  similarity = audio_embeddings @ text_embeddings.T
+  nearest = similarity.argmax(axis=1)
+  shuffled = derangement(len(text_embeddings), seed)[prompt_index]
+  rows = np.arange(len(prompt_index))
+  return {"clips": int(len(prompt_index)), "prompts": int(len(text_embeddings)),
+          "recall_at_1": float(np.mean(nearest == prompt_index)),
+          "recall_at_1_shuffled_prompts": float(np.mean(nearest == shuffled)),
+          "chance": 1.0 / len(text_embeddings),
+          "cosine_own_prompt": float(np.mean(similarity[rows, prompt_index])),
+          "cosine_shuffled_prompt": float(np.mean(similarity[rows, shuffled]))}
+
+
+def main(argv):
+  del argv
+  from musiclm_jax.models import mulan_tokenizer  # pylint: disable=import-outside-toplevel
+  pairs = text_prompt_samples(_SAMPLES_DIR.value)
+  texts = sorted({text for text, _ in pairs})
+  if len(texts) < 2:
+    raise UserError(f"{_SAMPLES_DIR.value} has fewer than 2 distinct text prompts: nothing to rank")
+  tokenizer = mulan_tokenizer.MuLanTokenizer.load(_MULAN_EXPORT_DIR.value, _MULAN_RVQ_PATH.value)
+  # Not load_audio: its checks would refuse a near-silent clip, which is a result here.
+  audio = [audio_io.resample(audio_io.to_mono(samples), rate, tokenizer.sample_rate_hz)
+           for samples, rate in (audio_io.read_audio(path) for _, path in pairs)]
+  audio_embeddings = np.concatenate([tokenizer.audio_embeddings(a[None]) for a in audio])
+  result = adherence(audio_embeddings, tokenizer.text_embeddings(texts),
+                     np.asarray([texts.index(text) for text, _ in pairs]))
+  with open(_OUTPUT_PATH.value, "w") as f:
+    json.dump(result, f, indent=1)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
