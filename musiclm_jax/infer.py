@@ -1,45 +1,41 @@
-r"""musiclm-infer: samples tokens from an exported model, one sequence per prompt line.
+r"""musiclm-infer: text prompts in, 24 kHz music out, through the MusicLM cascade.
 
-  musiclm-infer --gin_file=runs/infer.gin --gin.EXPORT_DIR=\"/tmp/toy_export\" \
-      --gin.PROMPTS_FILE=\"prompts.jsonl\" --gin.OUTPUT_DIR=\"/tmp/samples\"
+  musiclm-infer --gin_file=runs/infer.gin --gin.PROMPTS_FILE=\"prompts.txt\" \
+      --gin.OUTPUT_DIR=\"/tmp/samples\" \
+      --gin.MULAN_EXPORT_DIR=\"...\" --gin.MULAN_RVQ_PATH=\"...\" \
+      --gin.SOUNDSTREAM_EXPORT_DIR=\"...\" --gin.SEMANTIC_EXPORT_DIR=\"...\" \
+      --gin.COARSE_EXPORT_DIR=\"...\" --gin.FINE_EXPORT_DIR=\"...\"
 
-Required macros: EXPORT_DIR (written by musiclm-export), PROMPTS_FILE, OUTPUT_DIR.
-The model is the export's own: its config.gin is read after the --gin_file
-flags, then the --gin bindings are applied again so they still win. Prompts
-are JSON lines (see musiclm_jax/prompt_sampling.py); until the MusicLM cascade
-exists they are token ids of the model's own vocabulary.
+Prompts: one per line, plain text or JSON (see musiclm_jax/inference.py).
+Knobs: SECONDS, NUM_SAMPLES, SEED, TOP_K, TOP_P, GUIDANCE_SCALE, BATCH_SIZE,
+USE_CACHE and `cascade.Windows` (gin/runs/infer.gin, gin/musiclm.gin).
 
-OUTPUT_DIR gets results.jsonl (per line: the settings used, the sampled
-tokens, or the line's error) and config.gin. A bad line is reported and the
-others still run; the exit status is 2 if any line failed.
+OUTPUT_DIR gets audio/*.wav and *.png, index.html, results.jsonl (per line:
+settings, seeds, files, timings, or the line's error) and config.gin. A bad
+line is reported and the others still run; the exit status is 2 if any failed.
 """
 import os
 
-from absl import flags
 import gin
 
 from musiclm_jax import gin_utils
-from musiclm_jax import prompt_sampling
+from musiclm_jax import inference
 from musiclm_jax.errors import UserError
 
-REQUIRED_MACROS = ("EXPORT_DIR", "PROMPTS_FILE", "OUTPUT_DIR")
+REQUIRED_MACROS = ("PROMPTS_FILE", "OUTPUT_DIR", "MULAN_EXPORT_DIR", "MULAN_RVQ_PATH",
+                   "SOUNDSTREAM_EXPORT_DIR", "SEMANTIC_EXPORT_DIR", "COARSE_EXPORT_DIR",
+                   "FINE_EXPORT_DIR")
 
 
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
-  export_dir = gin.query_parameter("%EXPORT_DIR")
-  config = os.path.join(export_dir, "config.gin")
-  if not os.path.isfile(config):
-    raise UserError(f"no config.gin in EXPORT_DIR {export_dir}: export a run trained with "
-                    "musiclm-train using musiclm-export")
-  gin_utils.parse_gin([config], flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths)
   output_dir = gin.query_parameter("%OUTPUT_DIR")
   os.makedirs(output_dir, exist_ok=True)
   gin_utils.write_config(output_dir)
-  result = gin.get_configurable(prompt_sampling.infer)()
-  print(f"sampled {result['num_ok']} prompt(s) into {result['results_path']}")
+  result = gin.get_configurable(inference.infer)()
+  print(f"generated {result['num_ok']} prompt(s): {result['index_path']}")
   if result["errors"]:
     raise UserError(f"{len(result['errors'])} prompt(s) failed, first {result['errors'][0]}; "
                     f"the others are in {result['results_path']}")

@@ -1,128 +1,242 @@
-"""musiclm-infer end to end: a toy LM trained and exported in-process, sampled by the binary."""
+"""musiclm-infer: text in, WAVs + index.html + results.jsonl out, from exports written here."""
 import json
 import os
 import subprocess
 import sys
 
-import gin
-import jax
 import numpy as np
 import pytest
+import soundfile
 
 from musiclm_jax import checkpoints
-from musiclm_jax import gin_utils
-from musiclm_jax import prompt_sampling
-from musiclm_jax import partitioning
-from musiclm_jax import trainer
-from musiclm_jax.data import pipeline
-from musiclm_jax.data import toy_tasks
+from musiclm_jax import inference
+from musiclm_jax.errors import UserError
+from musiclm_jax.models import soundstream
 from conftest import REPO_DIR, TESTS_DIR
+from test_cascade import tiny_stage_lms
+from test_long_generation import TINY_DISCRIMINATORS, TINY_CODEC, tiny_soundstream_params
 
-
-def _run_infer(*args):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
-  return subprocess.run([sys.executable, "-m", "musiclm_jax.infer", "--gin_file=runs/infer.gin",
-                         *args], capture_output=True, text=True, env=env, timeout=300,
-                        cwd=TESTS_DIR)
-
-
-# The toy LM of experiments/toy_lm.gin, smaller, without includes (so gin never looks
-# 'runs/...' up as a Python package, which a runs/ folder in the working directory breaks).
-TOY_LM_GIN = """
+STAGE_GIN = """
 from __gin__ import dynamic_registration
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
-
 MODEL = @lm.DecoderOnlyLM()
-lm.DecoderOnlyLM.transformer_config = @transformer.TransformerConfig()
+lm.DecoderOnlyLM:
+  transformer_config = @transformer.TransformerConfig()
+  stage = @lm.{stage}_stage()
 transformer.TransformerConfig:
-  vocab_size = %toy_tasks.TOY_VOCAB_SIZE
-  d_model = 64
-  num_layers = 2
-  num_heads = 4
-  d_ff = 128
+  d_model = 16
+  num_layers = 1
+  num_heads = 2
+  d_ff = 32
+"""
+SOUNDSTREAM_GIN = """
+from __gin__ import dynamic_registration
+from musiclm_jax.models import discriminators
+from musiclm_jax.models import soundstream
+MODEL = @soundstream.SoundStreamModel()
+soundstream.SoundStreamModel:
+  config = @soundstream.SoundStreamConfig()
+  discriminator_config = @discriminators.DiscriminatorConfig()
+soundstream.SoundStreamConfig:
+  channels = {c.channels}
+  embedding_dim = {c.embedding_dim}
+  dilations = {c.dilations}
+  num_levels = {c.num_levels}
+  codebook_size = {c.codebook_size}
+discriminators.DiscriminatorConfig:
+  stft_fft_sizes = {d.stft_fft_sizes}
+  stft_channels = {d.stft_channels}
+  wave_scales = {d.wave_scales}
+  wave_channels = {d.wave_channels}
+  wave_max_channels = {d.wave_max_channels}
+  wave_downsamples = {d.wave_downsamples}
+"""
+# MuLan and w2v-BERT are stood in for by tests/fake_tokenizers.py; windows as in test_cascade.
+FAKES_GIN = """
+from __gin__ import dynamic_registration
+import fake_tokenizers
+from musiclm_jax import cascade
+cascade.load_musiclm:
+  conditioning_loader = @fake_tokenizers.load_fake_conditioning
+  semantic_loader = @fake_tokenizers.load_fake_semantic
+cascade.Windows:
+  semantic_window_seconds = 0.4
+  semantic_stride_seconds = 0.2
+  coarse_window_seconds = 0.16
+  coarse_stride_seconds = 0.08
+  fine_window_seconds = 0.08
+  fine_stride_seconds = 0.04
+  decode_window_seconds = 0.2
+  decode_context_seconds = 0.2
 """
 
 
+def _write_export(folder, params, config: str) -> str:
+  os.makedirs(folder)
+  config_path = os.path.join(folder, "source.gin")
+  with open(config_path, "w") as f:
+    f.write(config)
+  checkpoints.export_params(params, folder, gin_config_path=config_path)
+  return folder
+
+
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-  model_dir = str(tmp_path_factory.mktemp("toy_run"))
-  gin_file = os.path.join(model_dir, "toy_lm.gin")
-  with open(gin_file, "w") as f:
-    f.write(TOY_LM_GIN.replace("%toy_tasks.TOY_VOCAB_SIZE", str(toy_tasks.TOY_VOCAB_SIZE)))
-  gin.clear_config()
-  gin_utils.parse_gin([gin_file], [])
-  try:
-    trainer.train(model=gin.query_parameter("%MODEL").scoped_configurable_fn(),
-                  model_dir=model_dir, total_steps=4, checkpoint_period=4,
-                  train_dataset_cfg=pipeline.DatasetConfig(toy_tasks.TOY_TASK_NAME, {"targets": 32}),
-                  partitioner=partitioning.Partitioner(num_devices=1),
-                  on_ready=lambda: gin_utils.write_config(model_dir))
-  finally:
-    gin.clear_config()
-  out = str(tmp_path_factory.mktemp("toy_export"))
-  checkpoints.export_checkpoint(model_dir=model_dir, output_dir=out)
-  return out
+def flags(tmp_path_factory) -> list[str]:
+  """--gin flags naming a full set of tiny exports (stages, SoundStream) and fake tokenizers."""
+  root = tmp_path_factory.mktemp("exports")
+  macros = {}
+  for stage, (_, params) in tiny_stage_lms().items():
+    macros[f"{stage.upper()}_EXPORT_DIR"] = _write_export(
+        str(root / stage), params, STAGE_GIN.format(stage=stage))
+  codec = soundstream.SoundStreamModel(TINY_CODEC, TINY_DISCRIMINATORS)
+  macros["SOUNDSTREAM_EXPORT_DIR"] = _write_export(
+      str(root / "soundstream"), tiny_soundstream_params(codec),
+      SOUNDSTREAM_GIN.format(c=TINY_CODEC, d=TINY_DISCRIMINATORS))
+  for name in ("mulan", "w2v_bert"):
+    os.makedirs(root / name)
+    macros[f"{name.upper()}_EXPORT_DIR"] = str(root / name)
+  for name, file in (("MULAN_RVQ_PATH", "rvq.npz"), ("KMEANS_PATH", "kmeans.npz")):
+    (root / file).write_bytes(b"")
+    macros[name] = str(root / file)
+  (root / "fakes.gin").write_text(FAKES_GIN)
+  return ["--gin_file=runs/infer.gin", f"--gin_file={root / 'fakes.gin'}"] + [
+      f"--gin.{name}='{value}'" for name, value in macros.items()]
 
 
-def test_infer_samples_each_line_reports_bad_ones_and_is_reproducible(export_dir, tmp_path):
-  prompts = [
-      {"prefix": [5, 9, 12], "num_tokens": 6, "seed": 1},
-      {"prefix": [5, 9, 12], "num_tokens": 6, "seed": 1},
-      {"prefix": [5, 9, 12], "num_tokens": 6, "seed": 2, "top_k": 20, "temperature": 0.8},
-      "not json {",
-      {"prefix": [5, 500]},
-      {"prefix": [5], "num_tokens": 5000},
-      {"num_tokens": 3, "colour": "red"},
-      {"num_tokens": 4},
-  ]
-  prompts_file = tmp_path / "prompts.jsonl"
-  prompts_file.write_text("\n".join(p if isinstance(p, str) else json.dumps(p) for p in prompts))
-  out = tmp_path / "out"
-  result = _run_infer(f"--gin.EXPORT_DIR='{export_dir}'", f"--gin.PROMPTS_FILE='{prompts_file}'",
-                      f"--gin.OUTPUT_DIR='{out}'")
+def _run_infer(*args, cwd):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
+  return subprocess.run([sys.executable, "-m", "musiclm_jax.infer", *args], capture_output=True,
+                        text=True, env=env, timeout=600, cwd=cwd)
 
+
+def _last_error_line(result) -> str:
   assert result.returncode == 2, result.stderr[-3000:]
-  assert "Traceback" not in result.stderr
-  assert "sampled 4 prompt(s)" in result.stdout
-  last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: 4 prompt(s) failed, first line 4: not valid JSON")
-  records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
-  assert [r["line"] for r in records] == list(range(1, 9))
-  errors = {r["line"]: r["error"] for r in records if "error" in r}
-  assert sorted(errors) == [4, 5, 6, 7]
-  assert "prompt id 500 at (0, 1) is not one of the ids in [0, 128)" in errors[5]
-  assert "exceeds max_length 4096" in errors[6]
-  assert "unknown field(s) ['colour']" in errors[7]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  return result.stderr.strip().splitlines()[-1]
 
-  first, same, other, empty = (records[i] for i in (0, 1, 2, 7))
-  assert len(first["tokens"]) == 6 and len(empty["tokens"]) == 4 and empty["prefix"] == []
-  assert first["tokens"] == same["tokens"] and first["tokens"] != other["tokens"]
-  assert (other["top_k"], other["temperature"], other["top_p"]) == (20, 0.8, 1.0)
+
+def test_text_to_wav_end_to_end(flags, tmp_path):
+  t = np.arange(int(0.3 * 24_000)) / 24_000
+  soundfile.write(tmp_path / "hum.wav", 0.3 * np.sin(2 * np.pi * 220 * t), 24_000)
+  lines = [
+      "calm piano with soft strings",
+      {"text": "fast techno <b>&", "seed": 5, "num_samples": 2},
+      {"story": [["calm piano", 0.4], ["loud drums", 0.4]], "seed": 4},
+      {"text": "more of this", "continue_from": "hum.wav", "seed": 2},
+      {"text": "", "seed": 1},
+      {"text": "piano", "seconds": -1},
+      {"text": "piano", "seconds": 1000},
+      {"text": "p" * 1001},
+      '{"text": "piano",',
+      {"text": "piano", "colour": "red"},
+      {"text": "piano", "continue_from": "missing.wav"},
+      "calm piano with soft strings",
+  ]
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("# a comment, then a blank line\n\n" + "\n".join(
+      l if isinstance(l, str) else json.dumps(l) for l in lines))
+  out = tmp_path / "out"
+  result = _run_infer(*flags, f"--gin.PROMPTS_FILE='{prompts}'", f"--gin.OUTPUT_DIR='{out}'",
+                      "--gin.SECONDS=0.8", "--gin.BATCH_SIZE=2", cwd=tmp_path)
+  assert _last_error_line(result) == (
+      "error: 7 prompt(s) failed, first line 7: empty prompt text: write what the music should "
+      f"sound like; the others are in {out / 'results.jsonl'}")
+  assert "generated 5 prompt(s)" in result.stdout
+
+  records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+  assert [r["line"] for r in records] == list(range(3, 15))
+  errors = {r["line"]: r["error"] for r in records if "error" in r}
+  assert "duration must be > 0" in errors[8]
+  assert "1000 s exceeds the limit of 300 s" in errors[9]
+  assert "1001 characters, more than the limit of 1000" in errors[10]
+  assert "not valid JSON" in errors[11] and "unknown field(s) ['colour']" in errors[12]
+  assert "missing.wav does not exist" in errors[13]
+
+  ok = {r["line"]: r for r in records if "error" not in r}
+  assert sorted(ok) == [3, 4, 5, 6, 14]
+  assert [s["seed"] for s in ok[4]["samples"]] == [5, 6]
+  assert ok[5]["story"] == [["calm piano", 0.4], ["loud drums", 0.4]]
+  assert ok[3]["sampling"]["fine"]["temperature"] == 0.4 and ok[3]["windows"]["fine_window_seconds"] == 0.08
+  assert ok[3]["sources"]["semantic_export_dir"].endswith("semantic")
+  audio = {}
+  for record in ok.values():
+    for sample in record["samples"]:
+      info = soundfile.info(out / sample["wav"])
+      assert (info.samplerate, info.channels, info.frames) == (24_000, 1, 19_200)
+      audio[sample["wav"]], _ = soundfile.read(out / sample["wav"])
+      assert np.std(audio[sample["wav"]]) > 1e-3
+      assert (out / sample["spectrogram"]).read_bytes()[:4] == b"\x89PNG"
+  first, again = ok[3]["samples"][0]["wav"], ok[14]["samples"][0]["wav"]
+  np.testing.assert_array_equal(audio[first], audio[again])  # same settings, same music
+  assert not np.array_equal(*(audio[s["wav"]] for s in ok[4]["samples"]))
+
+  page = (out / "index.html").read_text()
+  for record in ok.values():
+    for sample in record["samples"]:
+      assert f"src='{sample['wav']}'" in page and f"src='{sample['spectrogram']}'" in page
+  assert "fast techno &lt;b&gt;&amp;" in page and "<b>&" not in page
+  assert page.count("class='error'") == 7
   assert (out / "config.gin").exists()
 
-  # Everything needed to reproduce a line is in its record.
-  gin.clear_config()
-  gin_utils.parse_gin([os.path.join(export_dir, "config.gin")], [])
-  try:
-    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
-  finally:
-    gin.clear_config()
-  params = prompt_sampling.load_params(model, first["export_dir"])
-  again = model.predict_batch(params, {"prompt_tokens": np.asarray([other["prefix"]])},
-                              jax.random.PRNGKey(other["seed"]), num_steps=other["num_tokens"],
-                              temperature=other["temperature"], top_k=other["top_k"],
-                              top_p=other["top_p"], guidance_scale=other["guidance_scale"],
-                              max_length=other["max_length"])
-  assert np.asarray(again)[0].tolist() == other["tokens"]
+
+def test_missing_checkpoint_and_unknown_gin_name_fail_in_one_line(flags, tmp_path):
+  (tmp_path / "prompts.txt").write_text("calm piano\n")
+  common = [*flags, f"--gin.PROMPTS_FILE='{tmp_path / 'prompts.txt'}'",
+            f"--gin.OUTPUT_DIR='{tmp_path / 'out'}'"]
+  result = _run_infer(*common, f"--gin.COARSE_EXPORT_DIR='{tmp_path / 'nowhere'}'", cwd=tmp_path)
+  assert _last_error_line(result) == (
+      f"error: COARSE_EXPORT_DIR '{tmp_path / 'nowhere'}' is not an existing export folder: "
+      "fix the path")
+  result = _run_infer(*common, "--gin.cascade.Windows.no_such_knob=1", cwd=tmp_path)
+  assert _last_error_line(result).startswith("error: bad gin config")
+  assert "no_such_knob" in _last_error_line(result)
 
 
-def test_missing_macro_and_missing_export_are_one_line_errors(tmp_path):
-  result = _run_infer(f"--gin.EXPORT_DIR='{tmp_path}'")
-  assert result.returncode == 2 and "Traceback" not in result.stderr
-  assert "PROMPTS_FILE" in result.stderr.strip().splitlines()[-1]
-  result = _run_infer(f"--gin.EXPORT_DIR='{tmp_path}'", "--gin.PROMPTS_FILE='p.jsonl'",
-                      f"--gin.OUTPUT_DIR='{tmp_path}/out'")
-  assert result.returncode == 2 and "Traceback" not in result.stderr
-  assert result.stderr.strip().splitlines()[-1].startswith(
-      f"error: no config.gin in EXPORT_DIR {tmp_path}")
+def _never_load():
+  raise AssertionError("loaded the cascade although no line can run")
+
+
+def test_unreadable_or_empty_prompt_files_are_one_line_errors(tmp_path):
+  (tmp_path / "empty.txt").write_text("\n# only a comment\n")
+  (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+  for name, message in (("missing.txt", "cannot read PROMPTS_FILE"),
+                        ("empty.txt", "has no prompts"), ("binary.txt", "UTF-8"),
+                        (".", "cannot read PROMPTS_FILE")):
+    with pytest.raises(UserError, match=message):
+      inference.infer(load_cascade=_never_load, prompts_file=str(tmp_path / name),
+                      output_dir=str(tmp_path / "out"))
+
+
+def test_bad_lines_are_reported_and_nothing_loads_when_none_can_run(tmp_path):
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text('{"story": []}\n{"text": "a", "seconds": 0}\n{"text": "a", "seed": "x"}\n'
+                     '{"text": "a", "temperature": {"medium": 1}}\n{"text": "a", "top_p": 0}\n')
+  result = inference.infer(load_cascade=_never_load, prompts_file=str(prompts),
+                           output_dir=str(tmp_path / "out"))
+  assert result["num_ok"] == 0 and len(result["errors"]) == 5
+  assert 'line 1: "story" must be a non-empty list' in result["errors"][0]
+  assert "names unknown stage(s) ['medium']" in result["errors"][3]
+  assert "top_p must be in (0, 1]" in result["errors"][4]
+  records = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+  assert [json.loads(r)["line"] for r in records] == [1, 2, 3, 4, 5]
+  assert (tmp_path / "out" / "index.html").read_text().count("class='error'") == 5
+
+
+def test_prompt_overrides_reach_each_stage(tmp_path):
+  defaults = inference.PromptDefaults(seconds=2.0, seed=3, guidance_scale=3.0)
+  parse = lambda line: inference.parse_line(line, 1, defaults, str(tmp_path), 60.0, 100)
+  plain = parse("  warm jazz trio ")
+  assert plain.fields["text"] == "warm jazz trio" and plain.requests[0].seconds == 2.0
+  sampling = dict(plain.requests[0].sampling)
+  assert [sampling[s].temperature for s in ("semantic", "coarse", "fine")] == [1.0, 0.95, 0.4]
+  assert (sampling["coarse"].guidance_scale, sampling["fine"].guidance_scale) == (3.0, None)
+  custom = parse('{"text": "jazz", "temperature": 0.7, "top_k": {"fine": 5}, "num_samples": 3}')
+  sampling = dict(custom.requests[0].sampling)
+  assert {c.temperature for c in sampling.values()} == {0.7}
+  assert (sampling["fine"].top_k, sampling["semantic"].top_k) == (5, 0)
+  assert [r.seed for r in custom.requests] == [3, 4, 5]
+  with pytest.raises(UserError, match="names unknown stage"):
+    parse('{"text": "jazz", "guidance_scale": {"fine": 2.0}}')
+  with pytest.raises(UserError, match='a story gives seconds per segment'):
+    parse('{"story": [["a", 1]], "seconds": 3}')

@@ -1,0 +1,504 @@
+"""MusicLM inference: text → M_T → semantic → coarse → fine → SoundStream → 24 kHz audio.
+
+  musiclm = Cascade(conditioning_tokenizer, acoustic_tokenizer, semantic_lm, coarse_lm, fine_lm)
+  [generation] = musiclm.generate([Request.from_text("calm piano", seconds=10.0, seed=1)])
+  generation.audio  # [samples] float32 at 24 kHz
+
+Plain Python: the tokenizers are any objects with the `tokenizers.py`
+protocols and each stage is a `StageLM(model, params)`; `load_musiclm` builds
+one from export folders (what gin/musiclm.gin wires).
+
+Every stage samples in windows of its training length (`Windows`; paper: 30 s
+semantic, 10 s coarse, 3 s fine). The first window of a stage samples all its
+frames at once; later windows keep the last (window - stride) of what was
+sampled as prefix and sample `stride` new frames, so any duration is one
+continuous token stream (paper: semantic stride 15 s). A window holds exactly
+what the stage was trained on (`lm.py`, `data/token_layout.py`):
+
+  semantic  [M | S(prefix)]                      -> S(new)
+  coarse    [M | S(prefix + new) | Ac(prefix)]   -> Ac(new)    2 Ac frames per S frame
+  fine      [Ac(prefix + new) | Af(prefix)]      -> Af(new)
+
+Story mode: a request is a list of (text, seconds) segments; windows of the
+conditioned stages also end at segment boundaries and take the M_T of the
+segment they sample. Continuation: the prompt audio's S and A tokens are the
+history the first windows continue from (the output includes it).
+
+Randomness: window i of stage s of a request draws from
+fold_in(fold_in(PRNGKey(seed), s), i) (`window_key`), and each row is sampled
+as if alone, so a request's output does not depend on its batch-mates.
+"""
+import dataclasses
+import functools
+import importlib
+import os
+import time
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musiclm_jax import decoding
+from musiclm_jax import exports
+from musiclm_jax import tokenizers
+from musiclm_jax.data import token_layout
+from musiclm_jax.errors import UserError
+from musiclm_jax.models import lm
+from musiclm_jax.models import soundstream
+
+SAMPLE_RATE_HZ = 24_000
+SEMANTIC_RATE_HZ = 25
+ACOUSTIC_RATE_HZ = 50
+ACOUSTIC_PER_SEMANTIC = ACOUSTIC_RATE_HZ // SEMANTIC_RATE_HZ
+SAMPLES_PER_SEMANTIC_FRAME = SAMPLE_RATE_HZ // SEMANTIC_RATE_HZ
+SAMPLES_PER_ACOUSTIC_FRAME = SAMPLE_RATE_HZ // ACOUSTIC_RATE_HZ
+STAGES = ("semantic", "coarse", "fine")
+DEFAULT_SAMPLING = {"semantic": decoding.SamplingConfig(temperature=1.0),
+                    "coarse": decoding.SamplingConfig(temperature=0.95),
+                    "fine": decoding.SamplingConfig(temperature=0.4)}  # paper
+
+
+class StageLM(NamedTuple):
+  model: lm.DecoderOnlyLM
+  params: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+  """Window and stride of each stage, and of the SoundStream decoder, in seconds.
+
+  The semantic and coarse windows must be whole semantic frames (40 ms), the
+  fine and decoder windows whole acoustic frames (20 ms). The decoder runs on
+  `decode_window_seconds` at a time with `decode_context_seconds` of codes on
+  each side that are decoded and dropped, which is exact for context at least
+  the decoder's receptive field.
+  """
+  semantic_window_seconds: float = 30.0
+  semantic_stride_seconds: float = 15.0
+  coarse_window_seconds: float = 10.0
+  coarse_stride_seconds: float = 5.0
+  fine_window_seconds: float = 3.0
+  fine_stride_seconds: float = 1.5
+  decode_window_seconds: float = 10.0
+  decode_context_seconds: float = 1.0
+
+  def frames(self, name: str) -> tuple[int, int]:
+    """(window, stride) of 'semantic', 'coarse' (semantic frames), 'fine' or 'decode' (acoustic).
+
+    For 'decode' the second number is the context on each side.
+    """
+    rate = SEMANTIC_RATE_HZ if name in ("semantic", "coarse") else ACOUSTIC_RATE_HZ
+    fields = (f"{name}_window_seconds", f"{name}_{'context' if name == 'decode' else 'stride'}_seconds")
+    out = []
+    for field in fields:
+      seconds = getattr(self, field)
+      frames = round(seconds * rate)
+      smallest = 0 if field == "decode_context_seconds" else 1
+      if frames < smallest or abs(frames - seconds * rate) > 1e-6:
+        raise UserError(f"Windows.{field} = {seconds} is not a {'positive ' * smallest}whole "
+                        f"number of {1000 // rate} ms frames: change it")
+      out.append(frames)
+    if name != "decode" and out[1] > out[0]:
+      raise UserError(f"Windows.{name}_stride_seconds exceeds {name}_window_seconds: "
+                      "windows would skip frames")
+    return out[0], out[1]
+
+  def check(self, max_length: int) -> None:
+    """UserError if a window is not whole frames or does not fit `max_length` tokens."""
+    window = {name: self.frames(name)[0] for name in ("semantic", "coarse", "fine", "decode")}
+    mulan, coarse, fine = (token_layout.MULAN.num_levels, token_layout.COARSE.num_levels,
+                           token_layout.FINE.num_levels)
+    tokens = {"semantic": 1 + mulan + window["semantic"],
+              "coarse": 1 + mulan + window["coarse"] * (1 + ACOUSTIC_PER_SEMANTIC * coarse),
+              "fine": 1 + window["fine"] * (coarse + fine)}  # BOS + a full window
+    for name, length in tokens.items():
+      if length > max_length:
+        raise UserError(f"a {name} window is {length} tokens, more than max_length {max_length}: "
+                        f"shorten Windows.{name}_window_seconds or raise max_length")
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """One piece of music to generate.
+
+  segments: (text, seconds) pairs played in order; one pair is a plain text prompt.
+  sampling: SamplingConfig per stage name (missing stages use DEFAULT_SAMPLING).
+  continuation: [samples] 24 kHz audio to continue from; it is the output's
+    start, cut to whole 40 ms frames, and counts in the segments' seconds.
+  """
+  segments: tuple[tuple[str, float], ...]
+  seed: int = 0
+  sampling: tuple[tuple[str, decoding.SamplingConfig], ...] = ()
+  continuation: np.ndarray | None = dataclasses.field(default=None, compare=False)
+
+  @classmethod
+  def from_text(cls, text: str, seconds: float, **kwargs) -> "Request":
+    return cls(((text, seconds),), **kwargs)
+
+  @property
+  def seconds(self) -> float:
+    return float(sum(s for _, s in self.segments))
+
+  def stage_sampling(self, stage: str) -> decoding.SamplingConfig:
+    return dict(self.sampling).get(stage, DEFAULT_SAMPLING[stage])
+
+  def boundaries(self) -> tuple[int, ...]:
+    """Semantic frames where segments 1, 2, ... start."""
+    return tuple(round(float(t) * SEMANTIC_RATE_HZ) for t in np.cumsum([s for _, s in self.segments])[:-1])
+
+  def num_semantic_frames(self) -> int:
+    return int(np.ceil(self.seconds * SEMANTIC_RATE_HZ - 1e-6))
+
+  def num_samples(self) -> int:
+    return round(self.seconds * SAMPLE_RATE_HZ)
+
+  def continuation_frames(self) -> int:
+    return 0 if self.continuation is None else len(self.continuation) // SAMPLES_PER_SEMANTIC_FRAME
+
+
+class Chunk(NamedTuple):
+  """One window a stage sampled: frames [prefix_start, start) were prefix, [start, end) new.
+
+  Frames are semantic frames for the semantic and coarse stages, acoustic for fine.
+  """
+  stage: str
+  segment: int
+  prefix_start: int
+  start: int
+  end: int
+
+
+@dataclasses.dataclass
+class Generation:
+  """A request's result: audio [samples] at 24 kHz, S [frames], A [2 * frames, 12], windows.
+
+  batch_seconds: wall time of the batch the request ran in.
+  """
+  audio: np.ndarray
+  semantic: np.ndarray
+  acoustic: np.ndarray
+  chunks: list[Chunk]
+  batch_seconds: float
+
+
+def plan_chunks(num_frames: int, window: int, stride: int, start: int = 0,
+                boundaries: Sequence[int] = ()) -> list[tuple[int, int, int]]:
+  """(prefix_start, start, end) of each window sampling frames [start, num_frames).
+
+  A window ends at `start + stride` (or fills the first `window` frames), at a
+  boundary, or at the end; its prefix is what fits before it in `window` frames.
+  """
+  out = []
+  while start < num_frames:
+    end = min([num_frames, max(start + stride, window)] + [b for b in boundaries if b > start])
+    out.append((max(0, end - window), start, end))
+    start = end
+  return out
+
+
+def window_key(seed: int, stage: str, index: int) -> jax.Array:
+  """The PRNG key of window `index` of `stage` for a request with `seed`."""
+  key = jax.random.PRNGKey(seed)
+  return jax.random.fold_in(jax.random.fold_in(key, STAGES.index(stage)), index)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "sampling", "cached",
+                                             "max_length"))
+def _sample_rows(model, params, prompts, keys, *, num_steps, sampling, cached, max_length):
+  """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b]."""
+  def one(prompt, key):
+    return decoding.generate(model, params, prompt[None], key, num_steps=num_steps,
+                             sampling=sampling, cached=cached, max_length=max_length)[0]
+  return jax.vmap(one)(prompts, keys)
+
+
+class Cascade:
+  """MusicLM's three stages between a conditioning and an acoustic tokenizer.
+
+  Args:
+    conditioning_tokenizer: text -> M_T (MuLan + RVQ).
+    acoustic_tokenizer: SoundStream (codes <-> 24 kHz waveform).
+    semantic, coarse, fine: the stage LMs.
+    semantic_tokenizer: audio -> S; only needed to continue from audio.
+    windows: stage and decoder windows.
+    use_cache: sample with the KV cache (False: full recompute, the reference).
+    max_length: most tokens (BOS + prompt + new) in one window.
+    sources: where the components came from (export paths), for results records.
+  """
+
+  def __init__(self, conditioning_tokenizer: tokenizers.ConditioningTokenizer,
+               acoustic_tokenizer: tokenizers.AcousticTokenizer, semantic: StageLM,
+               coarse: StageLM, fine: StageLM,
+               semantic_tokenizer: tokenizers.SemanticTokenizer | None = None,
+               windows: Windows = Windows(), use_cache: bool = True,
+               max_length: int = decoding.DEFAULT_MAX_LENGTH, sources: dict | None = None):
+    self.conditioning_tokenizer = conditioning_tokenizer
+    self.acoustic_tokenizer = acoustic_tokenizer
+    self.semantic_tokenizer = semantic_tokenizer
+    self.stages = {"semantic": semantic, "coarse": coarse, "fine": fine}
+    self.windows = windows
+    self.use_cache = use_cache
+    self.max_length = max_length
+    self.sources = dict(sources or {})
+    windows.check(max_length)
+    _check_components(self)
+
+  # Public API.
+
+  def check_request(self, request: Request, max_seconds: float | None = None,
+                    max_text_chars: int | None = None) -> None:
+    """UserError (one line) if `request` cannot run; nothing is computed."""
+    check_request(request, max_seconds, max_text_chars)
+    if request.continuation is not None and self.semantic_tokenizer is None:
+      raise UserError("continuing from audio needs the semantic tokenizer: set "
+                      "W2V_BERT_EXPORT_DIR and KMEANS_PATH")
+
+  def generate(self, requests: Sequence[Request], batch_size: int = 4) -> list[Generation]:
+    """One Generation per request, in order."""
+    out = [None] * len(requests)
+    for index, generation in self.iter_generate(requests, batch_size):
+      out[index] = generation
+    return out
+
+  def iter_generate(self, requests: Sequence[Request],
+                    batch_size: int = 4) -> Iterator[tuple[int, Generation]]:
+    """Yields (request index, Generation) as batches finish.
+
+    Requests with the same duration, segment boundaries, continuation length
+    and sampling settings share batches of `batch_size` rows (the last one
+    padded by repeating a row, so every batch compiles to the same shapes).
+    """
+    if batch_size < 1:
+      raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    for request in requests:
+      self.check_request(request)
+    groups = {}
+    for index, request in enumerate(requests):
+      key = (request.num_semantic_frames(), request.boundaries(), request.continuation_frames(),
+             tuple(request.stage_sampling(s) for s in STAGES))
+      groups.setdefault(key, []).append(index)
+    for indices in groups.values():
+      for first in range(0, len(indices), batch_size):
+        batch = indices[first:first + batch_size]
+        generations = self._generate_batch([requests[i] for i in batch], batch_size)
+        yield from zip(batch, generations)
+
+  # The cascade.
+
+  def _generate_batch(self, requests: list[Request], batch_size: int) -> list[Generation]:
+    started = time.perf_counter()
+    rows = requests + [requests[-1]] * (batch_size - len(requests))
+    first = rows[0]
+    num_frames, start = first.num_semantic_frames(), first.continuation_frames()
+    semantic = np.zeros((len(rows), num_frames), np.int32)
+    acoustic = np.zeros((len(rows), num_frames * ACOUSTIC_PER_SEMANTIC,
+                         self.acoustic_tokenizer.num_levels), np.int32)
+    if start:
+      semantic[:, :start], acoustic[:, :start * ACOUSTIC_PER_SEMANTIC] = self._tokenize(rows, start)
+    mulan = np.stack([self.conditioning_tokenizer.text_tokens([text for text, _ in r.segments])
+                      for r in rows])  # [batch, segments, levels]
+    chunks = []
+    chunks += self._semantic(rows, mulan, semantic, start)
+    num_coarse = token_layout.COARSE.num_levels
+    coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
+    chunks += self._coarse(rows, mulan, semantic, coarse, start)
+    chunks += self._fine(rows, coarse, fine, start * ACOUSTIC_PER_SEMANTIC)
+    acoustic = np.concatenate([coarse, fine], axis=-1)
+    audio = self._decode(acoustic)
+    seconds = time.perf_counter() - started
+    return [Generation(audio[i, :r.num_samples()], semantic[i], acoustic[i], chunks, seconds)
+            for i, r in enumerate(requests)]
+
+  def _semantic(self, rows, mulan, semantic, start) -> list[Chunk]:
+    """Fills semantic [batch, frames] from frame `start` on."""
+    layout = self.stages["semantic"].model.stage.layout
+    window, stride = self.windows.frames("semantic")
+    boundaries = rows[0].boundaries()
+    chunks = []
+    for i, (prefix, begin, end) in enumerate(plan_chunks(semantic.shape[1], window, stride, start,
+                                                         boundaries)):
+      segment = _segment(begin, boundaries)
+      prompt = np.concatenate([layout.encode("mulan", mulan[:, segment]),
+                               layout.encode_stream("semantic", semantic[:, prefix:begin, None])], 1)
+      ids = self._sample("semantic", rows, i, prompt, end - begin)
+      semantic[:, begin:end] = layout.decode_stream("semantic", ids)[..., 0]
+      chunks.append(Chunk("semantic", segment, prefix, begin, end))
+    return chunks
+
+  def _coarse(self, rows, mulan, semantic, coarse, start) -> list[Chunk]:
+    """Fills coarse [batch, 2 * frames, 4] from semantic frame `start` on."""
+    layout = self.stages["coarse"].model.stage.layout
+    window, stride = self.windows.frames("coarse")
+    boundaries = rows[0].boundaries()
+    per = ACOUSTIC_PER_SEMANTIC
+    chunks = []
+    for i, (prefix, begin, end) in enumerate(plan_chunks(semantic.shape[1], window, stride, start,
+                                                         boundaries)):
+      segment = _segment(begin, boundaries)
+      prompt = np.concatenate([layout.encode("mulan", mulan[:, segment]),
+                               layout.encode_stream("semantic", semantic[:, prefix:end, None]),
+                               layout.encode_stream("coarse", coarse[:, prefix * per:begin * per])], 1)
+      ids = self._sample("coarse", rows, i, prompt, (end - begin) * per * coarse.shape[-1])
+      coarse[:, begin * per:end * per] = layout.decode_stream("coarse", ids)
+      chunks.append(Chunk("coarse", segment, prefix, begin, end))
+    return chunks
+
+  def _fine(self, rows, coarse, fine, start) -> list[Chunk]:
+    """Fills fine [batch, acoustic frames, 8] from acoustic frame `start` on."""
+    layout = self.stages["fine"].model.stage.layout
+    window, stride = self.windows.frames("fine")
+    chunks = []
+    for i, (prefix, begin, end) in enumerate(plan_chunks(coarse.shape[1], window, stride, start)):
+      prompt = np.concatenate([layout.encode_stream("coarse", coarse[:, prefix:end]),
+                               layout.encode_stream("fine", fine[:, prefix:begin])], 1)
+      ids = self._sample("fine", rows, i, prompt, (end - begin) * fine.shape[-1])
+      fine[:, begin:end] = layout.decode_stream("fine", ids)
+      chunks.append(Chunk("fine", 0, prefix, begin, end))
+    return chunks
+
+  def _sample(self, stage: str, rows: list[Request], index: int, prompt: np.ndarray,
+              num_steps: int) -> np.ndarray:
+    model, params = self.stages[stage]
+    decoding.check_prompt(model, prompt)
+    keys = jnp.stack([window_key(r.seed, stage, index) for r in rows])
+    return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, num_steps=num_steps,
+                                   sampling=rows[0].stage_sampling(stage), cached=self.use_cache,
+                                   max_length=self.max_length))
+
+  def _tokenize(self, rows: list[Request], frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The continuations' S [batch, frames] and A [batch, 2 * frames, levels]."""
+    audio = np.stack([r.continuation[:frames * SAMPLES_PER_SEMANTIC_FRAME] for r in rows])
+    semantic = self.semantic_tokenizer.tokenize(audio)[:, :frames]
+    acoustic = self.acoustic_tokenizer.encode(audio)[:, :frames * ACOUSTIC_PER_SEMANTIC]
+    return semantic, acoustic
+
+  def _decode(self, codes: np.ndarray) -> np.ndarray:
+    """A [batch, frames, levels] -> audio [batch, frames * 480], window by window."""
+    window, context = self.windows.frames("decode")
+    frames = codes.shape[1]
+    pieces = []
+    for begin in range(0, frames, window):
+      end = min(frames, begin + window)
+      low, high = max(0, begin - context), min(frames, end + context)
+      audio = self.acoustic_tokenizer.decode(codes[:, low:high])
+      pieces.append(audio[:, (begin - low) * SAMPLES_PER_ACOUSTIC_FRAME:
+                          (end - low) * SAMPLES_PER_ACOUSTIC_FRAME])
+    return np.concatenate(pieces, axis=1)
+
+
+def _segment(frame: int, boundaries: Sequence[int]) -> int:
+  return int(np.searchsorted(boundaries, frame, side="right"))
+
+
+def check_request(request: Request, max_seconds: float | None = None,
+                  max_text_chars: int | None = None) -> None:
+  """UserError (one line) for an empty or overlong text, a bad duration, seed or continuation."""
+  if not request.segments:
+    raise UserError("a request needs at least one (text, seconds) segment")
+  for text, seconds in request.segments:
+    if not isinstance(text, str) or not text.strip():
+      raise UserError("empty prompt text: write what the music should sound like")
+    if max_text_chars is not None and len(text) > max_text_chars:
+      raise UserError(f"prompt text has {len(text)} characters, more than the limit of "
+                      f"{max_text_chars}: shorten it")
+    if not seconds > 0:
+      raise UserError(f"duration must be > 0 seconds, got {seconds}")
+    if round(seconds * SEMANTIC_RATE_HZ) < 1:
+      raise UserError(f"duration {seconds} s is shorter than one 40 ms frame: make it longer")
+  if max_seconds is not None and request.seconds > max_seconds:
+    raise UserError(f"duration {request.seconds:g} s exceeds the limit of {max_seconds:g} s: "
+                    "generate less or raise max_seconds")
+  if not 0 <= request.seed < 2 ** 32:
+    raise UserError(f"seed must be in [0, 2**32), got {request.seed}")
+  if request.continuation is not None:
+    frames = request.continuation_frames()
+    if frames < 1:
+      raise UserError("the audio to continue from is shorter than one 40 ms frame")
+    if frames >= request.num_semantic_frames():
+      raise UserError(f"the audio to continue from ({frames / SEMANTIC_RATE_HZ:g} s) is not "
+                      f"shorter than the duration ({request.seconds:g} s): raise the duration")
+
+
+def _check_components(cascade: Cascade) -> None:
+  """UserError unless the tokenizers' codebooks and the stage LMs fit the stage layouts."""
+  for name, (model, _) in cascade.stages.items():
+    if getattr(model, "stage", None) is None or model.stage.name != name:
+      found = getattr(getattr(model, "stage", None), "name", type(model).__name__)
+      raise UserError(f"the {name} stage slot holds a {found} model: point it at a {name} stage export")
+  conditioning, acoustic = cascade.conditioning_tokenizer, cascade.acoustic_tokenizer
+  coarse, fine, mulan = token_layout.COARSE, token_layout.FINE, token_layout.MULAN
+  if conditioning.num_levels != mulan.num_levels or conditioning.codebook_size > mulan.codebook_size:
+    raise UserError(f"the conditioning tokenizer gives {conditioning.num_levels} x "
+                    f"{conditioning.codebook_size} codes; the stages read {mulan.num_levels} x "
+                    f"{mulan.codebook_size}")
+  if (acoustic.num_levels != coarse.num_levels + fine.num_levels
+      or acoustic.codebook_size != coarse.codebook_size):
+    # Sampled codes go to the decoder, so its books must hold every code the stages can sample.
+    raise UserError(f"the acoustic tokenizer has {acoustic.num_levels} levels of "
+                    f"{acoustic.codebook_size} codes; the stages sample "
+                    f"{coarse.num_levels + fine.num_levels} levels of {coarse.codebook_size}")
+  if acoustic.num_frames(SAMPLE_RATE_HZ) != ACOUSTIC_RATE_HZ:
+    raise UserError("the acoustic tokenizer must give 50 frames per second of 24 kHz audio")
+  semantic = cascade.semantic_tokenizer
+  if semantic is not None and semantic.codebook_size > token_layout.SEMANTIC.codebook_size:
+    raise UserError(f"the semantic tokenizer has {semantic.codebook_size} codes; the stages "
+                    f"read {token_layout.SEMANTIC.codebook_size}")
+
+
+# Loading from exports.
+
+def _load_mulan(export_dir: str, rvq_path: str) -> tokenizers.ConditioningTokenizer:
+  # Imported when used: the cascade (and its tests) must not need the MuLan or w2v-BERT modules.
+  return importlib.import_module("musiclm_jax.models.mulan_tokenizer").MuLanTokenizer.load(
+      export_dir, rvq_path)
+
+
+def _load_w2v_bert(export_dir: str, kmeans_path: str) -> tokenizers.SemanticTokenizer:
+  return importlib.import_module("musiclm_jax.models.semantic_tokenizer").SemanticTokenizer.load(
+      export_dir, kmeans_path)
+
+
+def load_stage(export_dir: str) -> StageLM:
+  """(model, params) of a stage LM export."""
+  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 1), jnp.int32)}
+  return StageLM(*exports.load_export(export_dir, spec))
+
+
+def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_export_dir: str,
+                 semantic_export_dir: str, coarse_export_dir: str, fine_export_dir: str,
+                 w2v_bert_export_dir: str | None = None, kmeans_path: str | None = None,
+                 windows: Windows = Windows(), use_cache: bool = True,
+                 max_length: int = decoding.DEFAULT_MAX_LENGTH,
+                 conditioning_loader=_load_mulan, semantic_loader=_load_w2v_bert,
+                 acoustic_loader=soundstream.SoundStreamTokenizer.load) -> Cascade:
+  """A Cascade from export folders; every path is checked before anything loads.
+
+  w2v_bert_export_dir and kmeans_path are optional (only continuation needs
+  them). The loaders are the real tokenizers' `load`; tests pass stand-ins.
+  """
+  paths = {"MULAN_EXPORT_DIR": (mulan_export_dir, True), "MULAN_RVQ_PATH": (mulan_rvq_path, False),
+           "SOUNDSTREAM_EXPORT_DIR": (soundstream_export_dir, True),
+           "SEMANTIC_EXPORT_DIR": (semantic_export_dir, True),
+           "COARSE_EXPORT_DIR": (coarse_export_dir, True), "FINE_EXPORT_DIR": (fine_export_dir, True)}
+  if (w2v_bert_export_dir is None) != (kmeans_path is None):
+    raise UserError("set both W2V_BERT_EXPORT_DIR and KMEANS_PATH (continuation) or neither")
+  if w2v_bert_export_dir is not None:
+    paths.update(W2V_BERT_EXPORT_DIR=(w2v_bert_export_dir, True), KMEANS_PATH=(kmeans_path, False))
+  for name, (path, is_dir) in paths.items():
+    if not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+      what = "export folder" if is_dir else "file"
+      raise UserError(f"{name} {path!r} is not an existing {what}: fix the path")
+  for name in ("SOUNDSTREAM_EXPORT_DIR", "SEMANTIC_EXPORT_DIR", "COARSE_EXPORT_DIR",
+               "FINE_EXPORT_DIR"):
+    if not os.path.isfile(os.path.join(paths[name][0], "config.gin")):
+      raise UserError(f"{name} {paths[name][0]!r} has no config.gin: point at a musiclm-export folder")
+  windows.check(max_length)  # config mistakes before loading
+  semantic_tokenizer = (None if w2v_bert_export_dir is None
+                        else semantic_loader(w2v_bert_export_dir, kmeans_path))
+  return Cascade(conditioning_loader(mulan_export_dir, mulan_rvq_path),
+                 acoustic_loader(soundstream_export_dir), load_stage(semantic_export_dir),
+                 load_stage(coarse_export_dir), load_stage(fine_export_dir),
+                 semantic_tokenizer=semantic_tokenizer, windows=windows, use_cache=use_cache,
+                 max_length=max_length,
+                 sources={name.lower(): os.path.abspath(path) for name, (path, _) in paths.items()})

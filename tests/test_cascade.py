@@ -1,0 +1,210 @@
+"""The cascade on tiny random stage LMs and fake tokenizers: windows, seeds, story, continuation, errors."""
+import functools
+
+import numpy as np
+import pytest
+
+from musiclm_jax import cascade as cascade_lib
+from musiclm_jax import decoding
+from musiclm_jax.errors import UserError
+from musiclm_jax.layers import transformer
+from musiclm_jax.models import lm
+import fake_tokenizers
+from numpy_params import model_params
+
+TINY = transformer.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32)
+# Semantic: 10-frame windows (0.4 s), stride 5; coarse 4 semantic frames, stride 2; fine 4
+# acoustic frames, stride 2. 0.8 s then needs two prompt shapes per stage (few compiles).
+# The decoder runs on 0.2 s with 0.2 s of context: more than the tiny SoundStream sees.
+WINDOWS = cascade_lib.Windows(0.4, 0.2, 0.16, 0.08, 0.08, 0.04, 0.2, 0.2)
+SECONDS = 0.8
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_stage_lms() -> dict:
+  """{stage: StageLM} with numpy-drawn params; cached so compiled samplers are shared."""
+  makers = {"semantic": lm.semantic_stage, "coarse": lm.coarse_stage, "fine": lm.fine_stage}
+  out = {}
+  for seed, (name, make) in enumerate(makers.items()):
+    model = lm.DecoderOnlyLM(TINY, make())
+    out[name] = cascade_lib.StageLM(model, model_params(model, seed=seed))
+  return out
+
+
+def make_cascade(acoustic=None, windows=WINDOWS, **kwargs) -> cascade_lib.Cascade:
+  stages = tiny_stage_lms()
+  return cascade_lib.Cascade(
+      fake_tokenizers.FakeConditioningTokenizer(),
+      acoustic or fake_tokenizers.FakeAcousticTokenizer(), stages["semantic"], stages["coarse"],
+      stages["fine"], semantic_tokenizer=fake_tokenizers.FakeSemanticTokenizer(), windows=windows,
+      **kwargs)
+
+
+@pytest.fixture(scope="module")
+def musiclm():
+  return make_cascade()
+
+
+def test_plan_chunks_paper_windows_boundaries_and_continuation():
+  # 60 s of semantic tokens: 30 s first, then 15 s at a time with 15 s of prefix (paper).
+  assert cascade_lib.plan_chunks(1500, 750, 375) == [(0, 0, 750), (375, 750, 1125),
+                                                     (750, 1125, 1500)]
+  # A story boundary at 20 s ends the first window there; the next keeps a full window.
+  assert cascade_lib.plan_chunks(1500, 750, 375, boundaries=[500]) == [
+      (0, 0, 500), (125, 500, 875), (500, 875, 1250), (750, 1250, 1500)]
+  # 5 s of prompt audio: the first window fills up to 30 s.
+  assert cascade_lib.plan_chunks(800, 750, 375, start=125) == [(0, 125, 750), (50, 750, 800)]
+  for plan in (cascade_lib.plan_chunks(97, 10, 3, 4, [30, 31, 60]),
+               cascade_lib.plan_chunks(7, 10, 5)):
+    starts, ends = [s for _, s, _ in plan], [e for _, _, e in plan]
+    assert starts[1:] == ends[:-1] and all(e - p <= 10 for p, _, e in plan)
+
+
+def test_text_to_audio_has_the_requested_length_and_valid_tokens(musiclm):
+  [generation] = musiclm.generate([cascade_lib.Request.from_text("calm piano", 0.79, seed=3)],
+                                  batch_size=2)
+  assert generation.audio.shape == (round(0.79 * 24_000),)
+  assert generation.audio.dtype == np.float32 and np.std(generation.audio) > 1e-3
+  assert generation.semantic.shape == (20,) and generation.acoustic.shape == (40, 12)
+  assert generation.semantic.min() >= 0 and generation.semantic.max() < 1024
+  assert generation.acoustic.min() >= 0 and generation.acoustic.max() < 1024
+  # Each stage's windows cover its frames once, in order, and never exceed the window.
+  for stage, frames, window in (("semantic", 20, 10), ("coarse", 20, 4), ("fine", 40, 4)):
+    chunks = [c for c in generation.chunks if c.stage == stage]
+    assert [c.start for c in chunks] == [0] + [c.end for c in chunks[:-1]]
+    assert chunks[-1].end == frames and all(c.end - c.prefix_start <= window for c in chunks)
+    assert any(c.prefix_start < c.start for c in chunks)
+
+
+def test_cached_and_full_recompute_give_the_same_tokens(musiclm):
+  request = cascade_lib.Request.from_text("slow strings", 0.4, seed=11)
+  [cached] = musiclm.generate([request], batch_size=2)
+  [full] = make_cascade(use_cache=False).generate([request], batch_size=2)
+  np.testing.assert_array_equal(cached.semantic, full.semantic)
+  np.testing.assert_array_equal(cached.acoustic, full.acoustic)
+  np.testing.assert_allclose(cached.audio, full.audio)
+
+
+def test_a_rows_output_does_not_depend_on_its_batch_mates_and_seeds_matter(musiclm):
+  a = cascade_lib.Request.from_text("calm piano", SECONDS, seed=1)
+  b = cascade_lib.Request.from_text("loud drums", SECONDS, seed=2)
+  first, second = musiclm.generate([a, b], batch_size=2)
+  swapped = musiclm.generate([b, a], batch_size=2)[1]
+  [alone] = musiclm.generate([a], batch_size=2)
+  for other in (swapped, alone):
+    np.testing.assert_array_equal(first.semantic, other.semantic)
+    np.testing.assert_array_equal(first.acoustic, other.acoustic)
+  reseeded = musiclm.generate([cascade_lib.Request.from_text("calm piano", SECONDS, seed=5)],
+                              batch_size=2)[0]
+  assert not np.array_equal(first.semantic, reseeded.semantic)
+  assert not np.array_equal(first.semantic, second.semantic)
+
+
+def test_story_mode_switches_the_conditioning_at_the_boundary(musiclm):
+  story = cascade_lib.Request((("calm piano", 0.4), ("loud drums", 0.4)), seed=4)
+  plain = cascade_lib.Request.from_text("calm piano", SECONDS, seed=4)
+  told, untold = musiclm.generate([story, plain], batch_size=2)
+  boundary = 10  # semantic frames (0.4 s)
+  for stage in ("semantic", "coarse"):
+    for chunk in (c for c in told.chunks if c.stage == stage):
+      assert chunk.segment == (chunk.start >= boundary)
+      assert chunk.end <= boundary or chunk.start >= boundary
+  # Before the boundary the story is the plain prompt, token for token ...
+  np.testing.assert_array_equal(told.semantic[:boundary], untold.semantic[:boundary])
+  np.testing.assert_array_equal(told.acoustic[:2 * boundary, :4], untold.acoustic[:2 * boundary, :4])
+  # ... after it, the window that follows is sampled from the second text's M_T.
+  model, params = tiny_stage_lms()["semantic"]
+  layout = model.stage.layout
+  mulan = fake_tokenizers.FakeConditioningTokenizer().text_tokens(["loud drums"])
+  prompt = np.concatenate([layout.encode("mulan", mulan),
+                           layout.encode_stream("semantic", told.semantic[None, 5:10, None])], 1)
+  expected = decoding.generate(model, params, prompt, cascade_lib.window_key(4, "semantic", 1),
+                               num_steps=5, sampling=cascade_lib.DEFAULT_SAMPLING["semantic"])
+  np.testing.assert_array_equal(layout.decode_stream("semantic", np.asarray(expected))[0, :, 0],
+                                told.semantic[10:15])
+  assert not np.array_equal(told.semantic[10:15], untold.semantic[10:15])
+
+
+def test_continuation_starts_from_the_audio_tokens(musiclm):
+  t = np.arange(int(0.21 * 24_000)) / 24_000
+  audio = (0.3 * np.sin(2 * np.pi * 220 * t) * np.linspace(0.2, 1.0, len(t))).astype(np.float32)
+  request = cascade_lib.Request.from_text("more of this", SECONDS, seed=2, continuation=audio)
+  [generation] = musiclm.generate([request], batch_size=2)
+  cut = audio[None, :5 * 960]  # whole 40 ms frames
+  np.testing.assert_array_equal(generation.semantic[:5],
+                                fake_tokenizers.FakeSemanticTokenizer().tokenize(cut)[0])
+  np.testing.assert_array_equal(generation.acoustic[:10],
+                                fake_tokenizers.FakeAcousticTokenizer().encode(cut)[0])
+  assert [c.start for c in generation.chunks if c.stage == "semantic"][0] == 5
+  assert [c.start for c in generation.chunks if c.stage == "fine"][0] == 10
+  assert generation.audio.shape == (round(SECONDS * 24_000),)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(stages=("coarse", "coarse", "fine")), "the semantic stage slot holds a coarse model"),
+    (dict(codebook_size=256), "acoustic tokenizer has 12 levels of 256 codes"),
+    (dict(windows=cascade_lib.Windows(semantic_window_seconds=0.41)), "not a positive whole number"),
+    (dict(windows=cascade_lib.Windows(fine_stride_seconds=4.0)), "exceeds fine_window_seconds"),
+    (dict(max_length=512), "more than max_length 512"),
+])
+def test_components_that_do_not_fit_are_one_line_errors(change, message):
+  stages = tiny_stage_lms()
+  slots = [stages[name] for name in change.get("stages", ("semantic", "coarse", "fine"))]
+  with pytest.raises(UserError, match=message) as error:
+    cascade_lib.Cascade(fake_tokenizers.FakeConditioningTokenizer(),
+                        fake_tokenizers.FakeAcousticTokenizer(codebook_size=change.get("codebook_size", 1024)), *slots,
+                        windows=change.get("windows", cascade_lib.Windows()),
+                        max_length=change.get("max_length", 4096))
+  assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("request_,message", [
+    (cascade_lib.Request.from_text("  ", 1.0), "empty prompt text"),
+    (cascade_lib.Request.from_text("x" * 101, 1.0), "101 characters, more than the limit of 100"),
+    (cascade_lib.Request.from_text("piano", 0.0), "duration must be > 0"),
+    (cascade_lib.Request.from_text("piano", -2.0), "duration must be > 0"),
+    (cascade_lib.Request.from_text("piano", 0.01), "shorter than one 40 ms frame"),
+    (cascade_lib.Request((("piano", 30.0), ("drums", 40.0))), "70 s exceeds the limit of 60 s"),
+    (cascade_lib.Request.from_text("piano", 1.0, seed=-1), "seed must be in"),
+    (cascade_lib.Request.from_text("piano", 0.5, continuation=np.zeros(24_000, np.float32)),
+     "not shorter than the duration"),
+])
+def test_bad_requests_are_one_line_errors_before_any_compute(musiclm, request_, message):
+  with pytest.raises(UserError, match=message):
+    musiclm.check_request(request_, max_seconds=60.0, max_text_chars=100)
+  if "limit" not in message:  # generate checks every request before it samples any
+    with pytest.raises(UserError, match=message):
+      musiclm.generate([cascade_lib.Request.from_text("fine", 0.4), request_])
+
+
+def test_continuation_needs_the_semantic_tokenizer():
+  musiclm = make_cascade()
+  musiclm.semantic_tokenizer = None
+  request = cascade_lib.Request.from_text("more", 1.0, continuation=np.zeros(4800, np.float32))
+  with pytest.raises(UserError, match="needs the semantic tokenizer: set W2V_BERT_EXPORT_DIR"):
+    musiclm.check_request(request)
+
+
+def test_load_musiclm_checks_every_path_before_loading(tmp_path):
+  folders = {name: tmp_path / name for name in ("mulan", "soundstream", "semantic", "coarse", "fine")}
+  for folder in folders.values():
+    folder.mkdir()
+    (folder / "config.gin").write_text("")
+  (tmp_path / "rvq.npz").write_text("")
+
+  def never(*args):
+    raise AssertionError(f"loaded {args} although a path is missing")
+
+  paths = dict(mulan_export_dir=str(folders["mulan"]), mulan_rvq_path=str(tmp_path / "rvq.npz"),
+               soundstream_export_dir=str(folders["soundstream"]),
+               semantic_export_dir=str(folders["semantic"]),
+               coarse_export_dir=str(folders["coarse"]), fine_export_dir=str(tmp_path / "nope"))
+  loaders = dict(conditioning_loader=never, semantic_loader=never, acoustic_loader=never)
+  with pytest.raises(UserError, match=r"FINE_EXPORT_DIR '.*nope' is not an existing export folder"):
+    cascade_lib.load_musiclm(**paths, **loaders)
+  paths["fine_export_dir"] = str(folders["fine"])
+  with pytest.raises(UserError, match="KMEANS_PATH"):
+    cascade_lib.load_musiclm(**paths, **loaders, w2v_bert_export_dir=str(folders["mulan"]))
+  (folders["coarse"] / "config.gin").unlink()
+  with pytest.raises(UserError, match="COARSE_EXPORT_DIR .* has no config.gin"):
+    cascade_lib.load_musiclm(**paths, **loaders)
