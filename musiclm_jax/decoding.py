@@ -149,13 +149,14 @@ def _generate(model, params, prompt, rng, temperature, top_k, top_p, guidance_sc
   first_position = _target_tokens_in(model, prompt)
 
   def sample(logits, step):
-    """logits [rows, vocab] of new token `step` -> ids [batch]."""
+    """logits [rows, num_logits] of new token `step` -> ids [batch]."""
     if guided:
       cond, uncond = logits[:batch], logits[batch:]
       logits = uncond + guidance_scale * (cond - uncond)
     low, width = _allowed_ids(model, first_position + step)
     if width < logits.shape[-1]:
-      logits = jnp.take_along_axis(logits, low[:, None] + jnp.arange(width), axis=-1)
+      columns = low - model.logits_offset
+      logits = jnp.take_along_axis(logits, columns[:, None] + jnp.arange(width), axis=-1)
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
     return low + sample_logits(keys, logits, temperature, top_k, top_p)
 

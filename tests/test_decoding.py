@@ -81,12 +81,12 @@ def _greedy_reference(model, params, prompt, num_steps):
   start = stage.layout.contains(stage.target_kind, prompt).sum(axis=1)
   buffer = np.pad(rows, ((0, 0), (0, num_steps)))
   n = rows.shape[1]
-  ids = np.arange(model.vocab_size)
   for i in range(num_steps):
     logits = np.asarray(apply(params, jnp.asarray(buffer)))[:, n + i - 1]
+    ids = model.logits_offset + np.arange(logits.shape[-1])
     low, high = stage.layout.level_id_range(stage.target_kind, start + i)
     allowed = (ids >= low[:, None]) & (ids < high[:, None])
-    buffer[:, n + i] = np.where(allowed, logits, -np.inf).argmax(axis=1)
+    buffer[:, n + i] = ids[np.where(allowed, logits, -np.inf).argmax(axis=1)]
   return buffer[:, n:]
 
 

@@ -69,25 +69,47 @@ def _semantic_batch(model):
           "decoder_loss_weights": jnp.ones(targets.shape, jnp.float32)}
 
 
-def test_loss_is_cross_entropy_on_targets_only():
-  model = lm.DecoderOnlyLM(TINY, lm.semantic_stage(), z_loss=1e-2)
-  batch = _semantic_batch(model)
+def _coarse_batch(model):
+  """A batch of 2 (12 MuLan + 4 semantic + 3 x 4 coarse tokens), SeqIO-shifted, every weight 1."""
+  layout = model.stage.layout
+  rows = [np.concatenate([random_stream(layout, "mulan", 1, 3 * i),
+                          random_stream(layout, "semantic", 4, 3 * i + 1),
+                          random_stream(layout, "coarse", 3, 3 * i + 2)]) for i in range(2)]
+  targets = np.stack(rows).astype(np.int32)
+  inputs = np.concatenate([np.zeros((2, 1), np.int32), targets[:, :-1]], axis=1)
+  return {"decoder_input_tokens": jnp.asarray(inputs),
+          "decoder_target_tokens": jnp.asarray(targets),
+          "decoder_loss_weights": jnp.ones(targets.shape, jnp.float32)}
+
+
+@pytest.mark.parametrize("stage_name, num_prefix, num_targets", [
+    ("semantic", 12, 8), ("coarse", 16, 12)])
+def test_loss_is_cross_entropy_over_the_target_level_codes(stage_name, num_prefix, num_targets):
+  model = lm.DecoderOnlyLM(TINY, STAGES[stage_name], z_loss=1e-2)
+  batch = (_semantic_batch if stage_name == "semantic" else _coarse_batch)(model)
   params = model_params(model, 20)
   loss, metrics = jax.jit(model.loss_fn)(params, batch, None)
 
   logits = np.asarray(jax.jit(model.apply)(params, batch["decoder_input_tokens"]), np.float64)
-  log_z = np.log(np.exp(logits).sum(-1))
-  targets = np.asarray(batch["decoder_target_tokens"])
-  target_logits = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
-  on_target = slice(12, None)  # the 12 MuLan positions carry no loss
-  cross_entropy = (log_z - target_logits)[:, on_target].mean()
-  z_term = 1e-2 * (log_z ** 2)[:, on_target].mean()
-  accuracy = (logits.argmax(-1) == targets)[:, on_target].mean()
+  kind = model.stage.layout.kind(model.stage.target_kind)
+  low, high = model.stage.layout.id_range(kind.name)
+  assert logits.shape[-1] == high - low and model.logits_offset == low
+  targets = np.asarray(batch["decoder_target_tokens"])[:, num_prefix:]
+  logits = logits[:, num_prefix:]
+  # Each target's own level: ids [level_low, level_low + codebook_size).
+  level_low, _ = model.stage.layout.level_id_range(kind.name, np.arange(num_targets))
+  columns = (level_low - low)[None, :, None] + np.arange(kind.codebook_size)
+  level_logits = np.take_along_axis(logits, columns, -1)
+  log_z = np.log(np.exp(level_logits).sum(-1))
+  target_logits = np.take_along_axis(logits, (targets - low)[..., None], -1)[..., 0]
+  cross_entropy = (log_z - target_logits).mean()
+  z_term = 1e-2 * (log_z ** 2).mean()
+  accuracy = (level_low + level_logits.argmax(-1) == targets).mean()
   np.testing.assert_allclose(metrics["cross_entropy"], cross_entropy, rtol=1e-5)
   np.testing.assert_allclose(metrics["z_loss"], z_term, rtol=1e-5)
   np.testing.assert_allclose(loss, cross_entropy + z_term, rtol=1e-5)
   np.testing.assert_allclose(metrics["accuracy"], accuracy)
-  assert metrics["num_tokens"] == 2 * 8
+  assert metrics["num_tokens"] == 2 * num_targets
 
 
 def test_prefix_weights_are_ignored_and_target_weights_count():

@@ -44,6 +44,9 @@ class TransformerConfig:
   """Hyper-parameters of a decoder-only Transformer.
 
   vocab_size: None means "take it from the stage's token layout" (see lm.py).
+  logits_ids: (low, high): logits only for ids [low, high), e.g. a stage's
+    target kind, which is all its loss and its sampler ever read; None: the
+    whole vocabulary. Input embeddings always cover the whole vocabulary.
   head_dim: None means d_model // num_heads.
   remat_policy: one of REMAT_POLICIES: 'none' stores all activations, 'full'
     recomputes each layer in the backward pass, 'minimal' (alias
@@ -51,6 +54,7 @@ class TransformerConfig:
   dtype: compute dtype (e.g. 'bfloat16'); param_dtype: storage dtype.
   """
   vocab_size: int | None = None
+  logits_ids: tuple[int, int] | None = None
   d_model: int = 512
   num_layers: int = 6
   num_heads: int = 8
@@ -67,6 +71,22 @@ class TransformerConfig:
 
   def __post_init__(self):
     check_stack_config(self)
+    if self.logits_ids is not None:
+      low, high = self.logits_ids
+      if not 0 <= low < high or (self.vocab_size is not None and high > self.vocab_size):
+        raise ValueError(f"logits_ids {self.logits_ids} is not a range of ids in "
+                         f"[0, {self.vocab_size}).")
+
+  @property
+  def logits_offset(self) -> int:
+    """The id of logits column 0."""
+    return 0 if self.logits_ids is None else self.logits_ids[0]
+
+  @property
+  def num_logits(self) -> int:
+    if self.logits_ids is None:
+      return self.vocab_size
+    return self.logits_ids[1] - self.logits_ids[0]
 
   @property
   def kv_dim(self) -> int:
@@ -126,7 +146,10 @@ def _attention_bias(rel_bias, query_positions, key_positions, segment_ids):
 
 
 class Decoder(nn.Module):
-  """Token ids [batch, length] -> float32 logits [batch, length, vocab]."""
+  """Token ids [batch, length] -> float32 logits [batch, length, num_logits].
+
+  Logits column j is id `config.logits_offset + j`.
+  """
   config: TransformerConfig
 
   @nn.compact
@@ -179,13 +202,14 @@ class Decoder(nn.Module):
                               name="final_norm")(x)
     x = dropout(x, deterministic=deterministic)
     if cfg.tie_embeddings:
+      table = embedding[cfg.logits_offset:cfg.logits_offset + cfg.num_logits]
       # T5 1.0 rescales tied logits so they do not grow with d_model.
-      logits = jnp.einsum("ble,ve->blv", x, embedding.astype(cfg.dtype))
+      logits = jnp.einsum("ble,ve->blv", x, table.astype(cfg.dtype))
       logits = logits / jnp.sqrt(cfg.d_model).astype(cfg.dtype)
     else:
       kernel = self.param("logits_kernel",
                           initializers.fan_in(("embed", "vocab"), in_axis=0, out_axis=1),
-                          (cfg.d_model, cfg.vocab_size), cfg.param_dtype)
+                          (cfg.d_model, cfg.num_logits), cfg.param_dtype)
       logits = jnp.einsum("ble,ev->blv", x, kernel.astype(cfg.dtype))
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits.astype(jnp.float32)

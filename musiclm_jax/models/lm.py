@@ -92,12 +92,17 @@ class DecoderOnlyLM(base.BaseModel):
                condition_dropout_rate: float = 0.0):
     if stage is not None:
       layout_vocab = stage.layout.vocab_size
-      if transformer_config.vocab_size is None:
-        transformer_config = dataclasses.replace(transformer_config,
-                                                 vocab_size=layout_vocab)
-      elif transformer_config.vocab_size != layout_vocab:
+      if transformer_config.vocab_size not in (None, layout_vocab):
         raise ValueError(f"vocab_size {transformer_config.vocab_size} does not match the "
                          f"{stage.name} stage's layout ({layout_vocab}); leave it None.")
+      # The loss and the sampler only read the target kind's logits: computing
+      # the others would cost 4x (coarse) to 13x (semantic) in the output layer.
+      target_ids = stage.layout.id_range(stage.target_kind)
+      if transformer_config.logits_ids not in (None, target_ids):
+        raise ValueError(f"logits_ids {transformer_config.logits_ids} is not the {stage.name} "
+                         f"stage's target ids {target_ids}; leave it None.")
+      transformer_config = dataclasses.replace(transformer_config, vocab_size=layout_vocab,
+                                               logits_ids=target_ids)
     elif transformer_config.vocab_size is None:
       raise ValueError("DecoderOnlyLM needs transformer_config.vocab_size or a stage.")
     if condition_dropout_rate and (stage is None or not stage.condition_kinds):
@@ -112,12 +117,20 @@ class DecoderOnlyLM(base.BaseModel):
   def vocab_size(self) -> int:
     return self.config.vocab_size
 
+  @property
+  def logits_offset(self) -> int:
+    """The id of logits column 0: a stage's logits cover only its target kind's ids."""
+    return self.config.logits_offset
+
   def init(self, rng, batch_spec):
     tokens = jnp.zeros(batch_spec["decoder_input_tokens"].shape, jnp.int32)
     return self.module.init({"params": rng}, tokens)["params"]
 
   def apply(self, params, tokens, *, segment_ids=None, rng=None):
-    """Full forward pass: tokens [batch, length] -> float32 logits [batch, length, vocab].
+    """Full forward pass: tokens [batch, length] -> float32 logits [batch, length, num_logits].
+
+    Column j is id `logits_offset + j`: all ids for a plain LM, the target
+    kind's ids for a stage.
 
     `rng=None` is deterministic; otherwise it drives dropout.
     """
@@ -155,6 +168,7 @@ class DecoderOnlyLM(base.BaseModel):
 
     logits = self.apply(params, inputs, segment_ids=batch.get("decoder_segment_ids"),
                         rng=dropout_rng)
+    logits, targets = self._target_level_logits(logits, targets)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     cross_entropy = log_z - target_logits
@@ -168,6 +182,25 @@ class DecoderOnlyLM(base.BaseModel):
     return loss, {"cross_entropy": mean(cross_entropy), "z_loss": mean(z_term),
                   "accuracy": mean(correct), "num_tokens": num_tokens}
 
+  def _target_level_logits(self, logits, targets):
+    """For a stage, each position's logits over the codebook of its target's level.
+
+    The sampler draws a level-q token from level q's codes only, so the loss
+    normalises over the same codes. logits [batch, length, num_logits],
+    targets [batch, length] ids -> (logits [batch, length, codes], codes
+    [batch, length]). Positions whose target is not of the target kind get
+    an arbitrary level; they carry no loss. A plain LM's come back unchanged.
+    """
+    if self.stage is None:
+      return logits, targets
+    kind = self.stage.layout.kind(self.stage.target_kind)
+    local = targets - self.logits_offset
+    level = jnp.clip(local // kind.codebook_size, 0, kind.num_levels - 1)
+    codes = jnp.clip(local - level * kind.codebook_size, 0, kind.codebook_size - 1)
+    by_level = logits.reshape(logits.shape[:-1] + (kind.num_levels, kind.codebook_size))
+    logits = jnp.take_along_axis(by_level, level[..., None, None], axis=-2)[..., 0, :]
+    return logits, codes
+
   def flops_per_batch(self, batch_spec) -> float:
     """6 * dense params * tokens + attention score/value matmuls, forward + backward.
 
@@ -178,7 +211,7 @@ class DecoderOnlyLM(base.BaseModel):
     cfg = self.config
     attention_width = cfg.num_heads * cfg.kv_dim
     per_layer = 4 * cfg.d_model * attention_width + 3 * cfg.d_model * cfg.d_ff
-    dense_params = cfg.num_layers * per_layer + cfg.d_model * cfg.vocab_size
+    dense_params = cfg.num_layers * per_layer + cfg.d_model * cfg.num_logits
     tokens = batch * length
     attention_forward = cfg.num_layers * 2 * 2 * batch * length * length * attention_width
     return float(6 * dense_params * tokens + 3 * attention_forward)
@@ -195,7 +228,7 @@ class DecoderOnlyLM(base.BaseModel):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
   def prefill(self, params, cache, tokens):
-    """Appends tokens [batch, n] at the cache index; returns (logits [batch, n, vocab], cache).
+    """Appends tokens [batch, n] at the cache index; returns (logits [batch, n, num_logits], cache).
 
     Usually called once on the prompt with an empty cache, but any n works at
     any index, e.g. to feed a continuation window's prefix.
@@ -205,7 +238,7 @@ class DecoderOnlyLM(base.BaseModel):
     return logits, variables["cache"]
 
   def decode_step(self, params, cache, token):
-    """Appends one token [batch]; returns (logits [batch, vocab], cache)."""
+    """Appends one token [batch]; returns (logits [batch, num_logits], cache)."""
     logits, cache = self.prefill(params, cache, token[:, None])
     return logits[:, 0], cache
 

@@ -53,7 +53,8 @@ def main(argv):
     model = build_model(stage, _SCALE.value)
     cfg = model.config
     total = count_parameters(model)
-    embedding = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+    embedding = cfg.vocab_size * cfg.d_model + (0 if cfg.tie_embeddings else
+                                                 cfg.num_logits * cfg.d_model)
     print(f"{stage:>8} @ {_SCALE.value}: {total / 1e6:8.2f}M parameters "
           f"(vocab {cfg.vocab_size}, embeddings+logits {embedding / 1e6:.2f}M, "
           f"{cfg.num_layers} layers x d_model {cfg.d_model})")
