@@ -82,11 +82,15 @@ def _coarse_batch(model):
           "decoder_loss_weights": jnp.ones(targets.shape, jnp.float32)}
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("stage_name, num_prefix, num_targets", [
     ("semantic", 12, 8), ("coarse", 16, 12)])
-def test_loss_is_cross_entropy_over_the_target_level_codes(stage_name, num_prefix, num_targets):
+def test_loss_is_cross_entropy_over_the_target_level_codes(stage_name, num_prefix, num_targets,
+                                                           packed):
   model = lm.DecoderOnlyLM(TINY, STAGES[stage_name], z_loss=1e-2)
   batch = (_semantic_batch if stage_name == "semantic" else _coarse_batch)(model)
+  if packed:  # one segment per row: the same sequences through the packed rows' path
+    batch["decoder_segment_ids"] = jnp.ones_like(batch["decoder_target_tokens"])
   params = model_params(model, 20)
   loss, metrics = jax.jit(model.loss_fn)(params, batch, None)
 
@@ -182,9 +186,11 @@ def test_flops_count_every_dense_parameter_and_attention():
   batch, length = 3, 40
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((batch, length), np.int32)}
   cfg = model.config
-  # Everything but the input embedding lookup, the norm scales and the bias table.
+  # Everything but the input embedding lookup, the norm scales and the bias table; of
+  # the 8 fine levels' logits, a position computes one level's.
   not_matmul = (cfg.vocab_size * cfg.d_model + (2 * cfg.num_layers + 1) * cfg.d_model
-                + cfg.relative_attention_num_buckets * cfg.num_heads)
+                + cfg.relative_attention_num_buckets * cfg.num_heads
+                + cfg.d_model * 1024 * 7)
   dense = param_count.count_parameters(model) - not_matmul
   attention = 3 * cfg.num_layers * 4 * batch * length ** 2 * cfg.d_model
   assert model.flops_per_batch(spec) == 6 * dense * batch * length + attention

@@ -154,8 +154,15 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, *, segment_ids=None, deterministic: bool = True,
-               decode: bool = False):
-    """segment_ids: optional [batch, length] for packed sequences (training only)."""
+               decode: bool = False, level_positions=None):
+    """segment_ids: optional [batch, length] for packed sequences (training only).
+
+    level_positions: optional int32 [batch, levels, m]. Then only the logits of
+    level q's codebook (logits columns [q * codes, (q + 1) * codes), codes =
+    num_logits / levels) at positions level_positions[:, q] are computed, and
+    the result is [batch, levels, m, codes]: a multi-level stage's loss needs
+    no more, and it costs `levels` times less than every column everywhere.
+    """
     cfg = self.config
     if cfg.vocab_size is None:
       raise ValueError("TransformerConfig.vocab_size is None; set it or build the "
@@ -204,14 +211,24 @@ class Decoder(nn.Module):
     if cfg.tie_embeddings:
       table = embedding[cfg.logits_offset:cfg.logits_offset + cfg.num_logits]
       # T5 1.0 rescales tied logits so they do not grow with d_model.
-      logits = jnp.einsum("ble,ve->blv", x, table.astype(cfg.dtype))
-      logits = logits / jnp.sqrt(cfg.d_model).astype(cfg.dtype)
+      kernel = table.T / jnp.sqrt(cfg.d_model).astype(table.dtype)
     else:
       kernel = self.param("logits_kernel",
                           initializers.fan_in(("embed", "vocab"), in_axis=0, out_axis=1),
                           (cfg.d_model, cfg.num_logits), cfg.param_dtype)
-      logits = jnp.einsum("ble,ev->blv", x, kernel.astype(cfg.dtype))
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    kernel = kernel.astype(cfg.dtype)
+    if level_positions is None:
+      logits = jnp.einsum("ble,ev->blv", x, kernel)
+      logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+      return logits.astype(jnp.float32)
+    _, levels, m = level_positions.shape
+    if cfg.num_logits % levels:
+      raise ValueError(f"{cfg.num_logits} logits do not split into {levels} levels.")
+    x = jnp.take_along_axis(x, level_positions.reshape(batch, levels * m, 1), axis=1)
+    x = x.reshape(batch, levels, m, cfg.d_model)
+    kernel = kernel.reshape(cfg.d_model, levels, cfg.num_logits // levels)
+    logits = jnp.einsum("bqme,eqv->bqmv", x, kernel)
+    logits = nn.with_logical_constraint(logits, ("batch", None, "length", "vocab"))
     return logits.astype(jnp.float32)
 
   def _layers(self, deterministic: bool):

@@ -126,17 +126,20 @@ class DecoderOnlyLM(base.BaseModel):
     tokens = jnp.zeros(batch_spec["decoder_input_tokens"].shape, jnp.int32)
     return self.module.init({"params": rng}, tokens)["params"]
 
-  def apply(self, params, tokens, *, segment_ids=None, rng=None):
+  def apply(self, params, tokens, *, segment_ids=None, rng=None, level_positions=None):
     """Full forward pass: tokens [batch, length] -> float32 logits [batch, length, num_logits].
 
     Column j is id `logits_offset + j`: all ids for a plain LM, the target
     kind's ids for a stage.
 
-    `rng=None` is deterministic; otherwise it drives dropout.
+    `rng=None` is deterministic; otherwise it drives dropout. With
+    level_positions [batch, levels, m], only level q's codebook at positions
+    level_positions[:, q]: [batch, levels, m, codes] (`transformer.Decoder`).
     """
     rngs = None if rng is None else {"dropout": rng}
     return self.module.apply({"params": params}, tokens, segment_ids=segment_ids,
-                             deterministic=rng is None, rngs=rngs)
+                             deterministic=rng is None, rngs=rngs,
+                             level_positions=level_positions)
 
   def remove_conditioning(self, tokens, drop=None):
     """Replaces conditioning tokens by NULL_ID in the rows where `drop` [batch] is True.
@@ -166,9 +169,13 @@ class DecoderOnlyLM(base.BaseModel):
                                     (inputs.shape[0],))
         inputs = self.remove_conditioning(inputs, drop)
 
-    logits = self.apply(params, inputs, segment_ids=batch.get("decoder_segment_ids"),
-                        rng=dropout_rng)
-    logits, targets = self._target_level_logits(logits, targets)
+    segment_ids = batch.get("decoder_segment_ids")
+    if self.stage is not None and segment_ids is None:
+      positions, targets, weights = self._target_stream(targets, weights)
+      logits = self.apply(params, inputs, rng=dropout_rng, level_positions=positions)
+    else:
+      logits = self.apply(params, inputs, segment_ids=segment_ids, rng=dropout_rng)
+      logits, targets = self._target_level_logits(logits, targets)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     cross_entropy = log_z - target_logits
@@ -182,8 +189,35 @@ class DecoderOnlyLM(base.BaseModel):
     return loss, {"cross_entropy": mean(cross_entropy), "z_loss": mean(z_term),
                   "accuracy": mean(correct), "num_tokens": num_tokens}
 
+  def _target_stream(self, targets, weights):
+    """Where each level's targets are in rows that hold one target stream (no packing).
+
+    The stream is time-major with levels interleaved, so from its first token
+    on, level q recurs every num_levels positions. targets [batch, length] ids,
+    weights [batch, length] -> (positions [batch, levels, m] int32, codes and
+    weights [batch, levels, m]), m = ceil(length / levels). Gathered positions
+    past the row or not holding a level-q target get weight 0.
+    """
+    kind = self.stage.layout.kind(self.stage.target_kind)
+    levels, size = kind.num_levels, kind.codebook_size
+    batch, length = targets.shape
+    start = jnp.argmax(self.stage.layout.contains(kind.name, targets), axis=1)
+    first = jnp.take_along_axis(targets, start[:, None], axis=1)[:, 0]
+    first_level = jnp.clip((first - self.logits_offset) // size, 0, levels - 1)
+    level = jnp.arange(levels)
+    m = -(-length // levels)
+    positions = (start[:, None, None] + ((level - first_level[:, None]) % levels)[..., None]
+                 + levels * jnp.arange(m))
+    inside = positions < length
+    positions = jnp.minimum(positions, length - 1)
+    gather = lambda x: jnp.take_along_axis(x, positions.reshape(batch, -1), axis=1).reshape(
+        positions.shape)
+    codes = gather(targets) - self.logits_offset - size * level[:, None]
+    valid = inside & (codes >= 0) & (codes < size)
+    return positions, jnp.clip(codes, 0, size - 1), gather(weights) * valid
+
   def _target_level_logits(self, logits, targets):
-    """For a stage, each position's logits over the codebook of its target's level.
+    """For a stage's packed rows, each position's logits over its target level's codebook.
 
     The sampler draws a level-q token from level q's codes only, so the loss
     normalises over the same codes. logits [batch, length, num_logits],
@@ -211,7 +245,10 @@ class DecoderOnlyLM(base.BaseModel):
     cfg = self.config
     attention_width = cfg.num_heads * cfg.kv_dim
     per_layer = 4 * cfg.d_model * attention_width + 3 * cfg.d_model * cfg.d_ff
-    dense_params = cfg.num_layers * per_layer + cfg.d_model * cfg.num_logits
+    # A stage computes each position's logits over one level's codebook only.
+    logits_width = (cfg.num_logits if self.stage is None else
+                    self.stage.layout.kind(self.stage.target_kind).codebook_size)
+    dense_params = cfg.num_layers * per_layer + cfg.d_model * logits_width
     tokens = batch * length
     attention_forward = cfg.num_layers * 2 * 2 * batch * length * length * attention_width
     return float(6 * dense_params * tokens + 3 * attention_forward)
