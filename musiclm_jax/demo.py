@@ -60,7 +60,7 @@ FULL = Mode(
     windows=dict(semantic_window_seconds=10.0, semantic_stride_seconds=5.0,
                  coarse_window_seconds=2.0, coarse_stride_seconds=1.0,
                  fine_window_seconds=1.0, fine_stride_seconds=0.48),
-    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=4)
+    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=8)
 QUICK = Mode(
     corpus="quick", clip_seconds=2.0,
     train_steps=dict(soundstream=4, w2v_bert=4, mulan=4, semantic=4, coarse=4, fine=4),
