@@ -25,6 +25,7 @@ loss_fn = jax.jit(lambda p, b: tok.model.loss_fn(p, b, None)[1])
 evals = [jax.device_get(loss_fn(tok.params, {"audio": jnp.asarray(b["audio"])}))
          for b in source.get_batches()]
 mlm_accuracy = float(np.mean([e["mlm_accuracy"] for e in evals]))
+mlm_majority_accuracy = float(np.mean([e["mlm_majority_accuracy"] for e in evals]))
 contrastive_accuracy = float(np.mean([e["contrastive_accuracy"] for e in evals]))
 codes_used = float(np.mean([e["codes_used"] for e in evals]))
 
@@ -65,7 +66,8 @@ rng = np.random.default_rng(0)
 random_clips = [rng.integers(0, K, len(c)) for c in clips]
 random_pairs = [rng.integers(0, K, len(c)) for c in pairs]
 print(json.dumps({
-    "eval_mlm_accuracy": round(mlm_accuracy, 4), "eval_contrastive_accuracy": round(contrastive_accuracy, 4),
+    "eval_mlm_accuracy": round(mlm_accuracy, 4), "eval_mlm_majority_accuracy": round(mlm_majority_accuracy, 4),
+    "eval_contrastive_accuracy": round(contrastive_accuracy, 4),
     "eval_quantizer_codes_used_per_batch": codes_used,
     "heldout_tokens": int(len(all_tokens)), "kmeans_clusters": K,
     "heldout_token_perplexity": round(kmeans.token_perplexity(all_tokens, K), 1),
