@@ -48,6 +48,8 @@ class W2vBertConfig:
   input_sample_rate_hz: rate of the audio given to the model; sample_rate_hz:
     the rate its front end runs at (resampled on device).
   mel_hop_length, n_fft, num_mel_bins: log-mel front end at sample_rate_hz.
+  log_mel_mean_db, log_mel_std_db: global normalisation of the log-mel (dB)
+    input, as speech front ends do (defaults: the synth_music corpus).
   subsampling_channels: channels of the two subsampling convolutions.
   conformer: block sizes, shared by both modules.
   contrastive_layers, mlm_layers: depth of the two modules.
@@ -57,12 +59,20 @@ class W2vBertConfig:
   mask_probability, mask_span_frames: span masking (wav2vec 2.0).
   num_negatives, contrastive_temperature: distractors and cosine temperature.
   gumbel_temperature: (start, end, decay per step): max(end, start * decay^step).
+  fixed_code_selection: the quantizer's logits take no gradient, so a frame's
+    code (its MLM target) moves only as the features do, as with BEST-RQ's
+    random-projection quantizer; the code vectors still learn. The diversity
+    loss and the Gumbel temperature then act on nothing. For short runs, where
+    a learned code choice either collapses or keeps reshuffling (see
+    gin/experiments/w2v_bert_synth.gin).
   """
   input_sample_rate_hz: int = 24_000
   sample_rate_hz: int = 16_000
   mel_hop_length: int = 160
   n_fft: int = 400
   num_mel_bins: int = 80
+  log_mel_mean_db: float = -30.0
+  log_mel_std_db: float = 17.0
   subsampling_channels: int = 128
   conformer: conformer_lib.ConformerConfig = conformer_lib.ConformerConfig()
   contrastive_layers: int = 12
@@ -77,6 +87,7 @@ class W2vBertConfig:
   gumbel_temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995)
   diversity_weight: float = 0.1
   mlm_weight: float = 1.0
+  fixed_code_selection: bool = False
 
   def __post_init__(self):
     if (self.input_sample_rate_hz * self.mel_hop_length * SUBSAMPLING) % self.sample_rate_hz:
@@ -206,9 +217,11 @@ class FeatureEncoder(nn.Module):
     mel = spectral.mel_spectrogram(audio, c.sample_rate_hz, n_fft=c.n_fft,
                                    hop_length=c.mel_hop_length, n_mels=c.num_mel_bins)
     mel = mel[:, :frames * SUBSAMPLING]
-    # dB / 20: unit-order values; no per-clip top_db, so a frame's features do not
-    # depend on the loudest moment elsewhere in the clip.
-    x = spectral.power_to_db(mel, top_db=None)[..., None] / 20.0
+    # Fixed global mean/std (no per-clip statistics or top_db, so a frame's features
+    # do not depend on the rest of the clip). Uncentred dB (mean -30) puts ~90% of
+    # the initial features' energy in one direction shared by every frame: the
+    # quantizer then has no content to tell frames apart by.
+    x = (spectral.power_to_db(mel, top_db=None)[..., None] - c.log_mel_mean_db) / c.log_mel_std_db
     for i in range(2):
       x = nn.Conv(c.subsampling_channels, (3, 3), strides=(2, 2), padding="SAME", dtype=cc.dtype,
                   param_dtype=cc.param_dtype,
@@ -267,6 +280,8 @@ class W2vBert(nn.Module):
 
     logits = self.quantizer_logits(features).astype(jnp.float32)
     logits = logits.reshape(batch, frames, c.num_codebooks, c.codebook_size)
+    if c.fixed_code_selection:
+      logits = jax.lax.stop_gradient(logits)
     # MLM targets are the noise-free codes; the contrastive targets are sampled
     # (hard Gumbel-softmax, straight-through), as wav2vec 2.0's quantizer does.
     ids = jnp.argmax(logits, axis=-1)
@@ -368,13 +383,19 @@ class W2vBertModel(BaseModel):
     count = jnp.maximum(weight.sum() * c.num_codebooks, 1.0)
     mlm = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(mlm_logits, ids) * weight) / count
     mlm_accuracy = jnp.sum((jnp.argmax(mlm_logits, -1) == ids) * weight) / count
+    # Chance for mlm_accuracy: always guessing the batch's commonest target code.
+    target_counts = jnp.zeros((c.num_codebooks, c.codebook_size)).at[
+        jnp.arange(c.num_codebooks), ids.reshape(-1, c.num_codebooks)].add(
+            jnp.broadcast_to(weight, ids.shape).reshape(-1, c.num_codebooks))
+    mlm_majority_accuracy = jnp.sum(jnp.max(target_counts, -1)) / count
     loss = contrastive + c.diversity_weight * diversity + c.mlm_weight * mlm
     used = jnp.zeros((c.num_codebooks, c.codebook_size)).at[
         jnp.arange(c.num_codebooks), ids.reshape(-1, c.num_codebooks)].max(1.0)
     return loss, {
         "contrastive_loss": contrastive, "contrastive_accuracy": contrastive_accuracy,
         "diversity_loss": diversity, "prob_perplexity": prob_perplexity,
-        "mlm_loss": mlm, "mlm_accuracy": mlm_accuracy, "mask_ratio": jnp.mean(mask),
+        "mlm_loss": mlm, "mlm_accuracy": mlm_accuracy,
+        "mlm_majority_accuracy": mlm_majority_accuracy, "mask_ratio": jnp.mean(mask),
         "codes_used": jnp.sum(used), "gumbel_temperature": temperature,
         "num_tokens": jnp.sum(mask)}
 
