@@ -131,6 +131,34 @@ def test_initial_features_tell_frames_apart():
     assert shared < 0.6, (seed, shared)
 
 
+def test_sliding_mean_averages_the_centred_window_shortened_at_the_edges():
+  x = np.random.default_rng(0).normal(size=(2, 23, 3)).astype(np.float32)
+  window = 6
+  expected = np.stack([x[:, max(0, t - 3):t + 3].mean(1) for t in range(23)], axis=1)
+  np.testing.assert_allclose(w2v_bert.sliding_mean(jnp.asarray(x), window), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("seconds", [None, 1.0])
+def test_mean_normalization_removes_loudness_and_a_fixed_filter(seconds):
+  """A gain and a static equaliser are constant dB offsets per mel bin: the
+  sliding mean removes them, the global one does not."""
+  config = dataclasses.replace(TINY, mean_normalization_seconds=seconds)
+  rng = np.random.default_rng(0)
+  t = np.arange(48_000) / 24_000
+  notes = 440 * 2 ** (rng.integers(0, 12, 8) / 12)
+  # The noise keeps every bin above power_to_db's floor, which no gain moves.
+  audio = 0.1 * np.sin(2 * np.pi * np.repeat(notes, 6000) * t) + 0.003 * rng.normal(size=t.shape)
+  # y[n] = x[n] + 0.9 x[n - 1]: a fixed low-shelf, as another instrument body would colour it.
+  coloured = 3.0 * (audio + 0.9 * np.concatenate([[0.0], audio[:-1]]))
+  a, b = (np.asarray(w2v_bert.normalized_log_mel(config, jnp.asarray(x[None], jnp.float32)))
+          for x in (audio, coloured))
+  difference_db = np.abs(a - b).mean() * config.log_mel_std_db
+  if seconds is None:
+    assert difference_db > 5.0, difference_db
+  else:
+    assert difference_db < 0.1, difference_db
+
+
 @pytest.mark.parametrize("fixed", [False, True])
 def test_fixed_code_selection_gives_the_code_choice_no_gradient(fixed):
   model = w2v_bert.W2vBertModel(dataclasses.replace(TINY, fixed_code_selection=fixed))

@@ -50,6 +50,12 @@ class W2vBertConfig:
   mel_hop_length, n_fft, num_mel_bins: log-mel front end at sample_rate_hz.
   log_mel_mean_db, log_mel_std_db: global normalisation of the log-mel (dB)
     input, as speech front ends do (defaults: the synth_music corpus).
+  mean_normalization_seconds: when set, each mel bin's mean over a centred
+    window of this many seconds is subtracted too (sliding mean normalisation,
+    as speech front ends remove the channel). An instrument's spectral envelope
+    and the loudness are slowly varying offsets of the log-mel: removing them
+    leaves the notes, so the codes (and the semantic tokens) follow melody and
+    rhythm rather than timbre, which the acoustic tokens carry.
   subsampling_channels: channels of the two subsampling convolutions.
   conformer: block sizes, shared by both modules.
   contrastive_layers, mlm_layers: depth of the two modules.
@@ -73,6 +79,7 @@ class W2vBertConfig:
   num_mel_bins: int = 80
   log_mel_mean_db: float = -30.0
   log_mel_std_db: float = 17.0
+  mean_normalization_seconds: float | None = None
   subsampling_channels: int = 128
   conformer: conformer_lib.ConformerConfig = conformer_lib.ConformerConfig()
   contrastive_layers: int = 12
@@ -144,6 +151,16 @@ def resample(audio: jax.Array, from_hz: int, to_hz: int, zero_crossings: int = 1
   return y[:, :steps].reshape(audio.shape[0], steps * up)[:, :num_out]
 
 
+def sliding_mean(x: jax.Array, window: int) -> jax.Array:
+  """Mean over a centred window of `window` frames, shorter at the edges: [batch, time, bins] -> same."""
+  before = window // 2
+  padded = jnp.pad(jnp.cumsum(x, axis=1), ((0, 0), (1, 0), (0, 0)))
+  time = x.shape[1]
+  start = jnp.clip(jnp.arange(time) - before, 0, time)
+  end = jnp.clip(jnp.arange(time) - before + window, 0, time)
+  return (padded[:, end] - padded[:, start]) / (end - start)[None, :, None]
+
+
 def span_mask(rng: jax.Array, batch: int, length: int, probability: float,
               span_frames: int) -> jax.Array:
   """wav2vec 2.0 span masking: [batch, length] bool.
@@ -202,6 +219,28 @@ class Dense(nn.Module):
     return jnp.einsum("...d,df->...f", x.astype(self.config.dtype), kernel.astype(self.config.dtype))
 
 
+def normalized_log_mel(config: W2vBertConfig, audio: jax.Array) -> jax.Array:
+  """The network's input: audio [batch, samples] at input_sample_rate_hz ->
+  [batch, frames * 4, num_mel_bins] normalised dB, frames = ceil(samples / input hop)."""
+  c = config
+  frames = c.num_frames(audio.shape[-1])
+  audio = jnp.pad(audio, ((0, 0), (0, frames * c.input_hop_length - audio.shape[-1])))
+  audio = resample(audio, c.input_sample_rate_hz, c.sample_rate_hz)
+  # A centred STFT gives one frame more than samples / hop; the last one only sees padding.
+  mel = spectral.mel_spectrogram(audio, c.sample_rate_hz, n_fft=c.n_fft,
+                                 hop_length=c.mel_hop_length, n_mels=c.num_mel_bins)
+  mel = mel[:, :frames * SUBSAMPLING]
+  # No whole-clip statistics or top_db: a frame's input depends only on audio
+  # within half a normalisation window of it. Uncentred dB (mean -30) puts ~90% of the initial features' energy
+  # in one direction shared by every frame: the quantizer then has no content
+  # to tell frames apart by.
+  db = spectral.power_to_db(mel, top_db=None) - c.log_mel_mean_db
+  if c.mean_normalization_seconds is not None:
+    window = max(1, round(c.mean_normalization_seconds * c.sample_rate_hz / c.mel_hop_length))
+    db = db - sliding_mean(db, window)
+  return db / c.log_mel_std_db
+
+
 class FeatureEncoder(nn.Module):
   """audio [batch, samples] -> features [batch, frames, embed], frames = ceil(samples / input hop)."""
   config: W2vBertConfig
@@ -210,18 +249,7 @@ class FeatureEncoder(nn.Module):
   def __call__(self, audio, *, deterministic: bool = True):
     c = self.config
     cc = c.conformer
-    frames = c.num_frames(audio.shape[-1])
-    audio = jnp.pad(audio, ((0, 0), (0, frames * c.input_hop_length - audio.shape[-1])))
-    audio = resample(audio, c.input_sample_rate_hz, c.sample_rate_hz)
-    # A centred STFT gives one frame more than samples / hop; the last one only sees padding.
-    mel = spectral.mel_spectrogram(audio, c.sample_rate_hz, n_fft=c.n_fft,
-                                   hop_length=c.mel_hop_length, n_mels=c.num_mel_bins)
-    mel = mel[:, :frames * SUBSAMPLING]
-    # Fixed global mean/std (no per-clip statistics or top_db, so a frame's features
-    # do not depend on the rest of the clip). Uncentred dB (mean -30) puts ~90% of
-    # the initial features' energy in one direction shared by every frame: the
-    # quantizer then has no content to tell frames apart by.
-    x = (spectral.power_to_db(mel, top_db=None)[..., None] - c.log_mel_mean_db) / c.log_mel_std_db
+    x = normalized_log_mel(c, audio)[..., None]
     for i in range(2):
       x = nn.Conv(c.subsampling_channels, (3, 3), strides=(2, 2), padding="SAME", dtype=cc.dtype,
                   param_dtype=cc.param_dtype,
