@@ -55,7 +55,7 @@ class Mode:
 
 FULL = Mode(
     corpus="tiny", clip_seconds=10.0,
-    train_steps=dict(soundstream=500, w2v_bert=300, mulan=300, semantic=300, coarse=300, fine=300),
+    train_steps=dict(soundstream=500, w2v_bert=600, mulan=300, semantic=300, coarse=300, fine=300),
     stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
     windows=dict(semantic_window_seconds=10.0, semantic_stride_seconds=5.0,
                  coarse_window_seconds=2.0, coarse_stride_seconds=1.0,
@@ -140,10 +140,13 @@ class Pipeline:
     # A GAN step costs ~8x a reconstruction step on CPU (1.3 s vs 10.8 s at tiny
     # scale): the full demo trains the codec on reconstruction losses only and
     # leaves the adversarial phase to experiments/soundstream_synth.gin. --quick
-    # still runs two GAN steps, so the wiring of both phases is exercised.
+    # still runs two GAN steps, and its mel loss and RVQ join at step 1 (not at
+    # the experiment's start steps), so the wiring of every phase is exercised.
     adversarial_start = mode.train_steps["soundstream"] if mode is FULL else 2
     soundstream = self.train_and_export("soundstream", "soundstream_synth", data + [
-        _binding("ADVERSARIAL_START_STEP", adversarial_start)])
+        _binding("ADVERSARIAL_START_STEP", adversarial_start)] + (
+            [] if mode is FULL else [_binding("MEL_START_STEP", 1),
+                                     _binding("QUANTIZER_START_STEP", 1)]))
 
     w2v_bert = self.train_and_export("w2v_bert", "w2v_bert_synth", data + (
         [] if mode is FULL else [_binding("CROP_SECONDS", 1.0)]))

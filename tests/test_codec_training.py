@@ -21,9 +21,9 @@ DISCRIMINATORS = discriminators.DiscriminatorConfig(
     wave_downsamples=1)
 
 
-def _model(adversarial_start_step=1):
+def _model(adversarial_start_step=1, **start_steps):
   return soundstream.SoundStreamModel(CONFIG, DISCRIMINATORS, adversarial_start_step=adversarial_start_step,
-                                      mel_fft_sizes=(256,))
+                                      mel_fft_sizes=(256,), **start_steps)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,18 @@ def _changed(before, after):
   return any(not np.array_equal(a, b) for a, b in zip(_leaves(before), _leaves(after)))
 
 
+def _reconstruction_loss_without_mel(model, metrics):
+  w = model.loss_weights
+  return w.waveform * metrics["waveform_l1"] + w.commitment * metrics["commitment_loss"]
+
+
 def test_gan_step_updates_generator_discriminator_and_codebooks(source):
   batches = source.get_batches()
   first = next(batches)
   spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in first.items()}
   partitioner = partitioning.Partitioner(num_devices=1)
-  trainer = trainer_lib.Trainer(_model(), partitioner, soundstream.gan_optimizer(1e-3), spec)
+  model = _model(mel_start_step=1, quantizer_start_step=1)
+  trainer = trainer_lib.Trainer(model, partitioner, soundstream.gan_optimizer(1e-3), spec)
   state0 = jax.device_get(trainer.init_state())
   assert float(state0.params["quantizer"]["initialized"]) == 0.0
 
@@ -55,19 +61,32 @@ def test_gan_step_updates_generator_discriminator_and_codebooks(source):
   assert _changed(state0.params["generator"], state1.params["generator"])
   # Step 0 is before adversarial_start_step=1: the discriminators stay as they were.
   assert not _changed(state0.params["discriminator"], state1.params["discriminator"])
-  assert float(state1.params["quantizer"]["initialized"]) == 1.0
   assert float(metrics1["discriminator_loss"]) == 0.0
+  # ... and before quantizer_start_step=1: no RVQ yet, and no codebook seeded.
+  assert float(state1.params["quantizer"]["initialized"]) == 0.0
+  assert not _changed(state0.params["quantizer"], state1.params["quantizer"])
+  assert float(metrics1["commitment_loss"]) == 0.0
+  # ... and before mel_start_step=1: the mel loss is measured but not trained on.
+  assert float(metrics1["mel_loss"]) > 0.1
+  np.testing.assert_allclose(metrics1["reconstruction_loss"],
+                             _reconstruction_loss_without_mel(model, metrics1), rtol=1e-5)
 
   state2, metrics2 = trainer.train_step(state1, partitioner.make_global_batch(next(batches)))
   state2 = jax.device_get(state2)
   assert _changed(state1.params["generator"], state2.params["generator"])
   assert _changed(state1.params["discriminator"], state2.params["discriminator"])
   assert _changed(state1.params["quantizer"]["codebooks"], state2.params["quantizer"]["codebooks"])
+  assert float(state2.params["quantizer"]["initialized"]) == 1.0
+  assert float(metrics2["commitment_loss"]) > 0.0
   assert int(state2.step) == 2
   for name in ("loss", "mel_loss", "discriminator_loss", "generator_adversarial", "feature_matching",
                "codebook_perplexity", "restarted_codes"):
     assert np.isfinite(float(metrics2[name])), name
   assert float(metrics2["discriminator_loss"]) > 0.0
+  np.testing.assert_allclose(
+      metrics2["reconstruction_loss"],
+      _reconstruction_loss_without_mel(model, metrics2) + model.loss_weights.mel * metrics2["mel_loss"],
+      rtol=1e-5)
 
   evaluation = trainer.eval_step(state2.params, partitioner.make_global_batch(first))
   assert {"mel_distance", "si_snr_db", "mel_loss", "commitment_loss"} <= set(evaluation)

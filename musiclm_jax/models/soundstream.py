@@ -183,10 +183,22 @@ class SoundStreamModel(BaseModel):
                discriminators_lib.DiscriminatorConfig(),
                loss_weights: codec_losses.LossWeights = codec_losses.LossWeights(),
                adversarial_start_step: int = 0,
-               mel_fft_sizes: tuple[int, ...] = codec_losses.MEL_FFT_SIZES):
+               mel_fft_sizes: tuple[int, ...] = codec_losses.MEL_FFT_SIZES,
+               mel_start_step: int = 0, quantizer_start_step: int = 0):
     """adversarial_start_step: before this step only the reconstruction losses train the
     generator and the discriminators neither run nor train (a cheap warm-up).
-    mel_fft_sizes: FFT sizes of the multi-scale mel loss."""
+    mel_fft_sizes: FFT sizes of the multi-scale mel loss.
+    mel_start_step: before this step the mel loss has weight 0, so the waveform L1
+    alone trains the generator. From scratch, the mel loss is fastest lowered by
+    decoding every latent to noise of the average spectrum: the decoder then ignores
+    its codes (real and shuffled codes decode equally well, SI-SNR ~ -48 dB after 150
+    steps). The L1 first ties the output's phase to the input through the latent, and
+    the mel loss then refines it without undoing that.
+    quantizer_start_step: before this step the decoder reads the encoder output
+    itself (no RVQ, no commitment loss, codebooks untouched); at it, the codebooks
+    are seeded by k-means on that batch's embeddings. Seeding from an encoder
+    that has learned something beats seeding from a random one, and the
+    warm-up's reconstructions are not blurred by codes that keep moving."""
     self.config = config
     self.codec = Codec(config)
     self.discriminators = discriminators_lib.Discriminators(discriminator_config)
@@ -194,6 +206,8 @@ class SoundStreamModel(BaseModel):
     self.loss_weights = loss_weights
     self.adversarial_start_step = adversarial_start_step
     self.mel_fft_sizes = tuple(mel_fft_sizes)
+    self.mel_start_step = mel_start_step
+    self.quantizer_start_step = quantizer_start_step
 
   def init(self, rng: jax.Array, batch_spec: BatchSpec) -> Params:
     audio = jnp.zeros(batch_spec["audio"].shape, jnp.float32)
@@ -233,20 +247,29 @@ class SoundStreamModel(BaseModel):
     extra = -audio.shape[-1] % self.config.hop_length
     return jnp.pad(audio, ((0, 0), (0, extra)))
 
-  def _forward(self, generator_params, quantizer_state, audio, level_mask):
-    """Straight-through reconstruction: (audio_hat, rvq.Quantized, embeddings)."""
+  def _forward(self, generator_params, quantizer_state, audio, level_mask, quantizer_on=True):
+    """Straight-through reconstruction: (audio_hat, rvq.Quantized, embeddings).
+
+    quantizer_on False (a traced bool) decodes the embeddings unquantized, with no
+    commitment loss."""
     embeddings = self.embed(generator_params, audio)
     quantized = self.rvq.quantize(quantizer_state, embeddings, level_mask)
+    quantized = quantized._replace(
+        quantized=jnp.where(quantizer_on, quantized.quantized, embeddings),
+        commitment_loss=jnp.where(quantizer_on, quantized.commitment_loss, 0.0))
     decoded = self.codec.apply({"params": generator_params}, quantized.quantized.astype(embeddings.dtype),
                                method=Codec.decode)
     return decoded[:, :audio.shape[-1]], quantized, embeddings
 
-  def _reconstruction_losses(self, audio, decoded, quantized) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def _reconstruction_losses(self, audio, decoded, quantized,
+                             step: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """step: the training step, for mel_start_step; None (evaluation) weighs every term."""
     w = self.loss_weights
     mel = codec_losses.mel_reconstruction_loss(audio, decoded, self.config.sample_rate_hz,
                                                self.mel_fft_sizes)
+    mel_weight = w.mel if step is None else jnp.where(step >= self.mel_start_step, w.mel, 0.0)
     waveform = jnp.mean(jnp.abs(audio - decoded))
-    loss = w.mel * mel + w.waveform * waveform + w.commitment * quantized.commitment_loss
+    loss = mel_weight * mel + w.waveform * waveform + w.commitment * quantized.commitment_loss
     return loss, dict(quantized.metrics, mel_loss=mel, waveform_l1=waveform,
                       commitment_loss=quantized.commitment_loss)
 
@@ -273,9 +296,11 @@ class SoundStreamModel(BaseModel):
     audio = batch["audio"]
     params = state.params
     seed_rng, mask_rng, update_rng = jax.random.split(rng, 3)
+    quantizer_on = state.step >= self.quantizer_start_step
     quantizer_state = jax.lax.cond(
-        params[QUANTIZER]["initialized"] > 0, lambda: params[QUANTIZER],
-        lambda: self.rvq.seed(params[QUANTIZER], self.embed(params[GENERATOR], audio), seed_rng))
+        jnp.logical_and(quantizer_on, params[QUANTIZER]["initialized"] == 0),
+        lambda: self.rvq.seed(params[QUANTIZER], self.embed(params[GENERATOR], audio), seed_rng),
+        lambda: params[QUANTIZER])
     mask = self.rvq.level_mask(audio.shape[0], mask_rng, self.config.quantizer_dropout_fraction)
     adversarial_on = state.step >= self.adversarial_start_step
     w = self.loss_weights
@@ -287,8 +312,9 @@ class SoundStreamModel(BaseModel):
       return adversarial, matching
 
     def generator_loss(generator_params):
-      decoded, quantized, embeddings = self._forward(generator_params, quantizer_state, audio, mask)
-      loss, metrics = self._reconstruction_losses(audio, decoded, quantized)
+      decoded, quantized, embeddings = self._forward(generator_params, quantizer_state, audio, mask,
+                                                     quantizer_on)
+      loss, metrics = self._reconstruction_losses(audio, decoded, quantized, state.step)
       metrics["reconstruction_loss"] = loss
       # A cond, not a multiplication by 0: before the adversarial start the
       # discriminators cost nothing.
@@ -311,7 +337,9 @@ class SoundStreamModel(BaseModel):
     grads = {GENERATOR: generator_grads, DISCRIMINATOR: disc_grads,
              QUANTIZER: jax.tree.map(jnp.zeros_like, quantizer_state)}
     new_state = state.apply_gradients(grads)
-    new_quantizer, codebook_stats = self.rvq.update(quantizer_state, embeddings, mask, update_rng)
+    new_quantizer, codebook_stats = jax.lax.cond(
+        quantizer_on, lambda: self.rvq.update(quantizer_state, embeddings, mask, update_rng),
+        lambda: (quantizer_state, {"restarted_codes": jnp.zeros((), jnp.int32)}))
     new_state = new_state.replace(params={**new_state.params, QUANTIZER: new_quantizer})
     if new_state.ema_params is not None:
       new_state = new_state.replace(ema_params={**new_state.ema_params, QUANTIZER: new_quantizer})
