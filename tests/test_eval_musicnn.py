@@ -47,9 +47,14 @@ def _tf_graph_outputs(model_name, log_mel_windows):
   return {k: np.squeeze(v, axis=-1) if v.ndim == 3 else v for k, v in values.items()}
 
 
+@pytest.fixture(scope="module")
+def mtt_tagger():
+  return musicnn.MusicnnTagger("MTT_musicnn")
+
+
 @pytest.mark.parametrize("model_name", ["MTT_musicnn", "MSD_musicnn"])
-def test_port_matches_the_tf_graph(model_name):
-  tagger = musicnn.MusicnnTagger(model_name)
+def test_port_matches_the_tf_graph(model_name, mtt_tagger):
+  tagger = mtt_tagger if model_name == "MTT_musicnn" else musicnn.MusicnnTagger(model_name)
   windows = np.asarray(tagger.windows(tagger.log_mel(_chord(6.5, tagger.sample_rate_hz))))
   assert windows.shape == (2, 187, 96)
   expected = _tf_graph_outputs(model_name, windows)
@@ -59,8 +64,8 @@ def test_port_matches_the_tf_graph(model_name):
     np.testing.assert_allclose(np.asarray(got[name]), value, atol=1e-4 * scale, err_msg=name)
 
 
-def test_front_end_matches_librosa_and_short_clips_are_repeated():
-  tagger = musicnn.MusicnnTagger("MTT_musicnn")
+def test_front_end_matches_librosa_and_short_clips_are_repeated(mtt_tagger):
+  tagger = mtt_tagger
   audio = _chord(2.0, tagger.sample_rate_hz)
   reference = np.log10(1 + 10000 * librosa.feature.melspectrogram(
       y=audio, sr=16000, n_fft=512, hop_length=256, n_mels=96)).T
@@ -69,3 +74,13 @@ def test_front_end_matches_librosa_and_short_clips_are_repeated():
   assert outputs["tag_probabilities"].shape == (1, 50) and outputs["mean_pool"].shape == (1, 753)
   assert outputs["penultimate"].shape == (1, 200)
   assert np.all((outputs["tag_probabilities"] >= 0) & (outputs["tag_probabilities"] <= 1))
+
+
+def test_loud_input_stays_finite(mtt_tagger):
+  # musicnn's extractor computes 10000 * float16(mel): inf once a mel bin exceeds 6.55.
+  loud = 4.0 * _chord(3.0, mtt_tagger.sample_rate_hz)
+  mel = 10 ** np.asarray(mtt_tagger.log_mel(loud)) - 1
+  with np.errstate(over="ignore"):
+    assert np.isinf(mel.astype(np.float16) * np.float16(10000)).any()
+  outputs = mtt_tagger(loud, mtt_tagger.sample_rate_hz)
+  assert all(np.all(np.isfinite(v)) for v in outputs.values())
