@@ -57,6 +57,10 @@ def test_singular_covariances_give_finite_exact_distances():
   # S2 = 4 S1: tr(S1) + 4 tr(S1) - 2 tr(2 S1) = tr(S1).
   assert fad.frechet_distance(np.zeros(32), covariance, np.zeros(32), 4 * covariance) == pytest.approx(
       np.trace(covariance), rel=1e-6)
+  # Rounding can leave a covariance slightly indefinite: no NaN from the negative eigenvalues.
+  indefinite = covariance - 2e-12 * np.eye(32)
+  assert fad.frechet_distance(np.zeros(32), indefinite, shift, indefinite) == pytest.approx(
+      shift @ shift, rel=1e-6)
   # Fewer clips than dimensions: the sample covariance is singular, the distance to itself is still 0.
   few = np.random.default_rng(1).normal(size=(10, 64))
   assert fad.frechet_audio_distance(few, few) == pytest.approx(0.0, abs=1e-8)

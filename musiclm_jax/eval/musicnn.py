@@ -71,6 +71,9 @@ CHECKPOINT_NAMES = {
     "penultimate": "dense", "penultimate_norm": "batch_normalization_10",
     "logits": "dense_1",
 }
+# Flax leaf -> TF variable name, for convs/dense layers and for batch norms.
+_WEIGHT_LEAVES = {"kernel": "kernel", "bias": "bias"}
+_NORM_LEAVES = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
 
 
 class MusicnnNetwork(nn.Module):
@@ -108,7 +111,8 @@ class MusicnnNetwork(nn.Module):
     # TF flattened [windows, 753, (max, mean)]: the two pools interleave.
     pooled = jnp.stack([max_pool, mean_pool], axis=-1).reshape(max_pool.shape[0], -1)
     pooled = self._norm("pool_norm")(pooled)
-    penultimate = self._norm("penultimate_norm")(nn.relu(nn.Dense(BACKEND_UNITS, name="penultimate")(pooled)))
+    hidden = nn.relu(nn.Dense(BACKEND_UNITS, name="penultimate")(pooled))
+    penultimate = self._norm("penultimate_norm")(hidden)
     logits = nn.Dense(self.num_labels, name="logits")(penultimate)
     return {"logits": logits, "tag_probabilities": nn.sigmoid(logits), "mean_pool": mean_pool,
             "max_pool": max_pool, "penultimate": penultimate}
@@ -133,16 +137,12 @@ def load_variables(model_name: str, network: MusicnnNetwork, window_frames: int,
   reader = tf.compat.v1.train.NewCheckpointReader(os.path.join(model_dir(model_name), ""))
   shapes = jax.eval_shape(network.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, window_frames, mel_bands), jnp.float32))
-  renames = {"params": {"kernel": "kernel", "bias": "bias", "scale": "gamma"},
-             "batch_stats": {"mean": "moving_mean", "var": "moving_variance"}}
   variables = {}
   for collection, modules in shapes.items():
     for module, leaves in modules.items():
+      leaf_names = _NORM_LEAVES if module.endswith("_norm") else _WEIGHT_LEAVES
       for leaf, shape in leaves.items():
-        name = renames[collection][leaf]
-        if collection == "params" and leaf == "bias" and module.endswith("norm"):
-          name = "beta"
-        value = reader.get_tensor(f"{CHECKPOINT_NAMES[module]}/{name}")
+        value = reader.get_tensor(f"{CHECKPOINT_NAMES[module]}/{leaf_names[leaf]}")
         # Mid-end kernels are [7, channels, 1, filters] 2-D convs in TF, 1-D convs here.
         variables.setdefault(collection, {}).setdefault(module, {})[leaf] = jnp.asarray(
             value.reshape(shape.shape), jnp.float32)
@@ -167,10 +167,6 @@ class MusicnnTagger:
     self.variables = load_variables(model_name, self.network, self.window_frames, self.mel_bands)
     self._apply = jax.jit(self.network.apply)
 
-  @property
-  def window_seconds(self) -> float:
-    return self.window_frames * self.hop_length / self.sample_rate_hz
-
   def log_mel(self, audio: np.ndarray) -> jnp.ndarray:
     """audio [time] at `sample_rate_hz` -> log10(1 + 10000 mel) [frames, mel_bands]."""
     mel = spectral.mel_spectrogram(jnp.asarray(audio, jnp.float32), self.sample_rate_hz,
@@ -185,7 +181,7 @@ class MusicnnTagger:
     if frames < self.window_frames:
       log_mel = jnp.tile(log_mel, (-(-self.window_frames // frames), 1))
       frames = log_mel.shape[0]
-    count = (frames - self.window_frames) // self.window_frames + 1
+    count = frames // self.window_frames
     return log_mel[:count * self.window_frames].reshape(count, self.window_frames, -1)
 
   def apply(self, log_mel_windows: jnp.ndarray) -> dict[str, jnp.ndarray]:
