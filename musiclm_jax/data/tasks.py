@@ -11,10 +11,13 @@ Multi-level streams are flattened time-major, levels interleaved. In the
 coarse stage the S and Ac crops cover the same time (acoustic frames 2 s0 ..
 2 (s0 + n) for semantic frames s0 .. s0 + n). A clip shorter than the crop is
 kept whole, never padded: the sequence is shorter, and the feature converter
-pads it with PAD ids that carry no loss. Crops are drawn per example from
-SeqIO's seeds, so the same `seed` gives the same crops, and every epoch new
-ones (SeqIO repeats before these preprocessors). Each split of the task is the
-cache's own split. Register from gin, without code, with the name as the value:
+pads it with PAD ids that carry no loss. Crops are drawn by `crop_ids`, per
+example: through SeqIO from SeqIO's seeds (SeqIO repeats before these
+preprocessors), and in the trainer's pipeline from (seed, epoch, index) through
+`CacheExamples`, which reads record i of the cache directly. Either way the
+same `seed` gives the same crops, and every epoch new ones. Each split of the
+task is the cache's own split. Register from gin, without code, with the name
+as the value:
 
   MIXTURE_OR_TASK_NAME = @tasks.register_cache_task()
   TASK_FEATURE_LENGTHS = @tasks.feature_lengths()
@@ -23,6 +26,7 @@ cache's own split. Register from gin, without code, with the name as the value:
 Besides 'targets', task examples carry 'clip_id' and 'crop_start_frame' (50 Hz
 frames) to trace a sequence back to its clip; the feature converter drops them.
 """
+import dataclasses
 import functools
 from typing import Mapping, Sequence
 
@@ -41,9 +45,10 @@ ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME = 2  # 50 Hz / 25 Hz
 LAYOUTS = {"semantic": token_layout.semantic_layout(), "coarse": token_layout.coarse_layout(),
            "fine": token_layout.fine_layout()}
 _COARSE_LEVELS = token_layout.COARSE.num_levels
-_TRACE_FEATURES = ("clip_id", "crop_start_frame")
 # name -> the arguments it was registered with, to re-register on a change.
 _REGISTERED: dict[str, tuple] = {}
+# task name -> its examples by index, for `pipeline`.
+_RANDOM_ACCESS: dict[str, "CacheExamples"] = {}
 
 
 def stage_sequence(layout: token_layout.TokenLayout, codes: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -91,51 +96,97 @@ def feature_lengths(stage: str, crop_seconds: float | None = None) -> dict[str, 
 
 
 def _parse(ex: Mapping[str, tf.Tensor], acoustic_levels: int) -> dict[str, tf.Tensor]:
-  acoustic = tf.reshape(tf.cast(ex["acoustic_tokens"], tf.int32), [-1, acoustic_levels])
-  semantic = tf.cast(ex["semantic_tokens"], tf.int32)
-  tf.debugging.assert_equal(tf.shape(acoustic)[0],
-                            ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME * tf.shape(semantic)[0],
-                            message="cached clip with T_a != 2 T_s")
-  return {"clip_id": ex["clip_id"], "mulan": tf.cast(ex["mulan_tokens"], tf.int32),
-          "semantic": semantic, "acoustic": acoustic}
+  return {"clip_id": ex["clip_id"], "mulan": ex["mulan_tokens"], "semantic": ex["semantic_tokens"],
+          "acoustic": tf.reshape(ex["acoustic_tokens"], [-1, acoustic_levels])}
 
 
-def _crop_start(seed, length, crop):
+def _crop_start(rng: np.random.Generator, length: int, crop: int) -> int:
   """Uniform start in [0, length - crop], or 0 when the clip is shorter than the crop."""
-  return tf.random.stateless_uniform([], seed=seed, minval=0,
-                                     maxval=tf.maximum(length - crop, 0) + 1, dtype=tf.int32)
+  return int(rng.integers(0, max(length - crop, 0) + 1))
+
+
+def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic: np.ndarray,
+             acoustic: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+  """One random crop of a cached clip as a stage sequence: the one place crops are drawn.
+
+  Args:
+    frames: `crop_frames(stage)`.
+    mulan: M_A [mulan_levels]; semantic: S [T_s]; acoustic: A [T_a, levels], T_a == 2 T_s.
+    rng: draws the crop's start (the SeqIO task seeds it from SeqIO's seeds,
+      `CacheExamples` from the pipeline's (seed, epoch, index)).
+  Returns:
+    (ids [length] int32 via `stage_sequence`, the crop's start in 50 Hz frames).
+  """
+  if len(acoustic) != ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME * len(semantic):
+    raise ValueError(f"cached clip with {len(acoustic)} acoustic frames for {len(semantic)} "
+                     "semantic frames (T_a != 2 T_s)")
+  if stage == "fine":
+    start = _crop_start(rng, len(acoustic), frames["fine"])
+    window = acoustic[start:start + frames["fine"]]
+    codes = {"coarse": window[:, :_COARSE_LEVELS], "fine": window[:, _COARSE_LEVELS:]}
+  else:
+    semantic_start = _crop_start(rng, len(semantic), frames["semantic"])
+    codes = {"mulan": mulan[None, :],
+             "semantic": semantic[semantic_start:semantic_start + frames["semantic"], None]}
+    start = semantic_start * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME
+    if stage == "coarse":
+      codes["coarse"] = acoustic[start:start + frames["coarse"], :_COARSE_LEVELS]
+  return stage_sequence(LAYOUTS[stage], codes), start
 
 
 @seqio.map_over_dataset(num_seeds=1)
 def random_crop(ex: Mapping[str, tf.Tensor], seed, stage: str, frames: Mapping[str, int]):
-  """A parsed clip -> the codes of one crop, per kind of the stage's layout ([frames, levels])."""
-  semantic, acoustic = ex["semantic"], ex["acoustic"]
-  if stage == "fine":
-    start = _crop_start(seed, tf.shape(acoustic)[0], frames["fine"])
-    window = acoustic[start:start + frames["fine"]]
-    out = {"coarse": window[:, :_COARSE_LEVELS], "fine": window[:, _COARSE_LEVELS:]}
-  else:
-    semantic_start = _crop_start(seed, tf.shape(semantic)[0], frames["semantic"])
-    out = {"mulan": ex["mulan"][None, :],
-           "semantic": semantic[semantic_start:semantic_start + frames["semantic"], None]}
-    start = semantic_start * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME
-    if stage == "coarse":
-      out["coarse"] = acoustic[start:start + frames["coarse"], :_COARSE_LEVELS]
-  return dict(out, clip_id=ex["clip_id"], crop_start_frame=start)
+  """A parsed clip -> {'targets': ids of one crop by `crop_ids`} plus the trace features."""
+
+  def crop(seed, mulan, semantic, acoustic):
+    ids, start = crop_ids(stage, frames, mulan, semantic, acoustic,
+                          np.random.default_rng(seed.view(np.uint32)))
+    return ids, np.int32(start)
+
+  targets, start = tf.numpy_function(crop, [seed, ex["mulan"], ex["semantic"], ex["acoustic"]],
+                                     [tf.int32, tf.int32], stateful=False)
+  targets.set_shape([None])
+  start.set_shape([])
+  return {"clip_id": ex["clip_id"], "crop_start_frame": start, "targets": targets}
 
 
-def flatten(ds: tf.data.Dataset, layout: token_layout.TokenLayout) -> tf.data.Dataset:
-  """Codes per kind -> {'targets': ids [length]} via `stage_sequence` (plus the trace features)."""
-  names = [kind.name for kind in layout.kinds]
+@dataclasses.dataclass
+class CacheExamples:
+  """Random access to the examples of a cache task, without tf.data.
 
-  def to_ids(*codes):
-    return stage_sequence(layout, dict(zip(names, codes)))
+  Example i of a split is one crop of the split's record i, drawn by
+  `crop_ids` from the generator it is given: what `pipeline` reads to compute
+  a batch directly from its number, so a resumed run does not replay the
+  batches before it.
+  """
+  stage: str
+  cache_dir: str
+  frames: Mapping[str, int]
+  _readers: dict[str, token_cache.SplitReader] = dataclasses.field(default_factory=dict)
 
-  def fn(ex):
-    targets = tf.numpy_function(to_ids, [ex[n] for n in names], tf.int32, stateful=False)
-    targets.set_shape([None])
-    return dict({k: ex[k] for k in _TRACE_FEATURES}, targets=targets)
-  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+  def _reader(self, split: str) -> token_cache.SplitReader:
+    if split not in self._readers:
+      reader = token_cache.SplitReader(self.cache_dir, split)
+      if not len(reader):
+        raise UserError(f"{self.cache_dir} has no finished shard of split {split!r}: "
+                        "tokenize that split or pick another")
+      self._readers[split] = reader
+    return self._readers[split]
+
+  def num_examples(self, split: str) -> int:
+    return len(self._reader(split))
+
+  def example(self, split: str, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """{'targets': ids [length] int32, 'clip_id', 'crop_start_frame'}."""
+    record = self._reader(split)[index]
+    ids, start = crop_ids(self.stage, self.frames, record.mulan, record.semantic, record.acoustic,
+                          rng)
+    return {"targets": ids, "clip_id": record.clip_id, "crop_start_frame": start}
+
+
+def random_access(task_name: str) -> CacheExamples | None:
+  """The random-access view of a task registered here, or None for any other SeqIO task."""
+  return _RANDOM_ACCESS.get(task_name)
 
 
 def _check_cache(cache_dir: str, stage: str) -> tuple[token_cache.CacheMetadata, dict[str, int]]:
@@ -171,10 +222,10 @@ def _add_task(name: str, stage: str, cache_dir: str, frames: Mapping[str, int]) 
           seqio.map_over_dataset(functools.partial(
               _parse, acoustic_levels=metadata.acoustic_levels)),
           functools.partial(random_crop, stage=stage, frames=dict(frames)),
-          functools.partial(flatten, layout=layout),
       ],
       output_features={"targets": seqio.Feature(seqio.PassThroughVocabulary(layout.vocab_size),
                                                 add_eos=False)})
+  _RANDOM_ACCESS[name] = CacheExamples(stage, cache_dir, dict(frames))
   return records.get("train", 0)
 
 
@@ -183,6 +234,7 @@ def _remove(name: str) -> None:
     seqio.MixtureRegistry.remove(name)
   for task in [t for t in seqio.TaskRegistry.names() if t == name or t.startswith(f"{name}.")]:
     seqio.TaskRegistry.remove(task)
+    _RANDOM_ACCESS.pop(task, None)
 
 
 def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,

@@ -19,9 +19,11 @@ complete (written under a temporary name, then renamed), so "the file
 exists" means "this shard is done": a killed run resumes by skipping those.
 Files are accessed through tf.io.gfile, so a cache can live on GCS.
 """
+import bisect
 import dataclasses
 import json
 import os
+import struct
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -156,6 +158,54 @@ def read_split(cache_dir: str, split: str) -> Iterator[Record]:
   """Every record of `split`, shard by shard, in the order they were written."""
   for path in finished_shards(cache_dir, split):
     yield from read_shard(path)
+
+
+# A TFRecord is: length (uint64 LE), its masked CRC (4 bytes), the data, the data's CRC (4 bytes).
+_HEADER = struct.Struct("<QI")
+_CRC_BYTES = 4
+
+
+def _record_offsets(path: str) -> list[int]:
+  """Byte offsets of the records of one TFRecord file, read from their length headers only."""
+  offsets, offset = [], 0
+  size = tf.io.gfile.stat(path).length
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while offset < size:
+      f.seek(offset)
+      length, _ = _HEADER.unpack(f.read(_HEADER.size))
+      offsets.append(offset)
+      offset += _HEADER.size + length + _CRC_BYTES
+  return offsets
+
+
+class SplitReader:
+  """Record i of a split, read without reading the records before it.
+
+  Records are numbered shard by shard, in the order they were written (the
+  order of `read_split`). Opening a split reads every record's length header
+  once, so the cost of opening does not depend on which records are read
+  later: a resumed run reads record i as fast as a fresh one.
+  """
+
+  def __init__(self, cache_dir: str, split: str):
+    self._paths = finished_shards(cache_dir, split)
+    self._offsets = [_record_offsets(path) for path in self._paths]
+    self._starts = np.cumsum([0] + [len(o) for o in self._offsets]).tolist()
+    self._files = {}
+
+  def __len__(self) -> int:
+    return self._starts[-1]
+
+  def __getitem__(self, index: int) -> Record:
+    if not 0 <= index < len(self):
+      raise IndexError(f"record {index} of {len(self)}")
+    shard = bisect.bisect_right(self._starts, index) - 1
+    if shard not in self._files:
+      self._files[shard] = tf.io.gfile.GFile(self._paths[shard], "rb")
+    f = self._files[shard]
+    f.seek(self._offsets[shard][index - self._starts[shard]])
+    length, _ = _HEADER.unpack(f.read(_HEADER.size))
+    return deserialize(f.read(length))
 
 
 # Metadata.
