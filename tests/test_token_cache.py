@@ -56,6 +56,20 @@ def test_only_finished_shards_are_read(tmp_path):
       "finished_shards": 1, "num_records": 1, "skipped": {}}
 
 
+def test_a_split_reader_reads_any_record_directly(tmp_path):
+  rng = np.random.default_rng(2)
+  for shard, frames in enumerate([(5, 1, 13), (2,), (7, 3)]):
+    token_cache.write_shard(token_cache.shard_path(str(tmp_path), "train", shard, 3),
+                            [random_record(rng, 10 * shard + i, n) for i, n in enumerate(frames)], {})
+  in_order = list(token_cache.read_split(str(tmp_path), "train"))  # TFRecordDataset: the reference
+  reader = token_cache.SplitReader(str(tmp_path), "train")
+  assert len(reader) == 6
+  for index in [5, 0, 3, 3, 1, 4, 2, 0]:
+    assert_same_record(reader[index], in_order[index])
+  with pytest.raises(IndexError):
+    reader[6]
+
+
 CONFIG = {"mulan": {"num_levels": 12, "codebook_size": 1024},
           "semantic": {"codebook_size": 1024},
           "acoustic": {"num_levels": 12, "codebook_size": 1024}, "dataset": "d/c"}
