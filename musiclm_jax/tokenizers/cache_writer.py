@@ -43,7 +43,7 @@ _MAX_PENDING_BATCHES = 4
 
 @dataclasses.dataclass(frozen=True)
 class Tokenizers:
-  """The three frozen tokenizers (musiclm_jax/tokenizers.py protocols)."""
+  """The three frozen tokenizers (the protocols of musiclm_jax/tokenizers/__init__.py)."""
   semantic: tokenizers_lib.SemanticTokenizer
   acoustic: tokenizers_lib.AcousticTokenizer
   conditioning: tokenizers_lib.ConditioningTokenizer
