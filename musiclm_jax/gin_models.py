@@ -1,7 +1,10 @@
-"""Models built from gin: `%MODEL` of gin files, and a trained component from its export folder.
+"""Models built from gin: the `%MODEL` of gin files, and a trained component from its export.
 
-`build_model` is how tools and benchmarks get the `%MODEL` of gin/models/*.gin
-at a gin/scales/*.gin. An export (musiclm-export) holds params and the training run's config.gin.
+`build_model` gives tools and benchmarks the `%MODEL` of gin/models/*.gin at
+a gin/scales/*.gin. `%MODEL` is built through a public configurable bound to
+it (`configured_model`), not gin's private `scoped_configurable_fn`.
+
+An export (musiclm-export) holds params and the training run's config.gin.
 The cascade needs several components at once, each trained with its own gin
 config that binds the same configurables differently (three stages all bind
 `transformer.TransformerConfig`). So each config.gin is parsed alone, in an
@@ -54,11 +57,7 @@ def isolated_gin_config() -> Iterator[None]:
 
 def parsed_model(source: str = "the gin config",
                  hint: str = "include a gin/models/*.gin file") -> Any:
-  """The object the parsed gin config's `%MODEL` names; UserError naming `source` and `hint` if none.
-
-  Binds the public target `configured_model` to `%MODEL` rather than calling
-  gin's private `scoped_configurable_fn`.
-  """
+  """The object the parsed gin config's `%MODEL` names; UserError naming `source` and `hint` if none."""
   try:
     gin.query_parameter("%MODEL")
   except ValueError:
