@@ -37,6 +37,7 @@ from absl import flags
 import gin
 import jax
 
+from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
@@ -63,9 +64,7 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
                        model_parallel: int = 2, optimizer: str = "adamw",
                        bindings=()) -> dict:
   """Lowers and compiles one train step; returns the memory report as a dict."""
-  gin.clear_config()
-  gin_utils.parse_gin([f"models/{stage}.gin", f"scales/{scale}.gin"], bindings)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_models.build_model([f"models/{stage}.gin", f"scales/{scale}.gin"], bindings)
   gin.clear_config()
   length = length or STAGE_LENGTHS[stage]
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((batch_size, length), "int32"),
@@ -92,10 +91,10 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
 
 
 def main(argv):
-  del argv
+  del argv  # gin_utils.run rejected positional arguments
   print(json.dumps(compile_train_step(_STAGE.value, _SCALE.value, _BATCH.value, _LENGTH.value,
                                       _MODEL_PARALLEL.value, _OPTIMIZER.value, _BINDINGS.value)))
 
 
 if __name__ == "__main__":
-  gin_utils.run(main)
+  gin_utils.run(main, usage="use --stage, --scale, --batch_size and the other flags of --help")
