@@ -99,7 +99,7 @@ def _random_access_members(provider) -> list[tuple[tasks.CacheExamples, float]]:
     members = [(tasks.random_access(t.name), provider.get_rate(t)) for t in provider.tasks]
   else:
     members = [(tasks.random_access(provider.name), 1.0)]
-  return members if all(examples for examples, _ in members) else []
+  return members if all(examples is not None for examples, _ in members) else []
 
 
 def _seqio_batches(cfg: DatasetConfig, provider, shard_index: int, num_shards: int,

@@ -118,8 +118,8 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
     (ids [length] int32 via `stage_sequence`, the crop's start in 50 Hz frames).
   """
   if len(acoustic) != ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME * len(semantic):
-    raise ValueError(f"cached clip with {len(acoustic)} acoustic frames for {len(semantic)} "
-                     "semantic frames (T_a != 2 T_s)")
+    raise UserError(f"a cached clip has {len(acoustic)} acoustic frames for {len(semantic)} "
+                    "semantic frames, not 2 per semantic frame: re-tokenize the cache")
   if stage == "fine":
     start = _crop_start(rng, len(acoustic), frames["fine"])
     window = acoustic[start:start + frames["fine"]]
@@ -162,7 +162,8 @@ class CacheExamples:
   stage: str
   cache_dir: str
   frames: Mapping[str, int]
-  _readers: dict[str, token_cache.SplitReader] = dataclasses.field(default_factory=dict)
+  _readers: dict[str, token_cache.SplitReader] = dataclasses.field(
+      default_factory=dict, init=False, repr=False, compare=False)
 
   def _reader(self, split: str) -> token_cache.SplitReader:
     if split not in self._readers:
