@@ -169,7 +169,8 @@ def train(*,
 
   Args:
     optimizer: factory taking `learning_rate` (gin: `@optimizers.make_optimizer`).
-    learning_rate: schedule or constant given to `optimizer` and logged.
+    learning_rate: schedule or constant given to `optimizer` and logged
+      (default: `optimizers.learning_rate_schedule(total_steps)`).
     stop_at_step: stop (with a checkpoint) before total_steps, e.g. to split
       a run across jobs; the schedule still spans total_steps.
     on_ready: called once the state is initialised or restored, before the
@@ -183,8 +184,12 @@ def train(*,
   _check_writable(model_dir)
   partitioner = partitioner or partitioning.Partitioner()
   shard_index, num_shards = partitioner.host_shard()
-  schedule = learning_rate if callable(learning_rate) else optax.constant_schedule(
-      learning_rate if learning_rate is not None else 1e-3)
+  if learning_rate is None:
+    schedule = optimizers.learning_rate_schedule(total_steps)
+  elif callable(learning_rate):
+    schedule = learning_rate
+  else:
+    schedule = optax.constant_schedule(learning_rate)
   tx = optimizer(learning_rate=schedule)
 
   checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
