@@ -116,9 +116,14 @@ class Trainer:
     return state.apply_gradients(grads), metrics
 
   def _accumulate(self, grad_fn, params, batch, rng):
-    """Mean of micro-batch gradients; micro-batch i takes rows i, i+n, i+2n, ...
+    """The big batch's gradients from micro-batches; micro-batch i takes rows i, i+n, i+2n, ...
 
     Strided rows keep every data-parallel shard equally busy in each micro-batch.
+    A model that reports `num_tokens` divides its loss by that count, so each
+    micro-batch's loss, gradients and metrics are weighted by it and the sums
+    divided once by the total (T5X's loss-normalising factor): with ragged
+    padding a micro-batch of few loss tokens then weighs as little as it
+    should. Without `num_tokens`, every micro-batch weighs the same.
     """
     n = self.grad_accum_steps
     micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
@@ -126,18 +131,24 @@ class Trainer:
     def body(carry, xs):
       i, micro_batch = xs
       (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
-      grad_sum, metric_sum = carry
-      grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
-      metric_sum = jax.tree.map(jnp.add, metric_sum, dict(metrics, loss=loss))
-      return (grad_sum, metric_sum), None
+      grad_sum, metric_sum, weight_sum = carry
+      weight = jnp.asarray(metrics.get("num_tokens", 1.0), jnp.float32)
+      grad_sum = jax.tree.map(lambda a, g: a + weight * g.astype(jnp.float32), grad_sum, grads)
+      metric_sum = {k: metric_sum[k] + (v if k == "num_tokens" else weight * v)
+                    for k, v in dict(metrics, loss=loss).items()}
+      return (grad_sum, metric_sum, weight_sum + weight), None
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
     first = jax.tree.map(lambda x: x[0], micro)
     metric_zeros = jax.tree.map(
-        jnp.zeros_like, jax.eval_shape(lambda: dict(grad_fn(params, first, rng)[0][1], loss=0.0)))
-    (grad_sum, metric_sum), _ = jax.lax.scan(body, (zeros, metric_zeros), (jnp.arange(n), micro))
-    grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grad_sum, params)
-    metrics = {k: v if k == "num_tokens" else v / n for k, v in metric_sum.items()}
+        lambda m: jnp.zeros(m.shape, jnp.float32),
+        jax.eval_shape(lambda: dict(grad_fn(params, first, rng)[0][1], loss=0.0)))
+    (grad_sum, metric_sum, weight_sum), _ = jax.lax.scan(
+        body, (zeros, metric_zeros, jnp.zeros((), jnp.float32)), (jnp.arange(n), micro))
+    # As the model's own normaliser: a batch without loss tokens has zero loss, not NaN.
+    total = jnp.maximum(weight_sum, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / total).astype(p.dtype), grad_sum, params)
+    metrics = {k: v if k == "num_tokens" else v / total for k, v in metric_sum.items()}
     return grads, metrics
 
   def _eval_step_fn(self, params, batch):

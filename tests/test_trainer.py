@@ -66,6 +66,29 @@ def test_grad_accumulation_matches_the_full_batch():
                              rtol=1e-4, atol=1e-6)
 
 
+def test_grad_accumulation_with_ragged_padding_gives_the_big_batch_gradients():
+  batch = _batches(1)[0]
+  # Micro-batch i holds rows i and i + 4: loss tokens per micro-batch 64, 7, 2, 33.
+  kept = np.array([LENGTH, 5, 1, 30, LENGTH, 2, 1, 3])
+  batch = dict(batch, decoder_loss_weights=(np.arange(LENGTH)[None] < kept[:, None]).astype(np.float32))
+  model = ContextMLPModel(dropout_rate=0.0)
+  partitioner = partitioning.Partitioner(num_devices=1)
+  spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+  trainer = trainer_lib.Trainer(model, partitioner, optax.sgd(1.0), spec, grad_accum_steps=4)
+  state = trainer.init_state()
+  before = jax.device_get(state.params)
+  (expected_loss, expected_metrics), expected_grads = jax.value_and_grad(
+      model.loss_fn, has_aux=True)(before, batch, None)
+
+  state, metrics = trainer.train_step(state, partitioner.make_global_batch(batch))
+  grads = jax.tree.map(lambda b, a: b - a, before, jax.device_get(state.params))  # SGD, rate 1
+  jax.tree.map(lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-7),
+               grads, expected_grads)
+  assert float(metrics["loss"]) == pytest.approx(float(expected_loss), rel=1e-5)
+  assert float(metrics["accuracy"]) == pytest.approx(float(expected_metrics["accuracy"]), abs=1e-6)
+  assert float(metrics["num_tokens"]) == kept.sum()
+
+
 def test_adafactor_state_gets_shardings_for_factored_moments():
   tx = optimizers.make_optimizer("adafactor", learning_rate=1e-2)
   state, losses = _run(partitioning.Partitioner(model_parallel=2), _batches(3),

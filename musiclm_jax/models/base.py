@@ -39,8 +39,11 @@ class BaseModel(abc.ABC):
     """Returns (scalar loss, metrics). `rng=None` means deterministic (eval).
 
     Metrics are scalars already reduced over the batch (means), except
-    `num_tokens`, the count of tokens that carry loss, which the trainer uses
-    for tokens/s.
+    `num_tokens`, the count of tokens that carry loss. A model that reports it
+    must normalise by it: loss and metrics are sums over those tokens divided
+    by max(num_tokens, 1). The trainer then weights micro-batches (gradient
+    accumulation) and eval batches by it, and reports tokens/s. Models
+    without it get plain means over micro-batches and eval batches.
     """
 
   def train_step(self, state: Any, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics] | None:
