@@ -173,6 +173,7 @@ def train(*,
           eval_period: int = 0,
           eval_steps: int = 10,
           log_period: int = 10,
+          peak_flops_per_device: float | None = None,
           seed: int = 0,
           stop_at_step: int | None = None,
           on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -182,6 +183,8 @@ def train(*,
     optimizer: factory taking `learning_rate` (gin: `@optimizers.make_optimizer`).
     learning_rate: schedule or constant given to `optimizer` and logged
       (default: `optimizers.learning_rate_schedule(total_steps)`).
+    peak_flops_per_device: for MFU, overrides the table of published peaks
+      in metrics.py (e.g. for a device kind it lacks).
     stop_at_step: stop (with a checkpoint) before total_steps, e.g. to split
       a run across jobs; the schedule still spans total_steps.
     on_ready: called once the state is initialised or restored, before the
@@ -225,7 +228,8 @@ def train(*,
     on_ready()
 
   writer = metrics_lib.MetricsWriter(model_dir)
-  peak_flops = metrics_lib.host_peak_flops() if trainer.flops_per_step else 0.0
+  peak_flops = (metrics_lib.peak_flops(partitioner.mesh.devices.flat, peak_flops_per_device)
+                if trainer.flops_per_step else 0.0)
   end_step = min(total_steps, stop_at_step or total_steps)
   step = int(state.step)
   preempted = _SigtermFlag()
