@@ -67,11 +67,12 @@ class Trainer:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_shardings)
     self.batch_shardings = {k: partitioner.batch_sharding(len(v.shape)) for k, v in self.batch_spec.items()}
 
-    def init_fn(rng):
-      return train_state_lib.TrainState.create(nn.unbox(model.init(rng, self.batch_spec)),
-                                               optimizer, ema_decay)
-
-    self._init = partitioner.jit(init_fn, in_shardings=None, out_shardings=self.state_shardings)
+    self._init_params = partitioner.jit(lambda rng: nn.unbox(model.init(rng, self.batch_spec)),
+                                        in_shardings=None, out_shardings=self.state_shardings.params)
+    self._create_state = partitioner.jit(
+        lambda params: train_state_lib.TrainState.create(params, optimizer, ema_decay),
+        in_shardings=(self.state_shardings.params,), out_shardings=self.state_shardings,
+        donate_argnums=(0,))
     self._init_rng = init_rng
     replicated = partitioner.replicated()
     self._train_step = partitioner.jit(
@@ -86,7 +87,9 @@ class Trainer:
     return self.model.flops_per_batch(self.batch_spec)
 
   def init_state(self) -> train_state_lib.TrainState:
-    return self._init(self._init_rng)
+    """Fresh params from the jitted init, the model's pre-trained weights put in on the host."""
+    params = self.model.load_pretrained(self._init_params(self._init_rng))
+    return self._create_state(jax.tree.map(_to_global, params, self.state_shardings.params))
 
   def train_step(self, state, batch) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
     """One optimizer update; `batch` holds global arrays (or host arrays on one host)."""
@@ -314,6 +317,14 @@ def _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops) -
                                           trainer.flops_per_step, peak_flops))
   writer.write(step, scalars)
   return scalars
+
+
+def _to_global(value, sharding) -> jax.Array:
+  """A host array every process holds in full -> a global array (multi-host safe)."""
+  if isinstance(value, jax.Array):
+    return value
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 @jax.jit

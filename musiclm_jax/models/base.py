@@ -33,6 +33,15 @@ class BaseModel(abc.ABC):
     shardings before allocating anything.
     """
 
+  def load_pretrained(self, params: Params) -> Params:
+    """Optional: the initialised params (unboxed) with pre-trained weights put in.
+
+    The trainer calls it on the host after the jitted `init` (big_vision's
+    `load`), so a checkpoint never becomes a constant of the compiled init
+    program. Returned leaves may be numpy arrays. Default: params unchanged.
+    """
+    return params
+
   @abc.abstractmethod
   def loss_fn(self, params: Params, batch: Batch,
               rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
