@@ -196,7 +196,9 @@ def train(*,
 
   Returns:
     {'step': last step, 'preempted': whether SIGTERM stopped it,
-     'last_metrics': the last logged train metrics}.
+     'last_metrics': the last logged train metrics, 'checkpoint_dir': where
+     checkpoints are, 'metrics_path': the metrics.jsonl file,
+     'tensorboard_dir': the TensorBoard event folder}.
   """
   _check_writable(model_dir)
   partitioner = partitioner or partitioning.Partitioner()
