@@ -135,7 +135,9 @@ def test_exported_params_give_the_same_logits(tmp_path):
   _train(tmp_path / "run", 4, model=model)
   spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in _batches(1)[0].items()}
   partitioner = partitioning.Partitioner(num_devices=1)
-  trainer = trainer_lib.Trainer(model, partitioner, optimizers.make_optimizer(learning_rate=1e-3), spec)
+  # trainer.train turns a constant rate into a schedule, whose step count is optimizer state.
+  tx = optimizers.make_optimizer(learning_rate=optax.constant_schedule(3e-3))
+  trainer = trainer_lib.Trainer(model, partitioner, tx, spec)
   ckpt = checkpoints.Checkpointer(tmp_path / "run" / "checkpoints")
   state, consumed = ckpt.restore(4, trainer.abstract_state)
   ckpt.close()
@@ -153,8 +155,7 @@ def test_exported_params_give_the_same_logits(tmp_path):
   np.testing.assert_allclose(model.logits(bf16, tokens), reference, atol=2e-2)
   assert not np.array_equal(model.logits(bf16, tokens), reference)
 
-  other = trainer_lib.Trainer(ContextMLPModel(embed_dim=16), partitioner,
-                              optimizers.make_optimizer(learning_rate=1e-3), spec)
+  other = trainer_lib.Trainer(ContextMLPModel(embed_dim=16), partitioner, tx, spec)
   with pytest.raises(checkpoints.UserError, match="from a different model: parameter 'Dense_0/kernel'"):
     checkpoints.load_exported_params(tmp_path / "f32", other.abstract_state.params)
 
