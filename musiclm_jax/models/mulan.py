@@ -48,7 +48,8 @@ class MuLanConfig:
   when embedding long audio (bounds memory; no effect on the result).
   Text: `text` sizes the BERT; with `text_checkpoint_dir` (a Hugging Face
   BERT folder, e.g. `bert.minilm_dir()`) its weights start from that
-  checkpoint (`MuLanModel.load_pretrained`, which the trainer calls after init); `freeze_text_encoder` keeps them fixed (no backward pass through
+  checkpoint (`MuLanModel.load_pretrained`, which the trainer calls after
+  init); `freeze_text_encoder` keeps them fixed (no backward pass through
   BERT). `tokenizer_dir` holds tokenizer.json (default: MiniLM's, which is
   the bert-base-uncased vocabulary).
   Heads: an MLP of `projection_layers` layers (1 = linear) to `embedding_dim`.
