@@ -76,12 +76,14 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
 
 
 def check_required_macros(names: Sequence[str]) -> None:
-  """Fails with the macro's name if a required macro is unset or still REQUIRED."""
+  """Fails with the macro's name if a required macro is undeclared, unset or still REQUIRED."""
   for name in names:
     try:
       value = gin.query_parameter(f"%{name}")
     except ValueError:
-      continue  # The config never uses this macro.
+      # The binary reads it, so a config that never declares it cannot run.
+      raise UserError(f"gin macro {name} is required but no gin file declares it: include the "
+                      f"binary's runs/*.gin in your config or pass --gin.{name}=VALUE") from None
     if repr(value) == _REQUIRED_REPR:
       raise UserError(f"gin macro {name} is required: pass --gin.{name}=VALUE or set it in a gin file")
 

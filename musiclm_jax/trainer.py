@@ -67,11 +67,12 @@ class Trainer:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_shardings)
     self.batch_shardings = {k: partitioner.batch_sharding(len(v.shape)) for k, v in self.batch_spec.items()}
 
-    def init_fn(rng):
-      return train_state_lib.TrainState.create(nn.unbox(model.init(rng, self.batch_spec)),
-                                               optimizer, ema_decay)
-
-    self._init = partitioner.jit(init_fn, in_shardings=None, out_shardings=self.state_shardings)
+    self._init_params = partitioner.jit(lambda rng: nn.unbox(model.init(rng, self.batch_spec)),
+                                        in_shardings=None, out_shardings=self.state_shardings.params)
+    self._create_state = partitioner.jit(
+        lambda params: train_state_lib.TrainState.create(params, optimizer, ema_decay),
+        in_shardings=(self.state_shardings.params,), out_shardings=self.state_shardings,
+        donate_argnums=(0,))
     self._init_rng = init_rng
     replicated = partitioner.replicated()
     self._train_step = partitioner.jit(
@@ -86,7 +87,9 @@ class Trainer:
     return self.model.flops_per_batch(self.batch_spec)
 
   def init_state(self) -> train_state_lib.TrainState:
-    return self._init(self._init_rng)
+    """Fresh params from the jitted init, the model's pre-trained weights put in on the host."""
+    params = self.model.load_pretrained(self._init_params(self._init_rng))
+    return self._create_state(jax.tree.map(_to_global, params, self.state_shardings.params))
 
   def train_step(self, state, batch) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
     """One optimizer update; `batch` holds global arrays (or host arrays on one host)."""
@@ -116,9 +119,14 @@ class Trainer:
     return state.apply_gradients(grads), metrics
 
   def _accumulate(self, grad_fn, params, batch, rng):
-    """Mean of micro-batch gradients; micro-batch i takes rows i, i+n, i+2n, ...
+    """The big batch's gradients from micro-batches; micro-batch i takes rows i, i+n, i+2n, ...
 
     Strided rows keep every data-parallel shard equally busy in each micro-batch.
+    A model that reports `num_tokens` divides its loss by that count, so each
+    micro-batch's loss, gradients and metrics are weighted by it and the sums
+    divided once by the total (T5X's loss-normalising factor): with ragged
+    padding a micro-batch of few loss tokens then weighs as little as it
+    should. Without `num_tokens`, every micro-batch weighs the same.
     """
     n = self.grad_accum_steps
     micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
@@ -126,18 +134,24 @@ class Trainer:
     def body(carry, xs):
       i, micro_batch = xs
       (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
-      grad_sum, metric_sum = carry
-      grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
-      metric_sum = jax.tree.map(jnp.add, metric_sum, dict(metrics, loss=loss))
-      return (grad_sum, metric_sum), None
+      grad_sum, metric_sum, weight_sum = carry
+      weight = jnp.asarray(metrics.get("num_tokens", 1.0), jnp.float32)
+      grad_sum = jax.tree.map(lambda a, g: a + weight * g.astype(jnp.float32), grad_sum, grads)
+      metric_sum = {k: metric_sum[k] + (v if k == "num_tokens" else weight * v)
+                    for k, v in dict(metrics, loss=loss).items()}
+      return (grad_sum, metric_sum, weight_sum + weight), None
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
     first = jax.tree.map(lambda x: x[0], micro)
     metric_zeros = jax.tree.map(
-        jnp.zeros_like, jax.eval_shape(lambda: dict(grad_fn(params, first, rng)[0][1], loss=0.0)))
-    (grad_sum, metric_sum), _ = jax.lax.scan(body, (zeros, metric_zeros), (jnp.arange(n), micro))
-    grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grad_sum, params)
-    metrics = {k: v if k == "num_tokens" else v / n for k, v in metric_sum.items()}
+        lambda m: jnp.zeros(m.shape, jnp.float32),
+        jax.eval_shape(lambda: dict(grad_fn(params, first, rng)[0][1], loss=0.0)))
+    (grad_sum, metric_sum, weight_sum), _ = jax.lax.scan(
+        body, (zeros, metric_zeros, jnp.zeros((), jnp.float32)), (jnp.arange(n), micro))
+    # As the model's own normaliser: a batch without loss tokens has zero loss, not NaN.
+    total = jnp.maximum(weight_sum, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / total).astype(p.dtype), grad_sum, params)
+    metrics = {k: v if k == "num_tokens" else v / total for k, v in metric_sum.items()}
     return grads, metrics
 
   def _eval_step_fn(self, params, batch):
@@ -162,6 +176,7 @@ def train(*,
           eval_period: int = 0,
           eval_steps: int = 10,
           log_period: int = 10,
+          peak_flops_per_device: float | None = None,
           seed: int = 0,
           stop_at_step: int | None = None,
           on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -169,7 +184,10 @@ def train(*,
 
   Args:
     optimizer: factory taking `learning_rate` (gin: `@optimizers.make_optimizer`).
-    learning_rate: schedule or constant given to `optimizer` and logged.
+    learning_rate: schedule or constant given to `optimizer` and logged
+      (default: `optimizers.learning_rate_schedule(total_steps)`).
+    peak_flops_per_device: for MFU, overrides the table of published peaks
+      in metrics.py (e.g. for a device kind it lacks).
     stop_at_step: stop (with a checkpoint) before total_steps, e.g. to split
       a run across jobs; the schedule still spans total_steps.
     on_ready: called once the state is initialised or restored, before the
@@ -178,13 +196,19 @@ def train(*,
 
   Returns:
     {'step': last step, 'preempted': whether SIGTERM stopped it,
-     'last_metrics': the last logged train metrics}.
+     'last_metrics': the last logged train metrics, 'checkpoint_dir': where
+     checkpoints are, 'metrics_path': the metrics.jsonl file,
+     'tensorboard_dir': the TensorBoard event folder}.
   """
   _check_writable(model_dir)
   partitioner = partitioner or partitioning.Partitioner()
   shard_index, num_shards = partitioner.host_shard()
-  schedule = learning_rate if callable(learning_rate) else optax.constant_schedule(
-      learning_rate if learning_rate is not None else 1e-3)
+  if learning_rate is None:
+    schedule = optimizers.learning_rate_schedule(total_steps)
+  elif callable(learning_rate):
+    schedule = learning_rate
+  else:
+    schedule = optax.constant_schedule(learning_rate)
   tx = optimizer(learning_rate=schedule)
 
   checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
@@ -209,7 +233,8 @@ def train(*,
     on_ready()
 
   writer = metrics_lib.MetricsWriter(model_dir)
-  peak_flops = metrics_lib.host_peak_flops() if trainer.flops_per_step else 0.0
+  peak_flops = (metrics_lib.peak_flops(partitioner.mesh.devices.flat, peak_flops_per_device)
+                if trainer.flops_per_step else 0.0)
   end_step = min(total_steps, stop_at_step or total_steps)
   step = int(state.step)
   preempted = _SigtermFlag()
@@ -294,6 +319,14 @@ def _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops) -
                                           trainer.flops_per_step, peak_flops))
   writer.write(step, scalars)
   return scalars
+
+
+def _to_global(value, sharding) -> jax.Array:
+  """A host array every process holds in full -> a global array (multi-host safe)."""
+  if isinstance(value, jax.Array):
+    return value
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 @jax.jit
