@@ -446,12 +446,17 @@ class _Output:
     """Writes a sample's WAV and spectrogram under temporary names; `publish` renames them."""
     name = f"line{prompt.line:04d}_sample{index}"
     wav, png = os.path.join(AUDIO_DIR, name + ".wav"), os.path.join(AUDIO_DIR, name + ".png")
-    with _writing(os.path.join(self.output_dir, wav)):
-      audio_io.save_wav(self._temp(wav), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
-      report_html.save_spectrogram(self._temp(png), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
-    return {"seed": prompt.requests[index].seed, "wav": wav, "spectrogram": png,
-            "num_audio_samples": int(generation.audio.shape[0]),
-            "batch_seconds": round(generation.batch_seconds, 3)}
+    sample = {"seed": prompt.requests[index].seed, "wav": wav, "spectrogram": png,
+              "num_audio_samples": int(generation.audio.shape[0]),
+              "batch_seconds": round(generation.batch_seconds, 3)}
+    try:
+      with _writing(os.path.join(self.output_dir, wav)):
+        audio_io.save_wav(self._temp(wav), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
+        report_html.save_spectrogram(self._temp(png), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
+    except BaseException:
+      self.discard([sample])  # no half-written file stays behind
+      raise
+    return sample
 
   def publish(self, samples: list[dict]) -> list[dict]:
     for sample in samples:
