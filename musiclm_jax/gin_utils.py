@@ -95,7 +95,11 @@ def write_config(model_dir: str) -> str:
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """absl's app.run with `--gin.KEY=VALUE` support and one-line UserErrors."""
+  """absl's app.run with `--gin.KEY=VALUE` support and one-line UserErrors.
+
+  An OSError is one line too: a full disk, a read-only folder, a file where a
+  folder should be or a missing permission is the user's to fix.
+  """
   try:
     argv = rewrite_gin_args(sys.argv)
   except UserError as e:
@@ -106,6 +110,10 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
       main(args)
     except UserError as e:
       _exit_with(e)
+    except OSError as e:
+      where = f" {e.filename}" if e.filename else ""
+      _exit_with(UserError(f"cannot use{where} ({e.strerror or e}): free space or fix the path "
+                           "and its permissions, then run again"))
 
   app.run(guarded, argv=argv)
 
