@@ -133,11 +133,16 @@ def export_params(params: Any, export_dir: str, dtype: str | None = None,
   path = os.path.join(os.path.abspath(export_dir), EXPORT_PARAMS_DIR)
   if os.path.exists(path):
     raise UserError(f"export folder {path} already exists: choose another output_dir or delete it")
+  if gin_config_path:
+    # config.gin first and whole (copied, then renamed): an export cut short by a full
+    # disk then lacks params/ (orbax writes it atomically) and is refused when loaded.
+    config = os.path.join(export_dir, "config.gin")
+    os.makedirs(export_dir, exist_ok=True)
+    shutil.copy(gin_config_path, config + ".tmp")
+    os.replace(config + ".tmp", config)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, params)
   checkpointer.wait_until_finished()
-  if gin_config_path:
-    shutil.copy(gin_config_path, os.path.join(export_dir, "config.gin"))
   return path
 
 

@@ -89,8 +89,9 @@ def check_required_macros(names: Sequence[str]) -> None:
 def write_config(model_dir: str) -> str:
   """Writes the resolved config (all bindings in effect) to MODEL_DIR/config.gin."""
   path = os.path.join(model_dir, "config.gin")
-  with open(path, "w") as f:
+  with open(path + ".tmp", "w") as f:  # renamed when whole: a full disk leaves no half config
     f.write(gin.config_str())
+  os.replace(path + ".tmp", path)
   return path
 
 

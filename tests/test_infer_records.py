@@ -188,3 +188,18 @@ def test_a_full_disk_is_one_line_and_resumable(tmp_path, monkeypatch):
   _infer(tmp_path, None, if_output_exists="resume", batch_size=1)
   assert sorted(_records(tmp_path)) == [1, 2, 3]
   assert _files_on_disk(tmp_path) == _files_recorded(tmp_path)
+
+
+def test_each_request_is_checked_once_and_errors_have_one_shape(tmp_path, monkeypatch):
+  calls = []
+  real_check, real_supported = cascade_lib.check_request, cascade_lib.Cascade.check_supported
+  monkeypatch.setattr(cascade_lib, "check_request",
+                      lambda request, *a: calls.append("request") or real_check(request, *a))
+  monkeypatch.setattr(cascade_lib.Cascade, "check_supported",
+                      lambda self, r: calls.append("supported") or real_supported(self, r))
+  _infer(tmp_path, [{"text": "calm piano", "num_samples": 2}, {"text": "a", "seconds": 0},
+                    {"text": "drums", "top_k": 99999999999}])
+  # Lines 1 (two samples), 2 and 3 are checked when parsed; 1 and 3 against the cascade.
+  assert sorted(calls) == ["request"] * 4 + ["supported"] * 3
+  errors = [r for r in _records(tmp_path).values() if "error" in r]
+  assert [set(r) for r in errors] == [{"line", "prompt", "error"}] * 2
