@@ -2,9 +2,10 @@
 
 Two trainers on one MODEL_DIR would delete each other's temporary checkpoint
 folders and interleave metrics.jsonl. The lock is a file created atomically
-(a hard link, which fails if the name exists); a second writer is refused with the holder's host and pid. A lock
-whose process is gone (same host, pid not running) is stale and taken over,
-with a warning; a lock from another host cannot be checked and is reported.
+(a hard link, which fails if the name exists); a second writer is refused
+with the holder's host and pid. A lock whose process is gone (same host, pid
+not running) is stale and taken over, with a warning; a lock from another
+host cannot be checked and is reported.
 """
 import json
 import os

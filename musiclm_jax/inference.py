@@ -60,6 +60,7 @@ _FIELDS = ("text", "story", "seconds", "seed", "num_samples", "temperature", "to
 _CONDITIONED_STAGES = ("semantic", "coarse")
 _IF_OUTPUT_EXISTS = ("refuse", "resume", "overwrite")
 _ECHO_CHARS = 200  # what an error record shows of its line
+MAX_NUM_SAMPLES = 64  # per line, unless infer's max_num_samples says otherwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +87,8 @@ class Prompt:
 
 
 def parse_line(text: str, line: int, defaults: PromptDefaults, base_dir: str,
-               max_seconds: float, max_text_chars: int, max_num_samples: int = 64) -> Prompt:
+               max_seconds: float, max_text_chars: int,
+               max_num_samples: int = MAX_NUM_SAMPLES) -> Prompt:
   """One prompts line -> checked Prompt; UserError (one line) says what is wrong with it."""
   stripped = text.strip()
   if stripped.startswith("{"):
@@ -229,7 +231,8 @@ def read_lines(prompts_file: str) -> list[tuple[int, str | None]]:
 
 
 def read_prompts(prompts_file: str, defaults: PromptDefaults, max_seconds: float,
-                 max_text_chars: int, max_num_samples: int = 64) -> tuple[list[Prompt], list[dict]]:
+                 max_text_chars: int,
+                 max_num_samples: int = MAX_NUM_SAMPLES) -> tuple[list[Prompt], list[dict]]:
   """(good prompts, error records) of every non-blank, non-comment line."""
   base_dir = os.path.dirname(os.path.abspath(prompts_file))
   prompts, errors = [], []
@@ -248,7 +251,8 @@ def read_prompts(prompts_file: str, defaults: PromptDefaults, max_seconds: float
 
 def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str, output_dir: str,
           defaults: PromptDefaults = PromptDefaults(), batch_size: int = 4,
-          max_seconds: float = 300.0, max_text_chars: int = 1000, max_num_samples: int = 64,
+          max_seconds: float = 300.0, max_text_chars: int = 1000,
+          max_num_samples: int = MAX_NUM_SAMPLES,
           if_output_exists: str = "refuse", config_text: str | None = None) -> dict:
   """Generates every good line of `prompts_file` into `output_dir`.
 
