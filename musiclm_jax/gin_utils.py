@@ -91,8 +91,9 @@ def check_required_macros(names: Sequence[str]) -> None:
 def write_config(model_dir: str) -> str:
   """Writes the resolved config (all bindings in effect) to MODEL_DIR/config.gin."""
   path = os.path.join(model_dir, "config.gin")
-  with open(path, "w") as f:
+  with open(path + ".tmp", "w") as f:  # renamed when whole: a full disk leaves no half config
     f.write(gin.config_str())
+  os.replace(path + ".tmp", path)
   return path
 
 
@@ -101,6 +102,8 @@ def run(main: Callable[[Sequence[str]], None],
   """absl's app.run with `--gin.KEY=VALUE` support and one-line UserErrors.
 
   Positional arguments are a UserError that ends with `usage`: binaries take flags only.
+  An OSError is one line too: a full disk, a read-only folder, a file where a
+  folder should be or a missing permission is the user's to fix.
   """
   try:
     argv = rewrite_gin_args(sys.argv)
@@ -114,6 +117,10 @@ def run(main: Callable[[Sequence[str]], None],
       main(args)
     except UserError as e:
       _exit_with(e)
+    except OSError as e:
+      where = f" {e.filename}" if e.filename else ""
+      _exit_with(UserError(f"cannot use{where} ({e.strerror or e}): free space or fix the path "
+                           "and its permissions, then run again"))
 
   app.run(guarded, argv=argv)
 

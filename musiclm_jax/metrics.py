@@ -135,6 +135,18 @@ class MetricsWriter:
           if k != "step":
             self._tf.summary.scalar(k, v)
 
+  def truncate_after(self, step: int) -> None:
+    """Drops records past `step` (and a line cut short), so a resumed run logs each step once."""
+    if not self._active or not os.path.exists(self.jsonl_path):
+      return
+    with open(self.jsonl_path) as f:
+      lines = f.readlines()
+    kept = [line for line in lines if _record_step(line) is not None and _record_step(line) <= step]
+    if kept != lines:
+      with open(self.jsonl_path + ".tmp", "w") as f:
+        f.writelines(kept)
+      os.replace(self.jsonl_path + ".tmp", self.jsonl_path)
+
   def flush(self) -> None:
     if self._summary is not None:
       self._summary.flush()
@@ -143,6 +155,14 @@ class MetricsWriter:
 def read_jsonl(path: str) -> list[dict]:
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def _record_step(line: str) -> int | None:
+  """The step of one metrics.jsonl line; None if it is not a whole record."""
+  try:
+    return int(json.loads(line)["step"]) if line.endswith("\n") else None
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def _to_float(v) -> float:

@@ -22,6 +22,7 @@ import optax
 import tqdm
 
 from musiclm_jax import checkpoints
+from musiclm_jax import dir_lock
 from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
@@ -201,48 +202,57 @@ def train(*,
      'tensorboard_dir': the TensorBoard event folder}.
   """
   _check_writable(model_dir)
-  partitioner = partitioner or partitioning.Partitioner()
-  shard_index, num_shards = partitioner.host_shard()
-  if learning_rate is None:
-    schedule = optimizers.learning_rate_schedule(total_steps)
-  elif callable(learning_rate):
-    schedule = learning_rate
-  else:
-    schedule = optax.constant_schedule(learning_rate)
-  tx = optimizer(learning_rate=schedule)
+  # One writer per MODEL_DIR (process 0 speaks for a multi-host run).
+  lock = dir_lock.DirLock(model_dir) if jax.process_index() == 0 else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    partitioner = partitioner or partitioning.Partitioner()
+    shard_index, num_shards = partitioner.host_shard()
+    if learning_rate is None:
+      schedule = optimizers.learning_rate_schedule(total_steps)
+    elif callable(learning_rate):
+      schedule = learning_rate
+    else:
+      schedule = optax.constant_schedule(learning_rate)
+    tx = optimizer(learning_rate=schedule)
 
-  checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
-                                          save_period=1, keep=keep_checkpoints,
-                                          async_save=async_checkpointing)
-  batches = train_dataset_cfg.get_batches(shard_index, num_shards)
-  first = next(batches)
-  batch_spec = {k: jax.ShapeDtypeStruct((v.shape[0] * num_shards, *v.shape[1:]), v.dtype)
-                for k, v in first.items()}
-  trainer = Trainer(model, partitioner, tx, batch_spec, ema_decay, grad_accum_steps, seed)
+    checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
+                                            keep=keep_checkpoints, async_save=async_checkpointing)
+    batches = train_dataset_cfg.get_batches(shard_index, num_shards)
+    first = next(batches)
+    batch_spec = {k: jax.ShapeDtypeStruct((v.shape[0] * num_shards, *v.shape[1:]), v.dtype)
+                  for k, v in first.items()}
+    trainer = Trainer(model, partitioner, tx, batch_spec, ema_decay, grad_accum_steps, seed)
 
-  start_step = checkpointer.latest_step()
-  if start_step is None:
-    state, batches_consumed = trainer.init_state(), 0
-  else:
-    state, batches_consumed = checkpointer.restore(start_step, trainer.abstract_state)
-    batches = train_dataset_cfg.get_batches(shard_index, num_shards, batches_consumed)
-    first = None
-    logging.info("resumed from step %d", start_step)
-  batches = _prepend(first, batches)
-  if on_ready is not None:
-    on_ready()
+    restored = checkpointer.restore_latest(trainer.abstract_state)
+    if restored is None:
+      start_step, state, batches_consumed = None, trainer.init_state(), 0
+    else:
+      start_step, state, batches_consumed = restored
+      batches = train_dataset_cfg.get_batches(shard_index, num_shards, batches_consumed)
+      first = None
+      logging.info("resumed from step %d", start_step)
+    batches = _prepend(first, batches)
+    if on_ready is not None:
+      on_ready()
 
-  writer = metrics_lib.MetricsWriter(model_dir)
-  peak_flops = (metrics_lib.peak_flops(partitioner.mesh.devices.flat, peak_flops_per_device)
-                if trainer.flops_per_step else 0.0)
-  end_step = min(total_steps, stop_at_step or total_steps)
-  step = int(state.step)
-  preempted = _SigtermFlag()
-  progress = tqdm.tqdm(total=end_step, initial=step, disable=not sys.stderr.isatty(), desc="train")
-  pending: list[Mapping[str, jax.Array]] = []
-  last_metrics: dict[str, float] = {}
-  last_good_step = start_step
-  window_start = time.perf_counter()
+    writer = metrics_lib.MetricsWriter(model_dir)
+    writer.truncate_after(start_step or 0)  # a crashed run logged steps no checkpoint holds
+    peak_flops = (metrics_lib.peak_flops(partitioner.mesh.devices.flat, peak_flops_per_device)
+                  if trainer.flops_per_step else 0.0)
+    end_step = min(total_steps, stop_at_step or total_steps)
+    step = int(state.step)
+    preempted = _SigtermFlag()
+    progress = tqdm.tqdm(total=end_step, initial=step, disable=not sys.stderr.isatty(), desc="train")
+    pending: list[Mapping[str, jax.Array]] = []
+    last_metrics: dict[str, float] = {}
+    last_good_step = start_step
+    window_start = time.perf_counter()
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
   try:
     while step < end_step and not preempted.is_set:
       try:
@@ -268,11 +278,11 @@ def train(*,
               f"loss is {last_metrics['loss']} at step {step}; last good checkpoint: step "
               f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
       if due_checkpoint or preempted.is_set:
-        if not _all_finite(state.params):
+        if not checkpoints.all_finite(state.params):
           raise TrainingDivergedError(
               f"parameters became NaN/Inf at step {step}; last good checkpoint: step "
               f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
-        checkpointer.save(step, state, batches_consumed, force=True)
+        checkpointer.save(step, state, batches_consumed)
         last_good_step = step
       if eval_dataset_cfg is not None and eval_period and step % eval_period == 0:
         eval_metrics = evaluate(trainer, state, eval_dataset_cfg, eval_steps, shard_index, num_shards)
@@ -282,6 +292,8 @@ def train(*,
     writer.flush()
     checkpointer.close()
     preempted.restore()
+    if lock is not None:
+      lock.release()
   if preempted.is_set:
     logging.warning("SIGTERM: saved step %d to %s", step, checkpointer.directory)
   return {"step": step, "preempted": preempted.is_set, "last_metrics": last_metrics,
@@ -327,11 +339,6 @@ def _to_global(value, sharding) -> jax.Array:
     return value
   value = np.asarray(value)
   return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
 def _prepend(first, rest):
