@@ -203,13 +203,16 @@ def window_key(seed: int, stage: str, index: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(key, STAGES.index(stage)), index)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "sampling", "cached",
-                                             "max_length"))
-def _sample_rows(model, params, prompts, keys, *, num_steps, sampling, cached, max_length):
-  """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b]."""
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "cached", "max_length"))
+def _sample_rows(model, params, prompts, keys, sampling, *, num_steps, cached, max_length):
+  """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b].
+
+  sampling: `SamplingConfig.predict_kwargs()`, traced: one compile serves every setting.
+  """
   def one(prompt, key):
-    return decoding.generate(model, params, prompt[None], key, num_steps=num_steps,
-                             sampling=sampling, cached=cached, max_length=max_length)[0]
+    return model.predict_batch(params, {"prompt_tokens": prompt[None]}, key,
+                               decode_fn=decoding.temperature_sample, num_steps=num_steps,
+                               cached=cached, max_length=max_length, **sampling)[0]
   return jax.vmap(one)(prompts, keys)
 
 
@@ -232,7 +235,7 @@ class Cascade:
                coarse: StageLM, fine: StageLM,
                semantic_tokenizer: tokenizers.SemanticTokenizer | None = None,
                windows: Windows = Windows(), use_cache: bool = True,
-               max_length: int = decoding.DEFAULT_MAX_LENGTH, sources: dict | None = None):
+               max_length: int = lm.DEFAULT_MAX_LENGTH, sources: dict | None = None):
     self.conditioning_tokenizer = conditioning_tokenizer
     self.acoustic_tokenizer = acoustic_tokenizer
     self.semantic_tokenizer = semantic_tokenizer
@@ -360,10 +363,11 @@ class Cascade:
   def _sample(self, stage: str, rows: list[Request], index: int, prompt: np.ndarray,
               num_steps: int) -> np.ndarray:
     model, params = self.stages[stage]
-    decoding.check_prompt(model, prompt)
+    model.check_prompt(prompt)
     keys = jnp.stack([window_key(r.seed, stage, index) for r in rows])
-    return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, num_steps=num_steps,
-                                   sampling=rows[0].stage_sampling(stage), cached=self.use_cache,
+    sampling = rows[0].stage_sampling(stage).predict_kwargs()
+    return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, sampling,
+                                   num_steps=num_steps, cached=self.use_cache,
                                    max_length=self.max_length))
 
   def _tokenize(self, rows: list[Request], frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -469,7 +473,7 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
                  semantic_export_dir: str, coarse_export_dir: str, fine_export_dir: str,
                  w2v_bert_export_dir: str | None = None, kmeans_path: str | None = None,
                  windows: Windows = Windows(), use_cache: bool = True,
-                 max_length: int = decoding.DEFAULT_MAX_LENGTH,
+                 max_length: int = lm.DEFAULT_MAX_LENGTH,
                  conditioning_loader=_load_mulan, semantic_loader=_load_w2v_bert,
                  acoustic_loader=soundstream.SoundStreamTokenizer.load) -> Cascade:
   """A Cascade from export folders; every path is checked before anything loads.

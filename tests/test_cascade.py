@@ -6,6 +6,7 @@ import pytest
 
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import decoding
+from musiclm_jax import musiclm_spec
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
@@ -23,7 +24,7 @@ SECONDS = 0.8
 @functools.lru_cache(maxsize=None)
 def tiny_stage_lms() -> dict:
   """{stage: StageLM} with numpy-drawn params; cached so compiled samplers are shared."""
-  makers = {"semantic": lm.semantic_stage, "coarse": lm.coarse_stage, "fine": lm.fine_stage}
+  makers = {"semantic": musiclm_spec.semantic_stage, "coarse": musiclm_spec.coarse_stage, "fine": musiclm_spec.fine_stage}
   out = {}
   for seed, (name, make) in enumerate(makers.items()):
     model = lm.DecoderOnlyLM(TINY, make())
@@ -118,8 +119,10 @@ def test_story_mode_switches_the_conditioning_at_the_boundary(musiclm):
   mulan = fake_tokenizers.FakeConditioningTokenizer().text_tokens(["loud drums"])
   prompt = np.concatenate([layout.encode("mulan", mulan),
                            layout.encode_stream("semantic", told.semantic[None, 5:10, None])], 1)
-  expected = decoding.generate(model, params, prompt, cascade_lib.window_key(4, "semantic", 1),
-                               num_steps=5, sampling=cascade_lib.DEFAULT_SAMPLING["semantic"])
+  expected = model.predict_batch(
+      params, {"prompt_tokens": prompt}, cascade_lib.window_key(4, "semantic", 1),
+      decode_fn=decoding.temperature_sample, num_steps=5,
+      **cascade_lib.DEFAULT_SAMPLING["semantic"].predict_kwargs())
   np.testing.assert_array_equal(layout.decode_stream("semantic", np.asarray(expected))[0, :, 0],
                                 told.semantic[10:15])
   assert not np.array_equal(told.semantic[10:15], untold.semantic[10:15])

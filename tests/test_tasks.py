@@ -6,6 +6,7 @@ import seqio
 
 from musiclm_jax import gin_utils
 from musiclm_jax import metrics as metrics_lib
+from musiclm_jax import musiclm_spec
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
@@ -162,7 +163,7 @@ def test_stage_gin_files_register_the_task_with_their_crop(cache, stage):
 
 
 def test_a_tiny_stage_trains_from_a_cache(cache, tmp_path):
-  stage = lm.coarse_stage()
+  stage = musiclm_spec.coarse_stage()
   name = tasks.register_cache_task("coarse", cache[0], 0.2, name="t_train")
   lengths = tasks.feature_lengths("coarse", 0.2)
   def dataset(split):
