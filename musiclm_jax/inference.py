@@ -30,6 +30,7 @@ import numpy as np
 
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import decoding
+from musiclm_jax import musiclm_spec
 from musiclm_jax import report_html
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import validation
@@ -40,7 +41,9 @@ INDEX_FILE = "index.html"
 AUDIO_DIR = "audio"
 _FIELDS = ("text", "story", "seconds", "seed", "num_samples", "temperature", "top_k", "top_p",
            "guidance_scale", "continue_from")
-_CONDITIONED_STAGES = ("semantic", "coarse")
+# guidance_scale applies where there is conditioning to remove.
+_CONDITIONED_STAGES = tuple(name for name, stage in musiclm_spec.STAGE_CONFIGS.items()
+                            if stage.condition_kinds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +52,9 @@ class PromptDefaults:
   seconds: float = 10.0
   seed: int = 0
   num_samples: int = 1
-  semantic_temperature: float = 1.0  # paper
-  coarse_temperature: float = 0.95
-  fine_temperature: float = 0.4
+  semantic_temperature: float = musiclm_spec.PAPER_TEMPERATURES["semantic"]
+  coarse_temperature: float = musiclm_spec.PAPER_TEMPERATURES["coarse"]
+  fine_temperature: float = musiclm_spec.PAPER_TEMPERATURES["fine"]
   top_k: int = 0
   top_p: float = 1.0
   guidance_scale: float | None = None
@@ -122,12 +125,12 @@ def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
                        "top_k": defaults.top_k, "top_p": defaults.top_p,
                        "guidance_scale": defaults.guidance_scale if stage in _CONDITIONED_STAGES
                        else None}
-               for stage in cascade_lib.STAGES}
+               for stage in musiclm_spec.STAGES}
   for name in ("temperature", "top_k", "top_p", "guidance_scale"):
     if name not in fields:
       continue
     value = fields[name]
-    stages = _CONDITIONED_STAGES if name == "guidance_scale" else cascade_lib.STAGES
+    stages = _CONDITIONED_STAGES if name == "guidance_scale" else musiclm_spec.STAGES
     values = value if isinstance(value, dict) else {stage: value for stage in stages}
     if set(values) - set(stages):
       raise UserError(f'"{name}" names unknown stage(s) {sorted(set(values) - set(stages))}: '
@@ -138,7 +141,7 @@ def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
       if not ok:
         raise UserError(f'"{name}" must be a number or an object of numbers per stage, got {v!r}')
       per_stage[stage][name] = v
-  return tuple((stage, decoding.SamplingConfig(**per_stage[stage])) for stage in cascade_lib.STAGES)
+  return tuple((stage, decoding.SamplingConfig(**per_stage[stage])) for stage in musiclm_spec.STAGES)
 
 
 def _load_continuation(path, base_dir: str) -> tuple[str, np.ndarray]:
