@@ -100,7 +100,7 @@ class Windows:
 
   def check(self, max_length: int) -> None:
     """UserError if a window is not whole frames or does not fit `max_length` tokens."""
-    window = {name: self.frames(name)[0] for name in ("semantic", "coarse", "fine", "decode")}
+    window = {name: self.frames(name)[0] for name in spec.STAGES + ("decode",)}
     mulan, coarse, fine = (token_layout.MULAN.num_levels, token_layout.COARSE.num_levels,
                            token_layout.FINE.num_levels)
     tokens = {"semantic": 1 + mulan + window["semantic"],

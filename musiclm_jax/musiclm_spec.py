@@ -1,14 +1,15 @@
-"""MusicLM's facts (Agostinelli et al., 2023), each stated once; the rest of the code derives from them.
+"""MusicLM's facts (Agostinelli et al., 2023), each stated once; the rest of the code derives them.
 
-  stages   semantic: MuLan M            -> S          (crop 30 s, temperature 1.0)
-           coarse:   MuLan M, S          -> A[:4]      (crop 10 s, temperature 0.95)
-           fine:     A[:4]               -> A[4:]      (crop 3 s,  temperature 0.4)
-  rates    S: w2v-BERT at 25 Hz (16 kHz input); A: SoundStream at 50 Hz, 12 levels (24 kHz)
+  semantic stage   MuLan M        -> S       (conditioned on M)
+  coarse stage     MuLan M, S     -> A[:4]   (conditioned on M; S is the prefix)
+  fine stage       A[:4]          -> A[4:]   (unconditioned)
+  S: w2v-BERT tokens at 25 Hz; A: SoundStream codes at 50 Hz, both of 24 kHz audio
 
-Where each kind of token lives in a stage's vocabulary is `data/token_layout`'s
-business; which kinds condition a stage and which it predicts is here. At
-inference each stage samples in windows of its training crop, advancing by half
-a window (paper: the semantic stage by 15 s), so every window is in-distribution.
+Where each kind of token lives in a stage's vocabulary (and how many levels and
+codes it has) is `data/token_layout`'s business; which kinds condition a stage
+and which it predicts is here. At inference each stage samples in windows of
+its training crop and advances by half a window (the paper gives 15 s for the
+semantic stage), so every window is in-distribution (`cascade.Windows`).
 """
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.data import token_layout

@@ -24,10 +24,9 @@ SECONDS = 0.8
 @functools.lru_cache(maxsize=None)
 def tiny_stage_lms() -> dict:
   """{stage: StageLM} with numpy-drawn params; cached so compiled samplers are shared."""
-  makers = {"semantic": musiclm_spec.semantic_stage, "coarse": musiclm_spec.coarse_stage, "fine": musiclm_spec.fine_stage}
   out = {}
-  for seed, (name, make) in enumerate(makers.items()):
-    model = lm.DecoderOnlyLM(TINY, make())
+  for seed, (name, stage) in enumerate(musiclm_spec.STAGE_CONFIGS.items()):
+    model = lm.DecoderOnlyLM(TINY, stage)
     out[name] = cascade_lib.StageLM(model, model_params(model, seed=seed))
   return out
 
@@ -152,7 +151,7 @@ def test_continuation_starts_from_the_audio_tokens(musiclm):
 ])
 def test_components_that_do_not_fit_are_one_line_errors(change, message):
   stages = tiny_stage_lms()
-  slots = [stages[name] for name in change.get("stages", ("semantic", "coarse", "fine"))]
+  slots = [stages[name] for name in change.get("stages", musiclm_spec.STAGES)]
   with pytest.raises(UserError, match=message) as error:
     cascade_lib.Cascade(fake_tokenizers.FakeConditioningTokenizer(),
                         fake_tokenizers.FakeAcousticTokenizer(codebook_size=change.get("codebook_size", 1024)), *slots,

@@ -16,7 +16,7 @@ from numpy_params import random_stream
 
 TINY = transformer.TransformerConfig(d_model=32, num_layers=2, num_heads=2, d_ff=64)
 NUM_STEPS = 9
-STAGES = {"semantic": musiclm_spec.semantic_stage(), "coarse": musiclm_spec.coarse_stage(), "fine": musiclm_spec.fine_stage()}
+STAGES = musiclm_spec.STAGE_CONFIGS
 
 
 def _prompt(stage, rows=2):

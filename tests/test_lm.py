@@ -31,7 +31,7 @@ def _stage_sequence(stage):
   return jnp.asarray(tokens), tokens.shape[1] - len(parts[-1])
 
 
-STAGES = {"semantic": musiclm_spec.semantic_stage(), "coarse": musiclm_spec.coarse_stage(), "fine": musiclm_spec.fine_stage()}
+STAGES = musiclm_spec.STAGE_CONFIGS
 
 
 @pytest.mark.parametrize("scan_layers", [True, False])

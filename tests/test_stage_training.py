@@ -15,7 +15,7 @@ from musiclm_jax.models import lm
 
 # gin/scales/tiny.gin
 TINY = transformer.TransformerConfig(d_model=128, num_layers=2, num_heads=4, d_ff=512)
-STAGES = {"semantic": musiclm_spec.semantic_stage(), "coarse": musiclm_spec.coarse_stage(), "fine": musiclm_spec.fine_stage()}
+STAGES = musiclm_spec.STAGE_CONFIGS
 TRAIN_STEPS = 24
 
 

@@ -278,10 +278,11 @@ class DecoderOnlyLM(base.BaseModel):
     return logits[:, 0], cache
 
   def allowed_ids(self, positions):
-    """(first_id [...], static width): target number `positions` may be ids [first_id, first_id + width).
+    """(first_id, static width): new token `positions` may be ids [first_id, first_id + width).
 
-    A stage's target number p is of level p % num_levels, so it may only be
-    one of that level's codes; a plain LM's token may be any of its logits' ids.
+    first_id has the shape of `positions`. A stage's target number p is of
+    level p % num_levels, so it may only be one of that level's codes; a plain
+    LM's token may be any of its logits' ids.
     """
     if self.stage is None:
       return jnp.full_like(positions, self.logits_offset), self.config.num_logits
