@@ -378,7 +378,7 @@ class Cascade:
     return semantic, acoustic
 
   def _decode(self, codes: np.ndarray) -> np.ndarray:
-    """A [batch, frames, levels] -> audio [batch, frames * 480], window by window."""
+    """A [batch, frames, levels] -> audio [batch, frames * SAMPLES_PER_ACOUSTIC_FRAME], by window."""
     window, context = self.windows.frames("decode")
     frames = codes.shape[1]
     pieces = []
