@@ -27,6 +27,7 @@ import numpy as np
 import seqio
 
 from musiclm_jax import gin_utils
+from musiclm_jax import musiclm_spec as spec
 from musiclm_jax.data import pipeline
 from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
@@ -37,7 +38,6 @@ _REPLAY_BATCHES = flags.DEFINE_integer("replay_batches", 1000,
                                        "Far position timed on the replaying path.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed starts per position; the fastest is reported.")
 
-SEMANTIC_RATE_HZ = 25  # w2v-BERT tokens; acoustic tokens are twice as many (50 Hz)
 SHARDS = 4
 
 
@@ -45,12 +45,12 @@ def _write_cache(cache_dir: str, clips: int, clip_seconds: float) -> None:
   rng = np.random.default_rng(0)
   size = token_layout.SEMANTIC.codebook_size
   acoustic_levels = token_layout.COARSE.num_levels + token_layout.FINE.num_levels
-  frames = int(clip_seconds * SEMANTIC_RATE_HZ)
+  frames = int(clip_seconds * spec.SEMANTIC_RATE_HZ)
   records = [token_cache.Record(
       clip_id=f"clip-{i}", mulan=rng.integers(0, size, token_layout.MULAN.num_levels),
       semantic=rng.integers(0, size, frames),
-      acoustic=rng.integers(0, size, (2 * frames, acoustic_levels)),
-      num_samples=960 * frames) for i in range(clips)]
+      acoustic=rng.integers(0, size, (spec.ACOUSTIC_PER_SEMANTIC * frames, acoustic_levels)),
+      num_samples=spec.SAMPLES_PER_SEMANTIC_FRAME * frames) for i in range(clips)]
   for shard in range(SHARDS):
     token_cache.write_shard(token_cache.shard_path(cache_dir, "train", shard, SHARDS),
                             records[shard::SHARDS], {})

@@ -5,6 +5,7 @@ import seqio
 import tensorflow as tf
 
 from musiclm_jax import metrics as metrics_lib
+from musiclm_jax import musiclm_spec
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
@@ -121,7 +122,7 @@ def test_mixing_rates_too_small_for_a_block_are_user_errors():
 def _train(cfg, model_dir, stop_at_step=None):
   config = transformer.TransformerConfig(d_model=32, num_layers=1, num_heads=2, d_ff=64)
   return trainer_lib.train(
-      model=lm.DecoderOnlyLM(config, lm.semantic_stage()), model_dir=str(model_dir),
+      model=lm.DecoderOnlyLM(config, musiclm_spec.semantic_stage()), model_dir=str(model_dir),
       total_steps=6, stop_at_step=stop_at_step, train_dataset_cfg=cfg, learning_rate=1e-2,
       log_period=1, checkpoint_period=6, async_checkpointing=False,
       partitioner=partitioning.Partitioner(num_devices=1))

@@ -34,16 +34,12 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from musiclm_jax import musiclm_spec as spec
 from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 
-STAGES = ("semantic", "coarse", "fine")
-PAPER_CROP_SECONDS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
-SEMANTIC_FRAME_RATE_HZ = 25
-ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME = 2  # 50 Hz / 25 Hz
-LAYOUTS = {"semantic": token_layout.semantic_layout(), "coarse": token_layout.coarse_layout(),
-           "fine": token_layout.fine_layout()}
+LAYOUTS = {name: stage.layout for name, stage in spec.STAGE_CONFIGS.items()}
 _COARSE_LEVELS = token_layout.COARSE.num_levels
 # name -> the arguments it was registered with, to re-register on a change.
 _REGISTERED: dict[str, tuple] = {}
@@ -65,23 +61,23 @@ def stage_sequence(layout: token_layout.TokenLayout, codes: Mapping[str, np.ndar
 
 
 def _check_stage(stage: str) -> None:
-  if stage not in STAGES:
-    raise UserError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
+  if stage not in spec.STAGES:
+    raise UserError(f"unknown stage {stage!r}: use one of {', '.join(spec.STAGES)}")
 
 
 def crop_frames(stage: str, crop_seconds: float | None = None) -> dict[str, int]:
   """Frames of each cropped stream of `stage`: {'semantic': 750} for a 30 s semantic crop."""
   _check_stage(stage)
-  seconds = PAPER_CROP_SECONDS[stage] if crop_seconds is None else crop_seconds
+  seconds = spec.PAPER_CROP_SECONDS[stage] if crop_seconds is None else crop_seconds
   if stage == "fine":  # no semantic tokens: any whole number of 20 ms frames
-    acoustic = int(round(seconds * SEMANTIC_FRAME_RATE_HZ * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME))
+    acoustic = int(round(seconds * spec.ACOUSTIC_RATE_HZ))
     if acoustic < 1:
       raise UserError(f"crop of {seconds} s is shorter than one 20 ms acoustic frame")
     return {"coarse": acoustic, "fine": acoustic}
-  semantic = int(round(seconds * SEMANTIC_FRAME_RATE_HZ))
+  semantic = int(round(seconds * spec.SEMANTIC_RATE_HZ))
   if semantic < 1:
     raise UserError(f"crop of {seconds} s is shorter than one 40 ms semantic frame")
-  acoustic = semantic * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME
+  acoustic = semantic * spec.ACOUSTIC_PER_SEMANTIC
   return {"semantic": {"semantic": semantic},
           "coarse": {"semantic": semantic, "coarse": acoustic}}[stage]
 
@@ -117,9 +113,10 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
   Returns:
     (ids [length] int32 via `stage_sequence`, the crop's start in 50 Hz frames).
   """
-  if len(acoustic) != ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME * len(semantic):
+  if len(acoustic) != spec.ACOUSTIC_PER_SEMANTIC * len(semantic):
     raise UserError(f"a cached clip has {len(acoustic)} acoustic frames for {len(semantic)} "
-                    "semantic frames, not 2 per semantic frame: re-tokenize the cache")
+                    f"semantic frames, not {spec.ACOUSTIC_PER_SEMANTIC} per semantic frame: "
+                    "re-tokenize the cache")
   if stage == "fine":
     start = _crop_start(rng, len(acoustic), frames["fine"])
     window = acoustic[start:start + frames["fine"]]
@@ -128,7 +125,7 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
     semantic_start = _crop_start(rng, len(semantic), frames["semantic"])
     codes = {"mulan": mulan[None, :],
              "semantic": semantic[semantic_start:semantic_start + frames["semantic"], None]}
-    start = semantic_start * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME
+    start = semantic_start * spec.ACOUSTIC_PER_SEMANTIC
     if stage == "coarse":
       codes["coarse"] = acoustic[start:start + frames["coarse"], :_COARSE_LEVELS]
   return stage_sequence(LAYOUTS[stage], codes), start
@@ -246,7 +243,7 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
   Args:
     stage: 'semantic', 'coarse' or 'fine'.
     cache_dirs: token cache folder(s) written by musiclm-tokenize.
-    crop_seconds: crop length (default: the paper's, PAPER_CROP_SECONDS).
+    crop_seconds: crop length (default: the paper's, spec.PAPER_CROP_SECONDS).
     name: task or mixture name (default 'token_cache_<stage>'). Registering
       the same name again with other arguments replaces it.
     rates: mixing rates of the caches (default: their numbers of train records).

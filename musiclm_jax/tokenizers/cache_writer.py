@@ -28,6 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tqdm
 
+from musiclm_jax import musiclm_spec
 from musiclm_jax import tokenizers as tokenizers_lib
 from musiclm_jax.audio import io
 from musiclm_jax.audio import validation
@@ -35,9 +36,9 @@ from musiclm_jax.data import tfds_audio
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 
-SAMPLE_RATE_HZ = io.SOUNDSTREAM_SAMPLE_RATE_HZ
-SAMPLES_PER_SEMANTIC_FRAME = 960   # 24 kHz / 25 Hz
-SAMPLES_PER_ACOUSTIC_FRAME = 480   # 24 kHz / 50 Hz
+SAMPLE_RATE_HZ = musiclm_spec.SAMPLE_RATE_HZ
+SAMPLES_PER_SEMANTIC_FRAME = musiclm_spec.SAMPLES_PER_SEMANTIC_FRAME
+SAMPLES_PER_ACOUSTIC_FRAME = musiclm_spec.SAMPLES_PER_ACOUSTIC_FRAME
 # Bound on clips waiting for a full batch of their length (host memory).
 _MAX_PENDING_BATCHES = 4
 
@@ -166,10 +167,9 @@ class _ClipPrep:
     except Exception as error:  # pylint: disable=broad-except  (any decoder failure)
       raise validation.AudioError(validation.AudioProblem.UNREADABLE,
                                   f"cannot decode ({error})", clip_id) from None
-    if np.issubdtype(samples.dtype, np.integer):
-      samples = samples.astype(np.float32) / 2 ** 15  # TFDS stores PCM audio as 16-bit values
+    samples = io.pcm_to_float(samples)
     validation.check_audio(samples, self.sample_rate_hz, self.checks, source=clip_id)
-    audio = io.resample(io.to_mono(samples.astype(np.float32)), self.sample_rate_hz, SAMPLE_RATE_HZ)
+    audio = io.resample(io.to_mono(samples), self.sample_rate_hz, SAMPLE_RATE_HZ)
     if self.max_seconds:
       audio = audio[:int(self.max_seconds * SAMPLE_RATE_HZ)]
     usable = len(audio) // SAMPLES_PER_SEMANTIC_FRAME * SAMPLES_PER_SEMANTIC_FRAME
