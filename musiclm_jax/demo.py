@@ -199,10 +199,10 @@ class Pipeline:
 
   def build_corpus(self) -> None:
     """In-process: the builder is a library call, and TFDS skips a prepared config."""
-    from musiclm_jax.data import synth_music_builder  # pylint: disable=import-outside-toplevel
+    from musiclm_jax.data.synth_music import builder  # pylint: disable=import-outside-toplevel
     start = time.perf_counter()
     print(f"[corpus] synth_music/{self.mode.corpus} into {self.data_dir}", flush=True)
-    self.corpus = synth_music_builder.build_synth_music(self.data_dir, self.mode.corpus)
+    self.corpus = builder.build_synth_music(self.data_dir, self.mode.corpus)
     self.timings.append(("corpus", time.perf_counter() - start, False))
     print(f"[corpus] {self.timings[-1][1]:.0f} s", flush=True)
 

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from musiclm_jax.data import synth_music
-from musiclm_jax.data import synth_music_builder
+from musiclm_jax.data.synth_music import builder
+from musiclm_jax.data.synth_music import corpus
 
 REPO_ROOT = REPO_DIR
 
 # The smallest corpus that still has every split, scores, and melody pairs:
 # 8 pieces x one 2 s clip; seed 0 draws a chorale and a folk tune, both paired.
-SYNTH_MICRO_SPEC = synth_music.CorpusSpec(
+SYNTH_MICRO_SPEC = corpus.CorpusSpec(
     num_clips=8, clip_seconds=2.0, clips_per_piece=1, score_fraction=0.25,
     melody_pair_fraction=0.5, seed=0)
 
@@ -43,5 +43,5 @@ def sine(frequency_hz: float, seconds: float, sample_rate_hz: int,
 @pytest.fixture(scope="session")
 def synth_music_micro(tmp_path_factory) -> tfds.core.DatasetBuilder:
   """A built synth_music corpus of 8 x 2 s clips (about 10 s to build)."""
-  config = synth_music_builder.SynthMusicConfig(name="micro", spec=SYNTH_MICRO_SPEC)
-  return synth_music_builder.build_synth_music(tmp_path_factory.mktemp("tfds"), config)
+  config = builder.SynthMusicConfig(name="micro", spec=SYNTH_MICRO_SPEC)
+  return builder.build_synth_music(tmp_path_factory.mktemp("tfds"), config)

@@ -8,7 +8,7 @@ from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
-from musiclm_jax.data import synthetic_stage_tasks as tasks
+from musiclm_jax.data.synthetic import stage_tasks as tasks
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
 

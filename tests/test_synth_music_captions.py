@@ -4,11 +4,11 @@ import re
 import numpy as np
 import pytest
 
-from musiclm_jax.data import synth_music_caption as caption_lib
-from musiclm_jax.data import synth_music_compose as compose
-from musiclm_jax.data import synth_music_labels as labels
-from musiclm_jax.data import synth_music_scores as scores
-from musiclm_jax.data import synth_music_styles as styles
+from musiclm_jax.data.synth_music import caption as caption_lib
+from musiclm_jax.data.synth_music import compose
+from musiclm_jax.data.synth_music import labels
+from musiclm_jax.data.synth_music import scores
+from musiclm_jax.data.synth_music import styles
 
 INSTRUMENT_VOCABULARY = set(labels.INSTRUMENT_NAMES.values()) | set(labels.PERCUSSION_NAMES)
 REQUIRED_GENRES = {"rock", "jazz", "classical", "electronic", "folk", "ambient", "hip-hop", "latin"}

@@ -5,41 +5,41 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from musiclm_jax.data import synth_music
-from musiclm_jax.data import synth_music_builder
-from musiclm_jax.data import synth_music_render as render
+from musiclm_jax.data.synth_music import builder
+from musiclm_jax.data.synth_music import corpus
+from musiclm_jax.data.synth_music import render
 from tests.conftest import SYNTH_MICRO_SPEC
 from tests.test_synth_music_captions import assert_caption_agrees
 
 
 def test_plan_is_seeded_and_splits_share_no_source_piece():
-  spec = synth_music_builder.LARGE.spec
-  plans = synth_music.plan_pieces(spec)
-  assert plans == synth_music.plan_pieces(spec)
-  assert plans != synth_music.plan_pieces(dataclasses.replace(spec, seed=1))
+  spec = builder.LARGE.spec
+  plans = corpus.plan_pieces(spec)
+  assert plans == corpus.plan_pieces(spec)
+  assert plans != corpus.plan_pieces(dataclasses.replace(spec, seed=1))
   assert sum(p.num_clips for p in plans) == spec.num_clips
   sources = {split: {p.source_id for p in plans if p.split == split}
-             for split in synth_music.SPLITS}
+             for split in corpus.SPLITS}
   assert len({p.source_id for p in plans}) == len(plans)
   assert not sources["train"] & sources["validation"]
   assert not sources["train"] & sources["test"]
   assert not sources["validation"] & sources["test"]
   assert len(sources["validation"]) == len(sources["test"]) == round(0.1 * len(plans))
   kinds = [p.kind for p in plans]
-  assert round(0.3 * len(plans)) == len(plans) - kinds.count(synth_music.TEMPLATE)
+  assert round(0.3 * len(plans)) == len(plans) - kinds.count(corpus.TEMPLATE)
   assert 0.2 < np.mean([p.has_melody_pair for p in plans]) < 0.3
 
 
 def test_tiny_config_is_about_200_ten_second_clips():
-  spec = synth_music_builder.TINY.spec
+  spec = builder.TINY.spec
   assert (spec.num_clips, spec.clip_seconds) == (200, 10.0)
-  assert spec.total_seconds / 3600 < synth_music_builder.LARGE.spec.total_seconds / 3600 / 10
+  assert spec.total_seconds / 3600 < builder.LARGE.spec.total_seconds / 3600 / 10
 
 
 def test_melody_pair_has_the_same_notes_and_other_instruments():
-  for plan in synth_music.plan_pieces(SYNTH_MICRO_SPEC):
-    piece = synth_music.make_piece(plan, SYNTH_MICRO_SPEC)
-    pair = synth_music.melody_pair_of(piece, plan, SYNTH_MICRO_SPEC)
+  for plan in corpus.plan_pieces(SYNTH_MICRO_SPEC):
+    piece = corpus.make_piece(plan, SYNTH_MICRO_SPEC)
+    pair = corpus.melody_pair_of(piece, plan, SYNTH_MICRO_SPEC)
     assert pair.melody_part.notes == piece.melody_part.notes
     for part, pair_part in zip(piece.parts, pair.parts):
       assert part.notes == pair_part.notes
@@ -47,8 +47,8 @@ def test_melody_pair_has_the_same_notes_and_other_instruments():
 
 
 def test_rendering_is_deterministic_and_normalised():
-  plan = synth_music.plan_pieces(SYNTH_MICRO_SPEC)[0]
-  piece = synth_music.make_piece(plan, SYNTH_MICRO_SPEC)
+  plan = corpus.plan_pieces(SYNTH_MICRO_SPEC)[0]
+  piece = corpus.make_piece(plan, SYNTH_MICRO_SPEC)
   soundfont = render.find_soundfont()
   first = render.render(piece, 24_000, soundfont)
   np.testing.assert_array_equal(first, render.render(piece, 24_000, soundfont))
@@ -61,11 +61,11 @@ def test_rendering_is_deterministic_and_normalised():
 def test_micro_corpus_builds_with_consistent_examples(synth_music_micro):
   info = synth_music_micro.info
   assert info.name == "synth_music"
-  assert {s: info.splits[s].num_examples for s in synth_music.SPLITS} == {
+  assert {s: info.splits[s].num_examples for s in corpus.SPLITS} == {
       "train": 6, "validation": 1, "test": 1}
   assert info.metadata["soundfont"].endswith(".sf2")
   sources = {}
-  for split in synth_music.SPLITS:
+  for split in corpus.SPLITS:
     for ex in tfds.as_numpy(synth_music_micro.as_dataset(split=split)):
       sources.setdefault(split, set()).add(ex["source_id"])
       audio = ex["audio"]
@@ -92,5 +92,5 @@ def test_micro_corpus_builds_with_consistent_examples(synth_music_micro):
 
 def test_build_is_reused_not_rebuilt(synth_music_micro):
   data_dir_root = os.path.dirname(os.path.dirname(os.path.dirname(synth_music_micro.data_dir)))
-  again = synth_music_builder.build_synth_music(data_dir_root, synth_music_micro.builder_config)
+  again = builder.build_synth_music(data_dir_root, synth_music_micro.builder_config)
   assert again.data_dir == synth_music_micro.data_dir

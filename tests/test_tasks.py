@@ -1,4 +1,8 @@
 """Stage tasks over token caches: crops decode to the cached tokens, follow gin, mix, and train."""
+import ast
+import subprocess
+import sys
+
 import gin
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
+from conftest import REPO_DIR
 from test_token_cache import random_record
 
 # Semantic frames of the cached clips: one shorter than every crop below, two longer.
@@ -180,3 +185,24 @@ def test_a_tiny_stage_trains_from_a_cache(cache, tmp_path):
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert len(losses) == steps and losses[-1] < losses[0]
   assert np.isfinite([r["eval/loss"] for r in records if "eval/loss" in r]).all()
+
+
+_IMPORT_DATA_THEN_FIXTURES = """
+import importlib, pkgutil, seqio
+import musiclm_jax.data
+for module in pkgutil.walk_packages(musiclm_jax.data.__path__, "musiclm_jax.data."):
+  if not module.name.startswith("musiclm_jax.data.synthetic"):
+    importlib.import_module(module.name)
+by_pipelines = set(seqio.TaskRegistry.names())
+from musiclm_jax.data.synthetic import stage_tasks, toy_tasks
+fixtures = {toy_tasks.TOY_TASK_NAME, *map(stage_tasks.task_name, stage_tasks.LAYOUTS)}
+print(sorted(by_pipelines & fixtures), sorted(fixtures - set(seqio.TaskRegistry.names())), sep="\\n")
+"""
+
+
+def test_importing_data_pipelines_registers_no_fixture_task():
+  # A fresh interpreter: this one's registry already holds whatever other tests imported.
+  result = subprocess.run([sys.executable, "-c", _IMPORT_DATA_THEN_FIXTURES], cwd=REPO_DIR,
+                          capture_output=True, text=True, timeout=300, check=True)
+  registered_early, never_registered = map(ast.literal_eval, result.stdout.splitlines()[-2:])
+  assert not registered_early and not never_registered, (registered_early, never_registered)

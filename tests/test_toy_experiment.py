@@ -6,7 +6,7 @@ import gin
 from musiclm_jax import gin_utils
 from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import trainer
-from musiclm_jax.data import toy_tasks
+from musiclm_jax.data.synthetic import toy_tasks
 
 
 def test_toy_lm_learns_the_markov_chain(tmp_path):

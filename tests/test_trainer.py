@@ -12,7 +12,7 @@ from musiclm_jax import optimizers
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
-from musiclm_jax.data import toy_tasks
+from musiclm_jax.data.synthetic import toy_tasks
 from tiny_models import ContextMLPModel, SignSGDModel
 
 LENGTH = 32

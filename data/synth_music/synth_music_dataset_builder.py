@@ -5,11 +5,11 @@
 
 Needs the `fluidsynth` program and a General MIDI soundfont (Debian packages
 fluidsynth and timgm6mb-soundfont, or fluid-soundfont-gm). The logic lives in
-`musiclm_jax.data.synth_music*`; from Python use
-`musiclm_jax.data.synth_music_builder.build_synth_music(data_dir)`.
+`musiclm_jax.data.synth_music`; from Python use
+`musiclm_jax.data.synth_music.builder.build_synth_music(data_dir)`.
 """
-from musiclm_jax.data import synth_music_builder
+from musiclm_jax.data.synth_music import builder
 
 
-class Builder(synth_music_builder.SynthMusic):
+class Builder(builder.SynthMusic):
   """synth_music, registered under its folder's name."""

@@ -47,7 +47,7 @@ _REGISTERED: dict[str, tuple] = {}
 
 
 def stage_sequence(layout: token_layout.TokenLayout, codes: Mapping[str, np.ndarray]) -> np.ndarray:
-  """The one way stage sequences are built (also by `synthetic_stage_tasks`).
+  """The one way stage sequences are built (also by `synthetic.stage_tasks`).
 
   codes: for each kind of `layout`, codes [..., frames, levels] (no offsets).
   Returns ids [..., sum of frames * levels] int32: the kinds in the layout's order.

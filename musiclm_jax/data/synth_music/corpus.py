@@ -5,7 +5,7 @@ genre or a music21 score), its split and whether it gets a melody pair.
 `generate_examples` composes or parses each piece, renders it with fluidsynth
 (a few pieces at a time in threads), cuts it into clips, and labels and
 captions each clip from what sounds in it. Splits never share a source piece.
-The TFDS builder (`synth_music_builder`) only wraps this.
+The TFDS builder (`builder`) only wraps this.
 """
 import collections
 from concurrent import futures
@@ -18,12 +18,12 @@ import tqdm
 
 from musiclm_jax.audio import io
 from musiclm_jax.audio import validation
-from musiclm_jax.data import synth_music_caption as caption_lib
-from musiclm_jax.data import synth_music_compose as compose
-from musiclm_jax.data import synth_music_labels as labels
-from musiclm_jax.data import synth_music_render as render
-from musiclm_jax.data import synth_music_scores as scores
-from musiclm_jax.data import synth_music_styles as styles
+from musiclm_jax.data.synth_music import caption as caption_lib
+from musiclm_jax.data.synth_music import compose
+from musiclm_jax.data.synth_music import labels
+from musiclm_jax.data.synth_music import render
+from musiclm_jax.data.synth_music import scores
+from musiclm_jax.data.synth_music import styles
 
 TEMPLATE = "template"
 SPLITS = ("train", "validation", "test")
@@ -183,7 +183,7 @@ def _empty_pair() -> dict[str, Any]:
 
 def clip_example(clip: labels.ClipLabels, clip_index: int, samples: np.ndarray,
                  caption: caption_lib.Caption, pair: dict[str, Any] | None) -> dict[str, Any]:
-  """The TFDS example of one clip (features in synth_music_builder)."""
+  """The TFDS example of one clip (features in `builder`)."""
   piece = clip.piece
   return {
       "audio": samples,

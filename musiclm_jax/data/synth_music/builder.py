@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from musiclm_jax.audio import validation
-from musiclm_jax.data import synth_music
-from musiclm_jax.data import synth_music_render as render
+from musiclm_jax.data.synth_music import corpus
+from musiclm_jax.data.synth_music import render
 
 _DESCRIPTION = """
 Captioned music rendered offline with FluidSynth and a General MIDI soundfont:
@@ -33,19 +33,19 @@ source piece. The soundfont used is in `info.metadata["soundfont"]`.
 
 @dataclasses.dataclass
 class SynthMusicConfig(tfds.core.BuilderConfig):
-  """A named corpus size; see synth_music.CorpusSpec."""
-  spec: synth_music.CorpusSpec | None = None
+  """A named corpus size; see corpus.CorpusSpec."""
+  spec: corpus.CorpusSpec | None = None
 
 
 TINY = SynthMusicConfig(
-    name="tiny", spec=synth_music.CorpusSpec(num_clips=200, clips_per_piece=2),
+    name="tiny", spec=corpus.CorpusSpec(num_clips=200, clips_per_piece=2),
     description="200 x 10 s clips (33 min) from 100 pieces; builds in ~1-2 min on 2 cores.")
 QUICK = SynthMusicConfig(
-    name="quick", spec=synth_music.CorpusSpec(num_clips=24, clip_seconds=2.0, clips_per_piece=1,
+    name="quick", spec=corpus.CorpusSpec(num_clips=24, clip_seconds=2.0, clips_per_piece=1,
                                               split_fractions=(0.2, 0.1)),
     description="24 x 2 s clips from 24 pieces, for `demo --quick` and wiring checks (~30 s).")
 LARGE = SynthMusicConfig(
-    name="large", spec=synth_music.CorpusSpec(num_clips=3000, clips_per_piece=4),
+    name="large", spec=corpus.CorpusSpec(num_clips=3000, clips_per_piece=4),
     description="3,000 x 10 s clips (8.3 h) from 750 pieces.")
 
 
@@ -109,11 +109,11 @@ class SynthMusic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     render.find_fluidsynth()
     self.info.metadata["soundfont"] = os.path.basename(soundfont)
     self.info.metadata["skipped"] = {}
-    return {split: self._generate_examples(split, soundfont) for split in synth_music.SPLITS}
+    return {split: self._generate_examples(split, soundfont) for split in corpus.SPLITS}
 
   def _generate_examples(self, split: str, soundfont: str):
     skipped = validation.SkippedAudio("skip")
-    yield from synth_music.generate_examples(self.builder_config.spec, split, soundfont, skipped)
+    yield from corpus.generate_examples(self.builder_config.spec, split, soundfont, skipped)
     self.info.metadata["skipped"][split] = dict(skipped.counts)
     log = logging.warning if skipped.total else logging.info
     log("synth_music/%s %s: %s", self.builder_config.name, split, skipped.summary())

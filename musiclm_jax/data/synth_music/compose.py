@@ -1,4 +1,4 @@
-"""Composes seeded pieces from the genre templates in `synth_music_styles`.
+"""Composes seeded pieces from the genre templates in `styles`.
 
 A piece is a chord progression in a drawn key and mode, a melody that lands on
 chord tones on strong beats and moves by step elsewhere, a harmony part and a
@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from musiclm_jax.data import synth_music_labels as labels
-from musiclm_jax.data import synth_music_styles as styles
+from musiclm_jax.data.synth_music import labels
+from musiclm_jax.data.synth_music import styles
 
 BEATS_PER_BAR = 4
 _UNASSIGNED_PROGRAM = -2  # parts are composed first, instruments drawn after

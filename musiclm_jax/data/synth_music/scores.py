@@ -16,7 +16,7 @@ from music21 import corpus
 from music21 import harmony
 import numpy as np
 
-from musiclm_jax.data import synth_music_labels as labels
+from musiclm_jax.data.synth_music import labels
 
 CHORALE, FOLK_TUNE = "chorale", "folk_tune"
 # Programs for soprano, alto, tenor, bass.

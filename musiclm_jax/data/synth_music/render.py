@@ -14,7 +14,7 @@ import numpy as np
 import pretty_midi
 
 from musiclm_jax.audio import io
-from musiclm_jax.data import synth_music_labels as labels
+from musiclm_jax.data.synth_music import labels
 
 # Larger (better) soundfonts first; Debian's fluid-soundfont-gm and timgm6mb-soundfont.
 SOUNDFONT_CANDIDATES = (

@@ -2,7 +2,7 @@
 
 Every fact in a caption comes from `ClipLabels`: the genre, the instruments
 that sound in the clip and what each plays, the tempo in BPM, the key, and
-mood words tied to tempo and mode (`synth_music_labels.MOOD_WORDS`). Wording
+mood words tied to tempo and mode (`labels.MOOD_WORDS`). Wording
 is drawn from a seeded Generator so captions vary like human ones do.
 Phrases never contain an instrument name other than the instrument they
 describe, so a caption can be checked against its labels by string search.
@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from musiclm_jax.data import synth_music_labels as labels
+from musiclm_jax.data.synth_music import labels
 
 HARMONY_PHRASES = {
     "power": "plays chugging power chords",
