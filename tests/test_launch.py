@@ -1,29 +1,23 @@
 """launch/: shellcheck-clean scripts, dry runs that print the cloud commands (golden files),
 and multi-process training through the SLURM and local launchers matching one process."""
-import functools
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 
-import gin
-import jax
 import numpy as np
 import pytest
 
-from musiclm_jax import gin_utils
 from musiclm_jax import metrics as metrics_lib
-from musiclm_jax import trainer as trainer_lib
 from conftest import REPO_DIR, TESTS_DIR
+from test_multihost import TEST_GIN, free_port, multiprocess_env, one_process_losses
 
 LAUNCH_DIR = pathlib.Path(REPO_DIR) / "launch"
 GOLDEN_DIR = pathlib.Path(TESTS_DIR) / "golden" / "launch"
 # MUSICLM_UPDATE_GOLDEN=1 rewrites the golden files from the scripts' output.
 UPDATE_GOLDEN = os.environ.get("MUSICLM_UPDATE_GOLDEN") == "1"
 
-TEST_GIN = os.path.join(TESTS_DIR, "gin", "context_mlp.gin")
 # Three steps with a learning rate that moves the loss from the first update on.
 TRAIN_BINDINGS = ("TRAIN_STEPS = 3", "WARMUP_STEPS = 1", "LEARNING_RATE = 0.01")
 
@@ -130,60 +124,19 @@ def test_one_failed_worker_stops_the_others_and_the_slice_is_deleted(tmp_path):
       "musiclm-v5e-worker0.log", "musiclm-v5e-worker1.log"]
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _multiprocess_env(tmp_path) -> dict[str, str]:
-  return dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]), JAX_PLATFORMS="cpu",
-              XLA_FLAGS="--xla_force_host_platform_device_count=1",
-              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", LOG_DIR=str(tmp_path / "logs"))
-
-
 def _train_command(model_dir) -> list[str]:
   return [sys.executable, "-m", "musiclm_jax.train", f"--gin_file={TEST_GIN}",
           f"--gin.MODEL_DIR='{model_dir}'", *(f"--gin_bindings={b}" for b in TRAIN_BINDINGS)]
 
 
-@functools.cache
-def _one_process_losses(num_shards: int) -> tuple[float, ...]:
-  """The same config in this process, on the global batches of `num_shards` hosts."""
-  gin.clear_config()
-  try:
-    gin_utils.parse_gin([TEST_GIN], TRAIN_BINDINGS)
-    build = lambda name: gin.query_parameter(f"trainer.train.{name}").scoped_configurable_fn
-    model = build("model")()
-    data, schedule, make_optimizer = build("train_dataset_cfg")(), build("learning_rate")(), build("optimizer")
-    steps = gin.query_parameter("%TRAIN_STEPS")
-  finally:
-    gin.clear_config()
-  shards = [data.get_batches(i, num_shards) for i in range(num_shards)]
-  batches = []
-  for _ in range(steps):
-    parts = [next(s) for s in shards]
-    batches.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-  from musiclm_jax import partitioning  # pylint: disable=g-import-not-at-top
-  partitioner = partitioning.Partitioner(num_devices=num_shards)
-  spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batches[0].items()}
-  trainer = trainer_lib.Trainer(model, partitioner, make_optimizer(learning_rate=schedule), spec)
-  state = trainer.init_state()
-  losses = []
-  for batch in batches:
-    state, m = trainer.train_step(state, partitioner.make_global_batch(batch))
-    losses.append(float(m["loss"]))
-  return tuple(losses)
-
-
 def _assert_trained_like_one_process(model_dir):
   multi = [r["train/loss"] for r in metrics_lib.read_jsonl(model_dir / "metrics.jsonl")]
-  np.testing.assert_allclose(multi, _one_process_losses(2), rtol=2e-5)
+  np.testing.assert_allclose(multi, one_process_losses(TRAIN_BINDINGS, 2), rtol=2e-5)
   assert sorted(os.listdir(model_dir / "checkpoints"))[-1] == "3"
 
 
 def test_local_multihost_trains_two_processes_like_one(tmp_path):
-  env = dict(_multiprocess_env(tmp_path), NUM_PROCESSES="2", PORT=str(_free_port()))
+  env = dict(multiprocess_env(), LOG_DIR=str(tmp_path / "logs"), NUM_PROCESSES="2", PORT=str(free_port()))
   result = subprocess.run(["bash", str(LAUNCH_DIR / "local_multihost.sh"), *_train_command(tmp_path / "run")],
                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
   logs = "".join(p.read_text()[-2000:] for p in sorted((tmp_path / "logs").glob("*.log")))
@@ -212,11 +165,11 @@ def test_slurm_script_trains_two_processes_like_one(tmp_path):
   (fake_bin / "srun").write_text(_FAKE_SRUN)
   (fake_bin / "srun").chmod(0o755)
   (tmp_path / "logs").mkdir()
-  env = dict(_multiprocess_env(tmp_path), PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
+  env = dict(multiprocess_env(), LOG_DIR=str(tmp_path / "logs"), PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
              SLURM_JOB_ID="77", SLURM_NTASKS="2", SLURM_STEP_NODELIST="127.0.0.1",
              SLURM_JOB_NODELIST="127.0.0.1", SLURM_SUBMIT_DIR=REPO_DIR,
              # JAX's SLURM detection takes the coordinator's host from the node list.
-             JAX_COORDINATOR_PORT=str(_free_port()))
+             JAX_COORDINATOR_PORT=str(free_port()))
   result = subprocess.run(["bash", str(LAUNCH_DIR / "gpu" / "slurm.sbatch"), *_train_command(tmp_path / "run")],
                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
   logs = "".join(p.read_text()[-2000:] for p in sorted((tmp_path / "logs").glob("*.log")))
