@@ -6,8 +6,8 @@
 #
 #   NAME=musiclm-v5e PROJECT=my-project ZONE=us-west4-a ACCELERATOR_TYPE=v5litepod-16 \
 #     launch/tpu_vm.sh musiclm-train --gin_file=experiments/semantic_stage.gin \
-#       --gin_file=scales/paper.gin --gin.MODEL_DIR=\"gs://my-bucket/semantic\" \
-#       --gin.TOKEN_CACHE_DIR=\"gs://my-bucket/tokens\"
+#       --gin_file=scales/paper.gin --gin.MODEL_DIR=\"/gcs/my-bucket/semantic\" \
+#       --gin.TOKEN_CACHE_DIR=\"/gcs/my-bucket/tokens\"
 #
 # Environment: see launch/tpu/common.sh; also KEEP=1 (do not delete the resource at the
 # end: iterate on a live slice, then delete it yourself), LOG_DIR (runs/launch/NAME).
@@ -16,7 +16,7 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/tpu/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/tpu/common.sh"
 
-(($#)) || die "no command: launch/tpu_vm.sh musiclm-train --gin_file=... --gin.MODEL_DIR=\\\"gs://...\\\""
+(($#)) || die "no command: launch/tpu_vm.sh musiclm-train --gin_file=... --gin.MODEL_DIR=..."
 cd "$REPO_DIR"
 LOG_DIR="${LOG_DIR:-runs/launch/$NAME}"
 mkdir -p "$LOG_DIR"

@@ -330,8 +330,8 @@ class _Preemption:
   Many processes: the signal reaches hosts at different steps, and a host that
   stops alone leaves the others hanging in the next collective or in the
   checkpoint save. JAX's preemption service (started by jax.distributed.initialize;
-  it catches SIGTERM itself, and on TPU VMs also the maintenance/preemption notice)
-  tells every process and picks the step after the furthest one:
+  it catches SIGTERM itself) tells every process and picks the step after the
+  furthest one:
   `reached_preemption_sync_point` is True on all processes at that same step.
   """
 

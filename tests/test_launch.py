@@ -51,20 +51,19 @@ def test_shellcheck_fails_on_a_bad_script(tmp_path):
 _TPU = {"NAME": "musiclm-v5e", "PROJECT": "my-project", "ZONE": "us-west4-a",
         "ACCELERATOR_TYPE": "v5litepod-16"}
 _TRAIN = ["musiclm-train", "--gin_file=experiments/semantic_stage.gin", "--gin_file=scales/paper.gin",
-          '--gin.TOKEN_CACHE_DIR="gs://my-bucket/tokens"']
+          '--gin.TOKEN_CACHE_DIR="/gcs/my-bucket/tokens"', '--gin.MODEL_DIR="/gcs/my-bucket/semantic"']
 DRY_RUNS = {
-    "tpu_vm_v5e_16_spot": ("tpu_vm.sh", _TPU, [*_TRAIN, '--gin.MODEL_DIR="gs://my-bucket/semantic"']),
+    "tpu_vm_v5e_16_spot": ("tpu_vm.sh", _TPU, _TRAIN),
     "tpu_vm_v4_32_multislice_reserved": (
         "tpu_vm.sh", dict(_TPU, NAME="musiclm-v4", ZONE="us-central2-b", ACCELERATOR_TYPE="v4-32",
                           NUM_SLICES="2", PROVISIONING="reserved"),
-        [*_TRAIN, '--gin.MODEL_DIR="gs://my-bucket/semantic"']),
+        _TRAIN),
     "tpu_job_v5p_8": ("tpu_job.sh", dict(_TPU, NAME="semantic-v5p", ZONE="us-east5-a",
-                                         ACCELERATOR_TYPE="v5p-8", MODEL_DIR="gs://my-bucket/semantic"),
+                                         ACCELERATOR_TYPE="v5p-8", JOB_URI="gs://my-bucket/jobs/semantic"),
                       _TRAIN),
-    "slurm": ("gpu/slurm.sbatch", {"SLURM_JOB_ID": "4242", "SLURM_SUBMIT_DIR": REPO_DIR},
-              [*_TRAIN, '--gin.MODEL_DIR="/shared/semantic"']),
+    "slurm": ("gpu/slurm.sbatch", {"SLURM_JOB_ID": "4242", "SLURM_SUBMIT_DIR": REPO_DIR}, _TRAIN),
     "multinode_gpu": ("gpu/multinode.sh", {"NNODES": "2", "NODE_RANK": "1", "COORDINATOR": "10.0.0.2:12355"},
-                      [*_TRAIN, '--gin.MODEL_DIR="/shared/semantic"']),
+                      _TRAIN),
     "local_multihost": ("local_multihost.sh", {"NUM_PROCESSES": "2", "PORT": "12355"},
                         ["python", "-m", "musiclm_jax.train", "--gin_file=experiments/toy_lm.gin",
                          '--gin.MODEL_DIR="/tmp/toy_lm"']),

@@ -50,9 +50,11 @@ def one_process_losses(bindings: tuple[str, ...], num_shards: int, steps: int | 
   gin.clear_config()
   try:
     gin_utils.parse_gin([TEST_GIN], bindings)
-    build = lambda name: gin.query_parameter(f"trainer.train.{name}").scoped_configurable_fn
-    model, data = build("model")(), build("train_dataset_cfg")()
-    tx = build("optimizer")(learning_rate=build("learning_rate")())
+    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+    with gin.config_scope("train"):
+      data = gin.get_configurable(pipeline.DatasetConfig)()
+    schedule = gin.get_configurable(optimizers.learning_rate_schedule)()
+    tx = gin.get_configurable(optimizers.make_optimizer)(learning_rate=schedule)
     steps = steps or gin.query_parameter("%TRAIN_STEPS")
   finally:
     gin.clear_config()
@@ -125,17 +127,23 @@ def _losses_by_step(model_dir) -> dict[int, float]:
 
 def test_sigterm_on_one_host_first_stops_both_at_the_same_step_and_resume_matches(tmp_path):
   workers = _start_two_processes(tmp_path)
-  deadline = time.monotonic() + 300
-  while len(_losses_by_step(tmp_path) if (tmp_path / "metrics.jsonl").exists() else {}) < 3:
-    assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
-        [w.communicate()[1][-2000:] for w in workers if w.poll() is not None]
-    time.sleep(0.2)
-  # The preemption notice reaches process 1 first, process 0 some steps later (if still running).
-  workers[1].send_signal(signal.SIGTERM)
-  time.sleep(1.0)
-  if workers[0].poll() is None:
-    workers[0].send_signal(signal.SIGTERM)
-  outputs = [w.communicate(timeout=300)[1] for w in workers]
+  try:
+    deadline = time.monotonic() + 300
+    while len(_losses_by_step(tmp_path) if (tmp_path / "metrics.jsonl").exists() else {}) < 3:
+      assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
+          [w.communicate()[1][-2000:] for w in workers if w.poll() is not None]
+      time.sleep(0.2)
+    # The signal reaches process 1 first, process 0 a second later (if still running).
+    workers[1].send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    if workers[0].poll() is None:
+      workers[0].send_signal(signal.SIGTERM)
+    # Hosts that stop at different steps hang in the next collective: a timeout here.
+    outputs = [w.communicate(timeout=180)[1] for w in workers]
+  finally:
+    for w in workers:
+      if w.poll() is None:
+        w.kill()
   assert [w.returncode for w in workers] == [143, 143], [o[-2000:] for o in outputs]
   saved = {int(re.search(r"SIGTERM: saved step (\d+)", o).group(1)) for o in outputs}
   assert len(saved) == 1, saved
@@ -143,9 +151,13 @@ def test_sigterm_on_one_host_first_stops_both_at_the_same_step_and_resume_matche
   assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints")) == [step]
 
   resumed = _start_two_processes(tmp_path, f"--gin.trainer.train.stop_at_step={step + 2}")
-  for w in resumed:
-    _, err = w.communicate(timeout=300)
-    assert w.returncode == 0, err[-3000:]
+  try:
+    errors = [w.communicate(timeout=300)[1] for w in resumed]
+  finally:
+    for w in resumed:
+      if w.poll() is None:
+        w.kill()
+  assert [w.returncode for w in resumed] == [0, 0], [e[-3000:] for e in errors]
   losses = _losses_by_step(tmp_path)
   assert sorted(losses) == list(range(1, step + 3))
   reference = one_process_losses(_PREEMPT_BINDINGS, 2, step + 2)
