@@ -28,6 +28,11 @@ _PUBLISHED_PEAKS = {
 }
 
 
+def published_peak_flops(device_kind: str) -> float:
+  """A device's dense bf16 peak FLOP/s from its vendor's figures; 0 when unknown."""
+  return _PUBLISHED_PEAKS.get(device_kind, 0.0)
+
+
 def measure_matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
   """Best FLOP/s of a [size, size] float32 matmul on the default backend."""
   a = jnp.ones((size, size), jnp.float32)
@@ -49,7 +54,7 @@ def host_peak_flops() -> float:
   """
   device = jax.local_devices()[0]
   if device.platform != "cpu":
-    return _PUBLISHED_PEAKS.get(device.device_kind, 0.0) * jax.local_device_count()
+    return published_peak_flops(device.device_kind) * jax.local_device_count()
   key = f"cpu:{os.cpu_count()}:{jax.__version__}"
   cache = _read_json(_PEAK_CACHE)
   if key not in cache:

@@ -63,6 +63,7 @@ def test_tiny_semantic_step_compiles_for_a_real_tpu_topology(topology, num_slice
   state_bytes = 3 * 4 * report["params"]
   assert state_bytes / 2 <= sizes["argument"] <= state_bytes
   assert sizes["total"] < report["hbm_gib"] * 2**30 and report["compile_seconds"] > 0
+  assert report["expected_step_seconds"] > 0 and report["mfu"] == 0.4
 
 
 def test_a_config_that_does_not_fit_the_chip_is_a_one_line_error():

@@ -51,6 +51,7 @@ import gin
 import jax
 
 from musiclm_jax import gin_utils
+from musiclm_jax import metrics
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
@@ -78,6 +79,7 @@ _TOPOLOGY = flags.DEFINE_string("topology", None, "Compile for this TPU topology
 _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices of --topology joined by DCN (multislice).")
 _FIND_MAX_BATCH = flags.DEFINE_bool("find_max_batch", False, "With --topology: report the largest "
                                     "batch per data-parallel replica that fits (bisection).")
+_MFU = flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation the expected step time assumes.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", "adamw", "adamw | adafactor | sgd")
 _BINDINGS = flags.DEFINE_multi_string("binding", [], "Extra gin bindings, e.g. "
                                       "\"transformer.TransformerConfig.remat_policy = 'full'\"")
@@ -106,8 +108,11 @@ def tpu_devices(topology: str, num_slices: int = 1) -> Sequence[Any]:
 
 def compile_train_step(stage: str, scale: str, batch_size: int, length: int | None = None,
                        model_parallel: int = 2, optimizer: str = "adamw",
-                       bindings=(), devices: Sequence[Any] | None = None) -> dict:
+                       bindings=(), devices: Sequence[Any] | None = None, mfu: float = 0.4) -> dict:
   """Lowers and compiles one train step on `devices` (default: jax.devices()); returns the report.
+
+  The report's expected step time is the model's analytic FLOPs per step over the
+  devices' published peak at `mfu` (absent for devices without a published peak).
 
   Raises:
     DoesNotFitError: the TPU compiler refused the program for lack of HBM.
@@ -143,13 +148,18 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
   # Donated state shares its buffers with the output (alias): count it once.
   sizes["total"] = (sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"]
                     + sizes["generated_code"])
-  return {"benchmark": "aot_compile", "stage": stage, "scale": scale, "batch_size": batch_size,
-          "batch_per_replica": batch_size // partitioner.data_parallel,
-          "length": length, "params": params, "devices": partitioner.mesh.size, "chip": chip,
-          "mesh": dict(partitioner.mesh.shape), "optimizer": optimizer,
-          "per_device_bytes": sizes,
-          "per_device_gib": {k: round(v / 2**30, 3) for k, v in sizes.items()},
-          "lower_seconds": round(lower_seconds, 1), "compile_seconds": round(compile_seconds, 1)}
+  report = {"benchmark": "aot_compile", "stage": stage, "scale": scale, "batch_size": batch_size,
+            "batch_per_replica": batch_size // partitioner.data_parallel,
+            "length": length, "params": params, "devices": partitioner.mesh.size, "chip": chip,
+            "mesh": dict(partitioner.mesh.shape), "optimizer": optimizer,
+            "per_device_bytes": sizes,
+            "per_device_gib": {k: round(v / 2**30, 3) for k, v in sizes.items()},
+            "lower_seconds": round(lower_seconds, 1), "compile_seconds": round(compile_seconds, 1),
+            "flops_per_step": trainer.flops_per_step}
+  peak = metrics.published_peak_flops(chip) * partitioner.mesh.size
+  if peak and trainer.flops_per_step:
+    report.update(mfu=mfu, expected_step_seconds=round(trainer.flops_per_step / (mfu * peak), 4))
+  return report
 
 
 def _hbm_shortfall(message: str) -> str:
@@ -204,7 +214,7 @@ def find_max_batch(stage: str, scale: str, devices: Sequence[Any], model_paralle
 def main(argv):
   del argv
   devices = tpu_devices(_TOPOLOGY.value, _NUM_SLICES.value) if _TOPOLOGY.value else None
-  kwargs = dict(optimizer=_OPTIMIZER.value, bindings=_BINDINGS.value)
+  kwargs = dict(optimizer=_OPTIMIZER.value, bindings=_BINDINGS.value, mfu=_MFU.value)
   if _FIND_MAX_BATCH.value:
     if devices is None:
       raise UserError("--find_max_batch needs --topology: only the TPU compiler refuses what does not fit")
