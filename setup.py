@@ -46,7 +46,7 @@ setuptools.setup(
             "musiclm-train=musiclm_jax.train:console_entry_point",
             "musiclm-infer=musiclm_jax.infer:console_entry_point",
             "musiclm-export=musiclm_jax.export:console_entry_point",
-            "musiclm-tokenize=musiclm_jax.tokenize:console_entry_point",
+            "musiclm-tokenize=musiclm_jax.tokenize_dataset:console_entry_point",
             "musiclm-fit-mulan-rvq=musiclm_jax.fit_mulan_rvq:console_entry_point",
             "musiclm-fit-kmeans=musiclm_jax.fit_kmeans:console_entry_point",
         ]

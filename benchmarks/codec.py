@@ -17,12 +17,11 @@ import time
 from absl import app
 from absl import flags
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musiclm_jax import gin_utils
+from musiclm_jax import gin_models
 from musiclm_jax.models import soundstream
 
 _SCALES = flags.DEFINE_list("scales", ["tiny", "paper"], "gin/scales/soundstream_<scale>.gin")
@@ -41,9 +40,7 @@ def _best_seconds(fn, *args) -> float:
 
 
 def _model(scale: str) -> soundstream.SoundStreamModel:
-  gin.clear_config()
-  gin_utils.parse_gin(["models/soundstream.gin", f"scales/soundstream_{scale}.gin"], [])
-  return gin.query_parameter("%MODEL").scoped_configurable_fn()
+  return gin_models.build_model(["models/soundstream.gin", f"scales/soundstream_{scale}.gin"])
 
 
 def main(argv):

@@ -20,6 +20,7 @@ import gin
 import numpy as np
 
 from musiclm_jax import checkpoints
+from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax.data import audio_batches
 from musiclm_jax.eval import codec
@@ -36,7 +37,7 @@ _NUM_WAVS = flags.DEFINE_integer("num_wavs", 3, "Reconstructions to save as WAV.
 def main(argv):
   del argv
   gin_utils.parse_flags_and_check(("MODEL", "DATASET", "DATA_DIR"))
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_models.parsed_model()
   dataset, data_dir = gin.query_parameter("%DATASET"), gin.query_parameter("%DATA_DIR")
   rate_hz = model.config.sample_rate_hz
   source = audio_batches.AudioBatchSource(dataset, data_dir=data_dir, split=_SPLIT.value,

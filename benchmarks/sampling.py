@@ -24,12 +24,11 @@ import time
 
 from absl import app
 from absl import flags
-import gin
 import jax
 import numpy as np
 
 from musiclm_jax import decoding
-from musiclm_jax import gin_utils
+from musiclm_jax import gin_models
 from musiclm_jax.data import token_layout
 
 _SCALE = flags.DEFINE_string("scale", "small", "gin/scales/<scale>.gin")
@@ -56,8 +55,7 @@ def _timed(fn, repeats):
 
 def main(argv):
   del argv
-  gin_utils.parse_gin(["models/semantic.gin", f"scales/{_SCALE.value}.gin"], [])
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_models.build_model(["models/semantic.gin", f"scales/{_SCALE.value}.gin"])
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), np.int32)}
   params = jax.jit(lambda rng: jax.tree.map(lambda x: x.unbox(), model.init(rng, spec),
                                             is_leaf=lambda x: hasattr(x, "unbox")))(

@@ -12,10 +12,10 @@ import tensorflow_datasets as tfds
 
 from musiclm_jax.data import audio_batches
 from musiclm_jax.layers import kmeans
-from musiclm_jax.models import semantic_tokenizer
+from musiclm_jax.tokenizers import semantic
 
 export_dir, kmeans_path, data_dir = sys.argv[1:4]
-tok = semantic_tokenizer.SemanticTokenizer.load(export_dir, kmeans_path)
+tok = semantic.SemanticTokenizer.load(export_dir, kmeans_path)
 K = tok.codebook_size
 
 # MLM accuracy on held-out crops (fixed masks, noise-free codes), as eval does.

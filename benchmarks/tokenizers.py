@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musiclm_jax import gin_utils
+from musiclm_jax import gin_models
 from musiclm_jax.layers import kmeans
-from musiclm_jax.models import semantic_tokenizer
 from musiclm_jax.models import w2v_bert
+from musiclm_jax.tokenizers import semantic
 
 _TOKENIZERS = flags.DEFINE_list("tokenizers", ["semantic"], "Entries of BUILDERS to run.")
 _SCALES = flags.DEFINE_list("scales", ["tiny", "paper"], "Scales to run each tokenizer at.")
@@ -35,15 +35,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls; the fastest is repor
 SAMPLE_RATE_HZ = 24_000
 
 
-def _gin_model(files):
-  gin.clear_config()
-  gin_utils.parse_gin(files, [])
-  return gin.query_parameter("%MODEL").scoped_configurable_fn()
-
-
 def _build_semantic(scale: str):
   """w2v-BERT (gin/scales/w2v_bert_<scale>.gin) up to SEMANTIC_LAYER + k-means of 1024 random centroids."""
-  model = _gin_model(["models/w2v_bert.gin", f"scales/w2v_bert_{scale}.gin"])
+  model = gin_models.build_model(["models/w2v_bert.gin", f"scales/w2v_bert_{scale}.gin"])
   layer = gin.query_parameter("%SEMANTIC_LAYER")
   spec = {"audio": jax.ShapeDtypeStruct((1, model.config.input_hop_length), jnp.float32)}
   params = jax.jit(lambda rng: nn.unbox(model.init(rng, spec)))(jax.random.key(0))
@@ -51,7 +45,7 @@ def _build_semantic(scale: str):
   rng = np.random.default_rng(0)
   codebook = kmeans.Codebook(rng.normal(size=(1024, dim)).astype(np.float32),
                              np.zeros(dim, np.float32), np.ones(dim, np.float32), {"layer": layer})
-  tokenizer = semantic_tokenizer.SemanticTokenizer(model, params, codebook, layer)
+  tokenizer = semantic.SemanticTokenizer(model, params, codebook, layer)
   used = w2v_bert.truncate_mlm_params(params, layer, model.config.conformer.scan_layers)
   return tokenizer.tokenize, {
       "layer": layer, "params_millions": round(w2v_bert.count_parameters(model.config) / 1e6, 1),

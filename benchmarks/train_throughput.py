@@ -14,11 +14,10 @@ import time
 
 from absl import app
 from absl import flags
-import gin
 import jax
 import numpy as np
 
-from musiclm_jax import gin_utils
+from musiclm_jax import gin_models
 from musiclm_jax import metrics
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
@@ -37,8 +36,8 @@ _BINDINGS = flags.DEFINE_multi_string("binding", [], "Extra gin bindings, e.g. "
 
 def main(argv):
   del argv
-  gin_utils.parse_gin([f"models/{_STAGE.value}.gin", f"scales/{_SCALE.value}.gin"], _BINDINGS.value)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_models.build_model([f"models/{_STAGE.value}.gin", f"scales/{_SCALE.value}.gin"],
+                                 _BINDINGS.value)
   rng = np.random.default_rng(0)
   shape = (_BATCH.value, _LENGTH.value)
   tokens = rng.integers(2, model.vocab_size, shape).astype(np.int32)

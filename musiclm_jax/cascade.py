@@ -4,7 +4,7 @@
   [generation] = musiclm.generate([Request.from_text("calm piano", seconds=10.0, seed=1)])
   generation.audio  # [samples] float32 at 24 kHz
 
-Plain Python: the tokenizers are any objects with the `tokenizers.py`
+Plain Python: the tokenizers are any objects with the `tokenizers/__init__.py`
 protocols and each stage is a `StageLM(model, params)`; `load_musiclm` builds
 one from export folders (what gin/musiclm.gin wires).
 
@@ -40,12 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import decoding
-from musiclm_jax import exports
+from musiclm_jax import gin_models
 from musiclm_jax import tokenizers
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import lm
-from musiclm_jax.models import soundstream
+from musiclm_jax.tokenizers import acoustic
 
 SAMPLE_RATE_HZ = 24_000
 SEMANTIC_RATE_HZ = 25
@@ -450,19 +450,19 @@ def _check_components(cascade: Cascade) -> None:
 
 def _load_mulan(export_dir: str, rvq_path: str) -> tokenizers.ConditioningTokenizer:
   # Imported when used: the cascade (and its tests) must not need the MuLan or w2v-BERT modules.
-  return importlib.import_module("musiclm_jax.models.mulan_tokenizer").MuLanTokenizer.load(
+  return importlib.import_module("musiclm_jax.tokenizers.conditioning").MuLanTokenizer.load(
       export_dir, rvq_path)
 
 
 def _load_w2v_bert(export_dir: str, kmeans_path: str) -> tokenizers.SemanticTokenizer:
-  return importlib.import_module("musiclm_jax.models.semantic_tokenizer").SemanticTokenizer.load(
+  return importlib.import_module("musiclm_jax.tokenizers.semantic").SemanticTokenizer.load(
       export_dir, kmeans_path)
 
 
 def load_stage(export_dir: str) -> StageLM:
   """(model, params) of a stage LM export."""
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 1), jnp.int32)}
-  return StageLM(*exports.load_export(export_dir, spec))
+  return StageLM(*gin_models.load_export(export_dir, spec))
 
 
 def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_export_dir: str,
@@ -471,7 +471,7 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
                  windows: Windows = Windows(), use_cache: bool = True,
                  max_length: int = decoding.DEFAULT_MAX_LENGTH,
                  conditioning_loader=_load_mulan, semantic_loader=_load_w2v_bert,
-                 acoustic_loader=soundstream.SoundStreamTokenizer.load) -> Cascade:
+                 acoustic_loader=acoustic.SoundStreamTokenizer.load) -> Cascade:
   """A Cascade from export folders; every path is checked before anything loads.
 
   w2v_bert_export_dir and kmeans_path are optional (only continuation needs

@@ -169,7 +169,7 @@ class Pipeline:
                   _binding("MULAN_EXPORT_DIR", mulan), _binding("MULAN_RVQ_PATH", mulan_rvq)]
     cache = self.path("tokens")
     self.step("tokenize", [os.path.join(cache, "metadata.json")], [[
-        "musiclm_jax.tokenize", "--gin_file=runs/tokenize.gin", *data, *tokenizers,
+        "musiclm_jax.tokenize_dataset", "--gin_file=runs/tokenize.gin", *data, *tokenizers,
         _binding("TOKEN_CACHE_DIR", cache)]])
 
     stages = {}
@@ -221,8 +221,7 @@ class Pipeline:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --output_dir and --quick")
+  del argv  # gin_utils.run rejected positional arguments
   pipeline = Pipeline(_OUTPUT_DIR.value, QUICK if _QUICK.value else FULL)
   result = pipeline.run()
   print("\ntime per step:")
@@ -236,7 +235,7 @@ def main(argv):
 
 def console_entry_point():
   from musiclm_jax import gin_utils  # pylint: disable=import-outside-toplevel
-  gin_utils.run(main)
+  gin_utils.run(main, usage="use --output_dir and --quick")
 
 
 if __name__ == "__main__":

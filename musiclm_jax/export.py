@@ -9,14 +9,12 @@ import gin
 
 from musiclm_jax import checkpoints
 from musiclm_jax import gin_utils
-from musiclm_jax.errors import UserError
 
 REQUIRED_MACROS = ("MODEL_DIR", "EXPORT_DIR")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
+  del argv  # gin_utils.run rejected positional arguments
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
   path = gin.get_configurable(checkpoints.export_checkpoint)()
   print(f"exported params to {path}")

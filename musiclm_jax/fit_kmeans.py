@@ -11,17 +11,15 @@ from absl import logging
 import gin
 
 from musiclm_jax import gin_utils
-from musiclm_jax.errors import UserError
-from musiclm_jax.models import semantic_tokenizer
+from musiclm_jax.tokenizers import kmeans_fit
 
 REQUIRED_MACROS = ("W2V_BERT_EXPORT_DIR", "KMEANS_PATH", "SEMANTIC_LAYER")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
+  del argv  # gin_utils.run rejected positional arguments
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
-  codebook = gin.get_configurable(semantic_tokenizer.fit_kmeans)()
+  codebook = gin.get_configurable(kmeans_fit.fit_kmeans)()
   logging.info("fitted %d clusters", codebook.num_clusters)
   print(f"k-means of {codebook.num_clusters} clusters saved to "
         f"{gin.query_parameter('%KMEANS_PATH')}: {codebook.metadata}")

@@ -12,18 +12,16 @@ import json
 import gin
 
 from musiclm_jax import gin_utils
-from musiclm_jax.errors import UserError
 from musiclm_jax.eval import retrieval
-from musiclm_jax.models import mulan_tokenizer
+from musiclm_jax.tokenizers import rvq_fit
 
 REQUIRED_MACROS = ("EXPORT_DIR", "DATASET", "DATA_DIR", "OUTPUT_DIR")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
+  del argv  # gin_utils.run rejected positional arguments
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
-  tokenizer = gin.get_configurable(mulan_tokenizer.fit_rvq_on_dataset)()
+  tokenizer = gin.get_configurable(rvq_fit.fit_rvq_on_dataset)()
   results = gin.get_configurable(retrieval.evaluate_splits)(tokenizer)
   for split, result in results.items():
     print(f"{split}: {json.dumps(result['retrieval'])}")

@@ -99,8 +99,12 @@ def write_config(model_dir: str) -> str:
   return path
 
 
-def run(main: Callable[[Sequence[str]], None]) -> None:
-  """absl's app.run with `--gin.KEY=VALUE` support and one-line UserErrors."""
+def run(main: Callable[[Sequence[str]], None],
+        usage: str = "configure with --gin_file and --gin.KEY=VALUE") -> None:
+  """absl's app.run with `--gin.KEY=VALUE` support and one-line UserErrors.
+
+  Positional arguments are a UserError that ends with `usage`: binaries take flags only.
+  """
   try:
     argv = rewrite_gin_args(sys.argv)
   except UserError as e:
@@ -108,6 +112,8 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
 
   def guarded(args):
     try:
+      if len(args) > 1:
+        raise UserError(f"unexpected arguments {args[1:]}: {usage}")
       main(args)
     except UserError as e:
       _exit_with(e)

@@ -28,8 +28,7 @@ REQUIRED_MACROS = ("PROMPTS_FILE", "OUTPUT_DIR", "MULAN_EXPORT_DIR", "MULAN_RVQ_
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
+  del argv  # gin_utils.run rejected positional arguments
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
   output_dir = gin.query_parameter("%OUTPUT_DIR")
   os.makedirs(output_dir, exist_ok=True)

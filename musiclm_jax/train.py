@@ -11,13 +11,11 @@ import gin
 
 from musiclm_jax import gin_utils
 from musiclm_jax import trainer
-from musiclm_jax.errors import UserError
 
 REQUIRED_MACROS = ("MODEL", "MODEL_DIR", "TRAIN_STEPS", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS")
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
+  del argv  # gin_utils.run rejected positional arguments
   gin_utils.initialize_distributed_from_flags()
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
   model_dir = gin.query_parameter("%MODEL_DIR")

@@ -1,4 +1,4 @@
-"""Deterministic stand-ins for the frozen tokenizers (tokenizers.py protocols).
+"""Deterministic stand-ins for the frozen tokenizers (musiclm_jax/tokenizers/__init__.py protocols).
 
 For tests of the token cache, the tasks and the cascade that must not depend
 on trained w2v-BERT or MuLan models. Tokens are simple functions of the input,

@@ -59,6 +59,12 @@ def test_missing_required_macro_names_it():
   _assert_one_line_error(_run("train", f"--gin_file={TEST_GIN}"), "MODEL_DIR", "--gin.MODEL_DIR")
 
 
+@pytest.mark.parametrize("binary, usage", [("export", "--gin_file"),
+                                            ("tools.param_count", "--scale and --stage")])
+def test_positional_argument_is_one_line(binary, usage):
+  _assert_one_line_error(_run(binary, "stray"), "unexpected arguments ['stray']", usage)
+
+
 def test_unwritable_model_dir_is_one_line():
   _assert_one_line_error(_train("/proc/no_such_dir/run"), "not writable")
 

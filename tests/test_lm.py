@@ -9,7 +9,7 @@ import pytest
 from musiclm_jax.data import token_layout
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
-from musiclm_jax.models import param_count
+from musiclm_jax.tools import param_count
 from numpy_params import model_params
 from numpy_params import random_stream
 

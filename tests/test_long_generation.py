@@ -8,6 +8,7 @@ import pytest
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax.models import discriminators
 from musiclm_jax.models import soundstream
+from musiclm_jax.tokenizers import acoustic
 from test_cascade import WINDOWS, make_cascade
 
 # The paper's hop (480) and 12 x 1024 codes, with 2 channels: fast to compile.
@@ -40,7 +41,7 @@ def tiny_soundstream_params(model: soundstream.SoundStreamModel, seed: int = 0):
 @pytest.fixture(scope="module")
 def codec():
   model = soundstream.SoundStreamModel(TINY_CODEC, TINY_DISCRIMINATORS)
-  return soundstream.SoundStreamTokenizer(model, tiny_soundstream_params(model))
+  return acoustic.SoundStreamTokenizer(model, tiny_soundstream_params(model))
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import pytest
 
 import numpy_params
 from musiclm_jax import checkpoints
-from musiclm_jax import exports
+from musiclm_jax import gin_models
 from musiclm_jax.eval import retrieval
 from musiclm_jax.models import mulan
-from musiclm_jax.models import mulan_tokenizer
+from musiclm_jax.tokenizers import conditioning
+from musiclm_jax.tokenizers import rvq_fit
 
 # A toy MuLan whose text tower takes the real MiniLM vocabulary (30522 ids).
 TOY_GIN = """
@@ -49,7 +50,7 @@ def toy_export(tmp_path_factory):
   """An exported toy MuLan (numpy-drawn params) with its config.gin."""
   folder = tmp_path_factory.mktemp("mulan_export")
   (folder / "config.gin").write_text(TOY_GIN)
-  model = exports.model_from_export(str(folder))
+  model = gin_models.model_from_export(str(folder))
   c = model.config
   spec = {"audio": jax.ShapeDtypeStruct((1, c.window_samples), jnp.float32),
           "text_ids": jax.ShapeDtypeStruct((1, c.max_text_length), jnp.int32)}
@@ -67,7 +68,7 @@ def _clustered(n, dim=8, seed=0):
 
 def test_fit_rvq_with_fewer_vectors_than_codes():
   x = _clustered(60)
-  quantizer, state = mulan_tokenizer.fit_rvq(x, num_levels=12, codebook_size=1024, min_vectors_per_code=2)
+  quantizer, state = rvq_fit.fit_rvq(x, num_levels=12, codebook_size=1024, min_vectors_per_code=2)
   assert state["codebooks"].shape == (12, 1024, 8)
   codes = np.asarray(quantizer.encode(state, jnp.asarray(x)[:, None])[:, 0])
   assert codes.dtype == np.int32 and codes.shape == (60, 12)
@@ -78,14 +79,14 @@ def test_fit_rvq_with_fewer_vectors_than_codes():
   errors = [float(np.mean((x - np.asarray(quantizer.decode(state, codes[:, None], q))[:, 0]) ** 2))
             for q in (1, 2, 4, 12)]
   assert all(a >= b - 1e-7 for a, b in zip(errors, errors[1:])) and errors[-1] < 0.1 * errors[0]
-  again = mulan_tokenizer.fit_rvq(x, num_levels=12, codebook_size=1024, min_vectors_per_code=2)[1]
+  again = rvq_fit.fit_rvq(x, num_levels=12, codebook_size=1024, min_vectors_per_code=2)[1]
   np.testing.assert_array_equal(state["codebooks"], again["codebooks"])
 
 
 def test_rvq_file_round_trip(tmp_path):
-  quantizer, state = mulan_tokenizer.fit_rvq(_clustered(40), num_levels=3, codebook_size=16)
-  path = mulan_tokenizer.save_rvq(str(tmp_path / "rvq.npz"), quantizer, state)
-  loaded_quantizer, loaded = mulan_tokenizer.load_rvq(path)
+  quantizer, state = rvq_fit.fit_rvq(_clustered(40), num_levels=3, codebook_size=16)
+  path = conditioning.save_rvq(str(tmp_path / "rvq.npz"), quantizer, state)
+  loaded_quantizer, loaded = conditioning.load_rvq(path)
   assert loaded_quantizer == quantizer
   jax.tree.map(np.testing.assert_array_equal, loaded, state)
 
@@ -94,7 +95,7 @@ def test_tokens_are_in_range_deterministic_and_follow_the_protocol(toy_export):
   _, model, params = toy_export
   c = model.config
   embeddings = _clustered(40)
-  tokenizer = mulan_tokenizer.MuLanTokenizer(model, params, *mulan_tokenizer.fit_rvq(embeddings))
+  tokenizer = conditioning.MuLanTokenizer(model, params, *rvq_fit.fit_rvq(embeddings))
   assert (tokenizer.num_levels, tokenizer.codebook_size) == (12, 1024)
   audio = np.random.default_rng(0).normal(size=(3, 3 * c.window_samples)).astype(np.float32) * 0.1
   texts = ["calm solo piano", "fast drums and distorted guitar", "a choir sings"]
@@ -111,9 +112,9 @@ def test_export_fit_load_evaluate(toy_export, synth_music_micro, tmp_path):
   export_dir, _, _ = toy_export
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(synth_music_micro.data_dir)))
   rvq_path = str(tmp_path / "rvq.npz")
-  fitted = mulan_tokenizer.fit_rvq_on_dataset(export_dir=export_dir, rvq_path=rvq_path,
+  fitted = rvq_fit.fit_rvq_on_dataset(export_dir=export_dir, rvq_path=rvq_path,
                                               dataset="synth_music/micro", data_dir=data_dir)
-  loaded = mulan_tokenizer.MuLanTokenizer.load(export_dir, rvq_path)
+  loaded = conditioning.MuLanTokenizer.load(export_dir, rvq_path)
   audio = np.random.default_rng(1).normal(size=(2, 4800)).astype(np.float32)
   np.testing.assert_array_equal(loaded.audio_tokens(audio), fitted.audio_tokens(audio))
   results = retrieval.evaluate_splits(loaded, dataset="synth_music/micro", data_dir=data_dir,

@@ -13,6 +13,7 @@ import gin
 import jax
 import numpy as np
 
+from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import optimizers
@@ -50,7 +51,7 @@ def one_process_losses(bindings: tuple[str, ...], num_shards: int, steps: int | 
   gin.clear_config()
   try:
     gin_utils.parse_gin([TEST_GIN], bindings)
-    model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+    model = gin_models.parsed_model()
     with gin.config_scope("train"):
       data = gin.get_configurable(pipeline.DatasetConfig)()
     schedule = gin.get_configurable(optimizers.learning_rate_schedule)()

@@ -1,7 +1,7 @@
 """Parameter counts per stage and scale, by shape inference only."""
 import pytest
 
-from musiclm_jax.models import param_count
+from musiclm_jax.tools import param_count
 
 
 @pytest.mark.parametrize("stage", param_count.STAGES)

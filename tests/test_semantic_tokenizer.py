@@ -8,10 +8,12 @@ import pytest
 
 import numpy_params
 from musiclm_jax import checkpoints
+from musiclm_jax import gin_models
 from musiclm_jax.data import audio_batches
 from musiclm_jax.errors import UserError
-from musiclm_jax.models import semantic_tokenizer
 from musiclm_jax.models import w2v_bert
+from musiclm_jax.tokenizers import kmeans_fit
+from musiclm_jax.tokenizers import semantic
 
 NUM_CLUSTERS = 8
 
@@ -45,7 +47,7 @@ def export_and_kmeans(tmp_path_factory, synth_music_micro):
   root = tmp_path_factory.mktemp("semantic")
   config_path = root / "config.gin"
   config_path.write_text(CONFIG_GIN)
-  model = semantic_tokenizer.exports.model_from_export(str(root))
+  model = gin_models.model_from_export(str(root))
   spec = {"audio": jax.ShapeDtypeStruct((1, 960), jnp.float32)}
   params = numpy_params.draw_params(jax.eval_shape(model.init, jax.random.key(0), spec))
   export_dir = root / "export"
@@ -54,7 +56,7 @@ def export_and_kmeans(tmp_path_factory, synth_music_micro):
   data_dir = pathlib.Path(synth_music_micro.data_dir).parents[2]  # <root>/synth_music/micro/1.0.0
   source = audio_batches.AudioBatchSource("synth_music/micro", data_dir=str(data_dir),
                                           batch_size=2, crop_seconds=1.0)
-  codebook = semantic_tokenizer.fit_kmeans(
+  codebook = kmeans_fit.fit_kmeans(
       w2v_bert_export_dir=str(export_dir), output_path=kmeans_path, source=source, layer=2,
       num_clusters=NUM_CLUSTERS, init_batches=2, num_steps=3, eval_batches=1)
   return str(export_dir), kmeans_path, codebook
@@ -63,7 +65,7 @@ def export_and_kmeans(tmp_path_factory, synth_music_micro):
 @pytest.fixture(scope="module")
 def tokenizer(export_and_kmeans):
   export_dir, kmeans_path, _ = export_and_kmeans
-  return semantic_tokenizer.SemanticTokenizer.load(export_dir, kmeans_path)
+  return semantic.SemanticTokenizer.load(export_dir, kmeans_path)
 
 
 def test_fitted_kmeans_records_where_its_features_come_from(export_and_kmeans):
@@ -110,9 +112,9 @@ def test_tokens_are_the_kmeans_assignment_of_the_layer_features(tokenizer):
 def test_mismatched_layer_and_missing_files_fail_with_one_line(export_and_kmeans):
   export_dir, kmeans_path, _ = export_and_kmeans
   with pytest.raises(UserError, match="layer=2 but the tokenizer uses 1"):
-    semantic_tokenizer.SemanticTokenizer.load(export_dir, kmeans_path, layer=1)
+    semantic.SemanticTokenizer.load(export_dir, kmeans_path, layer=1)
   with pytest.raises(UserError, match="fit_kmeans"):
-    semantic_tokenizer.SemanticTokenizer.load(export_dir, kmeans_path + ".missing")
+    semantic.SemanticTokenizer.load(export_dir, kmeans_path + ".missing")
   with pytest.raises(UserError, match="not w2v-BERT|musiclm-export"):
-    semantic_tokenizer.SemanticTokenizer.load(kmeans_path + "_no_export", kmeans_path)
+    semantic.SemanticTokenizer.load(kmeans_path + "_no_export", kmeans_path)
   assert isinstance(w2v_bert.W2vBertConfig().num_frames(1), int)

@@ -12,10 +12,11 @@ import tensorflow_datasets as tfds
 import fake_tokenizers
 import numpy_params
 from conftest import REPO_DIR, TESTS_DIR, sine
-from musiclm_jax import tokenize_audio
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import soundstream
+from musiclm_jax.tokenizers import acoustic
+from musiclm_jax.tokenizers import cache_writer
 
 FAKES = dict(semantic_tokenizer=fake_tokenizers.FakeSemanticTokenizer(),
              acoustic_tokenizer=fake_tokenizers.FakeAcousticTokenizer(),
@@ -26,7 +27,7 @@ def _tokenize(builder, cache_dir, **kwargs):
   args = dict(FAKES, dataset=builder.info.full_name.rsplit("/", 1)[0],
               data_dir=builder.data_dir_root, cache_dir=str(cache_dir), clips_per_shard=2,
               batch_size=2, process_index=0, process_count=1)
-  return tokenize_audio.tokenize_dataset(**dict(args, **kwargs))
+  return cache_writer.tokenize_dataset(**dict(args, **kwargs))
 
 
 def _tfds_clips(builder, split):
@@ -180,8 +181,8 @@ def test_real_soundstream_tokenizer_keeps_frames_aligned(synth_music_micro, tmp_
   generator = numpy_params.draw_params(jax.eval_shape(model.codec.init, jax.random.key(0), audio))
   quantizer = dict(model.rvq.init_state(), codebooks=np.random.default_rng(0).normal(
       size=(12, 16, 8)).astype(np.float32), initialized=np.float32(1))
-  codec = soundstream.SoundStreamTokenizer(model, {soundstream.GENERATOR: generator["params"],
-                                                   soundstream.QUANTIZER: quantizer})
+  codec = acoustic.SoundStreamTokenizer(model, {soundstream.GENERATOR: generator["params"],
+                                                soundstream.QUANTIZER: quantizer})
   _tokenize(synth_music_micro, tmp_path, acoustic_tokenizer=codec, splits=["validation"],
             batch_size=4)
   (record,) = token_cache.read_split(str(tmp_path), "validation")
@@ -192,7 +193,7 @@ def test_real_soundstream_tokenizer_keeps_frames_aligned(synth_music_micro, tmp_
 def test_binary_writes_a_cache_and_reports_counts(synth_music_micro, tmp_path):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
   result = subprocess.run(
-      [sys.executable, "-m", "musiclm_jax.tokenize",
+      [sys.executable, "-m", "musiclm_jax.tokenize_dataset",
        f"--gin_file={os.path.join(TESTS_DIR, 'gin', 'tokenize_fakes.gin')}",
        "--gin.DATASET='synth_music/micro'", f"--gin.DATA_DIR='{synth_music_micro.data_dir_root}'",
        f"--gin.TOKEN_CACHE_DIR='{tmp_path}'"],
@@ -205,19 +206,19 @@ def test_binary_writes_a_cache_and_reports_counts(synth_music_micro, tmp_path):
 
 
 def test_tokenize_gin_binds_the_real_tokenizer_loaders():
-  semantic = pytest.importorskip("musiclm_jax.models.semantic_tokenizer")
-  mulan = pytest.importorskip("musiclm_jax.models.mulan_tokenizer")
+  semantic = pytest.importorskip("musiclm_jax.tokenizers.semantic")
+  conditioning = pytest.importorskip("musiclm_jax.tokenizers.conditioning")
   import gin  # pylint: disable=import-outside-toplevel
   from musiclm_jax import gin_utils  # pylint: disable=import-outside-toplevel
   try:
     gin_utils.parse_gin(["runs/tokenize.gin"], ["DATASET = 'd'", "TOKEN_CACHE_DIR = '/c'",
                                                 "KMEANS_PATH = '/k.npz'"])
-    loaders = {name: gin.query_parameter(f"tokenize_audio.tokenize_dataset.{name}_tokenizer")
+    loaders = {name: gin.query_parameter(f"cache_writer.tokenize_dataset.{name}_tokenizer")
                for name in ("semantic", "acoustic", "conditioning")}
-    kmeans = gin.query_parameter("semantic_tokenizer.SemanticTokenizer.load.kmeans_path")
+    kmeans = gin.query_parameter("semantic.SemanticTokenizer.load.kmeans_path")
   finally:
     gin.clear_config()
   assert loaders["semantic"].configurable.wrapped == semantic.SemanticTokenizer.load
-  assert loaders["acoustic"].configurable.wrapped == soundstream.SoundStreamTokenizer.load
-  assert loaders["conditioning"].configurable.wrapped == mulan.MuLanTokenizer.load
+  assert loaders["acoustic"].configurable.wrapped == acoustic.SoundStreamTokenizer.load
+  assert loaders["conditioning"].configurable.wrapped == conditioning.MuLanTokenizer.load
   assert repr(kmeans) == "%KMEANS_PATH"

@@ -18,12 +18,12 @@ would teach the codec silence that is not there.
 """
 import dataclasses
 import functools
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from absl import logging
 import numpy as np
-import tensorflow_datasets as tfds
 
+from musiclm_jax.data import tfds_audio
 from musiclm_jax.data.pipeline import Batch
 from musiclm_jax.errors import UserError
 
@@ -70,13 +70,17 @@ class AudioBatchSource:
       return self._random_crops(clips, mine, start_batch)
     return self._first_crops(clips, mine, start_batch)
 
+  def random_crops(self, rng: np.random.Generator,
+                   clips: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(picked clip indices [batch_size], crops): random crops of clips drawn with replacement."""
+    picks = rng.integers(0, len(clips), self.batch_size)
+    starts = [rng.integers(0, len(clips[p]) - self.crop_samples + 1) for p in picks]
+    return picks, [clips[p][s:s + self.crop_samples] for p, s in zip(picks, starts)]
+
   def _random_crops(self, clips, mine, start_batch):
     batch = start_batch
     while True:
-      rng = np.random.default_rng([self.seed, batch])
-      picks = rng.integers(0, len(clips), self.batch_size)
-      starts = [rng.integers(0, len(clips[p]) - self.crop_samples + 1) for p in picks]
-      crops = [clips[p][s:s + self.crop_samples] for p, s in zip(picks, starts)]
+      _, crops = self.random_crops(np.random.default_rng([self.seed, batch]), clips)
       yield {"audio": np.stack(crops[mine])}
       batch += 1
 
@@ -90,17 +94,7 @@ class AudioBatchSource:
 def _load_clips(dataset: str, data_dir: str | None, split: str, audio_key: str,
                 sample_rate_hz: int, crop_samples: int) -> tuple[np.ndarray, ...]:
   """Every clip of the split at least one crop long, as [time] float32 arrays."""
-  try:
-    builder = tfds.builder(dataset, data_dir=data_dir)
-    info = builder.info
-  except Exception as error:  # pylint: disable=broad-except  (TFDS raises many kinds)
-    raise UserError(f"cannot open TFDS dataset {dataset!r} in {data_dir}: prepare it first "
-                    f"(e.g. `tfds build`) or fix DATASET/DATA_DIR ({error})") from None
-  feature = info.features[audio_key]
-  rate = getattr(feature, "sample_rate", None)
-  if rate is not None and rate != sample_rate_hz:
-    raise UserError(f"{dataset} is at {rate} Hz but the model needs {sample_rate_hz} Hz: "
-                    "resample the dataset or set sample_rate_hz")
+  builder, _ = tfds_audio.open_audio_dataset(dataset, data_dir, audio_key, sample_rate_hz)
   clips, too_short = [], 0
   for example in builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator():
     audio = np.asarray(example[audio_key], np.float32).reshape(-1)

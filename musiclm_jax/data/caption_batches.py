@@ -22,10 +22,10 @@ from typing import Iterator, NamedTuple
 
 from absl import logging
 import numpy as np
-import tensorflow_datasets as tfds
 
 from musiclm_jax.data import audio_batches
 from musiclm_jax.data import caption_augment
+from musiclm_jax.data import tfds_audio
 from musiclm_jax.data.pipeline import Batch
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import bert
@@ -73,11 +73,9 @@ class CaptionBatchSource(audio_batches.AudioBatchSource):
     batch = start_batch
     while True:
       rng = np.random.default_rng([self.seed, batch])
-      picks = rng.integers(0, len(clips.audio), self.batch_size)
-      starts = [rng.integers(0, len(clips.audio[p]) - self.crop_samples + 1) for p in picks]
+      picks, crops = self.random_crops(rng, clips.audio)
       texts = [caption_augment.augment_caption(clips.captions[p], clips.aspects[p], rng,
                                                self.augmentation) for p in picks]
-      crops = [clips.audio[p][s:s + self.crop_samples] for p, s in zip(picks, starts)]
       yield self._batch(crops[mine], texts[mine], tokenizer)
       batch += 1
 
@@ -102,20 +100,12 @@ def load_captioned_clips(dataset: str, data_dir: str | None, split: str, audio_k
                          caption_key: str = "caption", aspects_key: str = "aspect_list",
                          sample_rate_hz: int = 24_000, min_samples: int = 1) -> CaptionedClips:
   """Every clip of the split at least `min_samples` long that has a caption or aspects."""
-  try:
-    builder = tfds.builder(dataset, data_dir=data_dir)
-    features = builder.info.features
-  except Exception as error:  # pylint: disable=broad-except  (TFDS raises many kinds)
-    raise UserError(f"cannot open TFDS dataset {dataset!r} in {data_dir}: prepare it first "
-                    f"(e.g. `tfds build`) or fix DATASET/DATA_DIR ({error})") from None
+  builder, _ = tfds_audio.open_audio_dataset(dataset, data_dir, audio_key, sample_rate_hz)
+  features = builder.info.features
   for key in (caption_key, aspects_key):
     if key and key not in features:
       raise UserError(f"{dataset} has no feature {key!r}: set caption_key/aspects_key to one of "
                       f"{sorted(features.keys())} or to ''")
-  rate = getattr(features[audio_key], "sample_rate", None)
-  if rate is not None and rate != sample_rate_hz:
-    raise UserError(f"{dataset} is at {rate} Hz but the model needs {sample_rate_hz} Hz: "
-                    "resample the dataset or set sample_rate_hz")
   audio, captions, aspects = [], [], []
   too_short = no_text = 0
   for example in builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator():

@@ -70,12 +70,12 @@ def adherence(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
 
 def main(argv):
   del argv
-  from musiclm_jax.models import mulan_tokenizer  # pylint: disable=import-outside-toplevel
+  from musiclm_jax.tokenizers import conditioning  # pylint: disable=import-outside-toplevel
   pairs = text_prompt_samples(_SAMPLES_DIR.value)
   texts = sorted({text for text, _ in pairs})
   if len(texts) < 2:
     raise UserError(f"{_SAMPLES_DIR.value} has fewer than 2 distinct text prompts: nothing to rank")
-  tokenizer = mulan_tokenizer.MuLanTokenizer.load(_MULAN_EXPORT_DIR.value, _MULAN_RVQ_PATH.value)
+  tokenizer = conditioning.MuLanTokenizer.load(_MULAN_EXPORT_DIR.value, _MULAN_RVQ_PATH.value)
   # Not load_audio: its checks would refuse a near-silent clip, which is a result here.
   audio = [audio_io.resample(audio_io.to_mono(samples), rate, tokenizer.sample_rate_hz)
            for samples, rate in (audio_io.read_audio(path) for _, path in pairs)]

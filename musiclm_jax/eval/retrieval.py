@@ -58,7 +58,7 @@ def token_agreement(text_tokens: np.ndarray, audio_tokens: np.ndarray) -> dict[s
 
 def evaluate_split(tokenizer, dataset: str, data_dir: str | None, split: str,
                    output_dir: str | None = None) -> dict:
-  """Retrieval and agreement of a `mulan_tokenizer.MuLanTokenizer` on one split.
+  """Retrieval and agreement of a `tokenizers.conditioning.MuLanTokenizer` on one split.
 
   Every clip is embedded whole (mean over its windows) and paired with its
   caption as written. Writes OUTPUT_DIR/retrieval_<split>.json when given.

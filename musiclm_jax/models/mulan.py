@@ -16,7 +16,7 @@ window's frames are exactly the frames a crop of that window would give: the
 
 `MuLanModel` is the trainer's model (batches: 'audio' [batch, window samples],
 'text_ids' and 'text_mask' [batch, length]); `embed_audio`/`embed_text` serve
-the tokenizer (models/mulan_tokenizer.py), which quantizes these embeddings
+the tokenizer (tokenizers/conditioning.py), which quantizes these embeddings
 with a 12 x 1024 RVQ into M_A and M_T.
 """
 import dataclasses

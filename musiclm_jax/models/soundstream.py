@@ -22,11 +22,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from musiclm_jax import exports
-from musiclm_jax.errors import UserError
 from musiclm_jax.layers import conv
 from musiclm_jax.layers import rvq
 from musiclm_jax.models import codec_losses
@@ -348,39 +345,3 @@ class SoundStreamModel(BaseModel):
                    discriminator_grad_norm=optax.tree.norm(disc_grads), **codebook_stats)
     return new_state, metrics
 
-
-class SoundStreamTokenizer:
-  """A frozen codec as the cascade's `tokenizers.AcousticTokenizer`: numpy in, numpy out."""
-
-  def __init__(self, model: SoundStreamModel, params: Params, export_dir: str | None = None):
-    """export_dir: where the params came from, recorded in token caches' metadata."""
-    self.model = model
-    self.params = params
-    self.export_dir = export_dir
-    self.codebook_size = model.config.codebook_size
-    self.num_levels = model.config.num_levels
-    self.sample_rate_hz = model.config.sample_rate_hz
-    self.hop_length = model.config.hop_length
-    self._encode = jax.jit(model.encode)
-    self._decode = jax.jit(model.decode)
-
-  @classmethod
-  def load(cls, export_dir: str) -> "SoundStreamTokenizer":
-    """From a musiclm-export folder of a SoundStream run (its config.gin gives the sizes)."""
-    model = exports.model_from_export(export_dir)
-    if not isinstance(model, SoundStreamModel):
-      raise UserError(f"{export_dir} holds a {type(model).__name__}, not SoundStream: "
-                      "point at the export of a SoundStream run")
-    spec = {"audio": jax.ShapeDtypeStruct((1, model.config.hop_length), jnp.float32)}
-    return cls(*exports.load_export(export_dir, spec, model), export_dir=export_dir)
-
-  def num_frames(self, num_samples: int) -> int:
-    return self.model.num_frames(num_samples)
-
-  def encode(self, audio: np.ndarray) -> np.ndarray:
-    """audio [batch, samples] -> codes [batch, ceil(samples / hop), levels] int32."""
-    return np.asarray(self._encode(self.params, jnp.asarray(audio, jnp.float32)))
-
-  def decode(self, codes: np.ndarray) -> np.ndarray:
-    """codes [batch, frames, levels] -> audio [batch, frames * hop]."""
-    return np.asarray(self._decode(self.params, jnp.asarray(codes, jnp.int32)))

@@ -16,21 +16,18 @@ gin/scales/w2v_bert_*.gin size it. The Gumbel temperature anneals with the
 step, so the model has its own `train_step` (the trainer still jits, shards,
 checkpoints and logs it; grad_accum_steps must stay 1).
 
-Parameter count: python -m musiclm_jax.models.w2v_bert --scale=paper
+Parameter count: python -m musiclm_jax.tools.w2v_bert_param_count --scale=paper
 """
 import dataclasses
 import math
 from typing import Any
 
-from absl import flags
 import flax.linen as nn
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musiclm_jax import gin_utils
 from musiclm_jax.audio import spectral
 from musiclm_jax.layers import conformer as conformer_lib
 from musiclm_jax.layers import initializers
@@ -469,20 +466,3 @@ def count_parameters(config: W2vBertConfig, seconds: float = 1.0) -> int:
   params = jax.eval_shape(W2vBertModel(config).init, jax.random.key(0), spec)
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
-
-def main(argv):
-  """Prints the parameter count of gin/models/w2v_bert.gin at gin/scales/w2v_bert_<scale>.gin."""
-  del argv
-  gin_utils.parse_gin(["models/w2v_bert.gin", f"scales/w2v_bert_{flags.FLAGS.scale}.gin"], [])
-  config = gin.query_parameter("%MODEL").scoped_configurable_fn().config
-  cc = config.conformer
-  print(f"w2v-BERT @ {flags.FLAGS.scale}: {count_parameters(config) / 1e6:.1f}M parameters "
-        f"({config.contrastive_layers} contrastive + {config.mlm_layers} MLM Conformer layers, "
-        f"d_model {cc.d_model}, {cc.num_heads} heads, d_ff {cc.d_ff}, "
-        f"{config.frame_rate_hz:g} Hz frames)")
-
-
-if __name__ == "__main__":
-  # Defined here, not at import: param_count.py has a --scale flag too.
-  flags.DEFINE_string("scale", "paper", "gin/scales/w2v_bert_<scale>.gin: tiny or paper.")
-  gin_utils.run(main)

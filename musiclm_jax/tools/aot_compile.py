@@ -50,6 +50,7 @@ from absl import flags
 import gin
 import jax
 
+from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax import metrics
 from musiclm_jax import optimizers
@@ -117,9 +118,7 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
   Raises:
     DoesNotFitError: the TPU compiler refused the program for lack of HBM.
   """
-  gin.clear_config()
-  gin_utils.parse_gin([f"models/{stage}.gin", f"scales/{scale}.gin"], bindings)
-  model = gin.query_parameter("%MODEL").scoped_configurable_fn()
+  model = gin_models.build_model([f"models/{stage}.gin", f"scales/{scale}.gin"], bindings)
   gin.clear_config()
   length = length or STAGE_LENGTHS[stage]
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((batch_size, length), "int32"),
@@ -212,7 +211,7 @@ def find_max_batch(stage: str, scale: str, devices: Sequence[Any], model_paralle
 
 
 def main(argv):
-  del argv
+  del argv  # gin_utils.run rejected positional arguments
   devices = tpu_devices(_TOPOLOGY.value, _NUM_SLICES.value) if _TOPOLOGY.value else None
   kwargs = dict(optimizer=_OPTIMIZER.value, bindings=_BINDINGS.value, mfu=_MFU.value)
   if _FIND_MAX_BATCH.value:
@@ -230,4 +229,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  gin_utils.run(main)
+  gin_utils.run(main, usage="use --stage, --scale, --batch_size and the other flags of --help")

@@ -31,6 +31,7 @@ import tqdm
 from musiclm_jax import tokenizers as tokenizers_lib
 from musiclm_jax.audio import io
 from musiclm_jax.audio import validation
+from musiclm_jax.data import tfds_audio
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 
@@ -43,7 +44,7 @@ _MAX_PENDING_BATCHES = 4
 
 @dataclasses.dataclass(frozen=True)
 class Tokenizers:
-  """The three frozen tokenizers (musiclm_jax/tokenizers.py protocols)."""
+  """The three frozen tokenizers (the protocols of musiclm_jax/tokenizers/__init__.py)."""
   semantic: tokenizers_lib.SemanticTokenizer
   acoustic: tokenizers_lib.AcousticTokenizer
   conditioning: tokenizers_lib.ConditioningTokenizer
@@ -97,16 +98,6 @@ class _SplitPlan:
     """[from, to) clip indices of the TFDS split."""
     return (self.start + shard * self.num_clips // self.num_shards,
             self.start + (shard + 1) * self.num_clips // self.num_shards)
-
-
-def _open_builder(dataset: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  try:
-    builder = tfds.builder(dataset, data_dir=data_dir)
-    builder.info.splits  # pylint: disable=pointless-statement  (fails if not prepared)
-  except Exception as error:  # pylint: disable=broad-except  (TFDS raises many kinds)
-    raise UserError(f"cannot open TFDS dataset {dataset!r} in {data_dir}: prepare it first "
-                    f"(`tfds build`) or fix DATASET/DATA_DIR ({error})") from None
-  return builder
 
 
 def _plan(builder, splits: Mapping[str, str], clips_per_shard: int) -> dict[str, _SplitPlan]:
@@ -300,11 +291,8 @@ def tokenize_dataset(*, dataset: str, cache_dir: str,
   if not isinstance(splits, Mapping):
     splits = {split: split for split in splits}
   tokenizers = Tokenizers(semantic_tokenizer, acoustic_tokenizer, conditioning_tokenizer)
-  builder = _open_builder(dataset, data_dir)
-  feature = builder.info.features[audio_key] if audio_key in builder.info.features else None
-  if not isinstance(feature, tfds.features.Audio):
-    raise UserError(f"{dataset} has no audio feature {audio_key!r}: set audio_key to one of "
-                    f"{list(builder.info.features)}")
+  # No rate required: clips are resampled to 24 kHz.
+  builder, feature = tfds_audio.open_audio_dataset(dataset, data_dir, audio_key)
   plans = _plan(builder, splits, clips_per_shard)
   config = dict(tokenizers.describe(), dataset=dataset, splits=dict(splits),
                 sample_rate_hz=SAMPLE_RATE_HZ, clips_per_shard=clips_per_shard,

@@ -1,4 +1,8 @@
-"""Rebuilds a trained component (model object + params) from its export folder.
+"""Models built from gin: the `%MODEL` of gin files, and a trained component from its export.
+
+`build_model` gives tools and benchmarks the `%MODEL` of gin/models/*.gin at
+a gin/scales/*.gin. `%MODEL` is built through a public configurable bound to
+it (`configured_model`), not gin's private `scoped_configurable_fn`.
 
 An export (musiclm-export) holds params and the training run's config.gin.
 The cascade needs several components at once, each trained with its own gin
@@ -10,7 +14,7 @@ state is restored afterwards.
 import contextlib
 import copy
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import gin
@@ -22,8 +26,8 @@ from musiclm_jax.errors import UserError
 
 _MODEL_BINDING = """
 from __gin__ import dynamic_registration
-from musiclm_jax import exports
-exports.configured_model.model = %MODEL
+from musiclm_jax import gin_models
+gin_models.configured_model.model = %MODEL
 """
 
 
@@ -51,19 +55,44 @@ def isolated_gin_config() -> Iterator[None]:
     state._set_config_is_locked(saved[3])  # pylint: disable=protected-access
 
 
-def model_from_export(export_dir: str) -> Any:
-  """The object `%MODEL` names in EXPORT_DIR/config.gin, built without touching the caller's gin."""
+def parsed_model(source: str = "the gin config",
+                 hint: str = "include a gin/models/*.gin file") -> Any:
+  """The object the parsed gin config's `%MODEL` names; UserError naming `source` and `hint` if none."""
+  try:
+    gin.query_parameter("%MODEL")
+  except ValueError:
+    raise UserError(f"{source} binds no MODEL macro: {hint}") from None
+  gin.parse_config(_MODEL_BINDING)
+  return gin.get_configurable(configured_model)()
+
+
+def build_model(gin_files: Sequence[str], gin_bindings: Sequence[str] = ()) -> Any:
+  """`%MODEL` of gin files (e.g. models/coarse.gin + scales/paper.gin), parsed on a cleared config.
+
+  The config stays parsed afterwards, so callers can query its other macros.
+  """
+  gin.clear_config()
+  gin_utils.parse_gin(gin_files, gin_bindings)
+  return parsed_model(" + ".join(gin_files))
+
+
+def model_from_export(export_dir: str, expected_type: type | None = None,
+                      component: str = "") -> Any:
+  """The object `%MODEL` names in EXPORT_DIR/config.gin, built without touching the caller's gin.
+
+  expected_type: if given, a model of another class is a UserError naming
+  `component` (e.g. 'MuLan'): the user pointed at another component's export.
+  """
   config = os.path.join(export_dir, "config.gin")
   if not os.path.isfile(config):
     raise UserError(f"no config.gin in {export_dir}: point at a folder written by musiclm-export")
   with isolated_gin_config():
     gin_utils.parse_gin([config], [])
-    try:
-      gin.query_parameter("%MODEL")
-    except ValueError:
-      raise UserError(f"{config} binds no MODEL macro: export a run trained with musiclm-train") from None
-    gin.parse_config(_MODEL_BINDING)
-    return gin.get_configurable(configured_model)()
+    model = parsed_model(config, "export a run trained with musiclm-train")
+  if expected_type is not None and not isinstance(model, expected_type):
+    raise UserError(f"{export_dir} holds a {type(model).__name__}, not {component}: "
+                    f"point at the export of a {component} run")
+  return model
 
 
 def load_export(export_dir: str, batch_spec: dict[str, jax.ShapeDtypeStruct],

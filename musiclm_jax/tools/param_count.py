@@ -1,7 +1,7 @@
 r"""Prints the parameter count of each stage LM at a scale, without allocating.
 
-  python -m musiclm_jax.models.param_count --scale=paper
-  python -m musiclm_jax.models.param_count --scale=small --stage=coarse
+  python -m musiclm_jax.tools.param_count --scale=paper
+  python -m musiclm_jax.tools.param_count --scale=small --stage=coarse
 
 Builds the model from gin/models/STAGE.gin + gin/scales/SCALE.gin and runs
 its `init` under `jax.eval_shape`.
@@ -13,6 +13,7 @@ import gin
 import jax
 import numpy as np
 
+from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax.errors import UserError
 
@@ -30,13 +31,10 @@ def build_model(stage: str, scale: str):
     if not os.path.exists(path):
       raise UserError(f"no gin file {path}: stages are {', '.join(STAGES)}; scales are "
                       f"{', '.join(sorted(f[:-4] for f in os.listdir(os.path.dirname(files[1]))))}")
-  with gin.config_scope(None):
+  try:
+    return gin_models.build_model(files)
+  finally:
     gin.clear_config()
-    gin_utils.parse_gin(files, [])
-    try:
-      return gin.query_parameter("%MODEL").scoped_configurable_fn()
-    finally:
-      gin.clear_config()
 
 
 def count_parameters(model, length: int = 8) -> int:
@@ -47,8 +45,7 @@ def count_parameters(model, length: int = 8) -> int:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: use --scale and --stage")
+  del argv  # gin_utils.run rejected positional arguments
   for stage in _STAGE.value:
     model = build_model(stage, _SCALE.value)
     cfg = model.config
@@ -61,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  gin_utils.run(main)
+  gin_utils.run(main, usage="use --scale and --stage")

@@ -3,6 +3,11 @@
 Every tokenizer takes 24 kHz mono audio as float32 `[batch, samples]` (and
 resamples inside if its model runs at another rate) and returns int32 codes
 without any vocabulary offset: `data/token_layout.py` adds those.
+
+The package's modules implement them from frozen exports and write the token
+cache: semantic.py (w2v-BERT + k-means, fitted by kmeans_fit.py), acoustic.py
+(SoundStream), conditioning.py (MuLan + RVQ, fitted by rvq_fit.py) and
+cache_writer.py (musiclm-tokenize's work).
 """
 from typing import Protocol, Sequence
 

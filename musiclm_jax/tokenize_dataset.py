@@ -12,18 +12,16 @@ import gin
 import tensorflow as tf
 
 from musiclm_jax import gin_utils
-from musiclm_jax import tokenize_audio
-from musiclm_jax.errors import UserError
+from musiclm_jax.tokenizers import cache_writer
 
 REQUIRED_MACROS = ("DATASET", "TOKEN_CACHE_DIR")
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}: configure with --gin_file and --gin.KEY=VALUE")
+  del argv  # gin_utils.run rejected positional arguments
   gin_utils.initialize_distributed_from_flags()
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
   cache_dir = gin.query_parameter("%TOKEN_CACHE_DIR")
-  metadata = gin.get_configurable(tokenize_audio.tokenize_dataset)()
+  metadata = gin.get_configurable(cache_writer.tokenize_dataset)()
   tf.io.gfile.makedirs(cache_dir)
   gin_utils.write_config(cache_dir)
   for split, counts in metadata.splits.items():
