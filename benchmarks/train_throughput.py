@@ -6,7 +6,7 @@ r"""Training throughput of a stage Transformer: tokens/s, step time, MFU.
 Builds the stage from gin (models/<stage>.gin + scales/<scale>.gin), trains it
 through `trainer.Trainer` on random tokens for --steps timed steps after
 --warmup_steps, and prints one JSON line. MFU is the model's analytic FLOPs
-(`flops_per_batch`) per second over the peak `metrics.host_peak_flops()`
+(`flops_per_batch`) per second over the peak `metrics.peak_flops()`
 reports (on CPU: a float32 matmul measured once and cached).
 """
 import json
@@ -57,7 +57,7 @@ def main(argv):
     state, _ = trainer.train_step(state, global_batch)
   jax.block_until_ready(state)
   step_seconds = (time.perf_counter() - start) / _STEPS.value
-  peak = metrics.host_peak_flops()
+  peak = metrics.peak_flops(partitioner.mesh.devices.flat)
   rates = metrics.throughput(step_seconds, float(np.prod(shape)), trainer.flops_per_step, peak)
   params = sum(x.size for x in jax.tree.leaves(state.params))
   print(json.dumps({"benchmark": "train_throughput", "stage": _STAGE.value, "scale": _SCALE.value,

@@ -31,6 +31,7 @@ as if alone, so a request's output does not depend on its batch-mates.
 import dataclasses
 import functools
 import importlib
+import math
 import os
 import time
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -250,9 +251,18 @@ class Cascade:
                     max_text_chars: int | None = None) -> None:
     """UserError (one line) if `request` cannot run; nothing is computed."""
     check_request(request, max_seconds, max_text_chars)
+    self.check_supported(request)
+
+  def check_supported(self, request: Request) -> None:
+    """UserError (one line) if a `check_request`-valid request needs what this cascade lacks."""
     if request.continuation is not None and self.semantic_tokenizer is None:
       raise UserError("continuing from audio needs the semantic tokenizer: set "
                       "W2V_BERT_EXPORT_DIR and KMEANS_PATH")
+    for stage, (model, _) in self.stages.items():
+      top_k = request.stage_sampling(stage).top_k
+      if top_k > model.vocab_size:
+        raise UserError(f"top_k {top_k} of the {stage} stage exceeds its vocabulary of "
+                        f"{model.vocab_size} ids: use 0 (all ids) or at most {model.vocab_size}")
 
   def generate(self, requests: Sequence[Request], batch_size: int = 4) -> list[Generation]:
     """One Generation per request, in order."""
@@ -261,28 +271,21 @@ class Cascade:
       out[index] = generation
     return out
 
-  def iter_generate(self, requests: Sequence[Request],
-                    batch_size: int = 4) -> Iterator[tuple[int, Generation]]:
-    """Yields (request index, Generation) as batches finish.
+  def iter_generate(self, requests: Sequence[Request], batch_size: int = 4,
+                    checked: bool = False) -> Iterator[tuple[int, Generation]]:
+    """Yields (request index, Generation) as batches finish (batches: `plan_batches`).
 
-    Requests with the same duration, segment boundaries, continuation length
-    and sampling settings share batches of `batch_size` rows (the last one
-    padded by repeating a row, so every batch compiles to the same shapes).
+    checked: the caller already ran `check_request` on every request (as
+      musiclm-infer does, to report each line's error), so it is not run again.
     """
     if batch_size < 1:
       raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    for request in requests:
-      self.check_request(request)
-    groups = {}
-    for index, request in enumerate(requests):
-      key = (request.num_semantic_frames(), request.boundaries(), request.continuation_frames(),
-             tuple(request.stage_sampling(s) for s in STAGES))
-      groups.setdefault(key, []).append(index)
-    for indices in groups.values():
-      for first in range(0, len(indices), batch_size):
-        batch = indices[first:first + batch_size]
-        generations = self._generate_batch([requests[i] for i in batch], batch_size)
-        yield from zip(batch, generations)
+    if not checked:
+      for request in requests:
+        self.check_request(request)
+    for batch in plan_batches(requests, batch_size):
+      generations = self._generate_batch([requests[i] for i in batch], batch_size)
+      yield from zip(batch, generations)
 
   # The cascade.
 
@@ -387,13 +390,33 @@ class Cascade:
     return np.concatenate(pieces, axis=1)
 
 
+def plan_batches(requests: Sequence[Request], batch_size: int) -> list[list[int]]:
+  """Request indices of each batch, in the order they run.
+
+  Requests with the same duration, segment boundaries, continuation length
+  and sampling settings share batches of up to `batch_size` rows (the last one
+  is padded by repeating a row, so every batch compiles to the same shapes).
+  """
+  groups = {}
+  for index, request in enumerate(requests):
+    key = (request.num_semantic_frames(), request.boundaries(), request.continuation_frames(),
+           tuple(request.stage_sampling(s) for s in STAGES))
+    groups.setdefault(key, []).append(index)
+  return [indices[first:first + batch_size] for indices in groups.values()
+          for first in range(0, len(indices), batch_size)]
+
+
 def _segment(frame: int, boundaries: Sequence[int]) -> int:
   return int(np.searchsorted(boundaries, frame, side="right"))
 
 
 def check_request(request: Request, max_seconds: float | None = None,
                   max_text_chars: int | None = None) -> None:
-  """UserError (one line) for an empty or overlong text, a bad duration, seed or continuation."""
+  """UserError (one line) for an empty or overlong text, a bad duration, seed, sampling or continuation.
+
+  Every number must be finite: an infinite duration or a NaN temperature
+  would otherwise overflow or silently turn into something else.
+  """
   if not request.segments:
     raise UserError("a request needs at least one (text, seconds) segment")
   for text, seconds in request.segments:
@@ -402,15 +425,25 @@ def check_request(request: Request, max_seconds: float | None = None,
     if max_text_chars is not None and len(text) > max_text_chars:
       raise UserError(f"prompt text has {len(text)} characters, more than the limit of "
                       f"{max_text_chars}: shorten it")
+    if not _is_finite(seconds):
+      raise UserError(f"duration must be a finite number of seconds, got {_short(seconds)}")
     if not seconds > 0:
       raise UserError(f"duration must be > 0 seconds, got {seconds}")
-    if round(seconds * SEMANTIC_RATE_HZ) < 1:
+    if seconds * SEMANTIC_RATE_HZ <= 0.5:  # rounds to no frame
       raise UserError(f"duration {seconds} s is shorter than one 40 ms frame: make it longer")
+  if not math.isfinite(request.seconds * SAMPLE_RATE_HZ):
+    raise UserError("the durations add up to more than a float holds: generate less")
   if max_seconds is not None and request.seconds > max_seconds:
     raise UserError(f"duration {request.seconds:g} s exceeds the limit of {max_seconds:g} s: "
                     "generate less or raise max_seconds")
   if not 0 <= request.seed < 2 ** 32:
-    raise UserError(f"seed must be in [0, 2**32), got {request.seed}")
+    raise UserError(f"seed must be in [0, 2**32), got {_short(request.seed)}")
+  for stage in STAGES:
+    config = request.stage_sampling(stage)
+    for name in ("temperature", "top_p", "guidance_scale"):
+      value = getattr(config, name)
+      if value is not None and not _is_finite(value):
+        raise UserError(f"{name} of the {stage} stage must be a finite number, got {_short(value)}")
   if request.continuation is not None:
     frames = request.continuation_frames()
     if frames < 1:
@@ -418,6 +451,22 @@ def check_request(request: Request, max_seconds: float | None = None,
     if frames >= request.num_semantic_frames():
       raise UserError(f"the audio to continue from ({frames / SEMANTIC_RATE_HZ:g} s) is not "
                       f"shorter than the duration ({request.seconds:g} s): raise the duration")
+
+
+def _is_finite(value) -> bool:
+  """Whether `value` is a real number a float holds (huge Python ints overflow float())."""
+  try:
+    return not isinstance(value, bool) and math.isfinite(value)
+  except (TypeError, OverflowError):
+    return False
+
+
+def _short(value, limit: int = 40) -> str:
+  """repr(value) cut to `limit` characters, so a 5,000-digit number stays one short line."""
+  if isinstance(value, int) and value.bit_length() > 128:  # repr() refuses over 4,300 digits
+    return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_components(cascade: Cascade) -> None:

@@ -4,12 +4,19 @@ A training checkpoint holds three items: `state` (step, params, optimizer
 state, EMA), `data` (how many batches the input pipeline has served) and
 `meta` (the parameter shapes, so a checkpoint from a different model is
 refused with a clear message rather than an orbax stack trace).
+
+Restoring takes the newest step that restores and holds only finite numbers
+(as T5X restores the latest good step); a step that fails is renamed to
+`<step>.corrupt-<time>` (orbax ignores that name) and kept for inspection.
 """
 import os
 import shutil
+import time
 from typing import Any
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
@@ -37,29 +44,26 @@ def check_compatible(saved: dict[str, list[int]], expected: dict[str, list[int]]
 
 
 class Checkpointer:
-  """Keeps the last `keep` checkpoints of a run, saving every `save_period` steps."""
+  """Keeps the last `keep` checkpoints of a run; saves when told to."""
 
-  def __init__(self, directory: str, save_period: int = 1000, keep: int | None = 3,
-               async_save: bool = True):
+  def __init__(self, directory: str, keep: int | None = 3, async_save: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_period, max_to_keep=keep,
-        enable_async_checkpointing=async_save, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                           create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, batches_consumed: int, force: bool = False) -> bool:
-    """Saves if `step` is due (or `force`); returns whether a save started."""
-    return self._manager.save(
+  def save(self, step: int, state: Any, batches_consumed: int) -> None:
+    self._manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave({"batches_consumed": int(batches_consumed)}),
             meta=ocp.args.JsonSave({"param_shapes": param_shapes(state.params)})),
-        force=force)
+        force=True)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, int]:
     """Restores onto the shardings in `abstract_state` (ShapeDtypeStructs).
@@ -74,12 +78,49 @@ class Checkpointer:
                                       data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]["batches_consumed"]
 
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, int] | None:
+    """(step, state, batches_consumed) of the newest intact checkpoint; None if there is none.
+
+    A step that does not restore, or restores NaN/Inf, is set aside with a
+    one-line warning and the step before it is tried. A checkpoint of another
+    model is a UserError: every step of it would be.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state, batches_consumed = self.restore(step, abstract_state)
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # orbax, TensorStore, JSON, KeyError...
+        problem = f"does not restore ({type(e).__name__}: {_first_line(e)})"
+      else:
+        if all_finite(state):
+          return step, state, batches_consumed
+        problem = "holds NaN or Inf"
+      aside = self._set_aside(step)
+      logging.warning("checkpoint step %d %s; moved it to %s and trying the step before", step,
+                      problem, aside)
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    """Renames a bad step out of orbax's sight (never deletes it); returns the new path."""
+    aside = os.path.join(self.directory, f"{step}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0:
+      os.rename(os.path.join(self.directory, str(step)), aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    self._manager.reload()
+    return aside
 
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+  """Whether every float leaf of `tree` is free of NaN and Inf."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.bool_(True)
 
 
 def export_params(params: Any, export_dir: str, dtype: str | None = None,
@@ -92,11 +133,16 @@ def export_params(params: Any, export_dir: str, dtype: str | None = None,
   path = os.path.join(os.path.abspath(export_dir), EXPORT_PARAMS_DIR)
   if os.path.exists(path):
     raise UserError(f"export folder {path} already exists: choose another output_dir or delete it")
+  if gin_config_path:
+    # config.gin first and whole (copied, then renamed): an export cut short by a full
+    # disk then lacks params/ (orbax writes it atomically) and is refused when loaded.
+    config = os.path.join(export_dir, "config.gin")
+    os.makedirs(export_dir, exist_ok=True)
+    shutil.copy(gin_config_path, config + ".tmp")
+    os.replace(config + ".tmp", config)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, params)
   checkpointer.wait_until_finished()
-  if gin_config_path:
-    shutil.copy(gin_config_path, os.path.join(export_dir, "config.gin"))
   return path
 
 
@@ -104,19 +150,36 @@ def export_checkpoint(*, model_dir: str, output_dir: str, step: int | None = Non
                       dtype: str | None = None, use_ema: bool = False) -> str:
   """Entry point of musiclm-export: a training checkpoint → an inference one.
 
-  Reads step `step` (default: the latest) of MODEL_DIR/checkpoints and writes
-  its params (or their EMA) plus MODEL_DIR/config.gin to `output_dir`; the
-  model's shapes are checked when the export is loaded. Returns the params path.
+  Reads step `step` (default: the latest that restores intact; a bad one is
+  skipped with a warning, not moved: export only reads) of
+  MODEL_DIR/checkpoints and writes its params (or their EMA) plus
+  MODEL_DIR/config.gin to `output_dir`; the model's shapes are checked when
+  the export is loaded. Returns the params path.
   """
   directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
   if not os.path.isdir(directory):
     raise UserError(f"no checkpoints in {directory}: train with musiclm-train first or fix MODEL_DIR")
   manager = ocp.CheckpointManager(directory, item_names=("state", "data", "meta"),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
-  step = manager.latest_step() if step is None else step
-  if step is None or step not in manager.all_steps():
+  if step is not None and step not in manager.all_steps():
     raise UserError(f"no checkpoint for step {step} in {directory}: steps there are {manager.all_steps()}")
-  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  candidates = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+  for candidate in candidates:
+    try:
+      state = manager.restore(candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    except Exception as e:  # pylint: disable=broad-except  # orbax, TensorStore, JSON, KeyError...
+      problem = f"does not restore ({type(e).__name__}: {_first_line(e)})"
+    else:
+      if all_finite(state):
+        break
+      problem = "holds NaN or Inf"
+    if step is not None:
+      raise UserError(f"checkpoint {directory}/{step} {problem}: export another step")
+    logging.warning("checkpoint step %d %s; trying the step before", candidate, problem)
+  else:
+    raise UserError(f"no checkpoint in {directory} restores intact: train again (steps there: "
+                    f"{manager.all_steps()})")
+  step = candidate
   params = state["ema_params"] if use_ema else state["params"]
   if params is None:
     raise UserError(f"checkpoint {directory}/{step} has no EMA params: export with use_ema=False")
@@ -139,6 +202,10 @@ def load_exported_params(export_dir: str, abstract_params: Any) -> Any:
                          abstract_params, saved_tree)
   params = checkpointer.restore(path, on_disk)
   return jax.tree.map(lambda x, a: x.astype(a.dtype), params, abstract_params)
+
+
+def _first_line(e: BaseException) -> str:
+  return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def _key_name(key) -> str:

@@ -186,6 +186,8 @@ class Pipeline:
         _binding("COARSE_EXPORT_DIR", stages["coarse"]),
         _binding("FINE_EXPORT_DIR", stages["fine"]),
         _binding("PROMPTS_FILE", prompts_file), _binding("OUTPUT_DIR", samples),
+        # The step reruns only when unfinished, maybe after its models changed: start afresh.
+        _binding("IF_OUTPUT_EXISTS", "overwrite"),
         _binding("SECONDS", mode.prompt_seconds),
         *[_binding(f"cascade.Windows.{k}", v) for k, v in mode.windows.items()]]])
 

@@ -81,12 +81,14 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
 
 
 def check_required_macros(names: Sequence[str]) -> None:
-  """Fails with the macro's name if a required macro is unset or still REQUIRED."""
+  """Fails with the macro's name if a required macro is undeclared, unset or still REQUIRED."""
   for name in names:
     try:
       value = gin.query_parameter(f"%{name}")
     except ValueError:
-      continue  # The config never uses this macro.
+      # The binary reads it, so a config that never declares it cannot run.
+      raise UserError(f"gin macro {name} is required but no gin file declares it: include the "
+                      f"binary's runs/*.gin in your config or pass --gin.{name}=VALUE") from None
     if repr(value) == _REQUIRED_REPR:
       raise UserError(f"gin macro {name} is required: pass --gin.{name}=VALUE or set it in a gin file")
 
@@ -94,8 +96,9 @@ def check_required_macros(names: Sequence[str]) -> None:
 def write_config(model_dir: str) -> str:
   """Writes the resolved config (all bindings in effect) to MODEL_DIR/config.gin."""
   path = os.path.join(model_dir, "config.gin")
-  with open(path, "w") as f:
+  with open(path + ".tmp", "w") as f:  # renamed when whole: a full disk leaves no half config
     f.write(gin.config_str())
+  os.replace(path + ".tmp", path)
   return path
 
 
@@ -104,6 +107,8 @@ def run(main: Callable[[Sequence[str]], None],
   """absl's app.run with `--gin.KEY=VALUE` support and one-line UserErrors.
 
   Positional arguments are a UserError that ends with `usage`: binaries take flags only.
+  An OSError is one line too: a full disk, a read-only folder, a file where a
+  folder should be or a missing permission is the user's to fix.
   """
   try:
     argv = rewrite_gin_args(sys.argv)
@@ -117,6 +122,10 @@ def run(main: Callable[[Sequence[str]], None],
       main(args)
     except UserError as e:
       _exit_with(e)
+    except OSError as e:
+      where = f" {e.filename}" if e.filename else ""
+      _exit_with(UserError(f"cannot use{where} ({e.strerror or e}): free space or fix the path "
+                           "and its permissions, then run again"))
 
   app.run(guarded, argv=argv)
 

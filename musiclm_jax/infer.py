@@ -11,11 +11,12 @@ Knobs: SECONDS, NUM_SAMPLES, SEED, TOP_K, TOP_P, GUIDANCE_SCALE, BATCH_SIZE,
 USE_CACHE and `cascade.Windows` (gin/runs/infer.gin, gin/musiclm.gin).
 
 OUTPUT_DIR gets audio/*.wav and *.png, index.html, results.jsonl (per line:
-settings, seeds, files, timings, or the line's error) and config.gin. A bad
-line is reported and the others still run; the exit status is 2 if any failed.
+settings, seeds, files, timings, or the line's error), run.json and
+config.gin, each line's as soon as it finishes. A bad line is reported and the
+others still run; the exit status is 2 if any failed. An OUTPUT_DIR with
+results is refused unless IF_OUTPUT_EXISTS is "resume" (run the lines not yet
+recorded) or "overwrite".
 """
-import os
-
 import gin
 
 from musiclm_jax import gin_utils
@@ -30,10 +31,8 @@ REQUIRED_MACROS = ("PROMPTS_FILE", "OUTPUT_DIR", "MULAN_EXPORT_DIR", "MULAN_RVQ_
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
-  output_dir = gin.query_parameter("%OUTPUT_DIR")
-  os.makedirs(output_dir, exist_ok=True)
-  gin_utils.write_config(output_dir)
-  result = gin.get_configurable(inference.infer)()
+  # config.gin goes in only once OUTPUT_DIR is claimed: a refused run must not touch it.
+  result = gin.get_configurable(inference.infer)(config_text=gin.config_str())
   print(f"generated {result['num_ok']} prompt(s): {result['index_path']}")
   if result["errors"]:
     raise UserError(f"{len(result['errors'])} prompt(s) failed, first {result['errors'][0]}; "

@@ -16,12 +16,27 @@ it names; guidance_scale applies to the conditioned stages (semantic, coarse).
 start); a story gives seconds per segment instead. continue_from is relative
 to the prompts file. Sample i of a prompt uses seed + i.
 
-Every line is checked before any model loads; a bad line is reported in
-results.jsonl and index.html and the others still run.
+Every line is checked before any model loads (what needs the models, such
+as top_k against a stage's vocabulary, right after they load); any exception
+while parsing, checking or generating a line becomes that line's error
+record, and the other lines still run.
+
+Nothing finished is lost: each line's record is appended to results.jsonl
+(and index.html rebuilt) as soon as its samples are written, and every file
+is written under a temporary name and renamed when complete, so the records
+describe exactly the WAVs on disk, whenever the run stops. An OUTPUT_DIR that
+already holds results is refused unless `if_output_exists` is 'resume' (run
+the lines not yet recorded, with the same prompts file and settings) or
+'overwrite' (delete the earlier results first).
 """
+import codecs
+import contextlib
 import dataclasses
+import glob
+import hashlib
 import json
 import os
+import shutil
 import time
 from typing import Callable
 
@@ -38,9 +53,14 @@ from musiclm_jax.errors import UserError
 RESULTS_FILE = "results.jsonl"
 INDEX_FILE = "index.html"
 AUDIO_DIR = "audio"
+RUN_FILE = "run.json"  # what a resumed run must match: the prompts file's hash and the settings
+_TEMP_SUFFIX = ".tmp"
 _FIELDS = ("text", "story", "seconds", "seed", "num_samples", "temperature", "top_k", "top_p",
            "guidance_scale", "continue_from")
 _CONDITIONED_STAGES = ("semantic", "coarse")
+_IF_OUTPUT_EXISTS = ("refuse", "resume", "overwrite")
+_ECHO_CHARS = 200  # what an error record shows of its line
+MAX_NUM_SAMPLES = 64  # per line, unless infer's max_num_samples says otherwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,24 +81,32 @@ class PromptDefaults:
 class Prompt:
   """One parsed line: a request per sample."""
   line: int
+  text: str  # the line as written
   fields: dict  # what the results record shows: text or story, seconds, continue_from
   requests: list[cascade_lib.Request]
 
 
 def parse_line(text: str, line: int, defaults: PromptDefaults, base_dir: str,
-               max_seconds: float, max_text_chars: int) -> Prompt:
-  """One prompts line -> Prompt; UserError (one line) says what is wrong with it."""
+               max_seconds: float, max_text_chars: int,
+               max_num_samples: int = MAX_NUM_SAMPLES) -> Prompt:
+  """One prompts line -> checked Prompt; UserError (one line) says what is wrong with it."""
   stripped = text.strip()
   if stripped.startswith("{"):
     try:
       fields = json.loads(stripped)
     except json.JSONDecodeError as e:
       raise UserError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+      raise UserError(f"not valid JSON ({str(e).splitlines()[0][:100]})") from None
+    except RecursionError:
+      raise UserError("not valid JSON (nested too deeply)") from None
+    if not isinstance(fields, dict):
+      raise UserError("a JSON line must be one object")
   else:
     fields = {"text": stripped}
   unknown = sorted(set(fields) - set(_FIELDS))
   if unknown:
-    raise UserError(f"unknown field(s) {unknown}: use {', '.join(_FIELDS)}")
+    raise UserError(f"unknown field(s) {_echo(str(unknown))}: use {', '.join(_FIELDS)}")
   if ("text" in fields) == ("story" in fields):
     raise UserError('a prompt needs "text" or "story" (a list of [text, seconds]), not both')
   if "story" in fields:
@@ -89,20 +117,21 @@ def parse_line(text: str, line: int, defaults: PromptDefaults, base_dir: str,
         isinstance(s, list) and len(s) == 2 and isinstance(s[0], str) and _is_number(s[1])
         for s in story):
       raise UserError('"story" must be a non-empty list of [text, seconds] pairs')
-    segments = tuple((t, float(s)) for t, s in story)
+    segments = tuple((t, _float(s, '"story" seconds')) for t, s in story)
   else:
     if not isinstance(fields["text"], str):
       raise UserError('"text" must be a string')
     seconds = fields.get("seconds", defaults.seconds)
     if not _is_number(seconds):
-      raise UserError(f'"seconds" must be a number, got {seconds!r}')
-    segments = ((fields["text"], float(seconds)),)
+      raise UserError(f'"seconds" must be a number, got {_echo(repr(seconds))}')
+    segments = ((fields["text"], _float(seconds, '"seconds"')),)
   seed, num_samples = fields.get("seed", defaults.seed), fields.get("num_samples", defaults.num_samples)
   for name, value in (("seed", seed), ("num_samples", num_samples)):
     if not isinstance(value, int) or isinstance(value, bool):
-      raise UserError(f'"{name}" must be an integer, got {value!r}')
-  if num_samples < 1:
-    raise UserError(f'"num_samples" must be >= 1, got {num_samples}')
+      raise UserError(f'"{name}" must be an integer, got {_echo(repr(value))}')
+  if not 1 <= num_samples <= max_num_samples:
+    raise UserError(f'"num_samples" must be in [1, {max_num_samples}], got {_echo(str(num_samples))}: '
+                    "split the line or raise max_num_samples")
   sampling = _sampling(fields, defaults)
   continue_from, continuation = fields.get("continue_from"), None
   if continue_from is not None:
@@ -113,7 +142,7 @@ def parse_line(text: str, line: int, defaults: PromptDefaults, base_dir: str,
     cascade_lib.check_request(request, max_seconds, max_text_chars)
   shown = {"text": segments[0][0]} if "text" in fields else {"story": [list(s) for s in segments]}
   shown.update(seconds=requests[0].seconds, continue_from=continue_from)
-  return Prompt(line, shown, requests)
+  return Prompt(line, text, shown, requests)
 
 
 def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
@@ -130,14 +159,15 @@ def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
     stages = _CONDITIONED_STAGES if name == "guidance_scale" else cascade_lib.STAGES
     values = value if isinstance(value, dict) else {stage: value for stage in stages}
     if set(values) - set(stages):
-      raise UserError(f'"{name}" names unknown stage(s) {sorted(set(values) - set(stages))}: '
+      raise UserError(f'"{name}" names unknown stage(s) {_echo(str(sorted(set(values) - set(stages))))}: '
                       f"use {', '.join(stages)}")
     for stage, v in values.items():
       ok = (isinstance(v, int) and not isinstance(v, bool)) if name == "top_k" else (
           _is_number(v) or (v is None and name == "guidance_scale"))
       if not ok:
-        raise UserError(f'"{name}" must be a number or an object of numbers per stage, got {v!r}')
-      per_stage[stage][name] = v
+        raise UserError(f'"{name}" must be a number or an object of numbers per stage, '
+                        f"got {_echo(repr(v))}")
+      per_stage[stage][name] = v if name == "top_k" or v is None else _float(v, f'"{name}"')
   return tuple((stage, decoding.SamplingConfig(**per_stage[stage])) for stage in cascade_lib.STAGES)
 
 
@@ -146,7 +176,7 @@ def _load_continuation(path, base_dir: str) -> tuple[str, np.ndarray]:
     raise UserError('"continue_from" must be the path of an audio file')
   full = path if os.path.isabs(path) else os.path.join(base_dir, path)
   if not os.path.isfile(full):
-    raise UserError(f"continue_from file {full} does not exist")
+    raise UserError(f"continue_from file {_echo(full)} does not exist")
   try:
     return full, audio_io.load_audio(full, cascade_lib.SAMPLE_RATE_HZ)
   except validation.AudioError as e:
@@ -157,79 +187,163 @@ def _is_number(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def read_prompts(prompts_file: str, defaults: PromptDefaults, max_seconds: float,
-                 max_text_chars: int) -> tuple[list[Prompt], list[dict]]:
-  """(good prompts, error records) of every non-blank, non-comment line."""
+def _float(value, name: str) -> float:
   try:
-    with open(prompts_file, encoding="utf-8") as f:
-      lines = f.read().splitlines()
-  except (OSError, UnicodeDecodeError) as e:
-    raise UserError(f"cannot read PROMPTS_FILE {prompts_file} ({type(e).__name__}): write one "
-                    "prompt per line in a UTF-8 text file") from None
-  numbered = [(n, l) for n, l in enumerate(lines, start=1) if l.strip() and not l.lstrip().startswith("#")]
-  if not numbered:
+    return float(value)
+  except OverflowError:  # an int too large for a float; inf and NaN are refused by check_request
+    raise UserError(f"{name} is too large a number") from None
+
+
+def _echo(text: str) -> str:
+  """`text` cut to _ECHO_CHARS characters: error messages and records quote bad input briefly."""
+  return text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + f"... ({len(text)} characters)"
+
+
+def read_lines(prompts_file: str) -> list[tuple[int, str | None]]:
+  """(line number, text) of every non-blank, non-comment line; text None if not UTF-8.
+
+  Lines end at \n, \r\n or \r, as editors show them (not at the form feeds
+  and Unicode separators str.splitlines also splits at); each line is
+  decoded on its own, so one bad byte costs only its line.
+  """
+  try:
+    with open(prompts_file, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise UserError(f"cannot read PROMPTS_FILE {prompts_file} ({e.strerror or type(e).__name__}): "
+                    "write one prompt per line in a UTF-8 text file") from None
+  if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    raise UserError(f"PROMPTS_FILE {prompts_file} is UTF-16: save it as UTF-8")
+  data = data.removeprefix(codecs.BOM_UTF8)
+  out = []
+  for number, raw in enumerate(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"),
+                               start=1):
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+      out.append((number, None))
+      continue
+    if text.strip() and not text.lstrip().startswith("#"):
+      out.append((number, text))
+  if not out:
     raise UserError(f"PROMPTS_FILE {prompts_file} has no prompts: write one prompt per line")
+  return out
+
+
+def read_prompts(prompts_file: str, defaults: PromptDefaults, max_seconds: float,
+                 max_text_chars: int,
+                 max_num_samples: int = MAX_NUM_SAMPLES) -> tuple[list[Prompt], list[dict]]:
+  """(good prompts, error records) of every non-blank, non-comment line."""
   base_dir = os.path.dirname(os.path.abspath(prompts_file))
   prompts, errors = [], []
-  for number, line in numbered:
+  for number, line in read_lines(prompts_file):
+    if line is None:
+      errors.append(_error_record(number, "", UserError("the line is not UTF-8 text: save the "
+                                                        "file as UTF-8")))
+      continue
     try:
-      prompts.append(parse_line(line, number, defaults, base_dir, max_seconds, max_text_chars))
-    except UserError as e:
-      errors.append({"line": number, "prompt": line.strip(), "error": str(e).splitlines()[0]})
+      prompts.append(parse_line(line, number, defaults, base_dir, max_seconds, max_text_chars,
+                                max_num_samples))
+    except Exception as e:  # pylint: disable=broad-except  # a bad line must not stop the others
+      errors.append(_error_record(number, line, e))
   return prompts, errors
 
 
 def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str, output_dir: str,
           defaults: PromptDefaults = PromptDefaults(), batch_size: int = 4,
-          max_seconds: float = 300.0, max_text_chars: int = 1000) -> dict:
+          max_seconds: float = 300.0, max_text_chars: int = 1000,
+          max_num_samples: int = MAX_NUM_SAMPLES,
+          if_output_exists: str = "refuse", config_text: str | None = None) -> dict:
   """Generates every good line of `prompts_file` into `output_dir`.
 
-  Returns {'results_path', 'index_path', 'num_ok', 'errors' (one string per bad line)}.
+  Args:
+    max_num_samples: most samples one line may ask for.
+    if_output_exists: what to do when output_dir holds results: 'refuse'
+      (UserError), 'resume' (skip the lines recorded there) or 'overwrite'.
+    config_text: written to output_dir/config.gin once output_dir is claimed.
+
+  Returns {'results_path', 'index_path', 'num_ok', 'errors' (one string per
+  line that failed in this run)}.
   """
   if batch_size < 1:
     raise UserError(f"batch_size must be >= 1, got {batch_size}")
-  prompts, errors = read_prompts(prompts_file, defaults, max_seconds, max_text_chars)
+  if if_output_exists not in _IF_OUTPUT_EXISTS:
+    raise UserError(f"if_output_exists must be one of {', '.join(_IF_OUTPUT_EXISTS)}, "
+                    f"got {if_output_exists!r}")
+  prompts, errors = read_prompts(prompts_file, defaults, max_seconds, max_text_chars,
+                                 max_num_samples)
+  run = {"prompts_sha256": _sha256(prompts_file), "defaults": dataclasses.asdict(defaults),
+         "max_seconds": max_seconds, "max_text_chars": max_text_chars,
+         "max_num_samples": max_num_samples}
+  output = _Output(output_dir, prompts_file)
+  done = output.claim(if_output_exists, run, config_text)
+  prompts = [p for p in prompts if p.line not in done]
+  failed = [e for e in errors if e["line"] not in done]
+  for error in failed:
+    output.add(error)
   cascade = load_cascade() if prompts else None
   runnable = []
   for prompt in prompts:
     try:
       for request in prompt.requests:
-        cascade.check_request(request)
+        cascade.check_supported(request)
       runnable.append(prompt)
-    except UserError as e:
-      errors.append({"line": prompt.line, "prompt": json.dumps(prompt.fields), "error": str(e)})
-  os.makedirs(os.path.join(output_dir, AUDIO_DIR), exist_ok=True)
-  requests = [(p, i) for p in runnable for i in range(len(p.requests))]
-  samples = {p.line: [None] * len(p.requests) for p in runnable}
-  if requests:
-    start = time.perf_counter()
-    for index, generation in cascade.iter_generate([p.requests[i] for p, i in requests], batch_size):
-      prompt, i = requests[index]
-      samples[prompt.line][i] = _write_sample(output_dir, prompt, i, generation)
-      logging.info("line %d sample %d done (%.1f s since start)", prompt.line, i,
-                   time.perf_counter() - start)
-  records = [_record(p, samples[p.line], cascade, batch_size) for p in runnable] + errors
-  records.sort(key=lambda r: r["line"])
-  results_path = os.path.join(output_dir, RESULTS_FILE)
-  with open(results_path, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in records)
-  index_path = report_html.write_index(os.path.join(output_dir, INDEX_FILE), prompts_file, records)
-  for error in errors:
+    except Exception as e:  # pylint: disable=broad-except
+      failed.append(output.add(_error_record(prompt.line, prompt.text, e)))
+  num_ok = _generate(cascade, runnable, batch_size, output, failed)
+  for error in sorted(failed, key=lambda e: e["line"]):
     logging.error("%s line %d: %s", prompts_file, error["line"], error["error"])
-  return {"results_path": results_path, "index_path": index_path, "num_ok": len(runnable),
-          "errors": [f"line {e['line']}: {e['error']}" for e in sorted(errors, key=lambda e: e["line"])]}
+  return {"results_path": output.results_path, "index_path": output.index_path, "num_ok": num_ok,
+          "errors": [f"line {e['line']}: {e['error']}" for e in sorted(failed, key=lambda e: e["line"])]}
 
 
-def _write_sample(output_dir: str, prompt: Prompt, index: int,
-                  generation: cascade_lib.Generation) -> dict:
-  name = f"line{prompt.line:04d}_sample{index}"
-  wav, png = os.path.join(AUDIO_DIR, name + ".wav"), os.path.join(AUDIO_DIR, name + ".png")
-  audio_io.save_wav(os.path.join(output_dir, wav), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
-  report_html.save_spectrogram(os.path.join(output_dir, png), generation.audio,
-                               cascade_lib.SAMPLE_RATE_HZ)
-  return {"seed": prompt.requests[index].seed, "wav": wav, "spectrogram": png,
-          "num_audio_samples": int(generation.audio.shape[0]),
-          "batch_seconds": round(generation.batch_seconds, 3)}
+def _generate(cascade: cascade_lib.Cascade, prompts: list[Prompt], batch_size: int,
+              output: "_Output", failed: list[dict]) -> int:
+  """Runs the batches; records each line when its last sample is written. Returns lines done.
+
+  A batch holds requests of one duration and sampling setting, possibly of
+  several lines; an exception in it fails those lines and the others go on.
+  """
+  requests = [(p, i) for p in prompts for i in range(len(p.requests))]
+  samples = {p.line: [None] * len(p.requests) for p in prompts}
+  bad_lines, num_ok = set(), 0
+  start = time.perf_counter()
+  try:
+    for batch in cascade_lib.plan_batches([p.requests[i] for p, i in requests], batch_size):
+      batch = [index for index in batch if requests[index][0].line not in bad_lines]
+      if not batch:
+        continue
+      try:
+        generations = list(cascade.iter_generate([requests[k][0].requests[requests[k][1]]
+                                                  for k in batch], batch_size, checked=True))
+      except Exception as e:  # pylint: disable=broad-except
+        for prompt in {requests[k][0].line: requests[k][0] for k in batch}.values():
+          bad_lines.add(prompt.line)
+          output.discard(samples.pop(prompt.line))
+          failed.append(output.add(_error_record(prompt.line, prompt.text, e)))
+        continue
+      for k, generation in ((batch[j], g) for j, g in generations):
+        prompt, i = requests[k]
+        samples[prompt.line][i] = output.write_sample(prompt, i, generation)
+        logging.info("line %d sample %d done (%.1f s since start)", prompt.line, i,
+                     time.perf_counter() - start)
+        if all(samples[prompt.line]):
+          output.add(_record(prompt, output.publish(samples.pop(prompt.line)), cascade, batch_size))
+          num_ok += 1
+  finally:  # Ctrl-C, a full disk: unfinished lines leave no files behind
+    for unfinished in samples.values():
+      output.discard(unfinished)
+  return num_ok
+
+
+def _error_record(line: int, text: str, error: BaseException) -> dict:
+  """The one shape of a failed line's record; unexpected exceptions keep their type (and traceback in the log)."""
+  if isinstance(error, UserError):
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+  else:
+    logging.exception("line %d failed", line)
+    message = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+  return {"line": line, "prompt": _echo(text.strip()), "error": _echo(message)}
 
 
 def _record(prompt: Prompt, samples: list[dict], cascade: cascade_lib.Cascade,
@@ -241,3 +355,149 @@ def _record(prompt: Prompt, samples: list[dict], cascade: cascade_lib.Cascade,
           "sample_rate_hz": cascade_lib.SAMPLE_RATE_HZ,
           "windows": dataclasses.asdict(cascade.windows), "use_cache": cascade.use_cache,
           "max_length": cascade.max_length, "batch_size": batch_size, "sources": cascade.sources}
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+class _Output:
+  """OUTPUT_DIR: claimed once, then grown one finished line at a time.
+
+  A file is written under a temporary name and renamed when complete; a
+  record is appended only after its files are in place. Filesystem errors
+  (disk full, read-only, a file where the folder should be) are UserErrors
+  that say how to resume.
+  """
+
+  def __init__(self, output_dir: str, prompts_file: str):
+    self.output_dir = output_dir
+    self.prompts_file = prompts_file
+    self.results_path = os.path.join(output_dir, RESULTS_FILE)
+    self.index_path = os.path.join(output_dir, INDEX_FILE)
+    self.records: list[dict] = []
+
+  def claim(self, if_output_exists: str, run: dict, config_text: str | None) -> set[int]:
+    """Checks and prepares the folder; returns the lines already recorded (when resuming)."""
+    names = (RESULTS_FILE, INDEX_FILE, AUDIO_DIR, RUN_FILE)
+    if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+      raise UserError(f"OUTPUT_DIR {self.output_dir} is a file, not a folder: choose a folder")
+    used = os.path.isdir(self.output_dir) and any(
+        os.path.exists(os.path.join(self.output_dir, n)) for n in names)
+    with _writing(self.output_dir):
+      if used and if_output_exists == "refuse":
+        raise UserError(f"OUTPUT_DIR {self.output_dir} already holds results: choose a new folder, "
+                        "or set IF_OUTPUT_EXISTS='resume' (run the lines not recorded yet) or "
+                        "'overwrite'")
+      if used and if_output_exists == "overwrite":
+        for name in names:
+          path = os.path.join(self.output_dir, name)
+          if os.path.isdir(path):
+            shutil.rmtree(path)
+          elif os.path.exists(path):
+            os.remove(path)
+      if used and if_output_exists == "resume":
+        self._load_for_resume(run)
+      os.makedirs(os.path.join(self.output_dir, AUDIO_DIR), exist_ok=True)
+      self._forget_unrecorded_files()
+      self._write_atomically(os.path.join(self.output_dir, RUN_FILE), json.dumps(run, indent=2))
+      if config_text is not None:
+        self._write_atomically(os.path.join(self.output_dir, "config.gin"), config_text)
+      self._write_atomically(self.results_path, "".join(_json_line(r) for r in self.records))
+      self._write_index()
+    return {r["line"] for r in self.records}
+
+  def _load_for_resume(self, run: dict) -> None:
+    try:
+      with open(os.path.join(self.output_dir, RUN_FILE)) as f:
+        previous = json.load(f)
+    except (OSError, ValueError):
+      previous = None
+    if previous != run:
+      raise UserError(f"cannot resume in OUTPUT_DIR {self.output_dir}: it was made from another "
+                      "prompts file or other settings; use a new folder or IF_OUTPUT_EXISTS='overwrite'")
+    if os.path.exists(self.results_path):
+      with open(self.results_path, encoding="utf-8") as f:
+        for line in f:
+          # A line cut short by a crash (or a full disk) is dropped: its line runs again.
+          if line.endswith("\n"):
+            try:
+              self.records.append(json.loads(line))
+            except ValueError:
+              pass
+
+  def _forget_unrecorded_files(self) -> None:
+    """Removes temporary files and any audio no record names: the records describe the folder."""
+    recorded = {os.path.join(self.output_dir, s[key]) for r in self.records
+                for s in r.get("samples", ()) for key in ("wav", "spectrogram")}
+    for path in glob.glob(os.path.join(self.output_dir, AUDIO_DIR, "*")):
+      if os.path.basename(path).startswith("line") and path not in recorded:
+        os.remove(path)
+
+  def add(self, record: dict) -> dict:
+    """Appends `record` to results.jsonl and rebuilds index.html; returns it."""
+    with _writing(self.results_path):
+      with open(self.results_path, "a", encoding="utf-8") as f:
+        f.write(_json_line(record))
+        f.flush()
+        os.fsync(f.fileno())
+      self.records.append(record)
+      self._write_index()
+    return record
+
+  def write_sample(self, prompt: Prompt, index: int, generation: cascade_lib.Generation) -> dict:
+    """Writes a sample's WAV and spectrogram under temporary names; `publish` renames them."""
+    name = f"line{prompt.line:04d}_sample{index}"
+    wav, png = os.path.join(AUDIO_DIR, name + ".wav"), os.path.join(AUDIO_DIR, name + ".png")
+    sample = {"seed": prompt.requests[index].seed, "wav": wav, "spectrogram": png,
+              "num_audio_samples": int(generation.audio.shape[0]),
+              "batch_seconds": round(generation.batch_seconds, 3)}
+    try:
+      with _writing(os.path.join(self.output_dir, wav)):
+        audio_io.save_wav(self._temp(wav), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
+        report_html.save_spectrogram(self._temp(png), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
+    except BaseException:
+      self.discard([sample])  # no half-written file stays behind
+      raise
+    return sample
+
+  def publish(self, samples: list[dict]) -> list[dict]:
+    for sample in samples:
+      for key in ("wav", "spectrogram"):
+        with _writing(os.path.join(self.output_dir, sample[key])):
+          os.replace(self._temp(sample[key]), os.path.join(self.output_dir, sample[key]))
+    return samples
+
+  def discard(self, samples: list[dict | None]) -> None:
+    for sample in filter(None, samples):
+      for key in ("wav", "spectrogram"):
+        if os.path.exists(self._temp(sample[key])):
+          os.remove(self._temp(sample[key]))
+
+  def _temp(self, relative: str) -> str:
+    return os.path.join(self.output_dir, relative + _TEMP_SUFFIX)
+
+  def _write_index(self) -> None:
+    records = sorted(self.records, key=lambda r: r["line"])
+    temp = self.index_path + _TEMP_SUFFIX
+    report_html.write_index(temp, self.prompts_file, records)
+    os.replace(temp, self.index_path)
+
+  def _write_atomically(self, path: str, text: str) -> None:
+    with open(path + _TEMP_SUFFIX, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(path + _TEMP_SUFFIX, path)
+
+@contextlib.contextmanager
+def _writing(path: str):
+  """Turns an OSError inside the block into a one-line UserError that says how to go on."""
+  try:
+    yield
+  except OSError as e:
+    raise UserError(f"cannot write {e.filename or path} ({e.strerror or e}): free space or fix "
+                    "the folder, then run again with IF_OUTPUT_EXISTS='resume'") from None
+
+
+def _json_line(record: dict) -> str:
+  return json.dumps(record, allow_nan=False) + "\n"

@@ -1,36 +1,41 @@
 """Training metrics: throughput, FLOPs and MFU; written to JSONL and TensorBoard.
 
-MFU is achieved FLOP/s (from the model's analytic count) over the peak of the
-devices in use. Accelerators use published peaks; a CPU's peak is measured
-once with a large float32 matmul and cached, since it depends on the host.
+MFU is achieved FLOP/s (from the model's analytic count for the global batch)
+over the peak of all the devices the run uses, on every host. Accelerators use
+published peaks; a CPU's peak is measured once with a large float32 matmul and
+cached, since it depends on the host.
 """
 import json
 import os
 import time
-from typing import Mapping
+from typing import Iterable, Mapping
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 _PEAK_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "musiclm_jax", "peak_flops.json")
 
-# Dense bf16 peak FLOP/s per device (vendor figures).
-_PUBLISHED_PEAKS = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-    "NVIDIA A100-SXM4-40GB": 312e12,
-    "NVIDIA A100-SXM4-80GB": 312e12,
-    "NVIDIA H100 80GB HBM3": 989e12,
-}
-
-
-def published_peak_flops(device_kind: str) -> float:
-  """A device's dense bf16 peak FLOP/s from its vendor's figures; 0 when unknown."""
-  return _PUBLISHED_PEAKS.get(device_kind, 0.0)
+# Dense (no sparsity) bf16 peak FLOP/s per chip, from the vendors' public spec
+# sheets: Cloud TPU system architecture pages for v4 (275 TFLOP/s), v5e (197),
+# v5p (459) and v6e/Trillium (918); NVIDIA's A100 datasheet (312, SXM and
+# PCIe) and H100 datasheet (989 SXM, 756 PCIe). JAX's device_kind names v5e
+# "TPU v5 lite", v5p "TPU v5" and v6e "TPU v6 lite". The first entry whose
+# text occurs in the device kind wins, so the more specific come first.
+_PEAK_FLOPS_PER_DEVICE = (
+    ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),
+    ("TPU v6 lite", 918e12),
+    ("TPU v6e", 918e12),
+    ("A100", 312e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+)
+_UNKNOWN_KINDS_REPORTED: set[str] = set()
 
 
 def measure_matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -46,15 +51,37 @@ def measure_matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
   return 2.0 * size**3 / best
 
 
-def host_peak_flops() -> float:
-  """Peak FLOP/s of all local devices together.
+def published_peak_flops(device_kind: str) -> float | None:
+  """Dense bf16 peak FLOP/s of one device of this kind, or None if the table lacks it."""
+  return next((peak for name, peak in _PEAK_FLOPS_PER_DEVICE if name in device_kind), None)
 
-  On CPU, simulated devices share the host's cores, so the host's measured
-  matmul peak is the whole budget, whatever the device count.
+
+def peak_flops(devices: Iterable[jax.Device], peak_flops_per_device: float | None = None) -> float:
+  """Peak FLOP/s of `devices` together, on all hosts (0 if unknown: MFU is then not reported).
+
+  peak_flops_per_device: overrides the published table (e.g. for a device
+  kind it lacks). Without it, on CPU simulated devices share their host's
+  cores, so each host's measured matmul peak is its whole budget, whatever
+  its device count. An unknown accelerator is logged once.
   """
-  device = jax.local_devices()[0]
-  if device.platform != "cpu":
-    return published_peak_flops(device.device_kind) * jax.local_device_count()
+  devices = list(devices)
+  if peak_flops_per_device is not None:
+    return peak_flops_per_device * len(devices)
+  if devices[0].platform == "cpu":
+    return _cpu_host_peak_flops() * len({d.process_index for d in devices})
+  kind = devices[0].device_kind
+  per_device = published_peak_flops(kind)
+  if per_device is None:
+    if kind not in _UNKNOWN_KINDS_REPORTED:
+      _UNKNOWN_KINDS_REPORTED.add(kind)
+      logging.warning("no published peak FLOP/s for device kind %r, so MFU is not reported: set "
+                      "trainer.train.peak_flops_per_device (--gin.trainer.train."
+                      "peak_flops_per_device=...)", kind)
+    return 0.0
+  return per_device * len(devices)
+
+
+def _cpu_host_peak_flops() -> float:
   key = f"cpu:{os.cpu_count()}:{jax.__version__}"
   cache = _read_json(_PEAK_CACHE)
   if key not in cache:
@@ -67,7 +94,11 @@ def host_peak_flops() -> float:
 
 def throughput(step_seconds: float, tokens_per_step: float, flops_per_step: float,
                peak_flops: float) -> dict[str, float]:
-  """Per-host rates for one step. MFU is 0 when FLOPs or the peak are unknown."""
+  """Rates of one step of the global batch (all hosts together).
+
+  tokens_per_step and flops_per_step count the global batch and peak_flops is
+  that of all devices in use. MFU is left out when FLOPs or the peak are unknown.
+  """
   out = {"step_seconds": step_seconds,
          "tokens_per_second": tokens_per_step / step_seconds}
   if flops_per_step and peak_flops:
@@ -104,6 +135,18 @@ class MetricsWriter:
           if k != "step":
             self._tf.summary.scalar(k, v)
 
+  def truncate_after(self, step: int) -> None:
+    """Drops records past `step` (and a line cut short), so a resumed run logs each step once."""
+    if not self._active or not os.path.exists(self.jsonl_path):
+      return
+    with open(self.jsonl_path) as f:
+      lines = f.readlines()
+    kept = [line for line in lines if _record_step(line) is not None and _record_step(line) <= step]
+    if kept != lines:
+      with open(self.jsonl_path + ".tmp", "w") as f:
+        f.writelines(kept)
+      os.replace(self.jsonl_path + ".tmp", self.jsonl_path)
+
   def flush(self) -> None:
     if self._summary is not None:
       self._summary.flush()
@@ -112,6 +155,14 @@ class MetricsWriter:
 def read_jsonl(path: str) -> list[dict]:
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def _record_step(line: str) -> int | None:
+  """The step of one metrics.jsonl line; None if it is not a whole record."""
+  try:
+    return int(json.loads(line)["step"]) if line.endswith("\n") else None
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def _to_float(v) -> float:

@@ -4,17 +4,20 @@ import optax
 from musiclm_jax.errors import UserError
 
 
-def learning_rate_schedule(peak_value: float = 1e-3, warmup_steps: int = 100,
-                           decay: str = "cosine", decay_steps: int = 10_000,
-                           end_fraction: float = 0.1) -> optax.Schedule:
-  """Linear warm-up to `peak_value`, then `decay`.
+def learning_rate_schedule(total_steps: int, peak_value: float = 1e-3, warmup_steps: int = 100,
+                           decay: str = "cosine", end_fraction: float = 0.1) -> optax.Schedule:
+  """Linear warm-up to `peak_value` at step `warmup_steps`, then `decay`.
 
-  decay: 'cosine' (to end_fraction·peak at warmup+decay_steps), 'rsqrt'
-  (T5's 1/sqrt(step) after warm-up) or 'constant'.
+  decay: 'cosine' (down to end_fraction·peak at step total_steps - 1, the
+  last update of a run of total_steps), 'rsqrt' (T5's 1/sqrt(step) after
+  warm-up) or 'constant'. This is also `trainer.train`'s schedule when it is
+  given no learning rate.
   """
   warmup = optax.linear_schedule(0.0, peak_value, max(warmup_steps, 1))
   if decay == "cosine":
-    after = optax.cosine_decay_schedule(peak_value, max(decay_steps, 1), alpha=end_fraction)
+    # The decay starts after warm-up, so it spans the steps that remain.
+    after = optax.cosine_decay_schedule(peak_value, max(total_steps - 1 - warmup_steps, 1),
+                                        alpha=end_fraction)
   elif decay == "rsqrt":
     after = lambda step: peak_value * (max(warmup_steps, 1) / (step + max(warmup_steps, 1))) ** 0.5
   elif decay == "constant":
@@ -24,23 +27,23 @@ def learning_rate_schedule(peak_value: float = 1e-3, warmup_steps: int = 100,
   return optax.join_schedules([warmup, after], [warmup_steps])
 
 
-def make_optimizer(name: str = "adamw",
-                   learning_rate: float | optax.Schedule | None = None,
+def make_optimizer(name: str = "adamw", *,
+                   learning_rate: float | optax.Schedule,
                    weight_decay: float = 0.0,
                    b1: float = 0.9, b2: float = 0.99,
                    clip_grad_norm: float | None = 1.0) -> optax.GradientTransformation:
   """Gradient clipping by global norm, then AdamW or Adafactor.
 
-  learning_rate defaults to `learning_rate_schedule()`; Adafactor with
-  factored second moments is what T5X trains T5 with.
+  Adafactor with factored second moments is what T5X trains T5 with. The
+  learning rate has no default here: a schedule needs the run's length,
+  which `trainer.train` knows.
   """
-  lr = learning_rate_schedule() if learning_rate is None else learning_rate
   if name == "adamw":
-    opt = optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay)
+    opt = optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
   elif name == "adafactor":
-    opt = optax.adafactor(lr, weight_decay_rate=weight_decay or None)
+    opt = optax.adafactor(learning_rate, weight_decay_rate=weight_decay or None)
   elif name == "sgd":
-    opt = optax.sgd(lr, momentum=b1)
+    opt = optax.sgd(learning_rate, momentum=b1)
   else:
     raise UserError(f"unknown optimizer {name!r}: use 'adamw', 'adafactor' or 'sgd'")
   if clip_grad_norm:

@@ -2,7 +2,8 @@
 
 Models name their axes (`batch`, `embed`, `mlp`, ...); only this module knows
 how those names land on devices. Rules are pairs (logical name, mesh axis or
-None) and can be overridden from gin.
+None) and can be overridden from gin. Every name a parameter uses needs a
+rule: an unknown one is an error rather than a silently replicated tensor.
 """
 import contextlib
 import dataclasses
@@ -33,6 +34,18 @@ DEFAULT_LOGICAL_AXIS_RULES: LogicalRules = (
     ("kv", None),
     ("layers", None),
     ("relpos_buckets", None),
+    # Convolution kernels (ResNet, SoundStream, discriminators, w2v-BERT's
+    # feature encoder) and w2v-BERT's quantizer (codebooks, code logits,
+    # codevector projections) are small next to the Transformers: replicated.
+    ("conv_height", None),
+    ("conv_width", None),
+    ("conv_in", None),
+    ("conv_out", None),
+    ("conv_features", None),
+    ("codebook_groups", None),
+    ("codebook", None),
+    ("codevector", None),
+    ("codevector_out", None),
 )
 
 
@@ -106,7 +119,18 @@ class Partitioner:
       yield
 
   def logical_to_sharding(self, logical_specs: Any) -> Any:
-    """Tree of logical PartitionSpecs → tree of NamedShardings on this mesh."""
+    """Tree of logical PartitionSpecs → tree of NamedShardings on this mesh.
+
+    Raises:
+      UserError naming the first logical axis that has no rule.
+    """
+    known = {name for name, _ in self.logical_axis_rules}
+    for spec in jax.tree.leaves(logical_specs, is_leaf=lambda x: isinstance(x, P)):
+      for entry in spec if isinstance(spec, P) else ():
+        for name in entry if isinstance(entry, tuple) else (entry,):
+          if isinstance(name, str) and name not in known:
+            raise UserError(f"logical axis {name!r} has no partitioning rule: add ({name!r}, "
+                            "mesh axis or None) to partitioning.Partitioner.logical_axis_rules")
     return nn.logical_to_mesh_sharding(logical_specs, self.mesh, self.logical_axis_rules)
 
   def batch_sharding(self, ndim: int) -> NamedSharding:

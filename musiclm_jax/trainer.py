@@ -23,6 +23,7 @@ import optax
 import tqdm
 
 from musiclm_jax import checkpoints
+from musiclm_jax import dir_lock
 from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
@@ -68,11 +69,12 @@ class Trainer:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.state_shardings)
     self.batch_shardings = {k: partitioner.batch_sharding(len(v.shape)) for k, v in self.batch_spec.items()}
 
-    def init_fn(rng):
-      return train_state_lib.TrainState.create(nn.unbox(model.init(rng, self.batch_spec)),
-                                               optimizer, ema_decay)
-
-    self._init = partitioner.jit(init_fn, in_shardings=None, out_shardings=self.state_shardings)
+    self._init_params = partitioner.jit(lambda rng: nn.unbox(model.init(rng, self.batch_spec)),
+                                        in_shardings=None, out_shardings=self.state_shardings.params)
+    self._create_state = partitioner.jit(
+        lambda params: train_state_lib.TrainState.create(params, optimizer, ema_decay),
+        in_shardings=(self.state_shardings.params,), out_shardings=self.state_shardings,
+        donate_argnums=(0,))
     self._init_rng = init_rng
     replicated = partitioner.replicated()
     self._train_step = partitioner.jit(
@@ -87,7 +89,9 @@ class Trainer:
     return self.model.flops_per_batch(self.batch_spec)
 
   def init_state(self) -> train_state_lib.TrainState:
-    return self._init(self._init_rng)
+    """Fresh params from the jitted init, the model's pre-trained weights put in on the host."""
+    params = self.model.load_pretrained(self._init_params(self._init_rng))
+    return self._create_state(jax.tree.map(_to_global, params, self.state_shardings.params))
 
   def train_step(self, state, batch) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
     """One optimizer update; `batch` holds global arrays (or host arrays on one host)."""
@@ -117,9 +121,14 @@ class Trainer:
     return state.apply_gradients(grads), metrics
 
   def _accumulate(self, grad_fn, params, batch, rng):
-    """Mean of micro-batch gradients; micro-batch i takes rows i, i+n, i+2n, ...
+    """The big batch's gradients from micro-batches; micro-batch i takes rows i, i+n, i+2n, ...
 
     Strided rows keep every data-parallel shard equally busy in each micro-batch.
+    A model that reports `num_tokens` divides its loss by that count, so each
+    micro-batch's loss, gradients and metrics are weighted by it and the sums
+    divided once by the total (T5X's loss-normalising factor): with ragged
+    padding a micro-batch of few loss tokens then weighs as little as it
+    should. Without `num_tokens`, every micro-batch weighs the same.
     """
     n = self.grad_accum_steps
     micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1), batch)
@@ -127,18 +136,24 @@ class Trainer:
     def body(carry, xs):
       i, micro_batch = xs
       (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
-      grad_sum, metric_sum = carry
-      grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
-      metric_sum = jax.tree.map(jnp.add, metric_sum, dict(metrics, loss=loss))
-      return (grad_sum, metric_sum), None
+      grad_sum, metric_sum, weight_sum = carry
+      weight = jnp.asarray(metrics.get("num_tokens", 1.0), jnp.float32)
+      grad_sum = jax.tree.map(lambda a, g: a + weight * g.astype(jnp.float32), grad_sum, grads)
+      metric_sum = {k: metric_sum[k] + (v if k == "num_tokens" else weight * v)
+                    for k, v in dict(metrics, loss=loss).items()}
+      return (grad_sum, metric_sum, weight_sum + weight), None
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
     first = jax.tree.map(lambda x: x[0], micro)
     metric_zeros = jax.tree.map(
-        jnp.zeros_like, jax.eval_shape(lambda: dict(grad_fn(params, first, rng)[0][1], loss=0.0)))
-    (grad_sum, metric_sum), _ = jax.lax.scan(body, (zeros, metric_zeros), (jnp.arange(n), micro))
-    grads = jax.tree.map(lambda g, p: (g / n).astype(p.dtype), grad_sum, params)
-    metrics = {k: v if k == "num_tokens" else v / n for k, v in metric_sum.items()}
+        lambda m: jnp.zeros(m.shape, jnp.float32),
+        jax.eval_shape(lambda: dict(grad_fn(params, first, rng)[0][1], loss=0.0)))
+    (grad_sum, metric_sum, weight_sum), _ = jax.lax.scan(
+        body, (zeros, metric_zeros, jnp.zeros((), jnp.float32)), (jnp.arange(n), micro))
+    # As the model's own normaliser: a batch without loss tokens has zero loss, not NaN.
+    total = jnp.maximum(weight_sum, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / total).astype(p.dtype), grad_sum, params)
+    metrics = {k: v if k == "num_tokens" else v / total for k, v in metric_sum.items()}
     return grads, metrics
 
   def _eval_step_fn(self, params, batch):
@@ -163,6 +178,7 @@ def train(*,
           eval_period: int = 0,
           eval_steps: int = 10,
           log_period: int = 10,
+          peak_flops_per_device: float | None = None,
           seed: int = 0,
           stop_at_step: int | None = None,
           on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -170,7 +186,10 @@ def train(*,
 
   Args:
     optimizer: factory taking `learning_rate` (gin: `@optimizers.make_optimizer`).
-    learning_rate: schedule or constant given to `optimizer` and logged.
+    learning_rate: schedule or constant given to `optimizer` and logged
+      (default: `optimizers.learning_rate_schedule(total_steps)`).
+    peak_flops_per_device: for MFU, overrides the table of published peaks
+      in metrics.py (e.g. for a device kind it lacks).
     stop_at_step: stop (with a checkpoint) before total_steps, e.g. to split
       a run across jobs; the schedule still spans total_steps.
     on_ready: called once the state is initialised or restored, before the
@@ -179,47 +198,63 @@ def train(*,
 
   Returns:
     {'step': last step, 'preempted': whether SIGTERM stopped it,
-     'last_metrics': the last logged train metrics}.
+     'last_metrics': the last logged train metrics, 'checkpoint_dir': where
+     checkpoints are, 'metrics_path': the metrics.jsonl file,
+     'tensorboard_dir': the TensorBoard event folder}.
   """
   _check_writable(model_dir)
-  partitioner = partitioner or partitioning.Partitioner()
-  shard_index, num_shards = partitioner.host_shard()
-  schedule = learning_rate if callable(learning_rate) else optax.constant_schedule(
-      learning_rate if learning_rate is not None else 1e-3)
-  tx = optimizer(learning_rate=schedule)
+  # One writer per MODEL_DIR (process 0 speaks for a multi-host run).
+  lock = dir_lock.DirLock(model_dir) if jax.process_index() == 0 else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    partitioner = partitioner or partitioning.Partitioner()
+    shard_index, num_shards = partitioner.host_shard()
+    if learning_rate is None:
+      schedule = optimizers.learning_rate_schedule(total_steps)
+    elif callable(learning_rate):
+      schedule = learning_rate
+    else:
+      schedule = optax.constant_schedule(learning_rate)
+    tx = optimizer(learning_rate=schedule)
 
-  checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
-                                          save_period=1, keep=keep_checkpoints,
-                                          async_save=async_checkpointing)
-  batches = train_dataset_cfg.get_batches(shard_index, num_shards)
-  first = next(batches)
-  batch_spec = {k: jax.ShapeDtypeStruct((v.shape[0] * num_shards, *v.shape[1:]), v.dtype)
-                for k, v in first.items()}
-  trainer = Trainer(model, partitioner, tx, batch_spec, ema_decay, grad_accum_steps, seed)
+    checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
+                                            keep=keep_checkpoints, async_save=async_checkpointing)
+    batches = train_dataset_cfg.get_batches(shard_index, num_shards)
+    first = next(batches)
+    batch_spec = {k: jax.ShapeDtypeStruct((v.shape[0] * num_shards, *v.shape[1:]), v.dtype)
+                  for k, v in first.items()}
+    trainer = Trainer(model, partitioner, tx, batch_spec, ema_decay, grad_accum_steps, seed)
 
-  start_step = checkpointer.latest_step()
-  if start_step is None:
-    state, batches_consumed = trainer.init_state(), 0
-  else:
-    state, batches_consumed = checkpointer.restore(start_step, trainer.abstract_state)
-    batches = train_dataset_cfg.get_batches(shard_index, num_shards, batches_consumed)
-    first = None
-    logging.info("resumed from step %d", start_step)
-  batches = _prepend(first, batches)
-  if on_ready is not None:
-    on_ready()
+    restored = checkpointer.restore_latest(trainer.abstract_state)
+    if restored is None:
+      start_step, state, batches_consumed = None, trainer.init_state(), 0
+    else:
+      start_step, state, batches_consumed = restored
+      batches = train_dataset_cfg.get_batches(shard_index, num_shards, batches_consumed)
+      first = None
+      logging.info("resumed from step %d", start_step)
+    batches = _prepend(first, batches)
+    if on_ready is not None:
+      on_ready()
 
-  writer = metrics_lib.MetricsWriter(model_dir)
-  peak_flops = metrics_lib.host_peak_flops() if trainer.flops_per_step else 0.0
-  end_step = min(total_steps, stop_at_step or total_steps)
-  step = int(state.step)
-  preemption = _Preemption()
-  stopping = False
-  progress = tqdm.tqdm(total=end_step, initial=step, disable=not sys.stderr.isatty(), desc="train")
-  pending: list[Mapping[str, jax.Array]] = []
-  last_metrics: dict[str, float] = {}
-  last_good_step = start_step
-  window_start = time.perf_counter()
+    writer = metrics_lib.MetricsWriter(model_dir)
+    writer.truncate_after(start_step or 0)  # a crashed run logged steps no checkpoint holds
+    peak_flops = (metrics_lib.peak_flops(partitioner.mesh.devices.flat, peak_flops_per_device)
+                  if trainer.flops_per_step else 0.0)
+    end_step = min(total_steps, stop_at_step or total_steps)
+    step = int(state.step)
+    preemption = _Preemption()
+    stopping = False
+    progress = tqdm.tqdm(total=end_step, initial=step, disable=not sys.stderr.isatty(), desc="train")
+    pending: list[Mapping[str, jax.Array]] = []
+    last_metrics: dict[str, float] = {}
+    last_good_step = start_step
+    window_start = time.perf_counter()
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
   try:
     while step < end_step and not stopping:
       try:
@@ -247,11 +282,11 @@ def train(*,
               f"loss is {last_metrics['loss']} at step {step}; last good checkpoint: step "
               f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
       if due_checkpoint or stopping:
-        if not _all_finite(state.params):
+        if not checkpoints.all_finite(state.params):
           raise TrainingDivergedError(
               f"parameters became NaN/Inf at step {step}; last good checkpoint: step "
               f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
-        checkpointer.save(step, state, batches_consumed, force=True)
+        checkpointer.save(step, state, batches_consumed)
         last_good_step = step
       if eval_dataset_cfg is not None and eval_period and step % eval_period == 0:
         eval_metrics = evaluate(trainer, state, eval_dataset_cfg, eval_steps, shard_index, num_shards)
@@ -261,6 +296,8 @@ def train(*,
     writer.flush()
     checkpointer.close()
     preemption.restore()
+    if lock is not None:
+      lock.release()
   if stopping:
     logging.warning("SIGTERM: saved step %d to %s", step, checkpointer.directory)
   return {"step": step, "preempted": stopping, "last_metrics": last_metrics,
@@ -300,9 +337,12 @@ def _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops) -
   return scalars
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+def _to_global(value, sharding) -> jax.Array:
+  """A host array every process holds in full -> a global array (multi-host safe)."""
+  if isinstance(value, jax.Array):
+    return value
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def _prepend(first, rest):

@@ -43,3 +43,30 @@ def test_save_wav_clips_out_of_range_values(tmp_path):
   io.save_wav(tmp_path / "loud.wav", np.array([2.0, -3.0, 0.5], np.float32), 24_000)
   loaded, _ = io.read_audio(tmp_path / "loud.wav")
   np.testing.assert_allclose(loaded[:, 0], [1.0, -1.0, 0.5], atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,subtype", [(np.int16, "PCM_16"), (np.int32, "PCM_32")])
+def test_integer_pcm_scales_as_libsndfile_decodes_it(tmp_path, dtype, subtype):
+  info = np.iinfo(dtype)
+  pcm = np.array([info.min, info.min // 2, -1, 0, 1, info.max // 3, info.max], dtype)
+  soundfile.write(tmp_path / "x.wav", pcm, 24_000, subtype=subtype)
+  reference, _ = soundfile.read(tmp_path / "x.wav", dtype="float64")
+  converted = io.pcm_to_float(pcm)
+  assert converted.dtype == np.float32
+  np.testing.assert_allclose(converted, reference, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("pcm,expected", [
+    (np.array([-128, -64, 0, 64, 127], np.int8), [-1.0, -0.5, 0.0, 0.5, 127 / 128]),
+    # Unsigned 8-bit PCM (WAV's 8-bit format) is centred on 128.
+    (np.array([0, 64, 128, 192, 255], np.uint8), [-1.0, -0.5, 0.0, 0.5, 127 / 128]),
+])
+def test_eight_bit_pcm_scales_by_its_own_range(pcm, expected):
+  np.testing.assert_allclose(io.pcm_to_float(pcm), expected, rtol=0, atol=1e-7)
+
+
+def test_float_audio_passes_through_unscaled():
+  samples = np.array([-1.5, 0.25, 1.0], np.float64)
+  converted = io.pcm_to_float(samples)
+  assert converted.dtype == np.float32
+  np.testing.assert_array_equal(converted, samples.astype(np.float32))

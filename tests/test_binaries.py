@@ -65,6 +65,13 @@ def test_positional_argument_is_one_line(binary, usage):
   _assert_one_line_error(_run(binary, "stray"), "unexpected arguments ['stray']", usage)
 
 
+def test_required_macro_no_gin_file_declares_is_one_line(tmp_path):
+  # A config that leaves out runs/train.gin, so nothing declares MODEL_DIR.
+  partial = tmp_path / "partial.gin"
+  partial.write_text("MODEL = 1\n")
+  _assert_one_line_error(_run("train", f"--gin_file={partial}"), "MODEL_DIR", "--gin.MODEL_DIR")
+
+
 def test_unwritable_model_dir_is_one_line():
   _assert_one_line_error(_train("/proc/no_such_dir/run"), "not writable")
 

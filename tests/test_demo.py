@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import conftest
 
 
@@ -26,8 +28,18 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
     for sample in record["samples"]:
       assert (samples / sample["wav"]).stat().st_size > 0
       assert sample["wav"] in index
+  # The adherence report covers every plain text line's clips, ranks them among
+  # the distinct captions, and gives the shuffled-prompt figure and chance.
   adherence = json.loads((samples / "prompt_adherence.json").read_text())
-  assert 0.0 <= adherence["recall_at_1"] <= 1.0 and adherence["clips"] >= 2
+  text_records = [r for r in records if "text" in r and not r.get("continue_from")]
+  captions = {r["text"] for r in text_records}
+  clips = sum(len(r["samples"]) for r in text_records)
+  assert adherence["prompts"] == len(captions) >= 2 and adherence["clips"] == clips
+  assert adherence["chance"] == pytest.approx(1 / len(captions))
+  for figure in ("recall_at_1", "recall_at_1_shuffled_prompts"):
+    hits = adherence[figure] * clips  # A fraction of the clips.
+    assert hits == pytest.approx(round(hits)) and 0 <= round(hits) <= clips, (figure, adherence)
+  assert "recall_at_1_shuffled_prompts" in result.stdout and "chance" in result.stdout
   assert "time per step:" in result.stdout and str(samples / "index.html") in result.stdout
 
   rerun = _demo(tmp_path)

@@ -144,7 +144,9 @@ def test_text_to_wav_end_to_end(flags, tmp_path):
       f"sound like; the others are in {out / 'results.jsonl'}")
   assert "generated 5 prompt(s)" in result.stdout
 
-  records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+  # Records are appended as lines finish: errors first, then lines in batch order.
+  records = sorted((json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()),
+                   key=lambda r: r["line"])
   assert [r["line"] for r in records] == list(range(3, 15))
   errors = {r["line"]: r["error"] for r in records if "error" in r}
   assert "duration must be > 0" in errors[8]

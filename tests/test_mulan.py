@@ -1,8 +1,7 @@
-"""MuLan: the InfoNCE loss, global negatives across devices, windowing, freezing, pre-trained init."""
+"""MuLan: the InfoNCE loss, global negatives across devices, windowing, freezing, pre-trained text tower."""
 import json
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -13,6 +12,7 @@ from safetensors.numpy import save_file
 
 import numpy_params
 from musiclm_jax import partitioning
+from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import bert
 from musiclm_jax.models import mulan
@@ -168,9 +168,18 @@ def test_text_tower_starts_from_a_hugging_face_checkpoint(tmp_path):
   assert text == TINY_TEXT
   config = mulan.MuLanConfig(**{**TOY.__dict__, "text": text, "text_checkpoint_dir": str(tmp_path)})
   model = mulan.MuLanModel(config)
-  params = jax.jit(lambda rng: nn.unbox(model.init(rng, _spec(config, 1))))(jax.random.key(0))
+  partitioner = partitioning.Partitioner(num_devices=2)
+  trainer = trainer_lib.Trainer(model, partitioner, mulan.contrastive_optimizer(), _spec(config, 2),
+                                ema_decay=0.9)
+  state = trainer.init_state()
   loaded = bert.load_pretrained(str(tmp_path), text)
-  jax.tree.map(np.testing.assert_array_equal, params[mulan.TEXT_ENCODER], loaded)
+  jax.tree.map(np.testing.assert_array_equal, state.params[mulan.TEXT_ENCODER], loaded)
+  jax.tree.map(np.testing.assert_array_equal, state.ema_params[mulan.TEXT_ENCODER], loaded)
+
+  # Loaded after init, not inside it: the traced init holds no copy of the checkpoint.
+  init = jax.make_jaxpr(model.init)(jax.random.key(0), _spec(config, 1))
+  largest_loaded = max(x.size for x in jax.tree.leaves(loaded))
+  assert all(np.size(c) < largest_loaded for c in init.consts), [np.shape(c) for c in init.consts]
 
 
 def test_windows_must_be_whole_stft_hops():

@@ -66,6 +66,29 @@ def test_grad_accumulation_matches_the_full_batch():
                              rtol=1e-4, atol=1e-6)
 
 
+def test_grad_accumulation_with_ragged_padding_gives_the_big_batch_gradients():
+  batch = _batches(1)[0]
+  # Micro-batch i holds rows i and i + 4: loss tokens per micro-batch 64, 7, 2, 33.
+  kept = np.array([LENGTH, 5, 1, 30, LENGTH, 2, 1, 3])
+  batch = dict(batch, decoder_loss_weights=(np.arange(LENGTH)[None] < kept[:, None]).astype(np.float32))
+  model = ContextMLPModel(dropout_rate=0.0)
+  partitioner = partitioning.Partitioner(num_devices=1)
+  spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+  trainer = trainer_lib.Trainer(model, partitioner, optax.sgd(1.0), spec, grad_accum_steps=4)
+  state = trainer.init_state()
+  before = jax.device_get(state.params)
+  (expected_loss, expected_metrics), expected_grads = jax.value_and_grad(
+      model.loss_fn, has_aux=True)(before, batch, None)
+
+  state, metrics = trainer.train_step(state, partitioner.make_global_batch(batch))
+  grads = jax.tree.map(lambda b, a: b - a, before, jax.device_get(state.params))  # SGD, rate 1
+  jax.tree.map(lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-7),
+               grads, expected_grads)
+  assert float(metrics["loss"]) == pytest.approx(float(expected_loss), rel=1e-5)
+  assert float(metrics["accuracy"]) == pytest.approx(float(expected_metrics["accuracy"]), abs=1e-6)
+  assert float(metrics["num_tokens"]) == kept.sum()
+
+
 def test_adafactor_state_gets_shardings_for_factored_moments():
   tx = optimizers.make_optimizer("adafactor", learning_rate=1e-2)
   state, losses = _run(partitioning.Partitioner(model_parallel=2), _batches(3),
@@ -112,7 +135,9 @@ def test_exported_params_give_the_same_logits(tmp_path):
   _train(tmp_path / "run", 4, model=model)
   spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in _batches(1)[0].items()}
   partitioner = partitioning.Partitioner(num_devices=1)
-  trainer = trainer_lib.Trainer(model, partitioner, optimizers.make_optimizer(), spec)
+  # trainer.train turns a constant rate into a schedule, whose step count is optimizer state.
+  tx = optimizers.make_optimizer(learning_rate=optax.constant_schedule(3e-3))
+  trainer = trainer_lib.Trainer(model, partitioner, tx, spec)
   ckpt = checkpoints.Checkpointer(tmp_path / "run" / "checkpoints")
   state, consumed = ckpt.restore(4, trainer.abstract_state)
   ckpt.close()
@@ -130,7 +155,7 @@ def test_exported_params_give_the_same_logits(tmp_path):
   np.testing.assert_allclose(model.logits(bf16, tokens), reference, atol=2e-2)
   assert not np.array_equal(model.logits(bf16, tokens), reference)
 
-  other = trainer_lib.Trainer(ContextMLPModel(embed_dim=16), partitioner, optimizers.make_optimizer(), spec)
+  other = trainer_lib.Trainer(ContextMLPModel(embed_dim=16), partitioner, tx, spec)
   with pytest.raises(checkpoints.UserError, match="from a different model: parameter 'Dense_0/kernel'"):
     checkpoints.load_exported_params(tmp_path / "f32", other.abstract_state.params)
 
@@ -141,6 +166,40 @@ def test_mfu_is_achieved_over_peak():
   assert rates["tokens_per_second"] == 2000
   assert rates["mfu"] == pytest.approx(0.5)
   assert "mfu" not in metrics_lib.throughput(0.5, 1000, 0.0, 4e9)
+
+
+class _FakeDevice:
+  def __init__(self, device_kind, process_index, platform="tpu"):
+    self.device_kind, self.process_index, self.platform = device_kind, process_index, platform
+
+
+def test_peak_covers_the_devices_of_every_host():
+  # Two hosts of four v4 chips: the global batch's FLOPs run on all eight.
+  devices = [_FakeDevice("TPU v4", host) for host in (0, 1) for _ in range(4)]
+  assert metrics_lib.peak_flops(devices) == pytest.approx(8 * 275e12)
+  assert metrics_lib.peak_flops(devices, peak_flops_per_device=1e12) == pytest.approx(8e12)
+  h100_pcie = [_FakeDevice("NVIDIA H100 PCIe", 0)]
+  assert metrics_lib.peak_flops(h100_pcie) == pytest.approx(756e12)
+
+
+def test_an_unknown_device_kind_is_reported_once_and_can_be_overridden(caplog):
+  devices = [_FakeDevice("Imaginary TPU v99", 0)] * 2
+  with caplog.at_level("WARNING"):
+    assert metrics_lib.peak_flops(devices) == 0.0
+    assert metrics_lib.peak_flops(devices) == 0.0
+  reports = [r for r in caplog.records if "Imaginary TPU v99" in r.getMessage()]
+  assert len(reports) == 1 and "peak_flops_per_device" in reports[0].getMessage()
+  assert metrics_lib.peak_flops(devices, peak_flops_per_device=5e12) == pytest.approx(1e13)
+
+
+def test_train_logs_mfu_over_the_given_peak_and_the_default_schedule(tmp_path):
+  total_steps, peak = 3, 1e9
+  _train(tmp_path, total_steps, learning_rate=None, peak_flops_per_device=peak)
+  records = [r for r in metrics_lib.read_jsonl(f"{tmp_path}/metrics.jsonl") if "train/loss" in r]
+  schedule = optimizers.learning_rate_schedule(total_steps)
+  for r in records:
+    assert r["train/mfu"] == pytest.approx(r["train/tflops_per_second"] * 1e12 / peak, rel=1e-6)
+    assert r["train/learning_rate"] == pytest.approx(float(schedule(r["step"] - 1)), abs=1e-12)
 
 
 def test_ema_tracks_params_with_its_decay():

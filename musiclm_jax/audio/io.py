@@ -47,6 +47,22 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
   return np.ascontiguousarray(samples), int(sample_rate_hz)
 
 
+def pcm_to_float(samples: np.ndarray) -> np.ndarray:
+  """Integer PCM of any width -> float32 in [-1, 1); floats pass through as float32.
+
+  Signed b-bit PCM spans [-2^(b-1), 2^(b-1)); unsigned (WAV's 8-bit) is offset
+  by 2^(b-1), its silence. Scaling by the dtype's own width matters: TFDS
+  stores audio as int16 or int32 depending on the dataset.
+  """
+  if not np.issubdtype(samples.dtype, np.integer):
+    return samples.astype(np.float32, copy=False)
+  info = np.iinfo(samples.dtype)
+  half_range = (int(info.max) - int(info.min) + 1) // 2
+  zero = int(info.min) + half_range
+  # float64 keeps int32 exact before the division.
+  return ((samples.astype(np.float64) - zero) / half_range).astype(np.float32)
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
   """[time, channels] or [time] -> [time], averaging channels."""
   return samples if samples.ndim == 1 else samples.mean(axis=1, dtype=np.float32)

@@ -33,10 +33,10 @@ def text_prompt_samples(samples_dir: str) -> list[tuple[str, str]]:
     raise UserError(f"no results.jsonl in {samples_dir}: point at a musiclm-infer OUTPUT_DIR")
   pairs = []
   with open(path) as f:
-    for line in f:
-      record = json.loads(line)
-      if "text" in record and not record.get("continue_from") and "error" not in record:
-        pairs += [(record["text"], os.path.join(samples_dir, s["wav"])) for s in record["samples"]]
+    records = [json.loads(line) for line in f]
+  for record in sorted(records, key=lambda r: r["line"]):  # appended as lines finish
+    if "text" in record and not record.get("continue_from") and "error" not in record:
+      pairs += [(record["text"], os.path.join(samples_dir, s["wav"])) for s in record["samples"]]
   return pairs
 
 

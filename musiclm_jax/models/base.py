@@ -33,14 +33,26 @@ class BaseModel(abc.ABC):
     shardings before allocating anything.
     """
 
+  def load_pretrained(self, params: Params) -> Params:
+    """Optional: the initialised params (unboxed) with pre-trained weights put in.
+
+    The trainer calls it on the host after the jitted `init` (big_vision's
+    `load`), so a checkpoint never becomes a constant of the compiled init
+    program. Returned leaves may be numpy arrays. Default: params unchanged.
+    """
+    return params
+
   @abc.abstractmethod
   def loss_fn(self, params: Params, batch: Batch,
               rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
     """Returns (scalar loss, metrics). `rng=None` means deterministic (eval).
 
     Metrics are scalars already reduced over the batch (means), except
-    `num_tokens`, the count of tokens that carry loss, which the trainer uses
-    for tokens/s.
+    `num_tokens`, the count of tokens that carry loss. A model that reports it
+    must normalise by it: loss and metrics are sums over those tokens divided
+    by max(num_tokens, 1). The trainer then weights micro-batches (gradient
+    accumulation) and eval batches by it, and reports tokens/s. Models
+    without it get plain means over micro-batches and eval batches.
     """
 
   def train_step(self, state: Any, batch: Batch, rng: jax.Array) -> tuple[Any, Metrics] | None:

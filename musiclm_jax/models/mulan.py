@@ -48,7 +48,8 @@ class MuLanConfig:
   when embedding long audio (bounds memory; no effect on the result).
   Text: `text` sizes the BERT; with `text_checkpoint_dir` (a Hugging Face
   BERT folder, e.g. `bert.minilm_dir()`) its weights start from that
-  checkpoint; `freeze_text_encoder` keeps them fixed (no backward pass through
+  checkpoint (`MuLanModel.load_pretrained`, which the trainer calls after
+  init); `freeze_text_encoder` keeps them fixed (no backward pass through
   BERT). `tokenizer_dir` holds tokenizer.json (default: MiniLM's, which is
   the bert-base-uncased vocabulary).
   Heads: an MLP of `projection_layers` layers (1 = linear) to `embedding_dim`.
@@ -243,13 +244,16 @@ class MuLanModel(BaseModel):
     length = batch_spec["text_ids"].shape[1] if "text_ids" in batch_spec else c.max_text_length
     mels = jnp.zeros((1, c.frames_per_window, c.n_mels), jnp.float32)
     ids = jnp.zeros((1, length), jnp.int32)
-    params = self.module.init(rng, mels, ids, jnp.ones_like(ids))["params"]
-    if c.text_checkpoint_dir:
-      loaded = bert.load_pretrained(c.text_checkpoint_dir, c.text)
-      params = dict(params, **{TEXT_ENCODER: jax.tree.map(
-          lambda box, value: box.replace_boxed(jnp.asarray(value, box.value.dtype)),
-          params[TEXT_ENCODER], loaded, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))})
-    return params
+    return self.module.init(rng, mels, ids, jnp.ones_like(ids))["params"]
+
+  def load_pretrained(self, params: Params) -> Params:
+    """With `text_checkpoint_dir`, the text tower starts from that BERT (e.g. MiniLM)."""
+    c = self.config
+    if not c.text_checkpoint_dir:
+      return params
+    loaded = bert.load_pretrained(c.text_checkpoint_dir, c.text)
+    return dict(params, **{TEXT_ENCODER: jax.tree.map(
+        lambda param, value: np.asarray(value, param.dtype), params[TEXT_ENCODER], loaded)})
 
   def embed_audio(self, params: Params, audio: jax.Array) -> jax.Array:
     """audio [batch, samples] at config.sample_rate_hz -> [batch, D], normalised.

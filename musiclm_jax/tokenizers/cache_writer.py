@@ -166,10 +166,9 @@ class _ClipPrep:
     except Exception as error:  # pylint: disable=broad-except  (any decoder failure)
       raise validation.AudioError(validation.AudioProblem.UNREADABLE,
                                   f"cannot decode ({error})", clip_id) from None
-    if np.issubdtype(samples.dtype, np.integer):
-      samples = samples.astype(np.float32) / 2 ** 15  # TFDS stores PCM audio as 16-bit values
+    samples = io.pcm_to_float(samples)
     validation.check_audio(samples, self.sample_rate_hz, self.checks, source=clip_id)
-    audio = io.resample(io.to_mono(samples.astype(np.float32)), self.sample_rate_hz, SAMPLE_RATE_HZ)
+    audio = io.resample(io.to_mono(samples), self.sample_rate_hz, SAMPLE_RATE_HZ)
     if self.max_seconds:
       audio = audio[:int(self.max_seconds * SAMPLE_RATE_HZ)]
     usable = len(audio) // SAMPLES_PER_SEMANTIC_FRAME * SAMPLES_PER_SEMANTIC_FRAME

@@ -155,7 +155,9 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
             "per_device_gib": {k: round(v / 2**30, 3) for k, v in sizes.items()},
             "lower_seconds": round(lower_seconds, 1), "compile_seconds": round(compile_seconds, 1),
             "flops_per_step": trainer.flops_per_step}
-  peak = metrics.published_peak_flops(chip) * partitioner.mesh.size
+  devices = list(partitioner.mesh.devices.flat)
+  # Simulated CPU devices have no peak worth dividing by.
+  peak = metrics.peak_flops(devices) if devices[0].platform != "cpu" else 0.0
   if peak and trainer.flops_per_step:
     report.update(mfu=mfu, expected_step_seconds=round(trainer.flops_per_step / (mfu * peak), 4))
   return report
