@@ -98,7 +98,7 @@ echo "$*" >> "$GCLOUD_LOG"
 case "$*" in
   *describe*) echo ACTIVE ;;
   *--worker=1*"worker.sh run"*) exit 1 ;;
-  *--worker=0*"worker.sh run"*) sleep 60 ;;
+  *--worker=0*"worker.sh run"*) exec sleep 60 ;;
 esac
 """
 

@@ -159,7 +159,8 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
   # Simulated CPU devices have no peak worth dividing by.
   peak = metrics.peak_flops(devices) if devices[0].platform != "cpu" else 0.0
   if peak and trainer.flops_per_step:
-    report.update(mfu=mfu, expected_step_seconds=round(trainer.flops_per_step / (mfu * peak), 4))
+    seconds = trainer.flops_per_step / (mfu * peak)
+    report.update(mfu=mfu, expected_step_seconds=float(f"{seconds:.3g}"))
   return report
 
 
