@@ -4,9 +4,10 @@ r"""Sampling speed of the semantic stage: 30 s of tokens, with and without the K
   .venv/bin/python benchmarks/sampling.py --scale=tiny --no_full_recompute
 
 Generates 750 semantic tokens (30 s at 25 Hz) after the 12 MuLan tokens, at
-batch 1, with `decoding.generate` (cached: prefill + one compiled scan) and
-its reference (`cached=False`: a full forward pass over the whole
-[1 + 12 + 750] buffer for every token). Prints one JSON line per mode.
+batch 1, with the model's `predict_batch` and `decoding.temperature_sample`
+(cached: prefill + one compiled scan) and its reference (`cached=False`: a full
+forward pass over the whole [1 + 12 + 750] buffer for every token). Prints one
+JSON line per mode.
 
 Per-token cost at a position is measured without per-token dispatch: the
 difference between generating N + W and N - W tokens with the same cache
@@ -68,9 +69,11 @@ def main(argv):
   early, late = min(75, n - w), n - w
 
   for cached in (True, False) if _FULL.value else (True,):
-    run = lambda steps: decoding.generate(model, params, prompt, jax.random.PRNGKey(0),
-                                          num_steps=steps, cached=cached,
-                                          cache_length=cache_length)
+    run = lambda steps: model.predict_batch(params, {"prompt_tokens": prompt},
+                                            jax.random.PRNGKey(0),
+                                            decode_fn=decoding.temperature_sample,
+                                            num_steps=steps, cached=cached,
+                                            cache_length=cache_length)
     if cached:
       repeats, lengths = _REPEATS.value, sorted({n, early - w, early + w, late - w})
     else:

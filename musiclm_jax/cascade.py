@@ -8,11 +8,11 @@ Plain Python: the tokenizers are any objects with the `tokenizers/__init__.py`
 protocols and each stage is a `StageLM(model, params)`; `load_musiclm` builds
 one from export folders (what gin/musiclm.gin wires).
 
-Every stage samples in windows of its training length (`Windows`; paper: 30 s
-semantic, 10 s coarse, 3 s fine). The first window of a stage samples all its
-frames at once; later windows keep the last (window - stride) of what was
-sampled as prefix and sample `stride` new frames, so any duration is one
-continuous token stream (paper: semantic stride 15 s). A window holds exactly
+Every stage samples in windows of its training length (`Windows`, by default
+the paper's crops and strides from `musiclm_spec`). The first window of a stage
+samples all its frames at once; later windows keep the last (window - stride)
+of what was sampled as prefix and sample `stride` new frames, so any duration
+is one continuous token stream. A window holds exactly
 what the stage was trained on (`lm.py`, `data/token_layout.py`):
 
   semantic  [M | S(prefix)]                      -> S(new)
@@ -42,22 +42,16 @@ import numpy as np
 
 from musiclm_jax import decoding
 from musiclm_jax import gin_models
+from musiclm_jax import musiclm_spec as spec
 from musiclm_jax import tokenizers
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import lm
 from musiclm_jax.tokenizers import acoustic
 
-SAMPLE_RATE_HZ = 24_000
-SEMANTIC_RATE_HZ = 25
-ACOUSTIC_RATE_HZ = 50
-ACOUSTIC_PER_SEMANTIC = ACOUSTIC_RATE_HZ // SEMANTIC_RATE_HZ
-SAMPLES_PER_SEMANTIC_FRAME = SAMPLE_RATE_HZ // SEMANTIC_RATE_HZ
-SAMPLES_PER_ACOUSTIC_FRAME = SAMPLE_RATE_HZ // ACOUSTIC_RATE_HZ
-STAGES = ("semantic", "coarse", "fine")
-DEFAULT_SAMPLING = {"semantic": decoding.SamplingConfig(temperature=1.0),
-                    "coarse": decoding.SamplingConfig(temperature=0.95),
-                    "fine": decoding.SamplingConfig(temperature=0.4)}  # paper
+SAMPLE_RATE_HZ = spec.SAMPLE_RATE_HZ  # of Generation.audio and continuations
+DEFAULT_SAMPLING = {stage: decoding.SamplingConfig(temperature=temperature)
+                    for stage, temperature in spec.PAPER_TEMPERATURES.items()}
 
 
 class StageLM(NamedTuple):
@@ -75,12 +69,12 @@ class Windows:
   each side that are decoded and dropped, which is exact for context at least
   the decoder's receptive field.
   """
-  semantic_window_seconds: float = 30.0
-  semantic_stride_seconds: float = 15.0
-  coarse_window_seconds: float = 10.0
-  coarse_stride_seconds: float = 5.0
-  fine_window_seconds: float = 3.0
-  fine_stride_seconds: float = 1.5
+  semantic_window_seconds: float = spec.PAPER_CROP_SECONDS["semantic"]
+  semantic_stride_seconds: float = spec.PAPER_STRIDE_SECONDS["semantic"]
+  coarse_window_seconds: float = spec.PAPER_CROP_SECONDS["coarse"]
+  coarse_stride_seconds: float = spec.PAPER_STRIDE_SECONDS["coarse"]
+  fine_window_seconds: float = spec.PAPER_CROP_SECONDS["fine"]
+  fine_stride_seconds: float = spec.PAPER_STRIDE_SECONDS["fine"]
   decode_window_seconds: float = 10.0
   decode_context_seconds: float = 1.0
 
@@ -89,7 +83,7 @@ class Windows:
 
     For 'decode' the second number is the context on each side.
     """
-    rate = SEMANTIC_RATE_HZ if name in ("semantic", "coarse") else ACOUSTIC_RATE_HZ
+    rate = spec.SEMANTIC_RATE_HZ if name in ("semantic", "coarse") else spec.ACOUSTIC_RATE_HZ
     fields = (f"{name}_window_seconds", f"{name}_{'context' if name == 'decode' else 'stride'}_seconds")
     out = []
     for field in fields:
@@ -107,11 +101,11 @@ class Windows:
 
   def check(self, max_length: int) -> None:
     """UserError if a window is not whole frames or does not fit `max_length` tokens."""
-    window = {name: self.frames(name)[0] for name in ("semantic", "coarse", "fine", "decode")}
+    window = {name: self.frames(name)[0] for name in spec.STAGES + ("decode",)}
     mulan, coarse, fine = (token_layout.MULAN.num_levels, token_layout.COARSE.num_levels,
                            token_layout.FINE.num_levels)
     tokens = {"semantic": 1 + mulan + window["semantic"],
-              "coarse": 1 + mulan + window["coarse"] * (1 + ACOUSTIC_PER_SEMANTIC * coarse),
+              "coarse": 1 + mulan + window["coarse"] * (1 + spec.ACOUSTIC_PER_SEMANTIC * coarse),
               "fine": 1 + window["fine"] * (coarse + fine)}  # BOS + a full window
     for name, length in tokens.items():
       if length > max_length:
@@ -124,7 +118,8 @@ class Request:
   """One piece of music to generate.
 
   segments: (text, seconds) pairs played in order; one pair is a plain text prompt.
-  sampling: SamplingConfig per stage name (missing stages use DEFAULT_SAMPLING).
+  sampling: SamplingConfig per stage name; a stage left out samples with
+    DEFAULT_SAMPLING (the paper's temperature, no filtering, no guidance).
   continuation: [samples] 24 kHz audio to continue from; it is the output's
     start, cut to whole 40 ms frames, and counts in the segments' seconds.
   """
@@ -146,16 +141,19 @@ class Request:
 
   def boundaries(self) -> tuple[int, ...]:
     """Semantic frames where segments 1, 2, ... start."""
-    return tuple(round(float(t) * SEMANTIC_RATE_HZ) for t in np.cumsum([s for _, s in self.segments])[:-1])
+    ends = np.cumsum([s for _, s in self.segments])[:-1]
+    return tuple(round(float(t) * spec.SEMANTIC_RATE_HZ) for t in ends)
 
   def num_semantic_frames(self) -> int:
-    return int(np.ceil(self.seconds * SEMANTIC_RATE_HZ - 1e-6))
+    return int(np.ceil(self.seconds * spec.SEMANTIC_RATE_HZ - 1e-6))
 
   def num_samples(self) -> int:
     return round(self.seconds * SAMPLE_RATE_HZ)
 
   def continuation_frames(self) -> int:
-    return 0 if self.continuation is None else len(self.continuation) // SAMPLES_PER_SEMANTIC_FRAME
+    if self.continuation is None:
+      return 0
+    return len(self.continuation) // spec.SAMPLES_PER_SEMANTIC_FRAME
 
 
 class Chunk(NamedTuple):
@@ -201,16 +199,19 @@ def plan_chunks(num_frames: int, window: int, stride: int, start: int = 0,
 def window_key(seed: int, stage: str, index: int) -> jax.Array:
   """The PRNG key of window `index` of `stage` for a request with `seed`."""
   key = jax.random.PRNGKey(seed)
-  return jax.random.fold_in(jax.random.fold_in(key, STAGES.index(stage)), index)
+  return jax.random.fold_in(jax.random.fold_in(key, spec.STAGES.index(stage)), index)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "sampling", "cached",
-                                             "max_length"))
-def _sample_rows(model, params, prompts, keys, *, num_steps, sampling, cached, max_length):
-  """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b]."""
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "cached", "max_length"))
+def _sample_rows(model, params, prompts, keys, sampling, *, num_steps, cached, max_length):
+  """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b].
+
+  sampling: `SamplingConfig.predict_kwargs()`, traced: one compile serves every setting.
+  """
   def one(prompt, key):
-    return decoding.generate(model, params, prompt[None], key, num_steps=num_steps,
-                             sampling=sampling, cached=cached, max_length=max_length)[0]
+    return model.predict_batch(params, {"prompt_tokens": prompt[None]}, key,
+                               decode_fn=decoding.temperature_sample, num_steps=num_steps,
+                               cached=cached, max_length=max_length, **sampling)[0]
   return jax.vmap(one)(prompts, keys)
 
 
@@ -233,7 +234,7 @@ class Cascade:
                coarse: StageLM, fine: StageLM,
                semantic_tokenizer: tokenizers.SemanticTokenizer | None = None,
                windows: Windows = Windows(), use_cache: bool = True,
-               max_length: int = decoding.DEFAULT_MAX_LENGTH, sources: dict | None = None):
+               max_length: int = lm.DEFAULT_MAX_LENGTH, sources: dict | None = None):
     self.conditioning_tokenizer = conditioning_tokenizer
     self.acoustic_tokenizer = acoustic_tokenizer
     self.semantic_tokenizer = semantic_tokenizer
@@ -295,10 +296,11 @@ class Cascade:
     first = rows[0]
     num_frames, start = first.num_semantic_frames(), first.continuation_frames()
     semantic = np.zeros((len(rows), num_frames), np.int32)
-    acoustic = np.zeros((len(rows), num_frames * ACOUSTIC_PER_SEMANTIC,
+    acoustic = np.zeros((len(rows), num_frames * spec.ACOUSTIC_PER_SEMANTIC,
                          self.acoustic_tokenizer.num_levels), np.int32)
     if start:
-      semantic[:, :start], acoustic[:, :start * ACOUSTIC_PER_SEMANTIC] = self._tokenize(rows, start)
+      semantic[:, :start], acoustic[:, :start * spec.ACOUSTIC_PER_SEMANTIC] = self._tokenize(
+          rows, start)
     mulan = np.stack([self.conditioning_tokenizer.text_tokens([text for text, _ in r.segments])
                       for r in rows])  # [batch, segments, levels]
     chunks = []
@@ -306,7 +308,7 @@ class Cascade:
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
     chunks += self._coarse(rows, mulan, semantic, coarse, start)
-    chunks += self._fine(rows, coarse, fine, start * ACOUSTIC_PER_SEMANTIC)
+    chunks += self._fine(rows, coarse, fine, start * spec.ACOUSTIC_PER_SEMANTIC)
     acoustic = np.concatenate([coarse, fine], axis=-1)
     audio = self._decode(acoustic)
     seconds = time.perf_counter() - started
@@ -334,7 +336,7 @@ class Cascade:
     layout = self.stages["coarse"].model.stage.layout
     window, stride = self.windows.frames("coarse")
     boundaries = rows[0].boundaries()
-    per = ACOUSTIC_PER_SEMANTIC
+    per = spec.ACOUSTIC_PER_SEMANTIC
     chunks = []
     for i, (prefix, begin, end) in enumerate(plan_chunks(semantic.shape[1], window, stride, start,
                                                          boundaries)):
@@ -363,21 +365,23 @@ class Cascade:
   def _sample(self, stage: str, rows: list[Request], index: int, prompt: np.ndarray,
               num_steps: int) -> np.ndarray:
     model, params = self.stages[stage]
-    decoding.check_prompt(model, prompt)
+    model.check_prompt(prompt)
     keys = jnp.stack([window_key(r.seed, stage, index) for r in rows])
-    return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, num_steps=num_steps,
-                                   sampling=rows[0].stage_sampling(stage), cached=self.use_cache,
+    sampling = rows[0].stage_sampling(stage).predict_kwargs()
+    return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, sampling,
+                                   num_steps=num_steps, cached=self.use_cache,
                                    max_length=self.max_length))
 
   def _tokenize(self, rows: list[Request], frames: int) -> tuple[np.ndarray, np.ndarray]:
     """The continuations' S [batch, frames] and A [batch, 2 * frames, levels]."""
-    audio = np.stack([r.continuation[:frames * SAMPLES_PER_SEMANTIC_FRAME] for r in rows])
+    audio = np.stack([r.continuation[:frames * spec.SAMPLES_PER_SEMANTIC_FRAME]
+                      for r in rows])
     semantic = self.semantic_tokenizer.tokenize(audio)[:, :frames]
-    acoustic = self.acoustic_tokenizer.encode(audio)[:, :frames * ACOUSTIC_PER_SEMANTIC]
+    acoustic = self.acoustic_tokenizer.encode(audio)[:, :frames * spec.ACOUSTIC_PER_SEMANTIC]
     return semantic, acoustic
 
   def _decode(self, codes: np.ndarray) -> np.ndarray:
-    """A [batch, frames, levels] -> audio [batch, frames * 480], window by window."""
+    """A [batch, frames, levels] -> audio [batch, frames * SAMPLES_PER_ACOUSTIC_FRAME], by window."""
     window, context = self.windows.frames("decode")
     frames = codes.shape[1]
     pieces = []
@@ -385,8 +389,8 @@ class Cascade:
       end = min(frames, begin + window)
       low, high = max(0, begin - context), min(frames, end + context)
       audio = self.acoustic_tokenizer.decode(codes[:, low:high])
-      pieces.append(audio[:, (begin - low) * SAMPLES_PER_ACOUSTIC_FRAME:
-                          (end - low) * SAMPLES_PER_ACOUSTIC_FRAME])
+      pieces.append(audio[:, (begin - low) * spec.SAMPLES_PER_ACOUSTIC_FRAME:
+                          (end - low) * spec.SAMPLES_PER_ACOUSTIC_FRAME])
     return np.concatenate(pieces, axis=1)
 
 
@@ -400,7 +404,7 @@ def plan_batches(requests: Sequence[Request], batch_size: int) -> list[list[int]
   groups = {}
   for index, request in enumerate(requests):
     key = (request.num_semantic_frames(), request.boundaries(), request.continuation_frames(),
-           tuple(request.stage_sampling(s) for s in STAGES))
+           tuple(request.stage_sampling(s) for s in spec.STAGES))
     groups.setdefault(key, []).append(index)
   return [indices[first:first + batch_size] for indices in groups.values()
           for first in range(0, len(indices), batch_size)]
@@ -429,7 +433,7 @@ def check_request(request: Request, max_seconds: float | None = None,
       raise UserError(f"duration must be a finite number of seconds, got {_short(seconds)}")
     if not seconds > 0:
       raise UserError(f"duration must be > 0 seconds, got {seconds}")
-    if seconds * SEMANTIC_RATE_HZ <= 0.5:  # rounds to no frame
+    if seconds * spec.SEMANTIC_RATE_HZ <= 0.5:  # rounds to no frame
       raise UserError(f"duration {seconds} s is shorter than one 40 ms frame: make it longer")
   if not math.isfinite(request.seconds * SAMPLE_RATE_HZ):
     raise UserError("the durations add up to more than a float holds: generate less")
@@ -438,7 +442,7 @@ def check_request(request: Request, max_seconds: float | None = None,
                     "generate less or raise max_seconds")
   if not 0 <= request.seed < 2 ** 32:
     raise UserError(f"seed must be in [0, 2**32), got {_short(request.seed)}")
-  for stage in STAGES:
+  for stage in spec.STAGES:
     config = request.stage_sampling(stage)
     for name in ("temperature", "top_p", "guidance_scale"):
       value = getattr(config, name)
@@ -449,7 +453,7 @@ def check_request(request: Request, max_seconds: float | None = None,
     if frames < 1:
       raise UserError("the audio to continue from is shorter than one 40 ms frame")
     if frames >= request.num_semantic_frames():
-      raise UserError(f"the audio to continue from ({frames / SEMANTIC_RATE_HZ:g} s) is not "
+      raise UserError(f"the audio to continue from ({frames / spec.SEMANTIC_RATE_HZ:g} s) is not "
                       f"shorter than the duration ({request.seconds:g} s): raise the duration")
 
 
@@ -487,8 +491,9 @@ def _check_components(cascade: Cascade) -> None:
     raise UserError(f"the acoustic tokenizer has {acoustic.num_levels} levels of "
                     f"{acoustic.codebook_size} codes; the stages sample "
                     f"{coarse.num_levels + fine.num_levels} levels of {coarse.codebook_size}")
-  if acoustic.num_frames(SAMPLE_RATE_HZ) != ACOUSTIC_RATE_HZ:
-    raise UserError("the acoustic tokenizer must give 50 frames per second of 24 kHz audio")
+  if acoustic.num_frames(SAMPLE_RATE_HZ) != spec.ACOUSTIC_RATE_HZ:
+    raise UserError(f"the acoustic tokenizer must give {spec.ACOUSTIC_RATE_HZ} frames per "
+                    f"second of {SAMPLE_RATE_HZ // 1000} kHz audio")
   semantic = cascade.semantic_tokenizer
   if semantic is not None and semantic.codebook_size > token_layout.SEMANTIC.codebook_size:
     raise UserError(f"the semantic tokenizer has {semantic.codebook_size} codes; the stages "
@@ -510,15 +515,15 @@ def _load_w2v_bert(export_dir: str, kmeans_path: str) -> tokenizers.SemanticToke
 
 def load_stage(export_dir: str) -> StageLM:
   """(model, params) of a stage LM export."""
-  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 1), jnp.int32)}
-  return StageLM(*gin_models.load_export(export_dir, spec))
+  batch_spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 1), jnp.int32)}
+  return StageLM(*gin_models.load_export(export_dir, batch_spec))
 
 
 def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_export_dir: str,
                  semantic_export_dir: str, coarse_export_dir: str, fine_export_dir: str,
                  w2v_bert_export_dir: str | None = None, kmeans_path: str | None = None,
                  windows: Windows = Windows(), use_cache: bool = True,
-                 max_length: int = decoding.DEFAULT_MAX_LENGTH,
+                 max_length: int = lm.DEFAULT_MAX_LENGTH,
                  conditioning_loader=_load_mulan, semantic_loader=_load_w2v_bert,
                  acoustic_loader=acoustic.SoundStreamTokenizer.load) -> Cascade:
   """A Cascade from export folders; every path is checked before anything loads.

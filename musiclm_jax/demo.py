@@ -37,8 +37,9 @@ class Mode:
 
   corpus: synth_music config name; clip_seconds its clip length.
   train_steps: per component.
-  stage_crop_seconds: crops of the semantic, coarse and fine stages.
-  windows: cascade.Windows bindings (the stages' crops, so each window is in-distribution).
+  stage_crop_seconds: crops of the semantic, coarse and fine stages; each is also
+    the stage's cascade window, so every window is in-distribution.
+  stage_stride_seconds: how far each stage's window advances.
   long_seconds, story_seconds: of the long generation and of each story segment.
   num_captions: held-out captions to generate for.
   """
@@ -46,7 +47,7 @@ class Mode:
   clip_seconds: float
   train_steps: dict
   stage_crop_seconds: dict
-  windows: dict
+  stage_stride_seconds: dict
   prompt_seconds: float
   long_seconds: float
   story_seconds: float
@@ -57,17 +58,13 @@ FULL = Mode(
     corpus="tiny", clip_seconds=10.0,
     train_steps=dict(soundstream=500, w2v_bert=600, mulan=300, semantic=300, coarse=300, fine=300),
     stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
-    windows=dict(semantic_window_seconds=10.0, semantic_stride_seconds=5.0,
-                 coarse_window_seconds=2.0, coarse_stride_seconds=1.0,
-                 fine_window_seconds=1.0, fine_stride_seconds=0.48),
+    stage_stride_seconds=dict(semantic=5.0, coarse=1.0, fine=0.48),
     prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=8)
 QUICK = Mode(
     corpus="quick", clip_seconds=2.0,
     train_steps=dict(soundstream=4, w2v_bert=4, mulan=4, semantic=4, coarse=4, fine=4),
     stage_crop_seconds=dict(semantic=2.0, coarse=1.0, fine=0.5),
-    windows=dict(semantic_window_seconds=2.0, semantic_stride_seconds=1.0,
-                 coarse_window_seconds=1.0, coarse_stride_seconds=0.4,
-                 fine_window_seconds=0.48, fine_stride_seconds=0.24),
+    stage_stride_seconds=dict(semantic=1.0, coarse=0.4, fine=0.24),
     prompt_seconds=2.0, long_seconds=4.0, story_seconds=2.0, num_captions=2)
 
 
@@ -173,7 +170,7 @@ class Pipeline:
         _binding("TOKEN_CACHE_DIR", cache)]])
 
     stages = {}
-    for stage in ("semantic", "coarse", "fine"):
+    for stage in mode.stage_crop_seconds:
       stages[stage] = self.train_and_export(stage, f"{stage}_stage", [
           _binding("TOKEN_CACHE_DIR", cache),
           _binding("CROP_SECONDS", mode.stage_crop_seconds[stage])])
@@ -189,7 +186,10 @@ class Pipeline:
         # The step reruns only when unfinished, maybe after its models changed: start afresh.
         _binding("IF_OUTPUT_EXISTS", "overwrite"),
         _binding("SECONDS", mode.prompt_seconds),
-        *[_binding(f"cascade.Windows.{k}", v) for k, v in mode.windows.items()]]])
+        *[_binding(f"cascade.Windows.{stage}_window_seconds", seconds)
+          for stage, seconds in mode.stage_crop_seconds.items()],
+        *[_binding(f"cascade.Windows.{stage}_stride_seconds", seconds)
+          for stage, seconds in mode.stage_stride_seconds.items()]]])
 
     adherence = self.path("samples", "prompt_adherence.json")
     self.step("prompt_adherence", [adherence], [[

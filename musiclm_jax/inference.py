@@ -45,6 +45,7 @@ import numpy as np
 
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import decoding
+from musiclm_jax import musiclm_spec
 from musiclm_jax import report_html
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import validation
@@ -57,7 +58,9 @@ RUN_FILE = "run.json"  # what a resumed run must match: the prompts file's hash 
 _TEMP_SUFFIX = ".tmp"
 _FIELDS = ("text", "story", "seconds", "seed", "num_samples", "temperature", "top_k", "top_p",
            "guidance_scale", "continue_from")
-_CONDITIONED_STAGES = ("semantic", "coarse")
+# guidance_scale applies where there is conditioning to remove.
+_CONDITIONED_STAGES = tuple(name for name, stage in musiclm_spec.STAGE_CONFIGS.items()
+                            if stage.condition_kinds)
 _IF_OUTPUT_EXISTS = ("refuse", "resume", "overwrite")
 _ECHO_CHARS = 200  # what an error record shows of its line
 MAX_NUM_SAMPLES = 64  # per line, unless infer's max_num_samples says otherwise
@@ -69,9 +72,9 @@ class PromptDefaults:
   seconds: float = 10.0
   seed: int = 0
   num_samples: int = 1
-  semantic_temperature: float = 1.0  # paper
-  coarse_temperature: float = 0.95
-  fine_temperature: float = 0.4
+  semantic_temperature: float = musiclm_spec.PAPER_TEMPERATURES["semantic"]
+  coarse_temperature: float = musiclm_spec.PAPER_TEMPERATURES["coarse"]
+  fine_temperature: float = musiclm_spec.PAPER_TEMPERATURES["fine"]
   top_k: int = 0
   top_p: float = 1.0
   guidance_scale: float | None = None
@@ -151,12 +154,12 @@ def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
                        "top_k": defaults.top_k, "top_p": defaults.top_p,
                        "guidance_scale": defaults.guidance_scale if stage in _CONDITIONED_STAGES
                        else None}
-               for stage in cascade_lib.STAGES}
+               for stage in musiclm_spec.STAGES}
   for name in ("temperature", "top_k", "top_p", "guidance_scale"):
     if name not in fields:
       continue
     value = fields[name]
-    stages = _CONDITIONED_STAGES if name == "guidance_scale" else cascade_lib.STAGES
+    stages = _CONDITIONED_STAGES if name == "guidance_scale" else musiclm_spec.STAGES
     values = value if isinstance(value, dict) else {stage: value for stage in stages}
     if set(values) - set(stages):
       raise UserError(f'"{name}" names unknown stage(s) {_echo(str(sorted(set(values) - set(stages))))}: '
@@ -168,7 +171,7 @@ def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
         raise UserError(f'"{name}" must be a number or an object of numbers per stage, '
                         f"got {_echo(repr(v))}")
       per_stage[stage][name] = v if name == "top_k" or v is None else _float(v, f'"{name}"')
-  return tuple((stage, decoding.SamplingConfig(**per_stage[stage])) for stage in cascade_lib.STAGES)
+  return tuple((stage, decoding.SamplingConfig(**per_stage[stage])) for stage in musiclm_spec.STAGES)
 
 
 def _load_continuation(path, base_dir: str) -> tuple[str, np.ndarray]:

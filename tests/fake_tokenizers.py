@@ -8,8 +8,12 @@ import zlib
 
 import numpy as np
 
-SAMPLES_PER_SEMANTIC_FRAME = 960  # 24 kHz / 25 Hz
-SAMPLES_PER_ACOUSTIC_FRAME = 480  # 24 kHz / 50 Hz
+from musiclm_jax import musiclm_spec
+from musiclm_jax.data import token_layout
+
+_SEMANTIC_HOP = musiclm_spec.SAMPLES_PER_SEMANTIC_FRAME
+_ACOUSTIC_HOP = musiclm_spec.SAMPLES_PER_ACOUSTIC_FRAME
+_ACOUSTIC_LEVELS = token_layout.COARSE.num_levels + token_layout.FINE.num_levels
 
 
 class FakeSemanticTokenizer:
@@ -19,12 +23,12 @@ class FakeSemanticTokenizer:
     self.codebook_size = codebook_size
 
   def num_frames(self, num_samples: int) -> int:
-    return -(-num_samples // SAMPLES_PER_SEMANTIC_FRAME)
+    return -(-num_samples // _SEMANTIC_HOP)
 
   def tokenize(self, audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio, np.float32)
     frames = self.num_frames(audio.shape[1])
-    padded = np.pad(audio, ((0, 0), (0, frames * SAMPLES_PER_SEMANTIC_FRAME - audio.shape[1])))
+    padded = np.pad(audio, ((0, 0), (0, frames * _SEMANTIC_HOP - audio.shape[1])))
     rms = np.sqrt(np.mean(padded.reshape(audio.shape[0], frames, -1) ** 2, axis=-1))
     return np.minimum(rms * self.codebook_size, self.codebook_size - 1).astype(np.int32)
 
@@ -32,7 +36,7 @@ class FakeSemanticTokenizer:
 class FakeConditioningTokenizer:
   """M_T from a CRC of the text; M_A from the clip's overall RMS level."""
 
-  def __init__(self, codebook_size: int = 1024, num_levels: int = 12):
+  def __init__(self, codebook_size: int = 1024, num_levels: int = token_layout.MULAN.num_levels):
     self.codebook_size = codebook_size
     self.num_levels = num_levels
 
@@ -62,17 +66,17 @@ def load_fake_semantic(export_dir: str, kmeans_path: str) -> FakeSemanticTokeniz
 class FakeAcousticTokenizer:
   """A from each 20 ms frame's RMS level: level q holds (bin + 7 q) % codebook_size."""
 
-  def __init__(self, codebook_size: int = 1024, num_levels: int = 12):
+  def __init__(self, codebook_size: int = 1024, num_levels: int = _ACOUSTIC_LEVELS):
     self.codebook_size = codebook_size
     self.num_levels = num_levels
 
   def num_frames(self, num_samples: int) -> int:
-    return -(-num_samples // SAMPLES_PER_ACOUSTIC_FRAME)
+    return -(-num_samples // _ACOUSTIC_HOP)
 
   def encode(self, audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio, np.float32)
     frames = self.num_frames(audio.shape[1])
-    padded = np.pad(audio, ((0, 0), (0, frames * SAMPLES_PER_ACOUSTIC_FRAME - audio.shape[1])))
+    padded = np.pad(audio, ((0, 0), (0, frames * _ACOUSTIC_HOP - audio.shape[1])))
     rms = np.sqrt(np.mean(padded.reshape(audio.shape[0], frames, -1) ** 2, axis=-1))
     level = np.minimum(rms * self.codebook_size, self.codebook_size - 1).astype(np.int32)
     return (level[..., None] + 7 * np.arange(self.num_levels)) % self.codebook_size
@@ -80,4 +84,4 @@ class FakeAcousticTokenizer:
   def decode(self, codes: np.ndarray) -> np.ndarray:
     """Each frame becomes a constant at its level-0 code's RMS bin."""
     level = np.asarray(codes)[..., 0].astype(np.float32) / self.codebook_size
-    return np.repeat(level, SAMPLES_PER_ACOUSTIC_FRAME, axis=-1)
+    return np.repeat(level, _ACOUSTIC_HOP, axis=-1)

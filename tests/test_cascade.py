@@ -6,6 +6,7 @@ import pytest
 
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import decoding
+from musiclm_jax import musiclm_spec
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
@@ -23,10 +24,9 @@ SECONDS = 0.8
 @functools.lru_cache(maxsize=None)
 def tiny_stage_lms() -> dict:
   """{stage: StageLM} with numpy-drawn params; cached so compiled samplers are shared."""
-  makers = {"semantic": lm.semantic_stage, "coarse": lm.coarse_stage, "fine": lm.fine_stage}
   out = {}
-  for seed, (name, make) in enumerate(makers.items()):
-    model = lm.DecoderOnlyLM(TINY, make())
+  for seed, (name, stage) in enumerate(musiclm_spec.STAGE_CONFIGS.items()):
+    model = lm.DecoderOnlyLM(TINY, stage)
     out[name] = cascade_lib.StageLM(model, model_params(model, seed=seed))
   return out
 
@@ -118,8 +118,10 @@ def test_story_mode_switches_the_conditioning_at_the_boundary(musiclm):
   mulan = fake_tokenizers.FakeConditioningTokenizer().text_tokens(["loud drums"])
   prompt = np.concatenate([layout.encode("mulan", mulan),
                            layout.encode_stream("semantic", told.semantic[None, 5:10, None])], 1)
-  expected = decoding.generate(model, params, prompt, cascade_lib.window_key(4, "semantic", 1),
-                               num_steps=5, sampling=cascade_lib.DEFAULT_SAMPLING["semantic"])
+  expected = model.predict_batch(
+      params, {"prompt_tokens": prompt}, cascade_lib.window_key(4, "semantic", 1),
+      decode_fn=decoding.temperature_sample, num_steps=5,
+      **cascade_lib.DEFAULT_SAMPLING["semantic"].predict_kwargs())
   np.testing.assert_array_equal(layout.decode_stream("semantic", np.asarray(expected))[0, :, 0],
                                 told.semantic[10:15])
   assert not np.array_equal(told.semantic[10:15], untold.semantic[10:15])
@@ -149,7 +151,7 @@ def test_continuation_starts_from_the_audio_tokens(musiclm):
 ])
 def test_components_that_do_not_fit_are_one_line_errors(change, message):
   stages = tiny_stage_lms()
-  slots = [stages[name] for name in change.get("stages", ("semantic", "coarse", "fine"))]
+  slots = [stages[name] for name in change.get("stages", musiclm_spec.STAGES)]
   with pytest.raises(UserError, match=message) as error:
     cascade_lib.Cascade(fake_tokenizers.FakeConditioningTokenizer(),
                         fake_tokenizers.FakeAcousticTokenizer(codebook_size=change.get("codebook_size", 1024)), *slots,

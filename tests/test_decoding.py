@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from musiclm_jax import decoding
+from musiclm_jax import musiclm_spec
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
@@ -15,7 +16,7 @@ from numpy_params import random_stream
 
 TINY = transformer.TransformerConfig(d_model=32, num_layers=2, num_heads=2, d_ff=64)
 NUM_STEPS = 9
-STAGES = {"semantic": lm.semantic_stage(), "coarse": lm.coarse_stage(), "fine": lm.fine_stage()}
+STAGES = musiclm_spec.STAGE_CONFIGS
 
 
 def _prompt(stage, rows=2):
@@ -32,6 +33,14 @@ def _prompt(stage, rows=2):
       parts = [random_stream(layout, "coarse", 2, r), random_stream(layout, "fine", 1, 10 + r)[:3]]
     out.append(np.concatenate(parts))
   return np.stack(out)
+
+
+def generate(model, params, prompt, rng, *, num_steps, sampling=decoding.SamplingConfig(),
+             **kwargs):
+  """The stage LM's predict_batch with the temperature sampler and `sampling`'s knobs."""
+  return model.predict_batch(params, {"prompt_tokens": prompt}, rng,
+                             decode_fn=decoding.temperature_sample, num_steps=num_steps,
+                             **sampling.predict_kwargs(), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +64,7 @@ def test_cached_and_full_recompute_give_the_same_tokens_of_the_right_levels(
   model, params = models[stage_name]
   prompt = _prompt(model.stage)
   sampling = decoding.SamplingConfig(temperature=1.0, guidance_scale=guidance_scale)
-  run = lambda cached: np.asarray(decoding.generate(
+  run = lambda cached: np.asarray(generate(
       model, params, prompt, jax.random.PRNGKey(7), num_steps=NUM_STEPS, sampling=sampling,
       cached=cached))
   cached, full = run(True), run(False)
@@ -97,10 +106,10 @@ def test_top_k_1_tiny_top_p_and_near_zero_temperature_are_greedy(models):
   for sampling in (decoding.SamplingConfig(top_k=1), decoding.SamplingConfig(top_p=1e-6),
                    decoding.SamplingConfig(temperature=1e-4), decoding.SamplingConfig(temperature=0)):
     for seed in (0, 1):
-      tokens = decoding.generate(model, params, prompt, jax.random.PRNGKey(seed),
+      tokens = generate(model, params, prompt, jax.random.PRNGKey(seed),
                                  num_steps=NUM_STEPS, sampling=sampling)
       np.testing.assert_array_equal(tokens, greedy, err_msg=str(sampling))
-  sampled = decoding.generate(model, params, prompt, jax.random.PRNGKey(0), num_steps=NUM_STEPS)
+  sampled = generate(model, params, prompt, jax.random.PRNGKey(0), num_steps=NUM_STEPS)
   assert not np.array_equal(sampled, greedy)
 
 
@@ -122,10 +131,34 @@ def test_sample_logits_keeps_only_the_top_k_and_the_top_p_nucleus():
   np.testing.assert_allclose(counts(100.0, 0, 1.0), 0.25, atol=0.03)
 
 
+def test_temperature_sample_drives_any_model_given_as_functions():
+  """A bigram table is the model; greedy follows its argmax chain within each step's allowed ids."""
+  table = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+  start = np.array([1, 5])
+
+  def tokens_to_logits(token, calls):
+    return jnp.asarray(table)[token], calls + 1
+
+  def constrain(logits, step):
+    """Step p may only take ids [4 (p % 2), 4 (p % 2) + 4)."""
+    first = jnp.full(logits.shape[:1], (step % 2) * 4)
+    return jax.vmap(lambda row, f: jax.lax.dynamic_slice(row, (f,), (4,)))(logits, first), first
+
+  tokens = decoding.temperature_sample(jnp.asarray(table)[start], jnp.int32(0), tokens_to_logits,
+                                       jax.random.PRNGKey(0), num_steps=5, temperature=0.0,
+                                       constrain=constrain)
+  expected, previous = [], start
+  for p in range(5):
+    low = p % 2 * 4
+    previous = low + table[previous, low:low + 4].argmax(axis=1)
+    expected.append(previous)
+  np.testing.assert_array_equal(tokens, np.stack(expected, axis=1))
+
+
 def test_seeds_are_deterministic_distinct_and_independent_of_the_batch(models):
   model, params = models["semantic"]
   prompt = _prompt(model.stage, rows=2)
-  run = lambda p, seed: np.asarray(decoding.generate(
+  run = lambda p, seed: np.asarray(generate(
       model, params, p, jax.random.PRNGKey(seed), num_steps=NUM_STEPS))
   first = run(prompt, 0)
   np.testing.assert_array_equal(run(prompt, 0), first)
@@ -138,7 +171,7 @@ def test_guidance_scale_mixes_conditional_and_unconditional_logits(models):
   model, params = models["semantic"]
   prompt = _prompt(model.stage)
   rng = jax.random.PRNGKey(3)
-  run = lambda p, scale: np.asarray(decoding.generate(
+  run = lambda p, scale: np.asarray(generate(
       model, params, p, rng, num_steps=NUM_STEPS,
       sampling=decoding.SamplingConfig(guidance_scale=scale)))
   conditional = run(prompt, None)
@@ -154,7 +187,8 @@ def test_plain_lm_predict_batch_continues_a_prefix_or_starts_from_nothing():
   params = model_params(model)
   prefix = np.arange(2, 12, dtype=np.int32).reshape(2, 5)
   predict = lambda prompt, seed: np.asarray(model.predict_batch(
-      params, {"prompt_tokens": prompt}, jax.random.PRNGKey(seed), num_steps=6, top_k=5))
+      params, {"prompt_tokens": prompt}, jax.random.PRNGKey(seed),
+      decode_fn=decoding.temperature_sample, num_steps=6, top_k=5))
   tokens = predict(prefix, 0)
   assert tokens.shape == (2, 6) and tokens.dtype == np.int32
   np.testing.assert_array_equal(predict(prefix, 0), tokens)
@@ -169,17 +203,17 @@ def test_user_mistakes_are_one_line_errors(models):
   prompt = _prompt(model.stage)
   rng = jax.random.PRNGKey(0)
   with pytest.raises(UserError, match=r"= 4101 exceeds max_length 4096"):
-    decoding.generate(model, params, prompt, rng, num_steps=4101 - 1 - prompt.shape[1])
+    generate(model, params, prompt, rng, num_steps=4101 - 1 - prompt.shape[1])
   with pytest.raises(UserError, match="exceeds max_length 20"):
-    model.predict_batch(params, {"prompt_tokens": prompt}, rng, num_steps=5, max_length=20)
+    generate(model, params, prompt, rng, num_steps=5, max_length=20)
   bad = prompt.copy()
   bad[0, 2] = 13400  # past the semantic ids, in the padding of the vocabulary
   with pytest.raises(UserError, match=r"prompt id 13400 at \(0, 2\) is not one of the mulan, "
                      "semantic ids"):
-    decoding.generate(model, params, bad, rng, num_steps=2)
+    generate(model, params, bad, rng, num_steps=2)
   with pytest.raises(UserError, match="top_p must be in"):
     decoding.SamplingConfig(top_p=0.0)
   fine, fine_params = models["fine"]
   with pytest.raises(UserError, match="guidance_scale needs a stage model with conditioning"):
-    decoding.generate(fine, fine_params, _prompt(fine.stage), rng, num_steps=2,
+    generate(fine, fine_params, _prompt(fine.stage), rng, num_steps=2,
                       sampling=decoding.SamplingConfig(guidance_scale=2.0))

@@ -18,12 +18,13 @@ from test_long_generation import TINY_DISCRIMINATORS, TINY_CODEC, tiny_soundstre
 
 STAGE_GIN = """
 from __gin__ import dynamic_registration
+from musiclm_jax import musiclm_spec
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
 MODEL = @lm.DecoderOnlyLM()
 lm.DecoderOnlyLM:
   transformer_config = @transformer.TransformerConfig()
-  stage = @lm.{stage}_stage()
+  stage = @musiclm_spec.{stage}_stage()
 transformer.TransformerConfig:
   d_model = 16
   num_layers = 1

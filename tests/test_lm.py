@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from musiclm_jax import musiclm_spec
 from musiclm_jax.data import token_layout
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
@@ -30,7 +31,7 @@ def _stage_sequence(stage):
   return jnp.asarray(tokens), tokens.shape[1] - len(parts[-1])
 
 
-STAGES = {"semantic": lm.semantic_stage(), "coarse": lm.coarse_stage(), "fine": lm.fine_stage()}
+STAGES = musiclm_spec.STAGE_CONFIGS
 
 
 @pytest.mark.parametrize("scan_layers", [True, False])
@@ -117,7 +118,7 @@ def test_loss_is_cross_entropy_over_the_target_level_codes(stage_name, num_prefi
 
 
 def test_prefix_weights_are_ignored_and_target_weights_count():
-  model = lm.DecoderOnlyLM(TINY, lm.semantic_stage())
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.semantic_stage())
   batch = _semantic_batch(model)
   params = model_params(model, 20)
   loss_fn = jax.jit(model.loss_fn)
@@ -129,7 +130,7 @@ def test_prefix_weights_are_ignored_and_target_weights_count():
 
 
 def test_remove_conditioning_replaces_only_conditioning_tokens():
-  model = lm.DecoderOnlyLM(TINY, lm.coarse_stage())
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.coarse_stage())
   tokens, _ = _stage_sequence(model.stage)
   tokens = jnp.concatenate([tokens, tokens])
   dropped = model.remove_conditioning(tokens, jnp.array([True, False]))
@@ -141,7 +142,7 @@ def test_remove_conditioning_replaces_only_conditioning_tokens():
 
 
 def test_conditioning_dropout_drops_when_on_and_never_when_off():
-  stage = lm.semantic_stage()
+  stage = musiclm_spec.semantic_stage()
   always = lm.DecoderOnlyLM(TINY, stage, condition_dropout_rate=1.0)
   never = lm.DecoderOnlyLM(TINY, stage)
   batch = _semantic_batch(never)
@@ -176,13 +177,13 @@ def test_vocab_size_errors():
   with pytest.raises(ValueError, match="needs transformer_config.vocab_size or a stage"):
     lm.DecoderOnlyLM(TINY)
   with pytest.raises(ValueError, match="does not match the semantic stage's layout"):
-    lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=100), lm.semantic_stage())
+    lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=100), musiclm_spec.semantic_stage())
   with pytest.raises(ValueError, match="needs a stage with condition_kinds"):
-    lm.DecoderOnlyLM(TINY, lm.fine_stage(), condition_dropout_rate=0.1)
+    lm.DecoderOnlyLM(TINY, musiclm_spec.fine_stage(), condition_dropout_rate=0.1)
 
 
 def test_flops_count_every_dense_parameter_and_attention():
-  model = lm.DecoderOnlyLM(TINY, lm.fine_stage())
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.fine_stage())
   batch, length = 3, 40
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((batch, length), np.int32)}
   cfg = model.config

@@ -5,6 +5,7 @@ import optax
 import pytest
 
 from musiclm_jax import metrics as metrics_lib
+from musiclm_jax import musiclm_spec
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
@@ -14,7 +15,7 @@ from musiclm_jax.models import lm
 
 # gin/scales/tiny.gin
 TINY = transformer.TransformerConfig(d_model=128, num_layers=2, num_heads=4, d_ff=512)
-STAGES = {"semantic": lm.semantic_stage(), "coarse": lm.coarse_stage(), "fine": lm.fine_stage()}
+STAGES = musiclm_spec.STAGE_CONFIGS
 TRAIN_STEPS = 24
 
 

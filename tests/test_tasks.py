@@ -10,6 +10,7 @@ import seqio
 
 from musiclm_jax import gin_utils
 from musiclm_jax import metrics as metrics_lib
+from musiclm_jax import musiclm_spec
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
@@ -67,7 +68,7 @@ def _expected_codes(stage, record, start, frames):
   return dict(codes, coarse=acoustic[:, :4]) if stage == "coarse" else codes
 
 
-@pytest.mark.parametrize("stage", tasks.STAGES)
+@pytest.mark.parametrize("stage", musiclm_spec.STAGES)
 def test_crops_decode_to_the_cached_tokens_at_their_offset(cache, stage):
   cache_dir, records = cache
   name = tasks.register_cache_task(stage, cache_dir, CROP_SECONDS[stage], name=f"t_{stage}")
@@ -150,16 +151,18 @@ def test_registering_again_replaces_and_bad_caches_are_user_errors(cache, tmp_pa
     tasks.register_cache_task("medium", cache[0])
 
 
-@pytest.mark.parametrize("stage", tasks.STAGES)
+@pytest.mark.parametrize("stage", musiclm_spec.STAGES)
 def test_stage_gin_files_register_the_task_with_their_crop(cache, stage):
   try:
     gin_utils.parse_gin([f"experiments/{stage}_stage.gin"],
                         [f"TOKEN_CACHE_DIR = '{cache[0]}'", f"CROP_SECONDS = {CROP_SECONDS[stage]}"])
     name = gin.get_configurable(tasks.register_cache_task)()
     lengths = gin.get_configurable(tasks.feature_lengths)()
+    # The shared run's %STAGE and the entry file's model are the same stage.
+    model_stage = gin.query_parameter("lm.DecoderOnlyLM.stage").configurable.name
   finally:
     gin.clear_config()
-  assert name == f"token_cache_{stage}"
+  assert name == f"token_cache_{stage}" and model_stage == f"{stage}_stage"
   with pytest.raises(UserError, match="--gin.TOKEN_CACHE_DIR"):
     tasks.register_cache_task(stage, None)
   assert lengths == tasks.feature_lengths(stage, CROP_SECONDS[stage])
@@ -167,7 +170,7 @@ def test_stage_gin_files_register_the_task_with_their_crop(cache, stage):
 
 
 def test_a_tiny_stage_trains_from_a_cache(cache, tmp_path):
-  stage = lm.coarse_stage()
+  stage = musiclm_spec.coarse_stage()
   name = tasks.register_cache_task("coarse", cache[0], 0.2, name="t_train")
   lengths = tasks.feature_lengths("coarse", 0.2)
   def dataset(split):

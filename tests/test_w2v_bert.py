@@ -2,6 +2,7 @@
 import dataclasses
 
 import flax.linen as nn
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,7 @@ import optax
 import pytest
 
 import numpy_params
+from musiclm_jax import gin_utils
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.layers import conformer
@@ -18,7 +20,9 @@ TINY = w2v_bert.W2vBertConfig(
     num_mel_bins=32, subsampling_channels=4,
     conformer=conformer.ConformerConfig(d_model=32, num_heads=2, d_ff=64, conv_kernel_size=3),
     contrastive_layers=1, mlm_layers=2, codebook_size=16, codevector_dim=16, num_negatives=8,
-    mask_probability=0.2, mask_span_frames=3)
+    mask_probability=0.2, mask_span_frames=3,
+    # The synth corpus's log-mel statistics, which centre these tests' tones too.
+    log_mel_mean_db=-30.0, log_mel_std_db=17.0)
 
 
 def _runs(row):
@@ -129,6 +133,25 @@ def test_initial_features_tell_frames_apart():
     features = features.reshape(-1, features.shape[-1])
     shared = np.sum(features.mean(0) ** 2) / np.mean(np.sum(features ** 2, -1))
     assert shared < 0.6, (seed, shared)
+
+
+def test_log_mel_statistics_come_from_the_experiment_not_the_defaults():
+  """The defaults leave the log-mel unnormalised; the synth run binds its corpus's statistics."""
+  defaults = w2v_bert.W2vBertConfig()
+  assert (defaults.log_mel_mean_db, defaults.log_mel_std_db) == (0.0, 1.0)
+  audio = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4800)), jnp.float32)
+  plain = dataclasses.replace(TINY, log_mel_mean_db=0.0, log_mel_std_db=1.0)
+  synth = dataclasses.replace(TINY, log_mel_mean_db=-30.0, log_mel_std_db=10.0)
+  np.testing.assert_allclose(np.asarray(w2v_bert.normalized_log_mel(synth, audio)),
+                             (np.asarray(w2v_bert.normalized_log_mel(plain, audio)) + 30.0) / 10.0,
+                             rtol=1e-5, atol=1e-5)
+  try:
+    gin_utils.parse_gin(["experiments/w2v_bert_synth.gin"], ["DATA_DIR = '/nowhere'"])
+    statistics = [gin.query_parameter(f"w2v_bert.W2vBertConfig.log_mel_{name}_db")
+                  for name in ("mean", "std")]
+  finally:
+    gin.clear_config()
+  assert statistics == [-30.0, 10.0]
 
 
 def test_sliding_mean_averages_the_centred_window_shortened_at_the_edges():

@@ -89,18 +89,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "audio": tfds.features.Audio(
-                shape=(None,), dtype=np.float32,
-                sample_rate=self.builder_config.sample_rate_hz,
-                doc="Mono float32 in [-1, 1]."),
-            "caption": tfds.features.Text(),
-            "aspect_list": tfds.features.Sequence(tfds.features.Text()),
-            "file_name": tfds.features.Text(doc="Path relative to the manual dir."),
-            "clip_index": np.int32,
-            "start_s": np.float32,
-            "end_s": np.float32,
-        }),
+        features=audio_clips.captioned_audio_features(
+            self.builder_config.sample_rate_hz,
+            file_name=tfds.features.Text(doc="Path relative to the manual dir."),
+            clip_index=np.int32,
+            start_s=np.float32,
+            end_s=np.float32,
+        ),
         supervised_keys=("audio", "caption"),
         metadata=tfds.core.MetadataDict(),
     )

@@ -99,21 +99,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "audio": tfds.features.Audio(
-                shape=(None,), dtype=np.float32,
-                sample_rate=self.builder_config.sample_rate_hz,
-                doc="Mono float32 in [-1, 1]."),
-            "caption": tfds.features.Text(),
-            "aspect_list": tfds.features.Sequence(tfds.features.Text()),
-            "audioset_positive_labels": tfds.features.Sequence(tfds.features.Text()),
-            "ytid": tfds.features.Text(),
-            "start_s": np.int32,
-            "end_s": np.int32,
-            "author_id": np.int32,
-            "is_balanced_subset": np.bool_,
-            "is_audioset_eval": np.bool_,
-        }),
+        features=audio_clips.captioned_audio_features(
+            self.builder_config.sample_rate_hz,
+            audioset_positive_labels=tfds.features.Sequence(tfds.features.Text()),
+            ytid=tfds.features.Text(),
+            start_s=np.int32,
+            end_s=np.int32,
+            author_id=np.int32,
+            is_balanced_subset=np.bool_,
+            is_audioset_eval=np.bool_,
+        ),
         supervised_keys=("audio", "caption"),
         homepage="https://www.kaggle.com/datasets/googleai/musiccaps",
         citation=_CITATION,

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import numpy as np
 import soundfile
+import tensorflow_datasets as tfds
 
 from musiclm_jax.audio import io
 from musiclm_jax.audio import validation
@@ -77,3 +78,14 @@ def duration_seconds(path: str | os.PathLike) -> float | None:
     return soundfile.info(os.fspath(path)).duration
   except (soundfile.LibsndfileError, RuntimeError, TypeError):
     return None
+
+
+def captioned_audio_features(sample_rate_hz: int, **extra) -> tfds.features.FeaturesDict:
+  """The features every captioned-audio builder shares (mono audio, caption, aspects), plus `extra`."""
+  return tfds.features.FeaturesDict({
+      "audio": tfds.features.Audio(shape=(None,), dtype=np.float32, sample_rate=sample_rate_hz,
+                                   doc="Mono float32 in [-1, 1]."),
+      "caption": tfds.features.Text(),
+      "aspect_list": tfds.features.Sequence(tfds.features.Text()),
+      **extra,
+  })

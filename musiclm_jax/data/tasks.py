@@ -30,16 +30,12 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from musiclm_jax import musiclm_spec as spec
 from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 
-STAGES = ("semantic", "coarse", "fine")
-PAPER_CROP_SECONDS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
-SEMANTIC_FRAME_RATE_HZ = 25
-ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME = 2  # 50 Hz / 25 Hz
-LAYOUTS = {"semantic": token_layout.semantic_layout(), "coarse": token_layout.coarse_layout(),
-           "fine": token_layout.fine_layout()}
+LAYOUTS = {name: stage.layout for name, stage in spec.STAGE_CONFIGS.items()}
 _COARSE_LEVELS = token_layout.COARSE.num_levels
 _TRACE_FEATURES = ("clip_id", "crop_start_frame")
 # name -> the arguments it was registered with, to re-register on a change.
@@ -60,23 +56,23 @@ def stage_sequence(layout: token_layout.TokenLayout, codes: Mapping[str, np.ndar
 
 
 def _check_stage(stage: str) -> None:
-  if stage not in STAGES:
-    raise UserError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
+  if stage not in spec.STAGES:
+    raise UserError(f"unknown stage {stage!r}: use one of {', '.join(spec.STAGES)}")
 
 
 def crop_frames(stage: str, crop_seconds: float | None = None) -> dict[str, int]:
   """Frames of each cropped stream of `stage`: {'semantic': 750} for a 30 s semantic crop."""
   _check_stage(stage)
-  seconds = PAPER_CROP_SECONDS[stage] if crop_seconds is None else crop_seconds
+  seconds = spec.PAPER_CROP_SECONDS[stage] if crop_seconds is None else crop_seconds
   if stage == "fine":  # no semantic tokens: any whole number of 20 ms frames
-    acoustic = int(round(seconds * SEMANTIC_FRAME_RATE_HZ * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME))
+    acoustic = int(round(seconds * spec.ACOUSTIC_RATE_HZ))
     if acoustic < 1:
       raise UserError(f"crop of {seconds} s is shorter than one 20 ms acoustic frame")
     return {"coarse": acoustic, "fine": acoustic}
-  semantic = int(round(seconds * SEMANTIC_FRAME_RATE_HZ))
+  semantic = int(round(seconds * spec.SEMANTIC_RATE_HZ))
   if semantic < 1:
     raise UserError(f"crop of {seconds} s is shorter than one 40 ms semantic frame")
-  acoustic = semantic * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME
+  acoustic = semantic * spec.ACOUSTIC_PER_SEMANTIC
   return {"semantic": {"semantic": semantic},
           "coarse": {"semantic": semantic, "coarse": acoustic}}[stage]
 
@@ -94,7 +90,7 @@ def _parse(ex: Mapping[str, tf.Tensor], acoustic_levels: int) -> dict[str, tf.Te
   acoustic = tf.reshape(tf.cast(ex["acoustic_tokens"], tf.int32), [-1, acoustic_levels])
   semantic = tf.cast(ex["semantic_tokens"], tf.int32)
   tf.debugging.assert_equal(tf.shape(acoustic)[0],
-                            ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME * tf.shape(semantic)[0],
+                            spec.ACOUSTIC_PER_SEMANTIC * tf.shape(semantic)[0],
                             message="cached clip with T_a != 2 T_s")
   return {"clip_id": ex["clip_id"], "mulan": tf.cast(ex["mulan_tokens"], tf.int32),
           "semantic": semantic, "acoustic": acoustic}
@@ -118,7 +114,7 @@ def random_crop(ex: Mapping[str, tf.Tensor], seed, stage: str, frames: Mapping[s
     semantic_start = _crop_start(seed, tf.shape(semantic)[0], frames["semantic"])
     out = {"mulan": ex["mulan"][None, :],
            "semantic": semantic[semantic_start:semantic_start + frames["semantic"], None]}
-    start = semantic_start * ACOUSTIC_FRAMES_PER_SEMANTIC_FRAME
+    start = semantic_start * spec.ACOUSTIC_PER_SEMANTIC
     if stage == "coarse":
       out["coarse"] = acoustic[start:start + frames["coarse"], :_COARSE_LEVELS]
   return dict(out, clip_id=ex["clip_id"], crop_start_frame=start)
@@ -193,7 +189,7 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
   Args:
     stage: 'semantic', 'coarse' or 'fine'.
     cache_dirs: token cache folder(s) written by musiclm-tokenize.
-    crop_seconds: crop length (default: the paper's, PAPER_CROP_SECONDS).
+    crop_seconds: crop length (default: the paper's, spec.PAPER_CROP_SECONDS).
     name: task or mixture name (default 'token_cache_<stage>'). Registering
       the same name again with other arguments replaces it.
     rates: mixing rates of the caches (default: their numbers of train records).

@@ -165,6 +165,26 @@ class TokenLayout:
                        f"level-{where[-1]} token (ids [{low}, {low + kind.codebook_size})).")
 
 
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+  """Which kinds of a layout condition the stage and which one it predicts.
+
+  Kinds of the layout that are neither conditioning nor target are the prefix
+  (no loss, never dropped).
+  """
+  name: str
+  layout: TokenLayout
+  target_kind: str
+  condition_kinds: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    for kind in (self.target_kind,) + tuple(self.condition_kinds):
+      self.layout.kind(kind)
+    if self.target_kind in self.condition_kinds:
+      raise ValueError(f"{self.name}: the target kind {self.target_kind!r} cannot also "
+                       "be conditioning.")
+
+
 def semantic_layout(melody: bool = False) -> TokenLayout:
   """MuLan (+ melody) conditioning, semantic targets."""
   return TokenLayout([MULAN] + [MELODY] * melody + [SEMANTIC])

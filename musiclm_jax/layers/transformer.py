@@ -154,14 +154,13 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, *, segment_ids=None, deterministic: bool = True,
-               decode: bool = False, level_positions=None):
+               decode: bool = False, return_hidden: bool = False):
     """segment_ids: optional [batch, length] for packed sequences (training only).
 
-    level_positions: optional int32 [batch, levels, m]. Then only the logits of
-    level q's codebook (logits columns [q * codes, (q + 1) * codes), codes =
-    num_logits / levels) at positions level_positions[:, q] are computed, and
-    the result is [batch, levels, m, codes]: a multi-level stage's loss needs
-    no more, and it costs `levels` times less than every column everywhere.
+    return_hidden: instead of the logits, return (hidden [batch, length, embed],
+    kernel [embed, num_logits]), both in the compute dtype, whose product is
+    the logits: a caller that needs only some positions' or columns' logits
+    projects just those.
     """
     cfg = self.config
     if cfg.vocab_size is None:
@@ -217,18 +216,10 @@ class Decoder(nn.Module):
                           initializers.fan_in(("embed", "vocab"), in_axis=0, out_axis=1),
                           (cfg.d_model, cfg.num_logits), cfg.param_dtype)
     kernel = kernel.astype(cfg.dtype)
-    if level_positions is None:
-      logits = jnp.einsum("ble,ev->blv", x, kernel)
-      logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
-      return logits.astype(jnp.float32)
-    _, levels, m = level_positions.shape
-    if cfg.num_logits % levels:
-      raise ValueError(f"{cfg.num_logits} logits do not split into {levels} levels.")
-    x = jnp.take_along_axis(x, level_positions.reshape(batch, levels * m, 1), axis=1)
-    x = x.reshape(batch, levels, m, cfg.d_model)
-    kernel = kernel.reshape(cfg.d_model, levels, cfg.num_logits // levels)
-    logits = jnp.einsum("bqme,eqv->bqmv", x, kernel)
-    logits = nn.with_logical_constraint(logits, ("batch", None, "length", "vocab"))
+    if return_hidden:
+      return x, kernel
+    logits = jnp.einsum("ble,ev->blv", x, kernel)
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits.astype(jnp.float32)
 
   def _layers(self, deterministic: bool):

@@ -1,77 +1,54 @@
 """The stage language models: one conditioned decoder-only LM, configured per stage.
 
 A stage sequence is [conditioning | prefix | target] in one flat vocabulary
-(see `musiclm_jax.data.token_layout`):
+(see `musiclm_jax.data.token_layout`); MusicLM's three stages are defined in
+`musiclm_jax.musiclm_spec`. The stage LM owns everything a stage means to a
+model:
 
-  semantic stage   MuLan             -> semantic
-  coarse stage     MuLan, semantic   -> coarse acoustic (levels 0-3)
-  fine stage       coarse            -> fine acoustic (levels 4-11)
-
-Only target tokens carry loss: the model multiplies `decoder_loss_weights` by
-"target id is of the stage's target kind", so a data pipeline cannot train on
-the prefix by mistake. Conditioning dropout replaces every conditioning token
-of an example by NULL_ID with probability `condition_dropout_rate`, which
-teaches the unconditional model that classifier-free guidance needs; at
-inference, `remove_conditioning` builds the unconditional rows the same way.
+- its output head: logits only for the target kind's ids (`logits_offset`),
+  and in training only each position's target level (`_level_logits`);
+- its loss: only target tokens carry loss (`decoder_loss_weights` times
+  "target id is of the stage's target kind"), so a data pipeline cannot train
+  on the prefix by mistake;
+- its unconditional rows: conditioning dropout replaces every conditioning
+  token of an example by NULL_ID with probability `condition_dropout_rate`,
+  which teaches the unconditional model that classifier-free guidance needs;
+  at inference, `remove_conditioning` builds the unconditional rows the same
+  way and `predict_batch` mixes the two rows' logits;
+- its per-position constraints: target number p (0 = the first) may only be
+  an id of level p % num_levels (`allowed_ids`).
 
 Without a stage, `DecoderOnlyLM` is a plain decoder-only LM over any vocab.
 
-Cached decoding (for the sampler):
+Cached decoding:
   cache = model.init_cache(batch_size, max_length)       # empty, index 0
   logits, cache = model.prefill(params, cache, prefix)   # prefix [batch, n]
   logits, cache = model.decode_step(params, cache, tok)  # tok [batch]
 Training inputs are SeqIO-shifted (PAD_ID as BOS first), so a prompt is
 [PAD_ID, conditioning..., prefix...]: the last prefill logits predict the
 first target token. A cache of max_length = len(prompt) + num_targets is
-enough. Target number p (0 = the first) must be sampled from the ids in
-`stage.layout.level_id_range(stage.target_kind, p)`.
+enough.
 
-Sampling (`predict_batch`, built on `musiclm_jax.decoding`) does all of this:
-it takes the prompt without the PAD_ID and prepends it.
+Sampling: `predict_batch` does all of this (it takes the prompt without the
+PAD_ID and prepends it) and hands the model's functions to a `decode_fn`
+that knows no stage (`musiclm_jax.decoding.temperature_sample`).
 """
 import dataclasses
+import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from musiclm_jax import decoding
 from musiclm_jax.data import token_layout
+from musiclm_jax.errors import UserError
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import base
 
-
-@dataclasses.dataclass(frozen=True)
-class StageConfig:
-  """Which kinds of a layout condition the stage and which one it predicts.
-
-  Kinds of the layout that are neither conditioning nor target are the prefix
-  (no loss, never dropped).
-  """
-  name: str
-  layout: token_layout.TokenLayout
-  target_kind: str
-  condition_kinds: tuple[str, ...] = ()
-
-  def __post_init__(self):
-    for kind in (self.target_kind,) + tuple(self.condition_kinds):
-      self.layout.kind(kind)
-    if self.target_kind in self.condition_kinds:
-      raise ValueError(f"{self.name}: the target kind {self.target_kind!r} cannot also "
-                       "be conditioning.")
-
-
-def semantic_stage(melody: bool = False) -> StageConfig:
-  return StageConfig("semantic", token_layout.semantic_layout(melody), "semantic",
-                     ("mulan", "melody") if melody else ("mulan",))
-
-
-def coarse_stage(melody: bool = False) -> StageConfig:
-  return StageConfig("coarse", token_layout.coarse_layout(melody), "coarse",
-                     ("mulan", "melody") if melody else ("mulan",))
-
-
-def fine_stage() -> StageConfig:
-  return StageConfig("fine", token_layout.fine_layout(), "fine")
+# BOS + prompt + new tokens; the KV cache is [layers, batch, length, heads, kv], and
+# longer music is made in windows that reuse the last part as prefix (cascade).
+DEFAULT_MAX_LENGTH = 4096
 
 
 class DecoderOnlyLM(base.BaseModel):
@@ -88,7 +65,7 @@ class DecoderOnlyLM(base.BaseModel):
   """
 
   def __init__(self, transformer_config: transformer.TransformerConfig,
-               stage: StageConfig | None = None, z_loss: float = 0.0,
+               stage: token_layout.StageConfig | None = None, z_loss: float = 0.0,
                condition_dropout_rate: float = 0.0):
     if stage is not None:
       layout_vocab = stage.layout.vocab_size
@@ -134,12 +111,33 @@ class DecoderOnlyLM(base.BaseModel):
 
     `rng=None` is deterministic; otherwise it drives dropout. With
     level_positions [batch, levels, m], only level q's codebook at positions
-    level_positions[:, q]: [batch, levels, m, codes] (`transformer.Decoder`).
+    level_positions[:, q]: [batch, levels, m, codes] (`_level_logits`).
     """
     rngs = None if rng is None else {"dropout": rng}
-    return self.module.apply({"params": params}, tokens, segment_ids=segment_ids,
-                             deterministic=rng is None, rngs=rngs,
-                             level_positions=level_positions)
+    outputs = self.module.apply({"params": params}, tokens, segment_ids=segment_ids,
+                                deterministic=rng is None, rngs=rngs,
+                                return_hidden=level_positions is not None)
+    return outputs if level_positions is None else self._level_logits(*outputs, level_positions)
+
+  def _level_logits(self, hidden, kernel, level_positions):
+    """Logits of level q's codebook at positions level_positions[:, q] only.
+
+    hidden [batch, length, embed] and kernel [embed, num_logits] from the
+    decoder; level_positions int32 [batch, levels, m] -> float32 [batch,
+    levels, m, codes] (codes = num_logits / levels, level q's columns
+    [q * codes, (q + 1) * codes)). A multi-level stage's loss needs no more,
+    and it costs `levels` times less than every column everywhere.
+    """
+    batch, levels, m = level_positions.shape
+    num_logits = kernel.shape[-1]
+    if num_logits % levels:
+      raise ValueError(f"{num_logits} logits do not split into {levels} levels.")
+    x = jnp.take_along_axis(hidden, level_positions.reshape(batch, levels * m, 1), axis=1)
+    x = x.reshape(batch, levels, m, hidden.shape[-1])
+    kernel = kernel.reshape(kernel.shape[0], levels, num_logits // levels)
+    logits = jnp.einsum("bqme,eqv->bqmv", x, kernel)
+    logits = nn.with_logical_constraint(logits, ("batch", None, "length", "vocab"))
+    return logits.astype(jnp.float32)
 
   def remove_conditioning(self, tokens, drop=None):
     """Replaces conditioning tokens by NULL_ID in the rows where `drop` [batch] is True.
@@ -279,16 +277,138 @@ class DecoderOnlyLM(base.BaseModel):
     logits, cache = self.prefill(params, cache, token[:, None])
     return logits[:, 0], cache
 
-  def predict_batch(self, params, batch, rng, *, num_steps: int, temperature: float = 1.0,
-                    top_k: int = 0, top_p: float = 1.0, guidance_scale: float | None = None,
-                    cached: bool = True, max_length: int = decoding.DEFAULT_MAX_LENGTH):
+  def allowed_ids(self, positions):
+    """(first_id, static width): new token `positions` may be ids [first_id, first_id + width).
+
+    first_id has the shape of `positions`. A stage's target number p is of
+    level p % num_levels, so it may only be one of that level's codes; a plain
+    LM's token may be any of its logits' ids.
+    """
+    if self.stage is None:
+      return jnp.full_like(positions, self.logits_offset), self.config.num_logits
+    low, _ = self.stage.layout.level_id_range(self.stage.target_kind, positions)
+    return low, self.stage.layout.kind(self.stage.target_kind).codebook_size
+
+  def check_prompt(self, prompt: np.ndarray) -> None:
+    """UserError unless `prompt` is [batch, n] ids the model reads (a stage: its kinds or NULL)."""
+    if prompt.ndim != 2:
+      raise UserError(f"prompt must be [batch, length] token ids, got shape {prompt.shape}")
+    if self.stage is None:
+      bad = (prompt < 0) | (prompt >= self.vocab_size)
+      expected = f"ids in [0, {self.vocab_size})"
+    else:
+      layout = self.stage.layout
+      bad = prompt != token_layout.NULL_ID
+      for kind in layout.kinds:
+        bad &= ~layout.contains(kind.name, prompt)
+      expected = f"{', '.join(layout.offsets)} ids of the {self.stage.name} layout or NULL_ID"
+    if bad.any():
+      where = tuple(int(i) for i in np.argwhere(bad)[0])
+      raise UserError(f"prompt id {prompt[where]} at {where} is not one of the {expected}")
+
+  def predict_batch(self, params, batch, rng, *, decode_fn, num_steps: int,
+                    guidance_scale=None, cached: bool = True,
+                    max_length: int = DEFAULT_MAX_LENGTH, cache_length: int | None = None,
+                    **decode_kwargs):
     """Samples `num_steps` ids after each prompt; returns [batch, num_steps] int32.
 
-    batch['prompt_tokens'] [batch, n]: for a stage, its conditioning and prefix
-    (and any target tokens to continue from) in the stage's layout; the new
-    ids are the target stream's next tokens, each of its level. For a plain
-    LM, any prefix (n may be 0). See `decoding.generate` for the arguments.
+    batch['prompt_tokens'] [batch, n] int32, no BOS: for a stage, its
+    conditioning and prefix (and any target tokens to continue from) in the
+    stage's layout; the new ids are the target stream's next tokens, each of
+    its level. For a plain LM, any prefix (n may be 0).
+
+    Args:
+      decode_fn: the sampler, called as decode_fn(first_logits, state,
+        tokens_to_logits, rng, num_steps=, constrain=, **decode_kwargs)
+        (`musiclm_jax.decoding.temperature_sample`).
+      guidance_scale: classifier-free guidance: each prompt also runs with
+        its conditioning replaced by NULL_ID, and the logits sampled are
+        uncond + scale * (cond - uncond). None: off. May be traced.
+      cached: prefill a KV cache (default); False recomputes the full
+        forward pass over a fixed [batch, 1 + n + num_steps] buffer at every
+        token (the reference: causal attention makes the unfilled tail
+        irrelevant, so both give the same tokens).
+      max_length: the most tokens (BOS + prompt + new) allowed; more is a UserError.
+      cache_length: KV cache slots, default exactly what is needed (without
+        the cache, the recomputed buffer is one longer). A fixed value times a
+        token as it would run inside a longer generation.
+      decode_kwargs: the sampler's knobs (temperature, top_k, top_p); may be traced.
     """
-    sampling = decoding.SamplingConfig(temperature, top_k, top_p, guidance_scale)
-    return decoding.generate(self, params, batch["prompt_tokens"], rng, num_steps=num_steps,
-                             sampling=sampling, cached=cached, max_length=max_length)
+    prompt = batch["prompt_tokens"]
+    if not isinstance(prompt, jax.core.Tracer):
+      self.check_prompt(np.asarray(prompt))
+    prompt = jnp.asarray(prompt, jnp.int32)
+    if num_steps < 1:
+      raise UserError(f"num_steps must be >= 1, got {num_steps}")
+    total = 1 + prompt.shape[1] + num_steps
+    if total > max_length:
+      raise UserError(f"BOS + prompt ({prompt.shape[1]}) + new tokens ({num_steps}) = {total} "
+                      f"exceeds max_length {max_length}: sample fewer tokens or raise max_length")
+    needed_cache = total - 1  # the last sampled token is never fed back
+    cache_length = needed_cache if cache_length is None else cache_length
+    if cache_length < needed_cache:
+      raise UserError(f"cache_length {cache_length} is too short for {needed_cache} tokens")
+    if guidance_scale is not None and (self.stage is None or not self.stage.condition_kinds):
+      raise UserError("guidance_scale needs a stage model with conditioning (semantic or coarse); "
+                      "unset it for this model")
+    return self._predict(params, prompt, rng, guidance_scale, decode_kwargs, decode_fn=decode_fn,
+                         num_steps=num_steps, cached=cached, cache_length=cache_length)
+
+  @functools.partial(jax.jit, static_argnames=("self", "decode_fn", "num_steps", "cached",
+                                               "cache_length"))
+  def _predict(self, params, prompt, rng, guidance_scale, decode_kwargs, *, decode_fn, num_steps,
+               cached, cache_length):
+    """`predict_batch` after its checks: the model's functions for `decode_fn`."""
+    batch = prompt.shape[0]
+    guided = guidance_scale is not None
+    rows = jnp.concatenate([jnp.full((batch, 1), token_layout.PAD_ID, jnp.int32), prompt], axis=1)
+    if guided:
+      rows = jnp.concatenate([rows, self.remove_conditioning(rows)])
+
+    def mix(logits):
+      """Logits [rows, n] -> the sampled [batch, n]: guided rows are cond, then uncond."""
+      if not guided:
+        return logits
+      cond, uncond = logits[:batch], logits[batch:]
+      return uncond + guidance_scale * (cond - uncond)
+
+    def feed(token):
+      return jnp.concatenate([token, token]) if guided else token
+
+    if cached:
+      cache = self.init_cache(rows.shape[0], cache_length)
+      logits, state = self.prefill(params, cache, rows)
+      first_logits = mix(logits[:, -1])
+
+      def tokens_to_logits(token, cache):
+        logits, cache = self.decode_step(params, cache, feed(token))
+        return mix(logits), cache
+    else:
+      prompt_length = rows.shape[1]
+      buffer = jnp.pad(rows, ((0, 0), (0, cache_length + 1 - prompt_length)))
+      first_logits = mix(self.apply(params, buffer)[:, prompt_length - 1])
+      state = (buffer, jnp.int32(prompt_length))
+
+      def tokens_to_logits(token, state):
+        buffer, position = state
+        buffer = jax.lax.dynamic_update_slice_in_dim(buffer, feed(token)[:, None], position, axis=1)
+        return mix(self.apply(params, buffer)[:, position]), (buffer, position + 1)
+
+    first_position = self._target_tokens_in(prompt)
+
+    def constrain(logits, step):
+      first_id, width = self.allowed_ids(first_position + step)
+      if width < logits.shape[-1]:
+        columns = (first_id - self.logits_offset)[:, None] + jnp.arange(width)
+        logits = jnp.take_along_axis(logits, columns, axis=-1)
+      return logits, first_id
+
+    return decode_fn(first_logits, state, tokens_to_logits, rng, num_steps=num_steps,
+                     constrain=constrain, **decode_kwargs)
+
+  def _target_tokens_in(self, prompt):
+    """[batch] count of the stage's target-kind ids already in the prompt (0 for a plain LM)."""
+    if self.stage is None:
+      return jnp.zeros(prompt.shape[:1], jnp.int32)
+    return jnp.sum(self.stage.layout.contains(self.stage.target_kind, prompt), axis=1,
+                   dtype=jnp.int32)

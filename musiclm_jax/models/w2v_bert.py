@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import spectral
 from musiclm_jax.layers import conformer as conformer_lib
 from musiclm_jax.layers import initializers
@@ -46,7 +47,9 @@ class W2vBertConfig:
     the rate its front end runs at (resampled on device).
   mel_hop_length, n_fft, num_mel_bins: log-mel front end at sample_rate_hz.
   log_mel_mean_db, log_mel_std_db: global normalisation of the log-mel (dB)
-    input, as speech front ends do (defaults: the synth_music corpus).
+    input, as speech front ends do: statistics of the training corpus, so the
+    defaults (0, 1) leave it unnormalised and each experiment's gin sets its
+    corpus's (gin/experiments/w2v_bert_synth.gin).
   mean_normalization_seconds: when set, each mel bin's mean over a centred
     window of this many seconds is subtracted too (sliding mean normalisation,
     as speech front ends remove the channel). An instrument's spectral envelope
@@ -69,13 +72,13 @@ class W2vBertConfig:
     a learned code choice either collapses or keeps reshuffling (see
     gin/experiments/w2v_bert_synth.gin).
   """
-  input_sample_rate_hz: int = 24_000
-  sample_rate_hz: int = 16_000
+  input_sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = audio_io.W2V_BERT_SAMPLE_RATE_HZ
   mel_hop_length: int = 160
   n_fft: int = 400
   num_mel_bins: int = 80
-  log_mel_mean_db: float = -30.0
-  log_mel_std_db: float = 17.0
+  log_mel_mean_db: float = 0.0
+  log_mel_std_db: float = 1.0
   mean_normalization_seconds: float | None = None
   subsampling_channels: int = 128
   conformer: conformer_lib.ConformerConfig = conformer_lib.ConformerConfig()

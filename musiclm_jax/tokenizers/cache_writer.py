@@ -28,6 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tqdm
 
+from musiclm_jax import musiclm_spec
 from musiclm_jax import tokenizers as tokenizers_lib
 from musiclm_jax.audio import io
 from musiclm_jax.audio import validation
@@ -35,9 +36,9 @@ from musiclm_jax.data import tfds_audio
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 
-SAMPLE_RATE_HZ = io.SOUNDSTREAM_SAMPLE_RATE_HZ
-SAMPLES_PER_SEMANTIC_FRAME = 960   # 24 kHz / 25 Hz
-SAMPLES_PER_ACOUSTIC_FRAME = 480   # 24 kHz / 50 Hz
+SAMPLE_RATE_HZ = musiclm_spec.SAMPLE_RATE_HZ
+SAMPLES_PER_SEMANTIC_FRAME = musiclm_spec.SAMPLES_PER_SEMANTIC_FRAME
+SAMPLES_PER_ACOUSTIC_FRAME = musiclm_spec.SAMPLES_PER_ACOUSTIC_FRAME
 # Bound on clips waiting for a full batch of their length (host memory).
 _MAX_PENDING_BATCHES = 4
 

@@ -15,9 +15,10 @@ import numpy as np
 
 from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
+from musiclm_jax import musiclm_spec
 from musiclm_jax.errors import UserError
 
-STAGES = ("semantic", "coarse", "fine")
+STAGES = musiclm_spec.STAGES
 
 _SCALE = flags.DEFINE_string("scale", "paper", "A gin/scales/*.gin name: tiny, small, paper.")
 _STAGE = flags.DEFINE_multi_string("stage", list(STAGES), "Stages to count (repeatable).")

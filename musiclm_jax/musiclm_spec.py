@@ -1,0 +1,47 @@
+"""MusicLM's facts (Agostinelli et al., 2023), each stated once; the rest of the code derives them.
+
+  semantic stage   MuLan M        -> S       (conditioned on M)
+  coarse stage     MuLan M, S     -> A[:4]   (conditioned on M; S is the prefix)
+  fine stage       A[:4]          -> A[4:]   (unconditioned)
+  S: w2v-BERT tokens at 25 Hz; A: SoundStream codes at 50 Hz, both of 24 kHz audio
+
+Where each kind of token lives in a stage's vocabulary (and how many levels and
+codes it has) is `data/token_layout`'s business; which kinds condition a stage
+and which it predicts is here. At inference each stage samples in windows of
+its training crop and advances by half a window (the paper gives 15 s for the
+semantic stage), so every window is in-distribution (`cascade.Windows`).
+"""
+from musiclm_jax.audio import io as audio_io
+from musiclm_jax.data import token_layout
+
+STAGES = ("semantic", "coarse", "fine")
+
+SAMPLE_RATE_HZ = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ  # the cascade's audio, in and out
+SEMANTIC_RATE_HZ = 25  # w2v-BERT frames
+ACOUSTIC_RATE_HZ = 50  # SoundStream frames
+ACOUSTIC_PER_SEMANTIC = ACOUSTIC_RATE_HZ // SEMANTIC_RATE_HZ
+SAMPLES_PER_SEMANTIC_FRAME = SAMPLE_RATE_HZ // SEMANTIC_RATE_HZ
+SAMPLES_PER_ACOUSTIC_FRAME = SAMPLE_RATE_HZ // ACOUSTIC_RATE_HZ
+
+# Sampling temperatures of the paper's Section 4.
+PAPER_TEMPERATURES = {"semantic": 1.0, "coarse": 0.95, "fine": 0.4}
+# Training crops; also each stage's inference window.
+PAPER_CROP_SECONDS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
+PAPER_STRIDE_SECONDS = {stage: seconds / 2 for stage, seconds in PAPER_CROP_SECONDS.items()}
+
+
+def semantic_stage(melody: bool = False) -> token_layout.StageConfig:
+  return token_layout.StageConfig("semantic", token_layout.semantic_layout(melody), "semantic",
+                                  ("mulan", "melody") if melody else ("mulan",))
+
+
+def coarse_stage(melody: bool = False) -> token_layout.StageConfig:
+  return token_layout.StageConfig("coarse", token_layout.coarse_layout(melody), "coarse",
+                                  ("mulan", "melody") if melody else ("mulan",))
+
+
+def fine_stage() -> token_layout.StageConfig:
+  return token_layout.StageConfig("fine", token_layout.fine_layout(), "fine")
+
+
+STAGE_CONFIGS = {"semantic": semantic_stage(), "coarse": coarse_stage(), "fine": fine_stage()}
