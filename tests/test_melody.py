@@ -182,3 +182,6 @@ def test_paper_scale_gin_is_the_default_config_and_tiny_is_smaller():
   tiny = gin_models.build_model(["models/melody.gin", "scales/melody_tiny.gin"])
   assert tiny.config.window_seconds == 4.0 and tiny.config.embedding_dim == 192
   assert tiny.config.d_model < paper.config.d_model
+  experiment = gin_models.build_model(["experiments/melody_synth.gin"],
+                                      ["DATA_DIR = '/data'", "MODEL_DIR = '/run'"])
+  assert experiment.config == tiny.config
