@@ -89,7 +89,7 @@ def window_embeddings(model: melody.MelodyModel, params: Params,
 def fit_melody_rvq(model: melody.MelodyModel, params: Params, clips: Sequence[np.ndarray], *,
                    rvq_path: str | None = None, min_vectors_per_code: int = 2,
                    kmeans_iterations: int = 20, seed: int = 0) -> MelodyTokenizer:
-  """A MelodyTokenizer whose RVQ is fitted on the window embeddings of `clips`; saved if rvq_path."""
+  """A MelodyTokenizer with an RVQ fitted on the window embeddings of `clips`, saved to rvq_path."""
   quantizer, state = rvq_fit.fit_rvq(window_embeddings(model, params, clips), KIND.num_levels,
                                      KIND.codebook_size, min_vectors_per_code, kmeans_iterations,
                                      seed)
