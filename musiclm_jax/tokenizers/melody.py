@@ -4,7 +4,7 @@ Audio is cut into the embedder's windows (4 s every 3 s at paper scale: three
 per 10 s, `models/melody.window_starts`), each window's 192-d embedding is
 quantized by an RVQ with the sizes of `token_layout.MELODY`, fitted on window
 embeddings (`fit_melody_rvq`, the same per-level k-means as MuLan's RVQ,
-`tokenizers/rvq_fit.py`).
+`tokenizers/rvq_fit.py`; binary: musiclm-fit-melody-rvq).
 
   tokenizer = MelodyTokenizer.load("runs/melody_tiny_export", "runs/melody_tiny/rvq.npz")
   tokenizer.tokenize(audio_24k)  # [batch, num_frames(samples), 24] int32 in [0, 512)
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import gin_models
+from musiclm_jax.data import melody_pairs
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import rvq as rvq_lib
@@ -96,3 +97,18 @@ def fit_melody_rvq(model: melody.MelodyModel, params: Params, clips: Sequence[np
   if rvq_path:
     conditioning.save_rvq(rvq_path, quantizer, state)
   return MelodyTokenizer(model, params, quantizer, state)
+
+
+def fit_melody_rvq_on_dataset(*, export_dir: str, rvq_path: str, dataset: str, data_dir: str | None,
+                              split: str = "train", min_vectors_per_code: int = 2,
+                              kmeans_iterations: int = 20, seed: int = 0) -> MelodyTokenizer:
+  """Fits the RVQ on every window of a synth_music split's clips and their other-instrument twins.
+
+  Clips shorter than a window count too: the tokenizer zero-pads them the same way.
+  """
+  model, params = load_melody_embedder(export_dir)
+  clips = melody_pairs.load_melody_clips(dataset, data_dir, split, model.config.sample_rate_hz, 1)
+  audio = [c.audio for c in clips] + [c.pair_audio for c in clips if c.pair_audio is not None]
+  return fit_melody_rvq(model, params, audio, rvq_path=rvq_path,
+                        min_vectors_per_code=min_vectors_per_code,
+                        kmeans_iterations=kmeans_iterations, seed=seed)
