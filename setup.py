@@ -48,6 +48,7 @@ setuptools.setup(
             "musiclm-export=musiclm_jax.export:console_entry_point",
             "musiclm-tokenize=musiclm_jax.tokenize_dataset:console_entry_point",
             "musiclm-fit-mulan-rvq=musiclm_jax.fit_mulan_rvq:console_entry_point",
+            "musiclm-fit-melody-rvq=musiclm_jax.fit_melody_rvq:console_entry_point",
             "musiclm-fit-kmeans=musiclm_jax.fit_kmeans:console_entry_point",
         ]
     },
