@@ -28,7 +28,7 @@ install: $(STAMP) system-deps
 $(STAMP): setup.py Makefile
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,tpu]'
 	# The `tfds build` CLI imports apache_beam at start-up; beam's own pins would
 	# downgrade protobuf below what seqio's sentencepiece needs, so only the
 	# modules that import needs go in, without their dependency pins.

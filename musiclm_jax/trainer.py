@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 from absl import logging
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -243,7 +244,8 @@ def train(*,
                   if trainer.flops_per_step else 0.0)
     end_step = min(total_steps, stop_at_step or total_steps)
     step = int(state.step)
-    preempted = _SigtermFlag()
+    preemption = _Preemption()
+    stopping = False
     progress = tqdm.tqdm(total=end_step, initial=step, disable=not sys.stderr.isatty(), desc="train")
     pending: list[Mapping[str, jax.Array]] = []
     last_metrics: dict[str, float] = {}
@@ -254,7 +256,7 @@ def train(*,
       lock.release()
     raise
   try:
-    while step < end_step and not preempted.is_set:
+    while step < end_step and not stopping:
       try:
         batch = next(batches)
       except StopIteration:
@@ -265,8 +267,10 @@ def train(*,
       batches_consumed += 1
       pending.append(step_metrics)
       progress.update(1)
+      # Read once per step, so the save below and the loop's exit agree.
+      stopping = preemption.reached(step)
       due_checkpoint = step % checkpoint_period == 0 or step == end_step
-      if step % log_period == 0 or due_checkpoint or preempted.is_set:
+      if step % log_period == 0 or due_checkpoint or stopping:
         # XLA can hand back the metrics before the update finishes: wait for the state.
         jax.block_until_ready(state)
         elapsed = time.perf_counter() - window_start
@@ -277,7 +281,7 @@ def train(*,
           raise TrainingDivergedError(
               f"loss is {last_metrics['loss']} at step {step}; last good checkpoint: step "
               f"{last_good_step} in {checkpointer.directory}; lower the learning rate or check the data")
-      if due_checkpoint or preempted.is_set:
+      if due_checkpoint or stopping:
         if not checkpoints.all_finite(state.params):
           raise TrainingDivergedError(
               f"parameters became NaN/Inf at step {step}; last good checkpoint: step "
@@ -291,12 +295,12 @@ def train(*,
     progress.close()
     writer.flush()
     checkpointer.close()
-    preempted.restore()
+    preemption.restore()
     if lock is not None:
       lock.release()
-  if preempted.is_set:
+  if stopping:
     logging.warning("SIGTERM: saved step %d to %s", step, checkpointer.directory)
-  return {"step": step, "preempted": preempted.is_set, "last_metrics": last_metrics,
+  return {"step": step, "preempted": stopping, "last_metrics": last_metrics,
           "checkpoint_dir": checkpointer.directory, "metrics_path": writer.jsonl_path,
           "tensorboard_dir": writer.tensorboard_dir}
 
@@ -359,18 +363,35 @@ def _check_writable(model_dir: str) -> None:
     raise UserError(f"model_dir {model_dir} is not writable ({e.strerror}): choose a folder you can write") from None
 
 
-class _SigtermFlag:
-  """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
+class _Preemption:
+  """Turns SIGTERM into one step at which every process saves and stops.
+
+  One process: a SIGTERM handler sets a flag that the loop reads after each step.
+  Many processes: the signal reaches hosts at different steps, and a host that
+  stops alone leaves the others hanging in the next collective or in the
+  checkpoint save. JAX's preemption service (started by jax.distributed.initialize;
+  it catches SIGTERM itself) tells every process and picks the step after the
+  furthest one:
+  `reached_preemption_sync_point` is True on all processes at that same step.
+  """
 
   def __init__(self):
-    self.is_set = False
+    self.stopped = False
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    self._multihost = jax.process_count() > 1
+    # A Python handler would replace the preemption service's own SIGTERM handler.
+    if not self._multihost and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.is_set = True
+    self.stopped = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after `step`; call it after every step (all processes)."""
+    if self._multihost and not self.stopped:
+      self.stopped = multihost_utils.reached_preemption_sync_point(step)
+    return self.stopped
 
   def restore(self):
     if self._previous is not None:

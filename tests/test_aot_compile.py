@@ -1,8 +1,12 @@
-"""The AOT compile tool lowers and compiles a sharded train step on simulated devices."""
+"""The AOT compile tool lowers and compiles a sharded train step on simulated CPU devices and,
+with libtpu, for real TPU topologies, where the compiler refuses what does not fit."""
 import json
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO_DIR, TESTS_DIR
 
@@ -23,3 +27,49 @@ def test_tiny_semantic_step_compiles_on_a_simulated_mesh_and_reports_memory():
   state_bytes = 3 * 4 * report["params"]
   assert state_bytes / 2 <= sizes["argument"] <= state_bytes
   assert sizes["output"] >= sizes["argument"] * 0.9 and sizes["temp"] > 0
+
+
+def test_largest_fitting_finds_the_boundary_in_few_compiles():
+  from musiclm_jax.tools import aot_compile  # pylint: disable=g-import-not-at-top
+  for limit_fits in (0, 1, 2, 37, 64, 1000):
+    asked = []
+    fits = lambda n, m=limit_fits: asked.append(n) or n <= m
+    assert aot_compile.largest_fitting(fits, limit=4096) == limit_fits
+    assert len(asked) <= 2 * max(limit_fits, 1).bit_length() + 1
+  assert aot_compile.largest_fitting(lambda n: True, limit=100) == 100
+
+
+def _compile_for_topology(*args):
+  pytest.importorskip("libtpu", reason="needs libtpu: pip install -e '.[tpu]'")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
+  return subprocess.run(
+      [sys.executable, "-m", "musiclm_jax.tools.aot_compile", "--stage=semantic", "--scale=tiny",
+       "--model_parallel=2", *args], capture_output=True, text=True, env=env, timeout=600, cwd=TESTS_DIR)
+
+
+@pytest.mark.parametrize("topology, num_slices, chip, devices", [
+    ("v5e:2x2", 1, "TPU v5 lite", 4),
+    ("v4:2x2x1", 1, "TPU v4", 4),  # megacore: one device per chip
+    ("v5e:2x2", 2, "TPU v5 lite", 8),  # multislice: data crosses slices, model stays inside
+])
+def test_tiny_semantic_step_compiles_for_a_real_tpu_topology(topology, num_slices, chip, devices):
+  result = _compile_for_topology(f"--topology={topology}", f"--num_slices={num_slices}",
+                                 f"--batch_size={devices}", "--length=64")
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert (report["chip"], report["devices"]) == (chip, devices)
+  assert report["mesh"] == {"data": devices // 2, "model": 2}
+  sizes = report["per_device_bytes"]
+  state_bytes = 3 * 4 * report["params"]
+  assert state_bytes / 2 <= sizes["argument"] <= state_bytes
+  assert sizes["total"] < report["hbm_gib"] * 2**30 and report["compile_seconds"] > 0
+  assert report["expected_step_seconds"] > 0 and report["mfu"] == 0.4
+
+
+def test_a_config_that_does_not_fit_the_chip_is_a_one_line_error():
+  result = _compile_for_topology("--topology=v5e:2x2", "--batch_size=1024", "--length=4096")
+  assert result.returncode == 2, result.stderr[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, result.stderr[-3000:]
+  assert "TPU v5 lite" in errors[0] and "of its 15.75 GiB HBM" in errors[0], errors[0]
+  assert re.search(r"needs \d+\.\d+ GiB", errors[0]), errors[0]

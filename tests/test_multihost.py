@@ -1,13 +1,20 @@
-"""Two processes × four CPU devices train like one process on the same global batches."""
+"""Two processes × four CPU devices train like one process on the same global batches;
+a SIGTERM that reaches one process first stops both at the same saved step."""
+import functools
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
+import gin
 import jax
 import numpy as np
 
-
+from musiclm_jax import gin_models
+from musiclm_jax import gin_utils
 from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
@@ -18,14 +25,57 @@ from test_trainer import TRAIN
 from tiny_models import ContextMLPModel
 
 
-def _free_port():
+TEST_GIN = os.path.join(TESTS_DIR, "gin", "context_mlp.gin")
+
+
+def free_port() -> int:
   with socket.socket() as s:
-    s.bind(("localhost", 0))
+    s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
 
 
+def multiprocess_env() -> dict[str, str]:
+  """One CPU device per process, collectives across processes through gloo."""
+  return dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]), JAX_PLATFORMS="cpu",
+              XLA_FLAGS="--xla_force_host_platform_device_count=1",
+              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+
+
+@functools.cache
+def one_process_losses(bindings: tuple[str, ...], num_shards: int, steps: int | None = None
+                       ) -> tuple[float, ...]:
+  """TEST_GIN's run in this process, on the global batches of `num_shards` hosts.
+
+  Host i's rows come i-th in each global batch, as `make_global_batch` lays them out.
+  """
+  gin.clear_config()
+  try:
+    gin_utils.parse_gin([TEST_GIN], bindings)
+    model = gin_models.parsed_model()
+    with gin.config_scope("train"):
+      data = gin.get_configurable(pipeline.DatasetConfig)()
+    schedule = gin.get_configurable(optimizers.learning_rate_schedule)()
+    tx = gin.get_configurable(optimizers.make_optimizer)(learning_rate=schedule)
+    steps = steps or gin.query_parameter("%TRAIN_STEPS")
+  finally:
+    gin.clear_config()
+  shards = [data.get_batches(i, num_shards) for i in range(num_shards)]
+  partitioner = partitioning.Partitioner(num_devices=num_shards)
+  trainer, state, losses = None, None, []
+  for _ in range(steps):
+    parts = [next(s) for s in shards]
+    batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if trainer is None:
+      spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+      trainer = trainer_lib.Trainer(model, partitioner, tx, spec)
+      state = trainer.init_state()
+    state, m = trainer.train_step(state, partitioner.make_global_batch(batch))
+    losses.append(float(m["loss"]))
+  return tuple(losses)
+
+
 def test_two_hosts_read_their_shards_and_match_one_host(tmp_path):
-  port = _free_port()
+  port = free_port()
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
   workers = [subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "multihost_worker.py"),
                                str(i), "2", str(port), str(tmp_path)],
@@ -55,3 +105,61 @@ def test_two_hosts_read_their_shards_and_match_one_host(tmp_path):
   assert len(multi) == 4
   np.testing.assert_allclose(multi, single, rtol=2e-5)
   assert sorted(os.listdir(tmp_path / "checkpoints"))[-1] == "4"
+
+
+# Long enough never to finish: the run ends by SIGTERM; checkpoints only on preemption.
+_PREEMPT_BINDINGS = ("TRAIN_STEPS = 100000", "WARMUP_STEPS = 1", "LEARNING_RATE = 0.01",
+                     "trainer.train.checkpoint_period = 100000")
+
+
+def _start_two_processes(model_dir, *extra):
+  port = free_port()
+  return [subprocess.Popen(
+      [sys.executable, "-m", "musiclm_jax.train", f"--gin_file={TEST_GIN}", f"--gin.MODEL_DIR='{model_dir}'",
+       *(f"--gin_bindings={b}" for b in _PREEMPT_BINDINGS), *extra,
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      env=multiprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+
+
+def _losses_by_step(model_dir) -> dict[int, float]:
+  return {r["step"]: r["train/loss"] for r in metrics_lib.read_jsonl(model_dir / "metrics.jsonl")}
+
+
+def test_sigterm_on_one_host_first_stops_both_at_the_same_step_and_resume_matches(tmp_path):
+  workers = _start_two_processes(tmp_path)
+  try:
+    deadline = time.monotonic() + 300
+    while len(_losses_by_step(tmp_path) if (tmp_path / "metrics.jsonl").exists() else {}) < 3:
+      assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
+          [w.communicate()[1][-2000:] for w in workers if w.poll() is not None]
+      time.sleep(0.2)
+    # The signal reaches process 1 first, process 0 a second later (if still running).
+    workers[1].send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    if workers[0].poll() is None:
+      workers[0].send_signal(signal.SIGTERM)
+    # Hosts that stop at different steps hang in the next collective: a timeout here.
+    outputs = [w.communicate(timeout=180)[1] for w in workers]
+  finally:
+    for w in workers:
+      if w.poll() is None:
+        w.kill()
+  assert [w.returncode for w in workers] == [143, 143], [o[-2000:] for o in outputs]
+  saved = {int(re.search(r"SIGTERM: saved step (\d+)", o).group(1)) for o in outputs}
+  assert len(saved) == 1, saved
+  step = saved.pop()
+  assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints")) == [step]
+
+  resumed = _start_two_processes(tmp_path, f"--gin.trainer.train.stop_at_step={step + 2}")
+  try:
+    errors = [w.communicate(timeout=300)[1] for w in resumed]
+  finally:
+    for w in resumed:
+      if w.poll() is None:
+        w.kill()
+  assert [w.returncode for w in resumed] == [0, 0], [e[-3000:] for e in errors]
+  losses = _losses_by_step(tmp_path)
+  assert sorted(losses) == list(range(1, step + 3))
+  reference = one_process_losses(_PREEMPT_BINDINGS, 2, step + 2)
+  np.testing.assert_allclose([losses[s] for s in sorted(losses)], reference, rtol=1e-4)

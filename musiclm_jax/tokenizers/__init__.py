@@ -6,8 +6,9 @@ without any vocabulary offset: `data/token_layout.py` adds those.
 
 The package's modules implement them from frozen exports and write the token
 cache: semantic.py (w2v-BERT + k-means, fitted by kmeans_fit.py), acoustic.py
-(SoundStream), conditioning.py (MuLan + RVQ, fitted by rvq_fit.py) and
-cache_writer.py (musiclm-tokenize's work).
+(SoundStream), conditioning.py (MuLan + RVQ, fitted by rvq_fit.py),
+melody.py (melody embedder + 24 x 512 RVQ, fitted there with rvq_fit's k-means)
+and cache_writer.py (musiclm-tokenize's work).
 """
 from typing import Protocol, Sequence
 
