@@ -46,6 +46,7 @@ setuptools.setup(
             "musiclm-tokenize=musiclm_jax.tokenize_dataset:console_entry_point",
             "musiclm-fit-mulan-rvq=musiclm_jax.fit_mulan_rvq:console_entry_point",
             "musiclm-fit-kmeans=musiclm_jax.fit_kmeans:console_entry_point",
+            "musiclm-eval=musiclm_jax.evaluate:console_entry_point",
         ]
     },
 )
