@@ -5,7 +5,8 @@
 
 Clip sets, all scored by the same code against the same reference split:
   generated       the plain text lines of a musiclm-infer folder (story and
-                  continuation lines have no single prompt and are left out)
+                  continuation lines have no single prompt and are left out),
+                  each clip cut to the reference split's clip length
   shuffled        the same clips, each scored against another prompt (a
                   derangement of the distinct prompts), i.e. music generated for
                   a shuffled prompt; or the clips of SHUFFLED_DIR, deranged alike
@@ -15,7 +16,8 @@ Clip sets, all scored by the same code against the same reference split:
   codec           SoundStream reconstructions of the real clips
 
 A generated clip is paired with the reference clip whose caption is its
-prompt text; the paired metrics (KLD, tempo, key) use that clip's tags and
+prompt text (prompt records carry no clip id); the paired metrics (KLD, tempo,
+key) average over a set's paired clips, use the reference clip's tags and
 labels, and are unavailable (with the reason) when no prompt is a caption.
 
 Metrics (`METRICS` says which way is better):
@@ -36,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from musiclm_jax import inference
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.data import caption_batches
 from musiclm_jax.data import tfds_audio
@@ -49,7 +52,7 @@ from musiclm_jax.eval import report as report_lib
 from musiclm_jax.tokenizers import acoustic
 from musiclm_jax.tokenizers import conditioning
 
-RESULTS_FILE = "results.jsonl"  # what musiclm-infer writes (inference.RESULTS_FILE)
+RESULTS_FILE = inference.RESULTS_FILE
 EVAL_JSON = "eval.json"
 EVAL_HTML = "eval.html"
 SETS = ("generated", "shuffled", "unconditional", "real", "codec")
@@ -154,6 +157,12 @@ def paired_set(name: str, audio: list[np.ndarray], sample_rate_hz: int, texts: l
   by_text = {text: i for i, text in enumerate(reference.texts)}
   return ClipSet(name, audio, sample_rate_hz, list(texts),
                  np.asarray([by_text.get(text, -1) for text in texts], np.int64))
+
+
+def cropped(clips: ClipSet, seconds: float) -> ClipSet:
+  """The set with every clip cut to its first `seconds`."""
+  samples = round(seconds * clips.sample_rate_hz)
+  return dataclasses.replace(clips, audio=[a[:samples] for a in clips.audio])
 
 
 def shuffled_set(clips: ClipSet, reference: Reference, seed: int = 0) -> ClipSet:
@@ -332,15 +341,18 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   mulan_rvq_path: MuLan's RVQ file, loaded with the export (the tokenizer needs it; its
   embeddings do not). max_reference_clips: the first N clips of the split (None: all).
   """
-  # Every input is read and checked before any model loads.
+  # Every input is read and checked before any model loads. Generated clips are cut to the
+  # reference's clip length: every set is scored on the same duration, and a long
+  # generation's windows do not outweigh the other clips' in FAD.
   reference = read_reference(dataset, data_dir, split, max_reference_clips)
-  generated = paired_set("generated", *read_infer_folder(samples_dir), reference)
-  shuffled = unconditional = None
-  if shuffled_dir:
-    shuffled = paired_set("shuffled", *read_infer_folder(shuffled_dir, "shuffled"), reference)
-  if unconditional_dir:
-    unconditional = paired_set("unconditional",
-                               *read_infer_folder(unconditional_dir, "unconditional"), reference)
+  clip_seconds = max(len(a) for a in reference.audio) / reference.sample_rate_hz
+
+  def infer_set(folder, name):
+    return cropped(paired_set(name, *read_infer_folder(folder, name), reference), clip_seconds)
+
+  generated = infer_set(samples_dir, "generated")
+  shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
+  unconditional = infer_set(unconditional_dir, "unconditional") if unconditional_dir else None
   if bool(mulan_export_dir) != bool(mulan_rvq_path):
     raise UserError("give both MULAN_EXPORT_DIR and MULAN_RVQ_PATH, or neither")
   if not taggers:
@@ -357,7 +369,7 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
                       "split": split, "shuffled_dir": shuffled_dir,
                       "unconditional_dir": unconditional_dir, "mulan_export_dir": mulan_export_dir,
                       "soundstream_export_dir": soundstream_export_dir, "taggers": list(taggers),
-                      "seed": seed}
+                      "seed": seed, "clip_seconds": clip_seconds}
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, EVAL_JSON), "w") as f:
     json.dump(report, f, indent=1)
