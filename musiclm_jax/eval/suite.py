@@ -128,6 +128,9 @@ def read_reference(dataset: str, data_dir: str | None, split: str,
                    max_clips: int | None = None) -> Reference:
   """The clips of a TFDS split with their captions (or aspects), tempo and key labels if present."""
   builder, feature = tfds_audio.open_audio_dataset(dataset, data_dir)
+  if feature.sample_rate is None:
+    raise UserError(f"{dataset}'s audio feature declares no sample rate: rebuild it with "
+                    f"tfds.features.Audio(sample_rate=...)")
   if split not in builder.info.splits:
     raise UserError(f"{dataset} has no split {split!r}: use one of {sorted(builder.info.splits)}")
   features = builder.info.features
@@ -191,9 +194,10 @@ def codec_set(reference: Reference, codec: Any) -> ClipSet:
 
 @dataclasses.dataclass
 class Features:
-  """What the metrics need of one clip set: per tagger, window embeddings [windows, dim] (all
-  clips stacked) and mean tag probabilities per clip [clips, labels]; MuLan audio embeddings
-  [clips, D]; tempo and key estimates per clip."""
+  """What the metrics need of one clip set: the first tagger's window embeddings
+  [windows, 753] (all clips stacked; clip_of_window [windows] says whose), each tagger's
+  mean tag probabilities [clips, labels], MuLan audio embeddings [clips, D] and tempo
+  and key estimates per clip."""
   musicnn_windows: np.ndarray
   clip_of_window: np.ndarray
   tags: dict[str, np.ndarray]
