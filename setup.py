@@ -50,6 +50,7 @@ setuptools.setup(
             "musiclm-fit-mulan-rvq=musiclm_jax.fit_mulan_rvq:console_entry_point",
             "musiclm-fit-melody-rvq=musiclm_jax.fit_melody_rvq:console_entry_point",
             "musiclm-fit-kmeans=musiclm_jax.fit_kmeans:console_entry_point",
+            "musiclm-eval=musiclm_jax.evaluate:console_entry_point",
         ]
     },
 )

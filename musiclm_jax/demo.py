@@ -4,7 +4,9 @@ Builds the synth_music corpus, trains every component at tiny scale with the
 same binaries a user runs (musiclm-train, -export, -tokenize, -infer and the
 tokenizer fitting binaries), and generates music for a few held-out captions,
 a 60 s long generation and a two-segment story, ending with the path of the
-generated index.html and a check that the music follows its prompts.
+generated index.html, a check that the music follows its prompts and
+musiclm-eval's table: every metric next to its baselines (shuffled prompts,
+an unconditional run, real held-out audio and its codec reconstructions).
 
   python -m musiclm_jax.demo [--output_dir=runs/demo] [--quick]
 
@@ -25,6 +27,7 @@ from absl import app
 from absl import flags
 
 from musiclm_jax.errors import UserError
+from musiclm_jax.eval import report
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", os.path.join(os.getcwd(), "runs", "demo"),
                                   "Where the demo writes its corpus, runs and samples.")
@@ -42,6 +45,7 @@ class Mode:
   stage_stride_seconds: how far each stage's window advances.
   long_seconds, story_seconds: of the long generation and of each story segment.
   num_captions: held-out captions to generate for.
+  eval_taggers: musicnn taggers musiclm-eval runs (KLD per tagger; the first gives FAD).
   """
   corpus: str
   clip_seconds: float
@@ -52,6 +56,7 @@ class Mode:
   long_seconds: float
   story_seconds: float
   num_captions: int
+  eval_taggers: tuple[str, ...]
 
 
 FULL = Mode(
@@ -59,13 +64,15 @@ FULL = Mode(
     train_steps=dict(soundstream=500, w2v_bert=600, mulan=300, semantic=300, coarse=300, fine=300),
     stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
     stage_stride_seconds=dict(semantic=5.0, coarse=1.0, fine=0.48),
-    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=8)
+    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=8,
+    eval_taggers=("MTT_musicnn", "MSD_musicnn"))
 QUICK = Mode(
     corpus="quick", clip_seconds=2.0,
     train_steps=dict(soundstream=4, w2v_bert=4, mulan=4, semantic=4, coarse=4, fine=4),
     stage_crop_seconds=dict(semantic=2.0, coarse=1.0, fine=0.5),
     stage_stride_seconds=dict(semantic=1.0, coarse=0.4, fine=0.24),
-    prompt_seconds=2.0, long_seconds=4.0, story_seconds=2.0, num_captions=2)
+    prompt_seconds=2.0, long_seconds=4.0, story_seconds=2.0, num_captions=2,
+    eval_taggers=("MTT_musicnn",))
 
 
 def _binding(name: str, value) -> str:
@@ -175,29 +182,39 @@ class Pipeline:
           _binding("TOKEN_CACHE_DIR", cache),
           _binding("CROP_SECONDS", mode.stage_crop_seconds[stage])])
 
-    samples = self.path("samples")
-    prompts_file = self.write_prompts()
+    samples, unconditional = self.path("samples"), self.path("samples_unconditional")
+    captions_file, prompts_file = self.write_prompts()
+    infer = ["musiclm_jax.infer", "--gin_file=runs/infer.gin", *tokenizers,
+             _binding("SEMANTIC_EXPORT_DIR", stages["semantic"]),
+             _binding("COARSE_EXPORT_DIR", stages["coarse"]),
+             _binding("FINE_EXPORT_DIR", stages["fine"]), _binding("SECONDS", mode.prompt_seconds),
+             # A step reruns only when unfinished, maybe after its models changed: start afresh.
+             _binding("IF_OUTPUT_EXISTS", "overwrite"),
+             *[_binding(f"cascade.Windows.{stage}_window_seconds", seconds)
+               for stage, seconds in mode.stage_crop_seconds.items()],
+             *[_binding(f"cascade.Windows.{stage}_stride_seconds", seconds)
+               for stage, seconds in mode.stage_stride_seconds.items()]]
     self.step("generate", [os.path.join(samples, "index.html")], [[
-        "musiclm_jax.infer", "--gin_file=runs/infer.gin", *tokenizers,
-        _binding("SEMANTIC_EXPORT_DIR", stages["semantic"]),
-        _binding("COARSE_EXPORT_DIR", stages["coarse"]),
-        _binding("FINE_EXPORT_DIR", stages["fine"]),
-        _binding("PROMPTS_FILE", prompts_file), _binding("OUTPUT_DIR", samples),
-        # The step reruns only when unfinished, maybe after its models changed: start afresh.
-        _binding("IF_OUTPUT_EXISTS", "overwrite"),
-        _binding("SECONDS", mode.prompt_seconds),
-        *[_binding(f"cascade.Windows.{stage}_window_seconds", seconds)
-          for stage, seconds in mode.stage_crop_seconds.items()],
-        *[_binding(f"cascade.Windows.{stage}_stride_seconds", seconds)
-          for stage, seconds in mode.stage_stride_seconds.items()]]])
+        *infer, _binding("PROMPTS_FILE", prompts_file), _binding("OUTPUT_DIR", samples)]])
+    # The unconditional baseline: guidance scale 0 keeps only the NULL-conditioned logits.
+    self.step("generate_unconditional", [os.path.join(unconditional, "index.html")], [[
+        *infer, _binding("PROMPTS_FILE", captions_file), _binding("OUTPUT_DIR", unconditional),
+        _binding("GUIDANCE_SCALE", 0.0)]])
 
     adherence = self.path("samples", "prompt_adherence.json")
     self.step("prompt_adherence", [adherence], [[
         "musiclm_jax.eval.prompt_adherence", f"--samples_dir={samples}",
         f"--mulan_export_dir={mulan}", f"--mulan_rvq_path={mulan_rvq}",
         f"--output_path={adherence}"]])
+    evaluation = self.path("eval")
+    self.step("eval", [os.path.join(evaluation, "eval.json")], [[
+        "musiclm_jax.evaluate", "--gin_file=runs/eval.gin", *data, _binding("SPLIT", "validation"),
+        _binding("SAMPLES_DIR", samples), _binding("UNCONDITIONAL_DIR", unconditional),
+        _binding("OUTPUT_DIR", evaluation), _binding("MULAN_EXPORT_DIR", mulan),
+        _binding("MULAN_RVQ_PATH", mulan_rvq), _binding("SOUNDSTREAM_EXPORT_DIR", soundstream),
+        _binding("TAGGERS", mode.eval_taggers)]])
     return {"seconds": time.perf_counter() - start, "index": os.path.join(samples, "index.html"),
-            "adherence": adherence}
+            "adherence": adherence, "eval": evaluation}
 
   def build_corpus(self) -> None:
     """In-process: the builder is a library call, and TFDS skips a prepared config."""
@@ -208,18 +225,21 @@ class Pipeline:
     self.timings.append(("corpus", time.perf_counter() - start, False))
     print(f"[corpus] {self.timings[-1][1]:.0f} s", flush=True)
 
-  def write_prompts(self) -> str:
-    """Held-out captions, one long generation and a two-segment story, as JSON lines."""
+  def write_prompts(self) -> tuple[str, str]:
+    """(held-out captions, the same plus one long generation and a two-segment story), as
+    JSON-lines prompt files."""
     captions = [ex["caption"].decode() for ex in self.corpus.as_dataset(split="validation").take(
         self.mode.num_captions).as_numpy_iterator()]
-    lines = [{"text": c, "seed": i} for i, c in enumerate(captions)]
-    lines.append({"text": captions[0], "seconds": self.mode.long_seconds, "seed": 100})
-    lines.append({"story": [[captions[0], self.mode.story_seconds],
-                            [captions[-1], self.mode.story_seconds]], "seed": 200})
-    path = self.path("prompts.jsonl")
-    with open(path, "w") as f:
-      f.writelines(json.dumps(line) + "\n" for line in lines)
-    return path
+    caption_lines = [{"text": c, "seed": i} for i, c in enumerate(captions)]
+    lines = caption_lines + [
+        {"text": captions[0], "seconds": self.mode.long_seconds, "seed": 100},
+        {"story": [[captions[0], self.mode.story_seconds],
+                   [captions[-1], self.mode.story_seconds]], "seed": 200}]
+    paths = self.path("captions.jsonl"), self.path("prompts.jsonl")
+    for path, content in zip(paths, (caption_lines, lines)):
+      with open(path, "w") as f:
+        f.writelines(json.dumps(line) + "\n" for line in content)
+    return paths
 
 
 def main(argv):
@@ -232,6 +252,9 @@ def main(argv):
   print(f"  {'total':<17} {result['seconds']:6.0f} s")
   with open(result["adherence"]) as f:
     print(f"prompt adherence (MuLan audio→text recall@1 among the prompts): {json.load(f)}")
+  with open(os.path.join(result["eval"], "eval.json")) as f:
+    print(f"musiclm-eval (every metric with its baselines; plots in "
+          f"{os.path.join(result['eval'], 'eval.html')}):\n{report.headline(json.load(f))}")
   print(f"music: {result['index']}")
 
 

@@ -41,8 +41,14 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
     assert hits == pytest.approx(round(hits)) and 0 <= round(hits) <= clips, (figure, adherence)
   assert "recall_at_1_shuffled_prompts" in result.stdout and "chance" in result.stdout
   assert "time per step:" in result.stdout and str(samples / "index.html") in result.stdout
+  evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+  for metric in ("FAD_musicnn", "FAD_mulan", "KLD_MTT_musicnn", "MCC", "tempo_accuracy"):
+    assert set(evaluation["metrics"][metric]["values"]) == {
+        "generated", "shuffled", "unconditional", "real", "codec"}, metric
+  assert "shuffled prompts" in result.stdout and "MCC" in result.stdout
 
   rerun = _demo(tmp_path)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  for step in ("soundstream", "w2v_bert", "mulan", "tokenize", "semantic", "generate"):
+  for step in ("soundstream", "w2v_bert", "mulan", "tokenize", "semantic", "generate",
+               "generate_unconditional", "eval"):
     assert f"[{step}] done earlier" in rerun.stdout

@@ -23,8 +23,10 @@ def open_audio_dataset(dataset: str, data_dir: str | None, audio_key: str = "aud
     builder = tfds.builder(dataset, data_dir=data_dir)
     builder.info.splits  # pylint: disable=pointless-statement  (fails if not prepared)
   except Exception as error:  # pylint: disable=broad-except  (TFDS raises many kinds)
+    # TFDS's messages list every registered dataset over many lines: keep the first.
+    reason = next(iter(str(error).splitlines()), type(error).__name__)
     raise UserError(f"cannot open TFDS dataset {dataset!r} in {data_dir}: prepare it first "
-                    f"(e.g. `tfds build`) or fix DATASET/DATA_DIR ({error})") from None
+                    f"(e.g. `tfds build`) or fix DATASET/DATA_DIR ({reason})") from None
   features = builder.info.features
   feature = features[audio_key] if audio_key in features else None
   if not isinstance(feature, tfds.features.Audio):

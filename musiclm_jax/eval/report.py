@@ -1,0 +1,115 @@
+"""eval.html: one self-contained page of musiclm-eval's report (tables, and plots as base64 PNG).
+
+  write_html("runs/demo/eval/eval.html", report)   # report: what eval.suite.run_suite returns
+  print(headline(report))                         # the metric table as text
+"""
+import base64
+import html
+import io
+import math
+
+from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 80em; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+.note { color: #555; font-size: 90%; }
+img { max-width: 100%; }
+"""
+
+
+def _columns(report: dict) -> list[str]:
+  return list(report["sets"])
+
+
+def _format(value) -> str:
+  return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def _direction(metric: dict) -> str:
+  return "higher is better" if metric["higher_is_better"] else "lower is better"
+
+
+def headline(report: dict) -> str:
+  """The metric table as fixed-width text: one row per metric, one column per clip set."""
+  columns = _columns(report)
+  width = max(len(report["sets"][c]["title"]) for c in columns) + 2
+  lines = [f"{'metric':<22}" + "".join(f"{report['sets'][c]['title']:>{width}}" for c in columns)]
+  for name, metric in report["metrics"].items():
+    lines.append(f"{name:<22}" + "".join(f"{_format(metric['values'].get(c)):>{width}}"
+                                         for c in columns) + f"  ({_direction(metric)})")
+  lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
+  lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
+  return "\n".join(lines)
+
+
+def _png(figure: Figure) -> str:
+  buffer = io.BytesIO()
+  figure.tight_layout()
+  figure.savefig(buffer, format="png")
+  return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
+
+
+def _bar_plots(report: dict) -> str:
+  """One small bar chart per metric: its value on every clip set."""
+  metrics = report["metrics"]
+  if not metrics:
+    return ""
+  columns = _columns(report)
+  per_row = 3
+  rows = -(-len(metrics) // per_row)
+  figure = Figure(figsize=(4 * per_row, 3 * rows), dpi=80)
+  for i, (name, metric) in enumerate(metrics.items()):
+    axes = figure.add_subplot(rows, per_row, i + 1)
+    present = [c for c in columns if metric["values"].get(c) is not None]
+    axes.bar(range(len(present)), [metric["values"][c] for c in present],
+             color=["C3" if c == "generated" else "C0" for c in present])
+    axes.set_xticks(range(len(present)), [report["sets"][c]["title"] for c in present],
+                    rotation=30, ha="right", fontsize=8)
+    axes.set_title(f"{name} ({_direction(metric)})", fontsize=9)
+  return _png(figure)
+
+
+def _fad_curve_plot(report: dict) -> str:
+  """FAD against 1/N per set with its straight-line fit; the intercept is FAD_inf."""
+  curves = report["fad_curves"]
+  if not curves:
+    return ""
+  figure = Figure(figsize=(6, 4), dpi=80)
+  axes = figure.add_subplot()
+  for i, (name, curve) in enumerate(curves.items()):
+    inverse = [1.0 / n for n in curve["sizes"]]
+    axes.plot(inverse, curve["fad"], "o", color=f"C{i}", label=report["sets"][name]["title"])
+    axes.plot([0.0, max(inverse)], [curve["fad_inf"], curve["fad_inf"] + curve["slope"] * max(inverse)],
+              "-", color=f"C{i}")
+  axes.set_xlabel("1 / N (musicnn windows)")
+  axes.set_ylabel("FAD_musicnn")
+  axes.legend(fontsize=8)
+  return _png(figure)
+
+
+def write_html(path: str, report: dict) -> str:
+  """Writes the report as one page; returns `path`."""
+  columns = _columns(report)
+  head = "".join(f"<th>{html.escape(report['sets'][c]['title'])}<br>"
+                 f"<span class='note'>{report['sets'][c]['clips']} clips, "
+                 f"{report['sets'][c]['paired_clips']} paired</span></th>" for c in columns)
+  rows = "".join(
+      f"<tr><td>{html.escape(name)} <span class='note'>({_direction(metric)})</span></td>"
+      + "".join(f"<td>{_format(metric['values'].get(c))}</td>" for c in columns) + "</tr>"
+      for name, metric in report["metrics"].items())
+  missing = "".join(f"<li>{html.escape(name)}: {html.escape(reason)}</li>"
+                    for name, reason in {**report["unavailable"], **{
+                        f"{k} set": v for k, v in report["sets_not_given"].items()}}.items())
+  notes = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["notes"].items())
+  inputs = html.escape(", ".join(f"{k}={v}" for k, v in report.get("inputs", {}).items()))
+  page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>musiclm-eval</title>"
+          f"<style>{_STYLE}</style></head><body>\n<h1>musiclm-eval</h1>\n"
+          f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
+          f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
+          f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n</body></html>\n")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(page)
+  return path

@@ -1,0 +1,381 @@
+"""musiclm-eval's library half: clip sets in, every metric with its baselines out.
+
+  report = evaluate(samples_dir="runs/demo/samples", dataset="synth_music/tiny",
+                    data_dir="runs/demo/tfds", split="validation", output_dir="runs/demo/eval")
+
+Clip sets, all scored by the same code against the same reference split:
+  generated       the plain text lines of a musiclm-infer folder (story and
+                  continuation lines have no single prompt and are left out),
+                  each clip cut to the reference split's clip length
+  shuffled        the same clips, each scored against another prompt (a
+                  derangement of the distinct prompts), i.e. music generated for
+                  a shuffled prompt; or the clips of SHUFFLED_DIR, deranged alike
+  unconditional   a musiclm-infer folder generated with NULL conditioning
+                  (GUIDANCE_SCALE=0.0 keeps only the NULL-conditioned logits)
+  real            the reference split's clips, scored against their own captions
+  codec           SoundStream reconstructions of the real clips
+
+A generated clip is paired with the reference clip whose caption is its
+prompt text (prompt records carry no clip id); the paired metrics (KLD, tempo,
+key) average over a set's paired clips, use the reference clip's tags and
+labels, and are unavailable (with the reason) when no prompt is a caption.
+
+Metrics (`METRICS` says which way is better):
+  FAD_musicnn, FAD_mulan   each set's embeddings against the whole reference
+                           split; real = real-vs-real between split halves (the floor)
+  FAD_inf_musicnn          FAD extrapolated to infinitely many windows (Gui et al.)
+  KLD_<tagger>             KL(reference clip's tags || clip's tags), musicnn MTT/MSD
+  MCC                      cosine of MuLan's text embedding of the prompt and
+                           audio embedding of the clip
+  tempo_accuracy, tempo_octave_error, key_accuracy, key_weighted_score
+                           music_stats estimates against the split's labels
+"""
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from musiclm_jax import inference
+from musiclm_jax.audio import io as audio_io
+from musiclm_jax.data import caption_batches
+from musiclm_jax.data import tfds_audio
+from musiclm_jax.errors import UserError
+from musiclm_jax.eval import fad
+from musiclm_jax.eval import kld
+from musiclm_jax.eval import music_stats
+from musiclm_jax.eval import musicnn
+from musiclm_jax.eval import prompt_adherence
+from musiclm_jax.eval import report as report_lib
+from musiclm_jax.tokenizers import acoustic
+from musiclm_jax.tokenizers import conditioning
+
+RESULTS_FILE = inference.RESULTS_FILE
+EVAL_JSON = "eval.json"
+EVAL_HTML = "eval.html"
+SETS = ("generated", "shuffled", "unconditional", "real", "codec")
+SET_TITLES = {"generated": "generated", "shuffled": "shuffled prompts",
+              "unconditional": "unconditional", "real": "real (held-out)",
+              "codec": "codec reconstruction"}
+# metric -> True if higher is better.
+METRICS = {"FAD_musicnn": False, "FAD_inf_musicnn": False, "FAD_mulan": False,
+           "KLD_MTT_musicnn": False, "KLD_MSD_musicnn": False, "MCC": True,
+           "tempo_accuracy": True, "tempo_octave_error": False,
+           "key_accuracy": True, "key_weighted_score": True}
+DEFAULT_TAGGERS = ("MTT_musicnn", "MSD_musicnn")
+# Below this many embedding rows per set, FAD at a quarter of them has too few
+# rows for a covariance worth extrapolating from.
+MIN_FAD_INF_ROWS = 16
+
+
+@dataclasses.dataclass
+class ClipSet:
+  """Clips to score: audio[i] [time] at sample_rate_hz, described by texts[i];
+  reference_index[i] is the reference clip with that caption, or -1."""
+  name: str
+  audio: list[np.ndarray]
+  sample_rate_hz: int
+  texts: list[str]
+  reference_index: np.ndarray
+
+
+@dataclasses.dataclass
+class Reference:
+  """A reference split in memory: audio [time] at sample_rate_hz, texts, and labels if it has them."""
+  audio: list[np.ndarray]
+  sample_rate_hz: int
+  texts: list[str]
+  tempo_bpm: list[float] | None
+  keys: list[str] | None
+
+
+def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
+  """(audio [time] per clip, sample rate, prompt per clip) of the plain text lines of a musiclm-infer folder."""
+  path = os.path.join(samples_dir, RESULTS_FILE)
+  if not os.path.isfile(path):
+    raise UserError(f"no {RESULTS_FILE} in {samples_dir}: point the {name} folder at a "
+                    f"musiclm-infer OUTPUT_DIR")
+  audio, texts, rates = [], [], set()
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  for record in records:
+    if "text" not in record or record.get("continue_from") or "error" in record:
+      continue
+    for sample in record["samples"]:
+      wav = os.path.join(samples_dir, sample["wav"])
+      if not os.path.isfile(wav):
+        raise UserError(f"{wav} (line {record['line']} of {path}) is missing: re-run musiclm-infer")
+      samples, rate = audio_io.read_audio(wav)
+      if rate != record["sample_rate_hz"]:
+        raise UserError(f"{wav} is at {rate} Hz but its record says {record['sample_rate_hz']} Hz: "
+                        f"the folder was altered, re-run musiclm-infer into a fresh folder")
+      rates.add(rate)
+      audio.append(audio_io.to_mono(samples))
+      texts.append(record["text"])
+  if len(rates) > 1:
+    raise UserError(f"{samples_dir} mixes sample rates {sorted(rates)}: evaluate one musiclm-infer "
+                    f"run per folder")
+  if len(audio) < fad.MIN_CLIPS or len(set(texts)) < 2:
+    raise UserError(f"{samples_dir} has {len(audio)} clip(s) of {len(set(texts))} text prompt(s): "
+                    f"FAD needs {fad.MIN_CLIPS} clips and the shuffled-prompt baseline 2 "
+                    f"different prompts; generate more")
+  return audio, rates.pop(), texts
+
+
+def read_reference(dataset: str, data_dir: str | None, split: str,
+                   max_clips: int | None = None) -> Reference:
+  """The clips of a TFDS split with their captions (or aspects), tempo and key labels if present."""
+  builder, feature = tfds_audio.open_audio_dataset(dataset, data_dir)
+  if feature.sample_rate is None:
+    raise UserError(f"{dataset}'s audio feature declares no sample rate: rebuild it with "
+                    f"tfds.features.Audio(sample_rate=...)")
+  if split not in builder.info.splits:
+    raise UserError(f"{dataset} has no split {split!r}: use one of {sorted(builder.info.splits)}")
+  features = builder.info.features
+  has_labels = {key: key in features for key in ("tempo_bpm", "key")}
+  audio, texts, tempo, keys = [], [], [], []
+  examples = builder.as_dataset(split=split, shuffle_files=False)
+  for example in examples.take(max_clips or -1).as_numpy_iterator():
+    caption = example["caption"].decode() if "caption" in features else ""
+    aspects = tuple(a.decode() for a in example["aspect_list"]) if "aspect_list" in features else ()
+    audio.append(np.asarray(example["audio"], np.float32).reshape(-1))
+    texts.append(caption_batches.eval_text(
+        caption_batches.CaptionedClips((), (caption,), (aspects,)), 0))
+    if has_labels["tempo_bpm"]:
+      tempo.append(float(example["tempo_bpm"]))
+    if has_labels["key"]:
+      keys.append(example["key"].decode())
+  if len(audio) < 2 * fad.MIN_CLIPS:
+    raise UserError(f"{dataset} {split} has {len(audio)} clip(s): the real-vs-real FAD floor "
+                    f"needs {2 * fad.MIN_CLIPS} (two halves with a covariance each); use a larger split")
+  return Reference(audio, feature.sample_rate, texts, tempo if has_labels["tempo_bpm"] else None,
+                   keys if has_labels["key"] else None)
+
+
+def paired_set(name: str, audio: list[np.ndarray], sample_rate_hz: int, texts: list[str],
+               reference: Reference) -> ClipSet:
+  """Clips with their prompt texts, each paired with the reference clip of that caption (-1: none)."""
+  by_text = {text: i for i, text in enumerate(reference.texts)}
+  return ClipSet(name, audio, sample_rate_hz, list(texts),
+                 np.asarray([by_text.get(text, -1) for text in texts], np.int64))
+
+
+def cropped(clips: ClipSet, seconds: float) -> ClipSet:
+  """The set with every clip cut to its first `seconds`."""
+  samples = round(seconds * clips.sample_rate_hz)
+  return dataclasses.replace(clips, audio=[a[:samples] for a in clips.audio])
+
+
+def shuffled_set(clips: ClipSet, reference: Reference, seed: int = 0) -> ClipSet:
+  """The same clips, each given another prompt (a derangement of the distinct prompts) and its pairing."""
+  prompts = sorted(set(clips.texts))
+  order = prompt_adherence.derangement(len(prompts), seed)
+  other = {prompts[i]: prompts[j] for i, j in enumerate(order)}
+  return paired_set("shuffled", clips.audio, clips.sample_rate_hz,
+                    [other[text] for text in clips.texts], reference)
+
+
+def real_set(reference: Reference) -> ClipSet:
+  return ClipSet("real", reference.audio, reference.sample_rate_hz, reference.texts,
+                 np.arange(len(reference.audio)))
+
+
+def codec_set(reference: Reference, codec: Any) -> ClipSet:
+  """Real clips through a `tokenizers.AcousticTokenizer` (encode, then decode), cut to their length."""
+  audio = []
+  for clip in tqdm(reference.audio, desc="codec reconstruction", unit="clip"):
+    clip = audio_io.resample(clip, reference.sample_rate_hz, codec.sample_rate_hz)
+    audio.append(codec.decode(codec.encode(clip[None]))[0, :len(clip)])
+  return ClipSet("codec", audio, codec.sample_rate_hz, reference.texts,
+                 np.arange(len(reference.audio)))
+
+
+@dataclasses.dataclass
+class Features:
+  """What the metrics need of one clip set: the first tagger's window embeddings
+  [windows, 753] (all clips stacked; clip_of_window [windows] says whose), each tagger's
+  mean tag probabilities [clips, labels], MuLan audio embeddings [clips, D] and tempo
+  and key estimates per clip."""
+  musicnn_windows: np.ndarray
+  clip_of_window: np.ndarray
+  tags: dict[str, np.ndarray]
+  mulan_audio: np.ndarray | None
+  tempo_bpm: list[float]
+  keys: list[music_stats.Key]
+
+
+def extract_features(clips: ClipSet, taggers: dict[str, Any], mulan: Any | None,
+                     progress: tqdm) -> Features:
+  """Runs every embedder and estimator on each clip of a set (the first tagger gives FAD's windows)."""
+  windows, clip_of_window, tempo, keys, mulan_audio = [], [], [], [], []
+  tags = {name: [] for name in taggers}
+  for i, audio in enumerate(clips.audio):
+    for name, tagger in taggers.items():
+      out = tagger(audio, clips.sample_rate_hz)
+      tags[name].append(out["tag_probabilities"].mean(axis=0))
+      if name == next(iter(taggers)):
+        windows.append(out["mean_pool"])
+        clip_of_window += [i] * len(out["mean_pool"])
+    if mulan is not None:
+      mulan_audio.append(mulan.audio_embeddings(
+          audio_io.resample(audio, clips.sample_rate_hz, mulan.sample_rate_hz)[None])[0])
+    tempo.append(music_stats.estimate_tempo_bpm(audio, clips.sample_rate_hz))
+    keys.append(music_stats.estimate_key(audio, clips.sample_rate_hz))
+    progress.update()
+  return Features(np.concatenate(windows), np.asarray(clip_of_window),
+                  {name: np.stack(t) for name, t in tags.items()},
+                  np.stack(mulan_audio) if mulan is not None else None, tempo, keys)
+
+
+def _split_halves(features: Features) -> tuple[np.ndarray, np.ndarray]:
+  """Window embeddings of the even and of the odd clips: two disjoint real sets."""
+  even = features.clip_of_window % 2 == 0
+  return features.musicnn_windows[even], features.musicnn_windows[~even]
+
+
+def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], reference: Reference,
+                    mulan: Any | None, seed: int = 0) -> tuple[dict, dict, dict]:
+  """(metrics {name: {set: value}}, unavailable {name: reason}, fad_curves {set: fad_infinity()})."""
+  real = features["real"]
+  metrics, unavailable, curves = {}, {}, {}
+  metrics["FAD_musicnn"] = {}
+  for name, f in features.items():
+    windows = f.musicnn_windows
+    if name == "real":
+      metrics["FAD_musicnn"][name] = fad.frechet_audio_distance(*_split_halves(f))
+    else:
+      metrics["FAD_musicnn"][name] = fad.frechet_audio_distance(real.musicnn_windows, windows)
+      if len(windows) >= MIN_FAD_INF_ROWS:
+        curves[name] = fad.fad_infinity(real.musicnn_windows, windows, seed=seed)
+  if curves:
+    metrics["FAD_inf_musicnn"] = {name: curve["fad_inf"] for name, curve in curves.items()}
+  else:
+    unavailable["FAD_inf_musicnn"] = (f"fewer than {MIN_FAD_INF_ROWS} musicnn windows per set: "
+                                      f"generate more or longer clips")
+  if mulan is None:
+    unavailable["FAD_mulan"] = unavailable["MCC"] = "no MuLan export given (MULAN_EXPORT_DIR)"
+  else:
+    metrics["FAD_mulan"] = {name: (fad.frechet_audio_distance(real.mulan_audio[::2], real.mulan_audio[1::2])
+                                   if name == "real" else
+                                   fad.frechet_audio_distance(real.mulan_audio, f.mulan_audio))
+                            for name, f in features.items()}
+    metrics["MCC"] = {}
+    for name, clip_set in sets.items():
+      text = mulan.text_embeddings(clip_set.texts)
+      metrics["MCC"][name] = float(np.mean(np.sum(_normalise(text) * _normalise(
+          features[name].mulan_audio), axis=-1)))
+
+  paired = {name: s.reference_index >= 0 for name, s in sets.items()}
+  if not paired["generated"].any():
+    reason = ("no generated prompt is a caption of the reference split: prompt with its "
+              "captions to pair clips")
+    for tagger in real.tags:
+      unavailable[f"KLD_{tagger}"] = reason
+    for metric in ("tempo_accuracy", "tempo_octave_error", "key_accuracy", "key_weighted_score"):
+      unavailable[metric] = reason
+    return metrics, unavailable, curves
+  scored = {name: s for name, s in sets.items() if paired[name].any()}
+  for tagger, reference_tags in real.tags.items():
+    metrics[f"KLD_{tagger}"] = {
+        name: kld.mean_kl_divergence(reference_tags[s.reference_index[paired[name]]],
+                                     features[name].tags[tagger][paired[name]])
+        for name, s in scored.items()}
+  labels = {"tempo": reference.tempo_bpm, "key": reference.keys}
+  for label, values in labels.items():
+    if values is None:
+      for metric in [m for m in METRICS if m.startswith(label)]:
+        unavailable[metric] = f"the reference split has no {label} labels"
+      continue
+    for name, s in scored.items():
+      index = s.reference_index[paired[name]]
+      if label == "tempo":
+        agreement = music_stats.tempo_agreement(
+            np.asarray(features[name].tempo_bpm)[paired[name]], np.asarray(values)[index])
+        metrics.setdefault("tempo_accuracy", {})[name] = agreement["accuracy"]
+        metrics.setdefault("tempo_octave_error", {})[name] = agreement["octave_error"]
+      else:
+        estimated = [k for k, p in zip(features[name].keys, paired[name]) if p]
+        agreement = music_stats.key_agreement(
+            estimated, [music_stats.parse_key(values[i]) for i in index])
+        metrics.setdefault("key_accuracy", {})[name] = agreement["accuracy"]
+        metrics.setdefault("key_weighted_score", {})[name] = agreement["weighted_score"]
+  return metrics, unavailable, curves
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | None = None,
+              unconditional: ClipSet | None = None, taggers: dict[str, Any],
+              mulan: Any | None = None, codec: Any | None = None, seed: int = 0) -> dict:
+  """Every metric on every clip set; the report eval.json holds (see module docstring)."""
+  sets = {"generated": generated,
+          "shuffled": shuffled_set(shuffled or generated, reference, seed),
+          "unconditional": unconditional, "real": real_set(reference),
+          "codec": codec_set(reference, codec) if codec is not None else None}
+  missing = {"unconditional": "no UNCONDITIONAL_DIR given (musiclm-infer with GUIDANCE_SCALE=0.0)",
+             "codec": "no SOUNDSTREAM_EXPORT_DIR given"}
+  sets_given = {name: s for name, s in sets.items() if s is not None}
+  with tqdm(total=sum(len(s.audio) for s in sets_given.values()), desc="clips", unit="clip") as bar:
+    features = {name: extract_features(s, taggers, mulan, bar) for name, s in sets_given.items()}
+  metrics, unavailable, curves = compute_metrics(sets_given, features, reference, mulan, seed)
+  return {"sets": {name: {"title": SET_TITLES[name], "clips": len(s.audio),
+                          "paired_clips": int(np.sum(s.reference_index >= 0))}
+                   for name, s in sets_given.items()},
+          "sets_not_given": {name: missing[name] for name in SETS if sets[name] is None},
+          "metrics": {name: {"higher_is_better": METRICS[name], "values": metrics[name]}
+                      for name in METRICS if name in metrics},
+          "unavailable": unavailable, "fad_curves": curves,
+          "notes": {"FAD real": "real-vs-real FAD between the even and the odd clips of the split",
+                    "FAD shuffled": "the shuffled set is the generated set scored against other "
+                                    "prompts: set-level FAD equals the generated one"}}
+
+
+def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str, output_dir: str,
+             shuffled_dir: str | None = None, unconditional_dir: str | None = None,
+             mulan_export_dir: str | None = None, mulan_rvq_path: str | None = None,
+             soundstream_export_dir: str | None = None,
+             taggers: Sequence[str] = DEFAULT_TAGGERS, max_reference_clips: int | None = None,
+             seed: int = 0) -> dict:
+  """Checks the inputs, runs `run_suite`, writes OUTPUT_DIR/eval.json and eval.html; returns the report.
+
+  mulan_rvq_path: MuLan's RVQ file, loaded with the export (the tokenizer needs it; its
+  embeddings do not). max_reference_clips: the first N clips of the split (None: all).
+  """
+  # Every input is read and checked before any model loads. Generated clips are cut to the
+  # reference's clip length: every set is scored on the same duration, and a long
+  # generation's windows do not outweigh the other clips' in FAD.
+  reference = read_reference(dataset, data_dir, split, max_reference_clips)
+  clip_seconds = max(len(a) for a in reference.audio) / reference.sample_rate_hz
+
+  def infer_set(folder, name):
+    return cropped(paired_set(name, *read_infer_folder(folder, name), reference), clip_seconds)
+
+  generated = infer_set(samples_dir, "generated")
+  shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
+  unconditional = infer_set(unconditional_dir, "unconditional") if unconditional_dir else None
+  if bool(mulan_export_dir) != bool(mulan_rvq_path):
+    raise UserError("give both MULAN_EXPORT_DIR and MULAN_RVQ_PATH, or neither")
+  if not taggers:
+    raise UserError(f"taggers is empty: FAD_musicnn and KLD need at least one of {DEFAULT_TAGGERS}")
+  mulan = codec = None
+  if mulan_export_dir:
+    mulan = conditioning.MuLanTokenizer.load(mulan_export_dir, mulan_rvq_path)
+  if soundstream_export_dir:
+    codec = acoustic.SoundStreamTokenizer.load(soundstream_export_dir)
+  report = run_suite(generated, reference, shuffled=shuffled, unconditional=unconditional,
+                     taggers={name: musicnn.MusicnnTagger(name) for name in taggers},
+                     mulan=mulan, codec=codec, seed=seed)
+  report["inputs"] = {"samples_dir": samples_dir, "dataset": dataset, "data_dir": data_dir,
+                      "split": split, "shuffled_dir": shuffled_dir,
+                      "unconditional_dir": unconditional_dir, "mulan_export_dir": mulan_export_dir,
+                      "soundstream_export_dir": soundstream_export_dir, "taggers": list(taggers),
+                      "seed": seed, "clip_seconds": clip_seconds}
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, EVAL_JSON), "w") as f:
+    json.dump(report, f, indent=1)
+  report_lib.write_html(os.path.join(output_dir, EVAL_HTML), report)
+  return report

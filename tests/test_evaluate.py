@@ -1,0 +1,236 @@
+"""musiclm-eval on a fake musiclm-infer folder against the micro synth corpus.
+
+The generated folder holds the reference clips themselves (so the generated
+set must score like the real one) and the unconditional folder holds chords
+(so it must score worse); the shuffled baseline and MCC are recomputed here
+from the taggers' and fake MuLan's outputs, independently of eval/suite.py.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import special
+
+pytest.importorskip("musicnn", reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
+
+from musiclm_jax.audio import io as audio_io  # pylint: disable=g-import-not-at-top
+from musiclm_jax.errors import UserError
+from musiclm_jax.eval import musicnn
+from musiclm_jax.eval import prompt_adherence
+from musiclm_jax.eval import report as report_lib
+from musiclm_jax.eval import suite
+from conftest import REPO_DIR, TESTS_DIR
+
+RATE_HZ = 24_000
+SPLIT = "train"  # the micro corpus's largest split (6 clips)
+TAGGER = "MTT_musicnn"
+
+
+def _chord(seconds, root_hz):
+  t = np.arange(int(seconds * RATE_HZ)) / RATE_HZ
+  return (0.2 * sum(np.sin(2 * np.pi * root_hz * r * t) for r in (1.0, 1.26, 1.5))).astype(np.float32)
+
+
+def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RATE_HZ):
+  """A musiclm-infer OUTPUT_DIR: audio/*.wav and results.jsonl records of plain text lines."""
+  os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
+  records = []
+  for line, (text, clip) in enumerate(zip(texts, clips), start=1):
+    wav = f"audio/line{line:04d}_sample0.wav"
+    audio_io.save_wav(os.path.join(folder, wav), clip, rate_hz)
+    records.append({"line": line, "text": text, "seconds": len(clip) / rate_hz, "seed": line,
+                    "samples": [{"seed": line, "wav": wav}], "sample_rate_hz": record_rate_hz})
+  records.append({"line": len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
+                  "sample_rate_hz": record_rate_hz})  # left out: no single prompt
+  with open(os.path.join(folder, suite.RESULTS_FILE), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in records)
+  return str(folder)
+
+
+class FakeMuLan:
+  """Text -> a random unit vector seeded by its characters; audio -> its 16 lowest DFT magnitudes."""
+  sample_rate_hz = 16_000
+
+  def text_embeddings(self, texts):
+    return np.stack([np.random.default_rng([ord(c) for c in t]).normal(size=16) for t in texts])
+
+  def audio_embeddings(self, audio):
+    return np.abs(np.fft.rfft(audio, axis=-1))[:, 1:17]
+
+
+class IdentityCodec:
+  """Reconstructs perfectly: the codec baseline must equal the real set."""
+  sample_rate_hz = RATE_HZ
+
+  def encode(self, audio):
+    return audio
+
+  def decode(self, codes):
+    return codes
+
+
+@pytest.fixture(scope="module")
+def corpus(synth_music_micro):
+  data_dir = str(pathlib.Path(synth_music_micro.data_dir).parents[2])
+  return {"dataset": "synth_music/micro", "data_dir": data_dir, "split": SPLIT}
+
+
+@pytest.fixture(scope="module")
+def reference(corpus):
+  return suite.read_reference(**corpus)
+
+
+@pytest.fixture(scope="module")
+def folders(reference, tmp_path_factory):
+  assert reference.sample_rate_hz == RATE_HZ
+  root = tmp_path_factory.mktemp("samples")
+  generated = write_infer_folder(root / "generated", reference.texts, reference.audio)
+  chords = [_chord(2.0, 110.0 * 1.5 ** i) for i in range(len(reference.texts))]
+  unconditional = write_infer_folder(root / "unconditional", reference.texts, chords)
+  return {"generated": generated, "unconditional": unconditional}
+
+
+@pytest.fixture(scope="module")
+def tagger():
+  return musicnn.MusicnnTagger(TAGGER)
+
+
+@pytest.fixture(scope="module")
+def report(reference, folders, tagger):
+  generated = suite.paired_set("generated", *suite.read_infer_folder(folders["generated"]), reference)
+  unconditional = suite.paired_set(
+      "unconditional", *suite.read_infer_folder(folders["unconditional"]), reference)
+  return suite.run_suite(generated, reference, unconditional=unconditional,
+                         taggers={TAGGER: tagger}, mulan=FakeMuLan(), codec=IdentityCodec())
+
+
+def _value(report, metric, clip_set):
+  return report["metrics"][metric]["values"][clip_set]
+
+
+def test_generated_copies_of_the_reference_score_like_real_audio(report):
+  assert report["sets"]["generated"] == {"title": "generated", "clips": 6, "paired_clips": 6}
+  assert _value(report, f"KLD_{TAGGER}", "generated") < 1e-3
+  assert _value(report, f"KLD_{TAGGER}", "real") == 0.0
+  assert _value(report, "FAD_musicnn", "generated") < 0.05 * _value(report, "FAD_musicnn", "unconditional")
+  for metric in ("tempo_accuracy", "key_accuracy", "key_weighted_score"):
+    assert _value(report, metric, "generated") == pytest.approx(_value(report, metric, "real"))
+
+
+def test_perfect_codec_equals_the_real_set(report):
+  assert _value(report, "FAD_musicnn", "codec") == pytest.approx(0.0, abs=1e-6)
+  assert _value(report, f"KLD_{TAGGER}", "codec") == pytest.approx(0.0, abs=1e-9)
+  for metric in ("MCC", "tempo_accuracy", "key_accuracy"):
+    assert _value(report, metric, "codec") == pytest.approx(_value(report, metric, "real"))
+
+
+def test_shuffled_kld_and_mcc_match_an_independent_computation(report, reference, folders, tagger):
+  generated, _, _ = suite.read_infer_folder(folders["generated"])  # the reference clips as PCM16
+
+  def tags(clips):
+    return np.stack([tagger(a, RATE_HZ)["tag_probabilities"].mean(axis=0) for a in clips])
+
+  prompts = sorted(reference.texts)
+  order = prompt_adherence.derangement(len(prompts), seed=0)
+  other = {prompts[i]: prompts[j] for i, j in enumerate(order)}
+  partner = [reference.texts.index(other[t]) for t in reference.texts]
+
+  def distribution(p):
+    p = p + 1e-6
+    return p / p.sum(axis=-1, keepdims=True)
+
+  expected = np.mean(special.rel_entr(distribution(tags(reference.audio)[partner]),
+                                      distribution(tags(generated))).sum(axis=-1))
+  assert _value(report, f"KLD_{TAGGER}", "shuffled") == pytest.approx(expected, rel=1e-4)
+  assert _value(report, f"KLD_{TAGGER}", "shuffled") > 10 * _value(report, f"KLD_{TAGGER}", "generated")
+
+  mulan = FakeMuLan()
+  audio = mulan.audio_embeddings(np.stack([audio_io.resample(a, RATE_HZ, mulan.sample_rate_hz)
+                                           for a in generated]))
+  for clip_set, texts in (("generated", reference.texts), ("shuffled", [other[t] for t in reference.texts])):
+    text = mulan.text_embeddings(texts)
+    cosine = np.sum(text * audio, axis=1) / np.linalg.norm(text, axis=1) / np.linalg.norm(audio, axis=1)
+    assert _value(report, "MCC", clip_set) == pytest.approx(cosine.mean(), rel=1e-4)
+
+
+def test_every_metric_has_its_baselines_and_the_rest_says_why(report):
+  for name, metric in report["metrics"].items():
+    assert set(metric["values"]) == set(suite.SETS), name
+  # 6 clips of one 3 s window each: too few rows to extrapolate FAD.
+  assert "FAD_inf_musicnn" in report["unavailable"]
+  assert report["sets_not_given"] == {}
+  text = report_lib.headline(report)
+  assert "shuffled prompts" in text and "FAD_musicnn" in text and "unavailable" in text
+
+
+def test_unpaired_prompts_make_paired_metrics_unavailable(reference, tagger):
+  clips = suite.paired_set("generated", [_chord(2.0, 220.0), _chord(2.0, 330.0)], RATE_HZ,
+                           ["a prompt of no reference clip", "another one"], reference)
+  result = suite.run_suite(clips, reference, taggers={TAGGER: tagger})
+  assert "caption" in result["unavailable"][f"KLD_{TAGGER}"]
+  assert "tempo_accuracy" in result["unavailable"] and "MCC" in result["unavailable"]
+  assert set(result["sets_not_given"]) == {"unconditional", "codec"}
+  assert set(result["metrics"]["FAD_musicnn"]["values"]) == {"generated", "shuffled", "real"}
+
+
+def _one_line(error):
+  message = str(error.value)
+  assert "\n" not in message
+  return message
+
+
+def test_input_errors_are_one_line(corpus, reference, folders, tmp_path):
+  with pytest.raises(UserError) as e:
+    suite.read_infer_folder(str(tmp_path))
+  assert "no results.jsonl" in _one_line(e)
+  with pytest.raises(UserError) as e:
+    suite.read_reference(**{**corpus, "split": "nonexistent"})
+  assert "no split" in _one_line(e)
+  with pytest.raises(UserError) as e:
+    suite.read_reference(**corpus, max_clips=3)
+  assert "3 clip(s)" in _one_line(e)
+  with pytest.raises(UserError) as e:
+    suite.read_reference("synth_music/micro", str(tmp_path), SPLIT)
+  assert "prepare it first" in _one_line(e)
+  mismatched = write_infer_folder(tmp_path / "rates", reference.texts[:2], reference.audio[:2],
+                                  rate_hz=16_000)
+  with pytest.raises(UserError) as e:
+    suite.read_infer_folder(mismatched)
+  assert "16000 Hz but its record says 24000 Hz" in _one_line(e)
+  one_prompt = write_infer_folder(tmp_path / "one", reference.texts[:1] * 2, reference.audio[:2])
+  with pytest.raises(UserError) as e:
+    suite.read_infer_folder(one_prompt)
+  assert "1 text prompt(s)" in _one_line(e)
+
+
+def _run_eval(*args):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
+  return subprocess.run([sys.executable, "-m", "musiclm_jax.evaluate", "--gin_file=runs/eval.gin",
+                         *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp_path):
+  out = tmp_path / "eval"
+  result = _run_eval(f"--gin.SAMPLES_DIR='{folders['generated']}'",
+                     f"--gin.DATASET='{corpus['dataset']}'", f"--gin.DATA_DIR='{corpus['data_dir']}'",
+                     f"--gin.SPLIT='{SPLIT}'", f"--gin.OUTPUT_DIR='{out}'",
+                     f"--gin.UNCONDITIONAL_DIR='{folders['unconditional']}'",
+                     f"--gin.TAGGERS=('{TAGGER}',)")
+  assert result.returncode == 0, result.stderr[-3000:]
+  written = json.loads((out / "eval.json").read_text())
+  assert written["inputs"]["split"] == SPLIT
+  assert set(written["metrics"]["FAD_musicnn"]["values"]) == {"generated", "shuffled",
+                                                             "unconditional", "real"}
+  page = (out / "eval.html").read_text()
+  assert "data:image/png;base64," in page and "shuffled prompts" in page
+  assert "FAD_musicnn" in result.stdout
+
+  failed = _run_eval(f"--gin.SAMPLES_DIR='{tmp_path}'", f"--gin.DATASET='{corpus['dataset']}'",
+                     f"--gin.DATA_DIR='{corpus['data_dir']}'", f"--gin.SPLIT='{SPLIT}'")
+  assert failed.returncode == 2, failed.stderr[-2000:]
+  assert "Traceback" not in failed.stderr
+  assert failed.stderr.strip().splitlines()[-1].startswith("error: no results.jsonl")
