@@ -45,16 +45,7 @@ CREATE_FLAGS=(--metadata-from-file=startup-script="$startup")
 run tar czf "$LOG_DIR/code.tgz" --exclude=./.git --exclude=./.venv --exclude=./runs --exclude=__pycache__ .
 run gcloud storage cp "$LOG_DIR/code.tgz" "$CODE_URI"
 
-# shellcheck disable=SC2329  # called by the trap
-teardown() {
-  local status=$?
-  trap - EXIT INT TERM
-  delete_queued_resource || echo "error: could not delete $NAME: delete it by hand" >&2
-  exit "$status"
-}
-trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+delete_on_exit
 
 create_queued_resource
 while true; do

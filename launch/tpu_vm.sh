@@ -22,21 +22,11 @@ LOG_DIR="${LOG_DIR:-runs/launch/$NAME}"
 mkdir -p "$LOG_DIR"
 
 job_pids=()
-# shellcheck disable=SC2329  # called by the trap
-teardown() {
-  local status=$?
-  trap - EXIT INT TERM
-  ((${#job_pids[@]})) && kill -TERM "${job_pids[@]}" 2>/dev/null
-  if [[ "${KEEP:-0}" == 1 ]]; then
-    echo "KEEP=1: queued resource $NAME is still running (and billed)" >&2
-  else
-    delete_queued_resource || echo "error: could not delete $NAME: delete it by hand" >&2
-  fi
-  exit "$status"
+# shellcheck disable=SC2329  # called by delete_on_exit's trap
+stop_jobs() {
+  ((${#job_pids[@]} == 0)) || kill -TERM "${job_pids[@]}" 2>/dev/null
 }
-trap teardown EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+delete_on_exit
 
 create_queued_resource
 wait_until_active

@@ -118,3 +118,25 @@ coordinator_ip() {
       --format='value(networkEndpoints[0].ipAddress)'
   fi
 }
+
+# delete_on_exit: from here on, leaving the script (Ctrl-C and SIGTERM included) first runs
+# `stop_jobs` if the caller defines it, then deletes the queued resource (KEEP=1 keeps it):
+# nothing is left billed by accident.
+delete_on_exit() {
+  trap _teardown EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# shellcheck disable=SC2329  # called by the trap
+_teardown() {
+  local status=$?
+  trap - EXIT INT TERM
+  if declare -F stop_jobs >/dev/null; then stop_jobs || true; fi
+  if [[ "${KEEP:-0}" == 1 ]]; then
+    echo "KEEP=1: queued resource $NAME is still running (and billed)" >&2
+  else
+    delete_queued_resource || echo "error: could not delete $NAME: delete it by hand" >&2
+  fi
+  exit "$status"
+}

@@ -11,6 +11,8 @@ import math
 
 import jax.numpy as jnp
 
+from musiclm_jax.errors import UserError
+
 _SLANEY_LINEAR_HZ_PER_MEL = 200.0 / 3
 _SLANEY_LOG_START_HZ = 1000.0
 _SLANEY_LOG_STEP = math.log(6.4) / 27.0
@@ -136,3 +138,28 @@ def log_mel_spectrogram(samples: jnp.ndarray, sample_rate_hz: int, n_fft: int = 
   """Log-mel spectrogram in dB: [..., time] -> [..., frames, n_mels]."""
   mels = mel_spectrogram(samples, sample_rate_hz, n_fft, hop_length, n_mels, f_min_hz, f_max_hz)
   return power_to_db(mels, top_db=top_db)
+
+
+class WindowedAudioConfig:
+  """Mixin of embedder configs that cut audio into `window_seconds` every `window_hop_seconds`.
+
+  The dataclass using it has `sample_rate_hz`, `window_seconds`,
+  `window_hop_seconds` and `stft_hop_samples`. Windows and their hop must be
+  whole numbers of STFT hops, so each window's log-mel frames are a slice of
+  the whole clip's.
+  """
+
+  def check_windows(self, model_name: str) -> None:
+    for name in ("window_samples", "window_hop_samples"):
+      if getattr(self, name) % self.stft_hop_samples:
+        raise UserError(f"{model_name} {name}={getattr(self, name)} is not a multiple of "
+                        f"stft_hop_samples={self.stft_hop_samples}: change window_seconds, "
+                        "window_hop_seconds or stft_hop_samples")
+
+  @property
+  def window_samples(self) -> int:
+    return int(round(self.window_seconds * self.sample_rate_hz))
+
+  @property
+  def window_hop_samples(self) -> int:
+    return int(round(self.window_hop_seconds * self.sample_rate_hz))

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import spectral
-from musiclm_jax.errors import UserError
 from musiclm_jax.layers import initializers
 from musiclm_jax.layers import normalization
 from musiclm_jax.layers import relative_position
@@ -38,7 +38,7 @@ from musiclm_jax.models.base import BaseModel, Batch, BatchSpec, Metrics, Params
 
 
 @dataclasses.dataclass(frozen=True)
-class MelodyConfig:
+class MelodyConfig(spectral.WindowedAudioConfig):
   """Melody embedder sizes (gin: `melody.MelodyConfig`; see gin/scales/melody_*.gin).
 
   Front end: STFT of `stft_window_samples` every `stft_hop_samples` (FFT size
@@ -49,7 +49,7 @@ class MelodyConfig:
   (None: d_model // num_heads) over `d_model` with a gated-GELU feed-forward of
   `d_ff`. Loss: squared distances between unit vectors, `margin` as FaceNet's.
   """
-  sample_rate_hz: int = 24_000
+  sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ
   window_seconds: float = 4.0
   window_hop_seconds: float = 3.0
   n_fft: int = 1024
@@ -69,19 +69,7 @@ class MelodyConfig:
   window_batch_size: int = 16
 
   def __post_init__(self):
-    for name in ("window_samples", "window_hop_samples"):
-      if getattr(self, name) % self.stft_hop_samples:
-        raise UserError(f"melody {name}={getattr(self, name)} is not a multiple of "
-                        f"stft_hop_samples={self.stft_hop_samples}: change window_seconds, "
-                        "window_hop_seconds or stft_hop_samples")
-
-  @property
-  def window_samples(self) -> int:
-    return int(round(self.window_seconds * self.sample_rate_hz))
-
-  @property
-  def window_hop_samples(self) -> int:
-    return int(round(self.window_hop_seconds * self.sample_rate_hz))
+    self.check_windows("melody")
 
   @property
   def frames_per_window(self) -> int:

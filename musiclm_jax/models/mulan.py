@@ -30,7 +30,6 @@ import optax
 
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import spectral
-from musiclm_jax.errors import UserError
 from musiclm_jax.layers import bert
 from musiclm_jax.layers import resnet
 from musiclm_jax.models.base import BaseModel, Batch, BatchSpec, Metrics, Params
@@ -39,7 +38,7 @@ TEXT_ENCODER = "text_encoder"
 
 
 @dataclasses.dataclass(frozen=True)
-class MuLanConfig:
+class MuLanConfig(spectral.WindowedAudioConfig):
   """MuLan sizes (gin: `mulan.MuLanConfig`; see gin/scales/mulan_*.gin).
 
   Audio front end: STFT of `stft_window_samples` every `stft_hop_samples`
@@ -78,19 +77,7 @@ class MuLanConfig:
   window_batch_size: int = 16
 
   def __post_init__(self):
-    for name in ("window_samples", "window_hop_samples"):
-      if getattr(self, name) % self.stft_hop_samples:
-        raise UserError(f"MuLan {name}={getattr(self, name)} is not a multiple of "
-                        f"stft_hop_samples={self.stft_hop_samples}: change window_seconds, "
-                        "window_hop_seconds or stft_hop_samples")
-
-  @property
-  def window_samples(self) -> int:
-    return int(round(self.window_seconds * self.sample_rate_hz))
-
-  @property
-  def window_hop_samples(self) -> int:
-    return int(round(self.window_hop_seconds * self.sample_rate_hz))
+    self.check_windows("MuLan")
 
   def num_frames(self, num_samples: int) -> int:
     """Log-mel frames of `num_samples` (uncentred STFT)."""

@@ -22,23 +22,15 @@ from musiclm_jax.layers import bert
 from musiclm_jax.layers import rvq as rvq_lib
 from musiclm_jax.models import mulan
 from musiclm_jax.models.base import Params
+from musiclm_jax.tokenizers import embedding_rvq
 
 
-class MuLanTokenizer:
+class MuLanTokenizer(embedding_rvq.EmbeddingRVQTokenizer):
   """A frozen MuLan and its RVQ: numpy audio / strings in, int32 tokens out."""
 
   def __init__(self, model: mulan.MuLanModel, params: Params, quantizer: rvq_lib.ResidualVQ,
                rvq_state: rvq_lib.State):
-    if quantizer.dim != model.config.embedding_dim:
-      raise UserError(f"the RVQ quantizes {quantizer.dim}-d vectors but MuLan embeds in "
-                      f"{model.config.embedding_dim}-d: fit the RVQ on this MuLan")
-    self.model = model
-    self.params = params
-    self.quantizer = quantizer
-    self.rvq_state = rvq_state
-    self.codebook_size = quantizer.codebook_size
-    self.num_levels = quantizer.num_levels
-    self.sample_rate_hz = model.config.sample_rate_hz
+    super().__init__(model, params, quantizer, rvq_state, "MuLan")
     self._text_tokenizer = bert.BertTokenizer(model.config.tokenizer_dir, model.config.max_text_length)
     self._embed_audio = jax.jit(model.embed_audio)
     self._embed_text = jax.jit(model.embed_text)

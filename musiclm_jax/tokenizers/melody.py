@@ -23,29 +23,21 @@ from musiclm_jax.layers import rvq as rvq_lib
 from musiclm_jax.models import melody
 from musiclm_jax.models.base import Params
 from musiclm_jax.tokenizers import conditioning
+from musiclm_jax.tokenizers import embedding_rvq
 from musiclm_jax.tokenizers import rvq_fit
 
 KIND = token_layout.MELODY
 
 
-class MelodyTokenizer:
+class MelodyTokenizer(embedding_rvq.EmbeddingRVQTokenizer):
   """A frozen melody embedder and its RVQ: numpy audio in, int32 tokens out."""
 
   def __init__(self, model: melody.MelodyModel, params: Params, quantizer: rvq_lib.ResidualVQ,
                rvq_state: rvq_lib.State):
-    if quantizer.dim != model.config.embedding_dim:
-      raise UserError(f"the RVQ quantizes {quantizer.dim}-d vectors but the melody embedder gives "
-                      f"{model.config.embedding_dim}-d: fit the RVQ on this embedder")
     if (quantizer.num_levels, quantizer.codebook_size) != (KIND.num_levels, KIND.codebook_size):
       raise UserError(f"the RVQ is {quantizer.num_levels} x {quantizer.codebook_size} but melody "
                       f"tokens are {KIND.num_levels} x {KIND.codebook_size}: refit it")
-    self.model = model
-    self.params = params
-    self.quantizer = quantizer
-    self.rvq_state = rvq_state
-    self.codebook_size = quantizer.codebook_size
-    self.num_levels = quantizer.num_levels
-    self.sample_rate_hz = model.config.sample_rate_hz
+    super().__init__(model, params, quantizer, rvq_state, "the melody embedder")
     self._embed = jax.jit(model.embed_audio)
     self._quantize = jax.jit(quantizer.encode)
 
