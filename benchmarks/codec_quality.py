@@ -62,7 +62,7 @@ def main(argv):
     for row in rows:
       f.write(json.dumps(row) + "\n")
       print(json.dumps(row))
-  print(f"\n| codec | levels | kbps | mel distance | SI-SNR (dB) |\n|---|---|---|---|---|")
+  print("\n| codec | levels | kbps | mel distance | SI-SNR (dB) |\n|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['codec']} | {r['levels']} | {r['bitrate_bps'] / 1000:.1f} | "
           f"{r['mel_distance']:.3f} | {r['si_snr_db']:.2f} |")

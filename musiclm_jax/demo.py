@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 from musiclm_jax.errors import UserError

@@ -4,9 +4,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 import numpy as np
-import optax
 import pytest
 from safetensors.numpy import save_file
 

@@ -163,3 +163,16 @@ class WindowedAudioConfig:
   @property
   def window_hop_samples(self) -> int:
     return int(round(self.window_hop_seconds * self.sample_rate_hz))
+
+  def log_mel(self, audio: jnp.ndarray) -> jnp.ndarray:
+    """audio [batch, samples] -> log-mel [batch, frames, n_mels], in dB / 20.
+
+    Uses the config's n_fft, stft_window_samples, stft_hop_samples, n_mels and
+    f_max_hz; the STFT is uncentred and there is no top_db clamp: a clamp
+    depends on the loudest frame of the whole input, which would make a
+    window's features depend on what surrounds it.
+    """
+    spectrum = stft(audio, n_fft=self.n_fft, hop_length=self.stft_hop_samples,
+                    win_length=self.stft_window_samples, center=False)
+    filters = mel_filterbank(self.sample_rate_hz, self.n_fft, self.n_mels, 0.0, self.f_max_hz)
+    return power_to_db(jnp.square(jnp.abs(spectrum)) @ filters, top_db=None) / 20.0

@@ -100,16 +100,6 @@ def window_starts(num_samples: int, config: MelodyConfig) -> np.ndarray:
   return np.arange(num_windows(num_samples, config)) * config.window_hop_samples
 
 
-def log_mel(audio: jax.Array, config: MelodyConfig) -> jax.Array:
-  """audio [batch, samples] -> log-mel [batch, frames, n_mels], in dB / 20."""
-  c = config
-  spectrum = spectral.stft(audio, n_fft=c.n_fft, hop_length=c.stft_hop_samples,
-                           win_length=c.stft_window_samples, center=False)
-  filters = spectral.mel_filterbank(c.sample_rate_hz, c.n_fft, c.n_mels, 0.0, c.f_max_hz)
-  # No top_db clamp: it would tie a window's features to the loudest moment of the clip.
-  return spectral.power_to_db(jnp.square(jnp.abs(spectrum)) @ filters, top_db=None) / 20.0
-
-
 def _normalize(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -207,7 +197,7 @@ class MelodyModel(BaseModel):
                     rng: jax.Array | None = None) -> jax.Array:
     """audio [batch, window_samples] -> [batch, embedding_dim], normalised (dropout with an rng)."""
     rngs = {"dropout": rng} if rng is not None else {}
-    mels = log_mel(jnp.asarray(audio, jnp.float32), self.config)
+    mels = self.config.log_mel(jnp.asarray(audio, jnp.float32))
     return self.module.apply({"params": params}, mels, deterministic=rng is None, rngs=rngs)
 
   def embed_audio(self, params: Params, audio: jax.Array) -> jax.Array:

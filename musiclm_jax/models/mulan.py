@@ -104,17 +104,6 @@ def window_starts(num_samples: int, config: MuLanConfig) -> np.ndarray:
   return starts
 
 
-def log_mel(audio: jax.Array, config: MuLanConfig) -> jax.Array:
-  """audio [batch, samples] -> log-mel [batch, frames, n_mels], in dB / 20."""
-  c = config
-  spectrum = spectral.stft(audio, n_fft=c.n_fft, hop_length=c.stft_hop_samples,
-                           win_length=c.stft_window_samples, center=False)
-  filters = spectral.mel_filterbank(c.sample_rate_hz, c.n_fft, c.n_mels, 0.0, c.f_max_hz)
-  # No top_db clamp: it depends on the loudest frame of the whole input, which
-  # would make a window's features depend on what surrounds it.
-  return spectral.power_to_db(jnp.square(jnp.abs(spectrum)) @ filters, top_db=None) / 20.0
-
-
 def _normalize(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -251,7 +240,7 @@ class MuLanModel(BaseModel):
     c = self.config
     batch, samples = audio.shape
     audio = jnp.pad(audio.astype(jnp.float32), ((0, 0), (0, max(c.window_samples - samples, 0))))
-    mels = log_mel(audio, c)
+    mels = c.log_mel(audio)
     starts = window_starts(samples, c)
     windows = mels[:, starts[:, None] + np.arange(c.frames_per_window)]  # [batch, n, frames, mels]
     flat = windows.reshape(-1, *windows.shape[2:])

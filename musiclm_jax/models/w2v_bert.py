@@ -20,7 +20,6 @@ Parameter count: python -m musiclm_jax.tools.w2v_bert_param_count --scale=paper
 """
 import dataclasses
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
