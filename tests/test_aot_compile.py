@@ -30,13 +30,15 @@ def test_tiny_semantic_step_compiles_on_a_simulated_mesh_and_reports_memory():
 
 
 def test_largest_fitting_finds_the_boundary_in_few_compiles():
-  from musiclm_jax.tools import aot_compile  # pylint: disable=g-import-not-at-top
+  # Not aot_compile itself: importing a binary defines its flags, which clash with other
+  # binaries' (e.g. param_count's --stage) imported by tests on the same worker.
+  from musiclm_jax.tools import bisect_limit  # pylint: disable=g-import-not-at-top
   for limit_fits in (0, 1, 2, 37, 64, 1000):
     asked = []
     fits = lambda n, m=limit_fits: asked.append(n) or n <= m
-    assert aot_compile.largest_fitting(fits, limit=4096) == limit_fits
+    assert bisect_limit.largest_fitting(fits, limit=4096) == limit_fits
     assert len(asked) <= 2 * max(limit_fits, 1).bit_length() + 1
-  assert aot_compile.largest_fitting(lambda n: True, limit=100) == 100
+  assert bisect_limit.largest_fitting(lambda n: True, limit=100) == 100
 
 
 def _compile_for_topology(*args):

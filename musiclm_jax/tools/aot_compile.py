@@ -44,7 +44,7 @@ if __name__ == "__main__":
 import json
 import re
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from absl import flags
 import gin
@@ -57,6 +57,7 @@ from musiclm_jax import optimizers
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.errors import UserError
+from musiclm_jax.tools import bisect_limit
 
 # Tokens per row of each stage's training crop (paper): 12 MuLan tokens, then
 #   semantic 30 s of 25 Hz semantic tokens;
@@ -177,21 +178,6 @@ def _hbm_shortfall(message: str) -> str:
   return f"it needs {need} {need_unit}iB of its {have} {have_unit}iB HBM"
 
 
-def largest_fitting(fits: Callable[[int], bool], limit: int = 2**16) -> int:
-  """The largest n in [1, limit] with fits(n) (0 if none), for monotone `fits`.
-
-  Doubles until the first failure, then bisects: O(log n) compiles.
-  """
-  good, bad = 0, 1
-  while bad <= limit and fits(bad):
-    good, bad = bad, bad * 2
-  bad = min(bad, limit + 1)
-  while bad - good > 1:
-    mid = (good + bad) // 2
-    good, bad = (mid, bad) if fits(mid) else (good, mid)
-  return good
-
-
 def find_max_batch(stage: str, scale: str, devices: Sequence[Any], model_parallel: int = 2,
                    **kwargs) -> dict:
   """The report of the largest batch (a multiple of the data-parallel replicas) that fits."""
@@ -206,7 +192,7 @@ def find_max_batch(stage: str, scale: str, devices: Sequence[Any], model_paralle
     except DoesNotFitError:
       return False
 
-  best = largest_fitting(fits)
+  best = bisect_limit.largest_fitting(fits)
   if not best:
     raise DoesNotFitError(f"{stage} ({scale}) does not fit even 1 row per replica on "
                           f"{devices[0].device_kind}: raise --model_parallel")
