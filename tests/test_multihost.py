@@ -35,10 +35,35 @@ def free_port() -> int:
 
 
 def multiprocess_env() -> dict[str, str]:
-  """One CPU device per process, collectives across processes through gloo."""
+  """One CPU device per process, collectives across processes through gloo.
+
+  PYTHONFAULTHANDLER: a hung worker prints every thread's stack on SIGABRT
+  (see `finish`), so a hang in CI says where it hung.
+  """
   return dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]), JAX_PLATFORMS="cpu",
               XLA_FLAGS="--xla_force_host_platform_device_count=1",
-              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", PYTHONFAULTHANDLER="1")
+
+
+def finish(workers: list[subprocess.Popen], timeout_seconds: float) -> list[str]:
+  """Each worker's stderr once all have exited; fails with every stack if they hang.
+
+  A worker still running at the deadline gets SIGABRT (its fault handler then
+  prints the stack of each thread) and the test fails with the stderr tails
+  of all workers, not just the first one waited on.
+  """
+  deadline = time.monotonic() + timeout_seconds
+  errors, hung = [], False
+  for w in workers:
+    try:
+      errors.append(w.communicate(timeout=max(deadline - time.monotonic(), 1.0))[1])
+    except subprocess.TimeoutExpired:
+      hung = True
+      w.send_signal(signal.SIGABRT)
+      errors.append(w.communicate(timeout=60)[1])
+  assert not hung, "workers hung:\n" + "\n".join(
+      f"--- worker {i} ---\n{e[-6000:]}" for i, e in enumerate(errors))
+  return errors
 
 
 @functools.cache
@@ -76,13 +101,12 @@ def one_process_losses(bindings: tuple[str, ...], num_shards: int, steps: int | 
 
 def test_two_hosts_read_their_shards_and_match_one_host(tmp_path):
   port = free_port()
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]), PYTHONFAULTHANDLER="1")
   workers = [subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "multihost_worker.py"),
                                str(i), "2", str(port), str(tmp_path)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
-  for w in workers:
-    _, err = w.communicate(timeout=300)
+  for w, err in zip(workers, finish(workers, 300)):
     assert w.returncode == 0, err[-3000:]
   multi = [r["train/loss"] for r in metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")]
 
@@ -140,7 +164,7 @@ def test_sigterm_on_one_host_first_stops_both_at_the_same_step_and_resume_matche
     if workers[0].poll() is None:
       workers[0].send_signal(signal.SIGTERM)
     # Hosts that stop at different steps hang in the next collective: a timeout here.
-    outputs = [w.communicate(timeout=180)[1] for w in workers]
+    outputs = finish(workers, 180)
   finally:
     for w in workers:
       if w.poll() is None:
@@ -153,7 +177,7 @@ def test_sigterm_on_one_host_first_stops_both_at_the_same_step_and_resume_matche
 
   resumed = _start_two_processes(tmp_path, f"--gin.trainer.train.stop_at_step={step + 2}")
   try:
-    errors = [w.communicate(timeout=300)[1] for w in resumed]
+    errors = finish(resumed, 300)
   finally:
     for w in resumed:
       if w.poll() is None:
