@@ -11,12 +11,12 @@ and which it predicts is here. At inference each stage samples in windows of
 its training crop and advances by half a window (the paper gives 15 s for the
 semantic stage), so every window is in-distribution (`cascade.Windows`).
 """
-from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
 from musiclm_jax.data import token_layout
 
 STAGES = ("semantic", "coarse", "fine")
 
-SAMPLE_RATE_HZ = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ  # the cascade's audio, in and out
+SAMPLE_RATE_HZ = rates.SOUNDSTREAM_SAMPLE_RATE_HZ  # the cascade's audio, in and out
 SEMANTIC_RATE_HZ = 25  # w2v-BERT frames
 ACOUSTIC_RATE_HZ = 50  # SoundStream frames
 ACOUSTIC_PER_SEMANTIC = ACOUSTIC_RATE_HZ // SEMANTIC_RATE_HZ

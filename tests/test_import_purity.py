@@ -1,4 +1,5 @@
-"""models/ and layers/ are plain Flax: importing them brings no gin, absl flags, SeqIO or TensorFlow.
+"""models/ and layers/ are plain Flax: importing them brings no gin, absl flags, SeqIO or TensorFlow,
+nor the audio file readers (librosa, soundfile) that only the data side needs.
 
 The imports run in a fresh interpreter (this test process has long imported
 everything), one module after another; after each, the flags are compared with
@@ -12,7 +13,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PURE_PACKAGES = ("musiclm_jax.layers", "musiclm_jax.models")
-FORBIDDEN_MODULES = ("tensorflow", "gin", "seqio")
+FORBIDDEN_MODULES = ("tensorflow", "gin", "seqio", "librosa", "soundfile")
 
 _PROBE = """
 import importlib, json, sys

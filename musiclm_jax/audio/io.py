@@ -14,9 +14,6 @@ import soxr
 
 from musiclm_jax.audio import validation
 
-SOUNDSTREAM_SAMPLE_RATE_HZ = 24_000
-W2V_BERT_SAMPLE_RATE_HZ = 16_000
-
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
   """Decodes a file as it is stored.

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 from absl import logging
 import numpy as np
 
-from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
 from musiclm_jax.data import tfds_audio
 from musiclm_jax.data.pipeline import Batch
 from musiclm_jax.errors import UserError
@@ -49,7 +49,7 @@ class AudioBatchSource:
   split: str = "train"
   batch_size: int = 16
   crop_seconds: float = 1.0
-  sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   audio_key: str = "audio"
   seed: int = 0
   repeat: bool = True

@@ -23,7 +23,7 @@ from typing import Iterator, NamedTuple
 from absl import logging
 import numpy as np
 
-from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
 from musiclm_jax.data import audio_batches
 from musiclm_jax.data import caption_augment
 from musiclm_jax.data import tfds_audio
@@ -99,7 +99,7 @@ def eval_text(clips: CaptionedClips, index: int) -> str:
 @functools.lru_cache(maxsize=4)
 def load_captioned_clips(dataset: str, data_dir: str | None, split: str, audio_key: str = "audio",
                          caption_key: str = "caption", aspects_key: str = "aspect_list",
-                         sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ, min_samples: int = 1) -> CaptionedClips:
+                         sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ, min_samples: int = 1) -> CaptionedClips:
   """Every clip of the split at least `min_samples` long that has a caption or aspects."""
   builder, _ = tfds_audio.open_audio_dataset(dataset, data_dir, audio_key, sample_rate_hz)
   features = builder.info.features

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
 from musiclm_jax.audio import spectral
 from musiclm_jax.layers import initializers
 from musiclm_jax.layers import normalization
@@ -49,7 +49,7 @@ class MelodyConfig(spectral.WindowedAudioConfig):
   (None: d_model // num_heads) over `d_model` with a gated-GELU feed-forward of
   `d_ff`. Loss: squared distances between unit vectors, `margin` as FaceNet's.
   """
-  sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   window_seconds: float = 4.0
   window_hop_seconds: float = 3.0
   n_fft: int = 1024

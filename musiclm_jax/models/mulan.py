@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
 from musiclm_jax.audio import spectral
 from musiclm_jax.layers import bert
 from musiclm_jax.layers import resnet
@@ -54,7 +54,7 @@ class MuLanConfig(spectral.WindowedAudioConfig):
   the bert-base-uncased vocabulary).
   Heads: an MLP of `projection_layers` layers (1 = linear) to `embedding_dim`.
   """
-  sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   window_seconds: float = 10.0
   window_hop_seconds: float = 1.0
   n_fft: int = 1024

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
 from musiclm_jax.layers import conv
 from musiclm_jax.layers import rvq
 from musiclm_jax.models import codec_losses
@@ -49,7 +49,7 @@ class SoundStreamConfig:
     number of levels in 1..Q (bitrate scalability).
   codebook_decay, dead_code_threshold: see rvq.ResidualVQ.
   """
-  sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   channels: int = 32
   embedding_dim: int = 128
   strides: tuple[int, ...] = (3, 4, 5, 8)

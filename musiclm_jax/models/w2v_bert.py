@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
 from musiclm_jax.audio import spectral
 from musiclm_jax.layers import conformer as conformer_lib
 from musiclm_jax.layers import initializers
@@ -71,8 +71,8 @@ class W2vBertConfig:
     a learned code choice either collapses or keeps reshuffling (see
     gin/experiments/w2v_bert_synth.gin).
   """
-  input_sample_rate_hz: int = audio_io.SOUNDSTREAM_SAMPLE_RATE_HZ
-  sample_rate_hz: int = audio_io.W2V_BERT_SAMPLE_RATE_HZ
+  input_sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.W2V_BERT_SAMPLE_RATE_HZ
   mel_hop_length: int = 160
   n_fft: int = 400
   num_mel_bins: int = 80

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import tqdm
 
-from musiclm_jax.audio import io
+from musiclm_jax.audio import rates
 from musiclm_jax.audio import validation
 from musiclm_jax.data.synth_music import caption as caption_lib
 from musiclm_jax.data.synth_music import compose
@@ -51,7 +51,7 @@ class CorpusSpec:
   melody_pair_fraction: float = 0.25
   split_fractions: tuple[float, float] = (0.1, 0.1)
   seed: int = 0
-  sample_rate_hz: int = io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   num_workers: int = 2
 
   @property
