@@ -143,7 +143,7 @@ def parse_line(text: str, line: int, defaults: PromptDefaults, base_dir: str,
   sampling = _sampling(fields, defaults)
   continue_from, continuation = fields.get("continue_from"), None
   if continue_from is not None:
-    continue_from, continuation = _load_continuation(continue_from, base_dir)
+    continue_from, continuation = _load_audio_field("continue_from", continue_from, base_dir)
   melody_from, melody = fields.get("melody_from"), None
   if melody_from is not None:
     melody_from, melody = _load_melody(melody_from, base_dir)
@@ -182,30 +182,25 @@ def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
   return tuple((stage, decoding.SamplingConfig(**per_stage[stage])) for stage in musiclm_spec.STAGES)
 
 
-def _load_continuation(path, base_dir: str) -> tuple[str, np.ndarray]:
+def _load_audio_field(field: str, path, base_dir: str,
+                      checks: validation.AudioChecks = validation.AudioChecks()
+                      ) -> tuple[str, np.ndarray]:
+  """(full path, [samples] at 24 kHz) of the file a line's `field` names, relative to base_dir."""
   if not isinstance(path, str) or not path:
-    raise UserError('"continue_from" must be the path of an audio file')
+    raise UserError(f'"{field}" must be the path of an audio file')
   full = path if os.path.isabs(path) else os.path.join(base_dir, path)
   if not os.path.isfile(full):
-    raise UserError(f"continue_from file {_echo(full)} does not exist")
+    raise UserError(f"{field} file {_echo(full)} does not exist")
   try:
-    return full, audio_io.load_audio(full, cascade_lib.SAMPLE_RATE_HZ)
+    return full, audio_io.load_audio(full, cascade_lib.SAMPLE_RATE_HZ, checks)
   except validation.AudioError as e:
-    raise UserError(f"continue_from: {e}") from None
+    raise UserError(f"{field}: {e}") from None
 
 
 def _load_melody(path, base_dir: str) -> tuple[str, np.ndarray]:
-  """(full path, [samples] at 24 kHz) of a melody_from file; UserError if it holds no usable tune."""
-  if not isinstance(path, str) or not path:
-    raise UserError('"melody_from" must be the path of an audio file')
-  full = path if os.path.isabs(path) else os.path.join(base_dir, path)
-  if not os.path.isfile(full):
-    raise UserError(f"melody_from file {_echo(full)} does not exist")
-  try:
-    audio = audio_io.load_audio(full, cascade_lib.SAMPLE_RATE_HZ,
-                                validation.AudioChecks(min_seconds=MIN_MELODY_SECONDS))
-  except validation.AudioError as e:
-    raise UserError(f"melody_from: {e}") from None
+  """`_load_audio_field` of melody_from; UserError also if it is too short or holds no tune."""
+  full, audio = _load_audio_field("melody_from", path, base_dir,
+                                  validation.AudioChecks(min_seconds=MIN_MELODY_SECONDS))
   voiced = pitch.voiced_fraction(audio, cascade_lib.SAMPLE_RATE_HZ)
   if voiced < MIN_VOICED_FRACTION:
     raise UserError(f"melody_from {_echo(os.path.basename(full))}: no tune found (pitch in "
