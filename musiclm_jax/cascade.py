@@ -16,13 +16,19 @@ is one continuous token stream. A window holds exactly
 what the stage was trained on (`lm.py`, `data/token_layout.py`):
 
   semantic  [M | S(prefix)]                      -> S(new)
+  semantic  [M | melody | S(prefix)]             -> S(new)  a stage trained with melody
   coarse    [M | S(prefix + new) | Ac(prefix)]   -> Ac(new)    2 Ac frames per S frame
   fine      [Ac(prefix + new) | Af(prefix)]      -> Af(new)
 
 Story mode: a request is a list of (text, seconds) segments; windows of the
 conditioned stages also end at segment boundaries and take the M_T of the
 segment they sample. Continuation: the prompt audio's S and A tokens are the
-history the first windows continue from (the output includes it).
+history the first windows continue from (the output includes it). Melody: a
+semantic stage trained on [M | melody] reads, in each window, the melody
+tokens of the request's melody audio that `musiclm_spec.melody_frames` aligns
+with the window (a melody shorter than the music gives its last frames to
+later windows); a request without melody gives it NULL melody tokens, as
+training's melody dropout did.
 
 Randomness: window i of stage s of a request draws from
 fold_in(fold_in(PRNGKey(seed), s), i) (`window_key`), and each row is sampled
@@ -122,11 +128,14 @@ class Request:
     DEFAULT_SAMPLING (the paper's temperature, no filtering, no guidance).
   continuation: [samples] 24 kHz audio to continue from; it is the output's
     start, cut to whole 40 ms frames, and counts in the segments' seconds.
+  melody: [samples] 24 kHz audio whose tune the music follows (hummed, sung,
+    played); needs a semantic stage trained with melody conditioning.
   """
   segments: tuple[tuple[str, float], ...]
   seed: int = 0
   sampling: tuple[tuple[str, decoding.SamplingConfig], ...] = ()
   continuation: np.ndarray | None = dataclasses.field(default=None, compare=False)
+  melody: np.ndarray | None = dataclasses.field(default=None, compare=False)
 
   @classmethod
   def from_text(cls, text: str, seconds: float, **kwargs) -> "Request":
@@ -223,6 +232,7 @@ class Cascade:
     acoustic_tokenizer: SoundStream (codes <-> 24 kHz waveform).
     semantic, coarse, fine: the stage LMs.
     semantic_tokenizer: audio -> S; only needed to continue from audio.
+    melody_tokenizer: audio -> melody tokens; only needed for melody requests.
     windows: stage and decoder windows.
     use_cache: sample with the KV cache (False: full recompute, the reference).
     max_length: most tokens (BOS + prompt + new) in one window.
@@ -234,10 +244,12 @@ class Cascade:
                coarse: StageLM, fine: StageLM,
                semantic_tokenizer: tokenizers.SemanticTokenizer | None = None,
                windows: Windows = Windows(), use_cache: bool = True,
-               max_length: int = lm.DEFAULT_MAX_LENGTH, sources: dict | None = None):
+               max_length: int = lm.DEFAULT_MAX_LENGTH, sources: dict | None = None,
+               melody_tokenizer: tokenizers.MelodyTokenizer | None = None):
     self.conditioning_tokenizer = conditioning_tokenizer
     self.acoustic_tokenizer = acoustic_tokenizer
     self.semantic_tokenizer = semantic_tokenizer
+    self.melody_tokenizer = melody_tokenizer
     self.stages = {"semantic": semantic, "coarse": coarse, "fine": fine}
     self.windows = windows
     self.use_cache = use_cache
@@ -259,11 +271,23 @@ class Cascade:
     if request.continuation is not None and self.semantic_tokenizer is None:
       raise UserError("continuing from audio needs the semantic tokenizer: set "
                       "W2V_BERT_EXPORT_DIR and KMEANS_PATH")
+    if request.melody is not None:
+      if not self.follows_melody:
+        raise UserError("the semantic stage was trained without melody conditioning: drop the "
+                        "melody, or use a stage trained with experiments/semantic_melody_stage.gin")
+      if self.melody_tokenizer is None:
+        raise UserError("a melody prompt needs the melody tokenizer: set MELODY_EXPORT_DIR and "
+                        "MELODY_RVQ_PATH")
     for stage, (model, _) in self.stages.items():
       top_k = request.stage_sampling(stage).top_k
       if top_k > model.vocab_size:
         raise UserError(f"top_k {top_k} of the {stage} stage exceeds its vocabulary of "
                         f"{model.vocab_size} ids: use 0 (all ids) or at most {model.vocab_size}")
+
+  @property
+  def follows_melody(self) -> bool:
+    """Whether the semantic stage reads melody tokens (trained on [M | melody])."""
+    return "melody" in self.stages["semantic"].model.stage.layout.offsets
 
   def generate(self, requests: Sequence[Request], batch_size: int = 4) -> list[Generation]:
     """One Generation per request, in order."""
@@ -303,8 +327,11 @@ class Cascade:
           rows, start)
     mulan = np.stack([self.conditioning_tokenizer.text_tokens([text for text, _ in r.segments])
                       for r in rows])  # [batch, segments, levels]
+    melody = None  # [batch, melody frames, levels]; rows of a batch share the melody's length
+    if first.melody is not None:
+      melody = np.concatenate([self.melody_tokenizer.tokenize(r.melody[None]) for r in rows])
     chunks = []
-    chunks += self._semantic(rows, mulan, semantic, start)
+    chunks += self._semantic(rows, mulan, semantic, start, melody)
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
     chunks += self._coarse(rows, mulan, semantic, coarse, start)
@@ -315,8 +342,8 @@ class Cascade:
     return [Generation(audio[i, :r.num_samples()], semantic[i], acoustic[i], chunks, seconds)
             for i, r in enumerate(requests)]
 
-  def _semantic(self, rows, mulan, semantic, start) -> list[Chunk]:
-    """Fills semantic [batch, frames] from frame `start` on."""
+  def _semantic(self, rows, mulan, semantic, start, melody) -> list[Chunk]:
+    """Fills semantic [batch, frames] from frame `start` on (melody [batch, frames, levels] or None)."""
     layout = self.stages["semantic"].model.stage.layout
     window, stride = self.windows.frames("semantic")
     boundaries = rows[0].boundaries()
@@ -324,9 +351,11 @@ class Cascade:
     for i, (prefix, begin, end) in enumerate(plan_chunks(semantic.shape[1], window, stride, start,
                                                          boundaries)):
       segment = _segment(begin, boundaries)
-      prompt = np.concatenate([layout.encode("mulan", mulan[:, segment]),
-                               layout.encode_stream("semantic", semantic[:, prefix:begin, None])], 1)
-      ids = self._sample("semantic", rows, i, prompt, end - begin)
+      parts = [layout.encode("mulan", mulan[:, segment])]
+      if self.follows_melody:
+        parts.append(_melody_ids(layout, melody, prefix, end, len(rows)))
+      parts.append(layout.encode_stream("semantic", semantic[:, prefix:begin, None]))
+      ids = self._sample("semantic", rows, i, np.concatenate(parts, 1), end - begin)
       semantic[:, begin:end] = layout.decode_stream("semantic", ids)[..., 0]
       chunks.append(Chunk("semantic", segment, prefix, begin, end))
     return chunks
@@ -394,16 +423,29 @@ class Cascade:
     return np.concatenate(pieces, axis=1)
 
 
+def _melody_ids(layout: token_layout.TokenLayout, melody: np.ndarray | None, begin: int, end: int,
+                batch: int) -> np.ndarray:
+  """Melody ids [batch, n] conditioning semantic frames [begin, end); NULL_ID without a melody."""
+  if melody is None:
+    first, last = spec.melody_frames(begin, end)
+    return np.full((batch, (last - first) * token_layout.MELODY.num_levels), token_layout.NULL_ID,
+                   np.int32)
+  first, last = spec.melody_frames(begin, end, melody.shape[1])
+  return layout.encode_stream("melody", melody[:, first:last])
+
+
 def plan_batches(requests: Sequence[Request], batch_size: int) -> list[list[int]]:
   """Request indices of each batch, in the order they run.
 
-  Requests with the same duration, segment boundaries, continuation length
-  and sampling settings share batches of up to `batch_size` rows (the last one
-  is padded by repeating a row, so every batch compiles to the same shapes).
+  Requests with the same duration, segment boundaries, continuation length,
+  melody length (or no melody) and sampling settings share batches of up to
+  `batch_size` rows (the last one is padded by repeating a row, so every
+  batch compiles to the same shapes).
   """
   groups = {}
   for index, request in enumerate(requests):
     key = (request.num_semantic_frames(), request.boundaries(), request.continuation_frames(),
+           None if request.melody is None else len(request.melody),
            tuple(request.stage_sampling(s) for s in spec.STAGES))
     groups.setdefault(key, []).append(index)
   return [indices[first:first + batch_size] for indices in groups.values()
@@ -448,6 +490,8 @@ def check_request(request: Request, max_seconds: float | None = None,
       value = getattr(config, name)
       if value is not None and not _is_finite(value):
         raise UserError(f"{name} of the {stage} stage must be a finite number, got {_short(value)}")
+  if request.melody is not None and (np.ndim(request.melody) != 1 or not np.size(request.melody)):
+    raise UserError("the melody must be non-empty audio [samples] at 24 kHz")
   if request.continuation is not None:
     frames = request.continuation_frames()
     if frames < 1:
@@ -498,6 +542,12 @@ def _check_components(cascade: Cascade) -> None:
   if semantic is not None and semantic.codebook_size > token_layout.SEMANTIC.codebook_size:
     raise UserError(f"the semantic tokenizer has {semantic.codebook_size} codes; the stages "
                     f"read {token_layout.SEMANTIC.codebook_size}")
+  melody, kind = cascade.melody_tokenizer, token_layout.MELODY
+  if melody is not None and ((melody.num_levels, melody.hop_seconds) != (
+      kind.num_levels, spec.MELODY_HOP_SECONDS) or melody.codebook_size > kind.codebook_size):
+    raise UserError(f"the melody tokenizer gives {melody.num_levels} x {melody.codebook_size} "
+                    f"codes every {melody.hop_seconds} s; the semantic stage reads "
+                    f"{kind.num_levels} x {kind.codebook_size} every {spec.MELODY_HOP_SECONDS} s")
 
 
 # Loading from exports.
@@ -513,6 +563,11 @@ def _load_w2v_bert(export_dir: str, kmeans_path: str) -> tokenizers.SemanticToke
       export_dir, kmeans_path)
 
 
+def _load_melody(export_dir: str, rvq_path: str) -> tokenizers.MelodyTokenizer:
+  return importlib.import_module("musiclm_jax.tokenizers.melody").MelodyTokenizer.load(
+      export_dir, rvq_path)
+
+
 def load_stage(export_dir: str) -> StageLM:
   """(model, params) of a stage LM export."""
   batch_spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 1), jnp.int32)}
@@ -522,14 +577,17 @@ def load_stage(export_dir: str) -> StageLM:
 def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_export_dir: str,
                  semantic_export_dir: str, coarse_export_dir: str, fine_export_dir: str,
                  w2v_bert_export_dir: str | None = None, kmeans_path: str | None = None,
+                 melody_export_dir: str | None = None, melody_rvq_path: str | None = None,
                  windows: Windows = Windows(), use_cache: bool = True,
                  max_length: int = lm.DEFAULT_MAX_LENGTH,
                  conditioning_loader=_load_mulan, semantic_loader=_load_w2v_bert,
-                 acoustic_loader=acoustic.SoundStreamTokenizer.load) -> Cascade:
+                 acoustic_loader=acoustic.SoundStreamTokenizer.load,
+                 melody_loader=_load_melody) -> Cascade:
   """A Cascade from export folders; every path is checked before anything loads.
 
   w2v_bert_export_dir and kmeans_path are optional (only continuation needs
-  them). The loaders are the real tokenizers' `load`; tests pass stand-ins.
+  them), and so are melody_export_dir and melody_rvq_path (only melody
+  prompts). The loaders are the real tokenizers' `load`; tests pass stand-ins.
   """
   paths = {"MULAN_EXPORT_DIR": (mulan_export_dir, True), "MULAN_RVQ_PATH": (mulan_rvq_path, False),
            "SOUNDSTREAM_EXPORT_DIR": (soundstream_export_dir, True),
@@ -539,6 +597,11 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
     raise UserError("set both W2V_BERT_EXPORT_DIR and KMEANS_PATH (continuation) or neither")
   if w2v_bert_export_dir is not None:
     paths.update(W2V_BERT_EXPORT_DIR=(w2v_bert_export_dir, True), KMEANS_PATH=(kmeans_path, False))
+  if (melody_export_dir is None) != (melody_rvq_path is None):
+    raise UserError("set both MELODY_EXPORT_DIR and MELODY_RVQ_PATH (melody prompts) or neither")
+  if melody_export_dir is not None:
+    paths.update(MELODY_EXPORT_DIR=(melody_export_dir, True),
+                 MELODY_RVQ_PATH=(melody_rvq_path, False))
   for name, (path, is_dir) in paths.items():
     if not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
       what = "export folder" if is_dir else "file"
@@ -550,9 +613,11 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
   windows.check(max_length)  # config mistakes before loading
   semantic_tokenizer = (None if w2v_bert_export_dir is None
                         else semantic_loader(w2v_bert_export_dir, kmeans_path))
+  melody_tokenizer = (None if melody_export_dir is None
+                      else melody_loader(melody_export_dir, melody_rvq_path))
   return Cascade(conditioning_loader(mulan_export_dir, mulan_rvq_path),
                  acoustic_loader(soundstream_export_dir), load_stage(semantic_export_dir),
                  load_stage(coarse_export_dir), load_stage(fine_export_dir),
                  semantic_tokenizer=semantic_tokenizer, windows=windows, use_cache=use_cache,
-                 max_length=max_length,
+                 max_length=max_length, melody_tokenizer=melody_tokenizer,
                  sources={name.lower(): os.path.abspath(path) for name, (path, _) in paths.items()})

@@ -6,7 +6,7 @@ A prompts file has one prompt per line (blank lines and lines starting with
   {"text": "calm piano", "seconds": 20, "seed": 3, "num_samples": 2,
    "temperature": 0.9 | {"semantic": 1.0, "coarse": 0.95, "fine": 0.4},
    "top_k": 250, "top_p": 0.95, "guidance_scale": 3.0,
-   "continue_from": "hum.wav"}
+   "continue_from": "intro.wav", "melody_from": "hum.wav"}
   {"story": [["calm piano", 15], ["the drums come in", 15]], "seed": 1}
 
 Fields left out take `PromptDefaults`' values; a number given for
@@ -14,7 +14,9 @@ temperature, top_k or top_p sets all three stages, an object sets the stages
 it names; guidance_scale applies to the conditioned stages (semantic, coarse).
 "seconds" is the whole output (with a continuation's audio, which is its
 start); a story gives seconds per segment instead. continue_from is relative
-to the prompts file. Sample i of a prompt uses seed + i.
+to the prompts file, and so is melody_from: a hummed, whistled, sung or played
+tune the music follows (it needs a semantic stage trained with melody; the
+page shows it beside the output). Sample i of a prompt uses seed + i.
 
 Every line is checked before any model loads (what needs the models, such
 as top_k against a stage's vocabulary, right after they load); any exception
@@ -48,6 +50,7 @@ from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec
 from musiclm_jax import report_html
 from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import pitch
 from musiclm_jax.audio import validation
 from musiclm_jax.errors import UserError
 
@@ -57,13 +60,15 @@ AUDIO_DIR = "audio"
 RUN_FILE = "run.json"  # what a resumed run must match: the prompts file's hash and the settings
 _TEMP_SUFFIX = ".tmp"
 _FIELDS = ("text", "story", "seconds", "seed", "num_samples", "temperature", "top_k", "top_p",
-           "guidance_scale", "continue_from")
+           "guidance_scale", "continue_from", "melody_from")
 # guidance_scale applies where there is conditioning to remove.
 _CONDITIONED_STAGES = tuple(name for name, stage in musiclm_spec.STAGE_CONFIGS.items()
                             if stage.condition_kinds)
 _IF_OUTPUT_EXISTS = ("refuse", "resume", "overwrite")
 _ECHO_CHARS = 200  # what an error record shows of its line
 MAX_NUM_SAMPLES = 64  # per line, unless infer's max_num_samples says otherwise
+MIN_MELODY_SECONDS = 1.0  # less is not a tune
+MIN_VOICED_FRACTION = 0.1  # of a melody's frames with a pitch (pYIN); less has no tune to follow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +143,16 @@ def parse_line(text: str, line: int, defaults: PromptDefaults, base_dir: str,
   sampling = _sampling(fields, defaults)
   continue_from, continuation = fields.get("continue_from"), None
   if continue_from is not None:
-    continue_from, continuation = _load_continuation(continue_from, base_dir)
-  requests = [cascade_lib.Request(segments, seed + i, sampling, continuation)
+    continue_from, continuation = _load_audio_field("continue_from", continue_from, base_dir)
+  melody_from, melody = fields.get("melody_from"), None
+  if melody_from is not None:
+    melody_from, melody = _load_melody(melody_from, base_dir)
+  requests = [cascade_lib.Request(segments, seed + i, sampling, continuation, melody)
               for i in range(num_samples)]
   for request in requests:
     cascade_lib.check_request(request, max_seconds, max_text_chars)
   shown = {"text": segments[0][0]} if "text" in fields else {"story": [list(s) for s in segments]}
-  shown.update(seconds=requests[0].seconds, continue_from=continue_from)
+  shown.update(seconds=requests[0].seconds, continue_from=continue_from, melody_from=melody_from)
   return Prompt(line, text, shown, requests)
 
 
@@ -174,16 +182,30 @@ def _sampling(fields: dict, defaults: PromptDefaults) -> tuple:
   return tuple((stage, decoding.SamplingConfig(**per_stage[stage])) for stage in musiclm_spec.STAGES)
 
 
-def _load_continuation(path, base_dir: str) -> tuple[str, np.ndarray]:
+def _load_audio_field(field: str, path, base_dir: str,
+                      checks: validation.AudioChecks = validation.AudioChecks()
+                      ) -> tuple[str, np.ndarray]:
+  """(full path, [samples] at 24 kHz) of the file a line's `field` names, relative to base_dir."""
   if not isinstance(path, str) or not path:
-    raise UserError('"continue_from" must be the path of an audio file')
+    raise UserError(f'"{field}" must be the path of an audio file')
   full = path if os.path.isabs(path) else os.path.join(base_dir, path)
   if not os.path.isfile(full):
-    raise UserError(f"continue_from file {_echo(full)} does not exist")
+    raise UserError(f"{field} file {_echo(full)} does not exist")
   try:
-    return full, audio_io.load_audio(full, cascade_lib.SAMPLE_RATE_HZ)
+    return full, audio_io.load_audio(full, cascade_lib.SAMPLE_RATE_HZ, checks)
   except validation.AudioError as e:
-    raise UserError(f"continue_from: {e}") from None
+    raise UserError(f"{field}: {e}") from None
+
+
+def _load_melody(path, base_dir: str) -> tuple[str, np.ndarray]:
+  """`_load_audio_field` of melody_from; UserError also if it is too short or holds no tune."""
+  full, audio = _load_audio_field("melody_from", path, base_dir,
+                                  validation.AudioChecks(min_seconds=MIN_MELODY_SECONDS))
+  voiced = pitch.voiced_fraction(audio, cascade_lib.SAMPLE_RATE_HZ)
+  if voiced < MIN_VOICED_FRACTION:
+    raise UserError(f"melody_from {_echo(os.path.basename(full))}: no tune found (pitch in "
+                    f"{voiced:.0%} of it): hum, whistle or play a melody")
+  return full, audio
 
 
 def _is_number(value) -> bool:
@@ -331,7 +353,10 @@ def _generate(cascade: cascade_lib.Cascade, prompts: list[Prompt], batch_size: i
         logging.info("line %d sample %d done (%.1f s since start)", prompt.line, i,
                      time.perf_counter() - start)
         if all(samples[prompt.line]):
-          output.add(_record(prompt, output.publish(samples.pop(prompt.line)), cascade, batch_size))
+          record = _record(prompt, output.publish(samples.pop(prompt.line)), cascade, batch_size)
+          if prompt.requests[0].melody is not None:
+            record["melody"] = output.write_melody(prompt.line, prompt.requests[0].melody)
+          output.add(record)
           num_ok += 1
   finally:  # Ctrl-C, a full disk: unfinished lines leave no files behind
     for unfinished in samples.values():
@@ -433,7 +458,8 @@ class _Output:
   def _forget_unrecorded_files(self) -> None:
     """Removes temporary files and any audio no record names: the records describe the folder."""
     recorded = {os.path.join(self.output_dir, s[key]) for r in self.records
-                for s in r.get("samples", ()) for key in ("wav", "spectrogram")}
+                for s in tuple(r.get("samples", ())) + ((r["melody"],) if "melody" in r else ())
+                for key in ("wav", "spectrogram")}
     for path in glob.glob(os.path.join(self.output_dir, AUDIO_DIR, "*")):
       if os.path.basename(path).startswith("line") and path not in recorded:
         os.remove(path)
@@ -464,6 +490,16 @@ class _Output:
       self.discard([sample])  # no half-written file stays behind
       raise
     return sample
+
+  def write_melody(self, line: int, audio: np.ndarray) -> dict:
+    """Writes a line's melody input as a WAV and spectrogram for the page; returns their paths."""
+    name = os.path.join(AUDIO_DIR, f"line{line:04d}_melody")
+    files = {"wav": name + ".wav", "spectrogram": name + ".png"}
+    with _writing(os.path.join(self.output_dir, files["wav"])):
+      audio_io.save_wav(self._temp(files["wav"]), audio, cascade_lib.SAMPLE_RATE_HZ)
+      report_html.save_spectrogram(self._temp(files["spectrogram"]), audio,
+                                   cascade_lib.SAMPLE_RATE_HZ)
+    return self.publish([files])[0]
 
   def publish(self, samples: list[dict]) -> list[dict]:
     for sample in samples:

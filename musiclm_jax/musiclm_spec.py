@@ -1,6 +1,6 @@
 """MusicLM's facts (Agostinelli et al., 2023), each stated once; the rest of the code derives them.
 
-  semantic stage   MuLan M        -> S       (conditioned on M)
+  semantic stage   MuLan M        -> S       (conditioned on M; optionally [M | melody])
   coarse stage     MuLan M, S     -> A[:4]   (conditioned on M; S is the prefix)
   fine stage       A[:4]          -> A[4:]   (unconditioned)
   S: w2v-BERT tokens at 25 Hz; A: SoundStream codes at 50 Hz, both of 24 kHz audio
@@ -28,6 +28,26 @@ PAPER_TEMPERATURES = {"semantic": 1.0, "coarse": 0.95, "fine": 0.4}
 # Training crops; also each stage's inference window.
 PAPER_CROP_SECONDS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
 PAPER_STRIDE_SECONDS = {stage: seconds / 2 for stage, seconds in PAPER_CROP_SECONDS.items()}
+# Melody tokens (section 6): one per 4 s window every 3 s, three per 10 s.
+MELODY_HOP_SECONDS = 3.0
+SEMANTIC_PER_MELODY_FRAME = round(MELODY_HOP_SECONDS * SEMANTIC_RATE_HZ)
+
+
+def melody_frames(begin: int, end: int, num_melody_frames: int | None = None) -> tuple[int, int]:
+  """[first, last) melody frames that condition semantic frames [begin, end).
+
+  The melody window holding `begin`'s time and as many after it as the span
+  covers (ceil), so a crop or inference window of a given length always has
+  the same number of melody frames: one compile per window shape. Near the
+  end of a melody of `num_melody_frames` (None: unbounded), its last frames
+  are used instead, and a melody shorter than the span gives all it has.
+  """
+  count = -(-(end - begin) // SEMANTIC_PER_MELODY_FRAME)
+  first = begin // SEMANTIC_PER_MELODY_FRAME
+  if num_melody_frames is None:
+    return first, first + count
+  first = min(first, max(num_melody_frames - count, 0))
+  return first, min(first + count, num_melody_frames)
 
 
 def semantic_stage(melody: bool = False) -> token_layout.StageConfig:

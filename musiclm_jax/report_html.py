@@ -34,6 +34,12 @@ def save_spectrogram(path: str, audio: np.ndarray, sample_rate_hz: int) -> str:
   return path
 
 
+def _player(files: dict) -> str:
+  """An audio player and the spectrogram of {'wav', 'spectrogram'} (paths relative to the page)."""
+  return (f"<audio controls preload='none' src='{html.escape(files['wav'], quote=True)}'></audio>"
+          f"<img alt='spectrogram' src='{html.escape(files['spectrogram'], quote=True)}'>")
+
+
 def _prompt_html(record: dict) -> str:
   if "story" in record:
     parts = "".join(f"<li>{html.escape(text)} <span class='settings'>({seconds:g} s)</span></li>"
@@ -54,11 +60,12 @@ def _prompt_html(record: dict) -> str:
               f"guidance {record['sampling']['semantic']['guidance_scale']}")
   if record.get("continue_from"):
     settings += f", continues {os.path.basename(record['continue_from'])}"
-  samples = "".join(
-      f"<div class='sample'>seed {s['seed']}<br>"
-      f"<audio controls preload='none' src='{html.escape(s['wav'], quote=True)}'></audio>"
-      f"<img alt='spectrogram' src='{html.escape(s['spectrogram'], quote=True)}'></div>"
-      for s in record["samples"])
+  melody = ""
+  if record.get("melody"):  # the input tune, beside the outputs that follow it
+    melody = (f"<div class='sample'>melody: {html.escape(os.path.basename(record['melody_from']))}"
+              f"<br>{_player(record['melody'])}</div>")
+  samples = melody + "".join(
+      f"<div class='sample'>seed {s['seed']}<br>{_player(s)}</div>" for s in record["samples"])
   return (f"<div class='prompt'>{head}<p class='settings'>{html.escape(settings)}</p>"
           f"{samples}</div>")
 

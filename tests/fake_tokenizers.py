@@ -85,3 +85,34 @@ class FakeAcousticTokenizer:
     """Each frame becomes a constant at its level-0 code's RMS bin."""
     level = np.asarray(codes)[..., 0].astype(np.float32) / self.codebook_size
     return np.repeat(level, _ACOUSTIC_HOP, axis=-1)
+
+
+class FakeMelodyTokenizer:
+  """Melody tokens from each window's RMS level: 4 s windows every 3 s, level q (bin + 5 q) % size."""
+
+  hop_seconds = musiclm_spec.MELODY_HOP_SECONDS
+  window_seconds = 4.0
+
+  def __init__(self, codebook_size: int = token_layout.MELODY.codebook_size,
+               num_levels: int = token_layout.MELODY.num_levels):
+    self.codebook_size = codebook_size
+    self.num_levels = num_levels
+    self._hop = round(self.hop_seconds * musiclm_spec.SAMPLE_RATE_HZ)
+    self._window = round(self.window_seconds * musiclm_spec.SAMPLE_RATE_HZ)
+
+  def num_frames(self, num_samples: int) -> int:
+    return 1 + -(-max(num_samples - self._window, 0) // self._hop)
+
+  def tokenize(self, audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, np.float32)
+    starts = np.arange(self.num_frames(audio.shape[1])) * self._hop
+    padded = np.pad(audio, ((0, 0), (0, starts[-1] + self._window - audio.shape[1])))
+    rms = np.stack([np.sqrt(np.mean(padded[:, s:s + self._window] ** 2, axis=-1)) for s in starts],
+                   axis=1)
+    level = np.minimum(rms * self.codebook_size, self.codebook_size - 1).astype(np.int32)
+    return (level[..., None] + 5 * np.arange(self.num_levels)) % self.codebook_size
+
+
+def load_fake_melody(export_dir: str, rvq_path: str) -> FakeMelodyTokenizer:
+  del export_dir, rvq_path
+  return FakeMelodyTokenizer()

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 import fake_tokenizers
 import numpy_params
 from conftest import REPO_DIR, TESTS_DIR, sine
+from musiclm_jax.data import tasks
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import soundstream
@@ -68,6 +69,24 @@ def test_every_clip_once_with_its_tokens(synth_music_micro, micro_cache):
   assert metadata.splits["train"]["num_shards"] == 3  # 6 clips, 2 per shard
   assert metadata.splits["train"]["num_records"] == 6 and metadata.splits["train"]["skipped"] == {}
   assert metadata.config["acoustic"]["class"] == "fake_tokenizers.FakeAcousticTokenizer"
+
+
+def test_a_melody_tokenizer_adds_melody_tokens_the_melody_stage_trains_on(synth_music_micro,
+                                                                            micro_cache, tmp_path):
+  melody = fake_tokenizers.FakeMelodyTokenizer()
+  metadata = _tokenize(synth_music_micro, tmp_path, melody_tokenizer=melody, splits=("train",))
+  assert metadata.has_melody and not token_cache.load_metadata(str(micro_cache[0])).has_melody
+  assert metadata.config["melody"]["hop_seconds"] == 3.0
+  clips = _tfds_clips(synth_music_micro, "train")
+  plain = {r.clip_id: r for r in token_cache.read_split(str(micro_cache[0]), "train")}
+  for record in token_cache.read_split(str(tmp_path), "train"):
+    audio = clips[record.clip_id][None, :record.num_samples]
+    np.testing.assert_array_equal(record.melody, melody.tokenize(audio)[0])
+    np.testing.assert_array_equal(record.semantic, plain[record.clip_id].semantic)
+    assert plain[record.clip_id].melody is None
+  name = tasks.register_cache_task("semantic", str(tmp_path), 1.0, name="tok_melody", melody=True)
+  example = tasks.random_access(name).example("train", 0, np.random.default_rng(0))
+  assert tasks.MELODY_LAYOUT.contains("melody", example["targets"]).sum() == 24  # 1 s: 1 window
 
 
 def test_a_killed_run_resumes_and_keeps_finished_shards(synth_music_micro, micro_cache, tmp_path):

@@ -4,6 +4,7 @@ An example is one random crop of one cached clip, as a 'targets' sequence
 in the stage's `token_layout`:
 
   semantic  [M_A | S]             crop 30 s (paper): 12 + 750 tokens
+  semantic  [M_A | melody | S]    with melody=True: + 10 melody frames x 24 (3 s hop)
   coarse    [M_A | S | Ac]        crop 10 s: 12 + 250 + 500 x 4 tokens
   fine      [Ac | Af]             crop 3 s: 150 x 4 + 150 x 8 tokens
 
@@ -40,6 +41,7 @@ from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 
 LAYOUTS = {name: stage.layout for name, stage in spec.STAGE_CONFIGS.items()}
+MELODY_LAYOUT = spec.semantic_stage(melody=True).layout  # the semantic stage's, with melody=True
 _COARSE_LEVELS = token_layout.COARSE.num_levels
 # name -> the arguments it was registered with, to re-register on a change.
 _REGISTERED: dict[str, tuple] = {}
@@ -60,9 +62,11 @@ def stage_sequence(layout: token_layout.TokenLayout, codes: Mapping[str, np.ndar
                         axis=-1).astype(np.int32)
 
 
-def _check_stage(stage: str) -> None:
+def _check_stage(stage: str, melody: bool = False) -> None:
   if stage not in spec.STAGES:
     raise UserError(f"unknown stage {stage!r}: use one of {', '.join(spec.STAGES)}")
+  if melody and stage != "semantic":
+    raise UserError(f"melody conditioning is for the semantic stage, not {stage}: unset melody")
 
 
 def crop_frames(stage: str, crop_seconds: float | None = None) -> dict[str, int]:
@@ -82,18 +86,24 @@ def crop_frames(stage: str, crop_seconds: float | None = None) -> dict[str, int]
           "coarse": {"semantic": semantic, "coarse": acoustic}}[stage]
 
 
-def feature_lengths(stage: str, crop_seconds: float | None = None) -> dict[str, int]:
-  """{'targets': tokens of a full crop}: TASK_FEATURE_LENGTHS for `stage`."""
+def feature_lengths(stage: str, crop_seconds: float | None = None,
+                    melody: bool = False) -> dict[str, int]:
+  """{'targets': tokens of a full crop}: TASK_FEATURE_LENGTHS for `stage` (melody: [M | melody | S])."""
+  _check_stage(stage, melody)
   frames = crop_frames(stage, crop_seconds)
   length = sum(token_layout.KINDS[kind].num_levels * n for kind, n in frames.items())
   if stage != "fine":
     length += token_layout.MULAN.num_levels
+  if melody:
+    first, last = spec.melody_frames(0, frames["semantic"])
+    length += token_layout.MELODY.num_levels * (last - first)
   return {"targets": length}
 
 
 def _parse(ex: Mapping[str, tf.Tensor], acoustic_levels: int) -> dict[str, tf.Tensor]:
   return {"clip_id": ex["clip_id"], "mulan": ex["mulan_tokens"], "semantic": ex["semantic_tokens"],
-          "acoustic": tf.reshape(ex["acoustic_tokens"], [-1, acoustic_levels])}
+          "acoustic": tf.reshape(ex["acoustic_tokens"], [-1, acoustic_levels]),
+          "melody": tf.reshape(ex["melody_tokens"], [-1, token_layout.MELODY.num_levels])}
 
 
 def _crop_start(rng: np.random.Generator, length: int, crop: int) -> int:
@@ -102,7 +112,8 @@ def _crop_start(rng: np.random.Generator, length: int, crop: int) -> int:
 
 
 def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic: np.ndarray,
-             acoustic: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+             acoustic: np.ndarray, rng: np.random.Generator,
+             melody: np.ndarray | None = None) -> tuple[np.ndarray, int]:
   """One random crop of a cached clip as a stage sequence: the one place crops are drawn.
 
   Args:
@@ -110,6 +121,8 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
     mulan: M_A [mulan_levels]; semantic: S [T_s]; acoustic: A [T_a, levels], T_a == 2 T_s.
     rng: draws the crop's start (the SeqIO task seeds it from SeqIO's seeds,
       `CacheExamples` from the pipeline's (seed, epoch, index)).
+    melody: melody tokens [T_m, melody_levels] for a semantic stage conditioned
+      on [M | melody]: the frames `spec.melody_frames` gives for the crop.
   Returns:
     (ids [length] int32 via `stage_sequence`, the crop's start in 50 Hz frames).
   """
@@ -128,20 +141,28 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
     start = semantic_start * spec.ACOUSTIC_PER_SEMANTIC
     if stage == "coarse":
       codes["coarse"] = acoustic[start:start + frames["coarse"], :_COARSE_LEVELS]
+    if melody is not None:
+      first, last = spec.melody_frames(semantic_start, semantic_start + len(codes["semantic"]),
+                                       len(melody))
+      codes["melody"] = melody[first:last]
+      return stage_sequence(MELODY_LAYOUT, codes), start
   return stage_sequence(LAYOUTS[stage], codes), start
 
 
 @seqio.map_over_dataset(num_seeds=1)
-def random_crop(ex: Mapping[str, tf.Tensor], seed, stage: str, frames: Mapping[str, int]):
+def random_crop(ex: Mapping[str, tf.Tensor], seed, stage: str, frames: Mapping[str, int],
+                melody: bool = False):
   """A parsed clip -> {'targets': ids of one crop by `crop_ids`} plus the trace features."""
 
-  def crop(seed, mulan, semantic, acoustic):
+  def crop(seed, mulan, semantic, acoustic, melody_codes):
     ids, start = crop_ids(stage, frames, mulan, semantic, acoustic,
-                          np.random.default_rng(seed.view(np.uint32)))
+                          np.random.default_rng(seed.view(np.uint32)),
+                          melody_codes if melody else None)
     return ids, np.int32(start)
 
-  targets, start = tf.numpy_function(crop, [seed, ex["mulan"], ex["semantic"], ex["acoustic"]],
-                                     [tf.int32, tf.int32], stateful=False)
+  targets, start = tf.numpy_function(
+      crop, [seed, ex["mulan"], ex["semantic"], ex["acoustic"], ex["melody"]],
+      [tf.int32, tf.int32], stateful=False)
   targets.set_shape([None])
   start.set_shape([])
   return {"clip_id": ex["clip_id"], "crop_start_frame": start, "targets": targets}
@@ -159,6 +180,7 @@ class CacheExamples:
   stage: str
   cache_dir: str
   frames: Mapping[str, int]
+  melody: bool = False
   _readers: dict[str, token_cache.SplitReader] = dataclasses.field(
       default_factory=dict, init=False, repr=False, compare=False)
 
@@ -178,7 +200,7 @@ class CacheExamples:
     """{'targets': ids [length] int32, 'clip_id', 'crop_start_frame'}."""
     record = self._reader(split)[index]
     ids, start = crop_ids(self.stage, self.frames, record.mulan, record.semantic, record.acoustic,
-                          rng)
+                          rng, record.melody if self.melody else None)
     return {"targets": ids, "clip_id": record.clip_id, "crop_start_frame": start}
 
 
@@ -187,9 +209,12 @@ def random_access(task_name: str) -> CacheExamples | None:
   return _RANDOM_ACCESS.get(task_name)
 
 
-def _check_cache(cache_dir: str, stage: str) -> tuple[token_cache.CacheMetadata, dict[str, int]]:
+def _check_cache(cache_dir: str, stage: str,
+                 melody: bool = False) -> tuple[token_cache.CacheMetadata, dict[str, int]]:
   """The cache's metadata and records per finished split; UserError if the stage cannot use it."""
   metadata = token_cache.load_metadata(cache_dir)
+  if melody:
+    _check_melody(cache_dir, metadata)
   for cache_key, kind in (("mulan", token_layout.MULAN), ("semantic", token_layout.SEMANTIC),
                           ("acoustic", token_layout.COARSE)):
     if metadata.codebook_size(cache_key) > kind.codebook_size:
@@ -207,10 +232,25 @@ def _check_cache(cache_dir: str, stage: str) -> tuple[token_cache.CacheMetadata,
   return metadata, records
 
 
-def _add_task(name: str, stage: str, cache_dir: str, frames: Mapping[str, int]) -> int:
+def _check_melody(cache_dir: str, metadata: token_cache.CacheMetadata) -> None:
+  if not metadata.has_melody:
+    raise UserError(f"{cache_dir} has no melody tokens: re-tokenize with MELODY_EXPORT_DIR and "
+                    "MELODY_RVQ_PATH set, or unset MELODY")
+  found = metadata.config["melody"]
+  kind = token_layout.MELODY
+  if (found["num_levels"], found["hop_seconds"]) != (kind.num_levels, spec.MELODY_HOP_SECONDS) or (
+      found["codebook_size"] > kind.codebook_size):
+    raise UserError(f"{cache_dir}: melody tokens of {found['num_levels']} x "
+                    f"{found['codebook_size']} every {found['hop_seconds']} s; the semantic stage "
+                    f"reads {kind.num_levels} x {kind.codebook_size} every "
+                    f"{spec.MELODY_HOP_SECONDS} s: refit the melody RVQ and re-tokenize")
+
+
+def _add_task(name: str, stage: str, cache_dir: str, frames: Mapping[str, int],
+              melody: bool = False) -> int:
   """Registers one cache's task; returns its number of train records (0 if none)."""
-  metadata, records = _check_cache(cache_dir, stage)
-  layout = LAYOUTS[stage]
+  metadata, records = _check_cache(cache_dir, stage, melody)
+  layout = MELODY_LAYOUT if melody else LAYOUTS[stage]
   seqio.TaskRegistry.add(
       name,
       source=seqio.TFExampleDataSource(
@@ -219,11 +259,11 @@ def _add_task(name: str, stage: str, cache_dir: str, frames: Mapping[str, int]) 
       preprocessors=[
           seqio.map_over_dataset(functools.partial(
               _parse, acoustic_levels=metadata.acoustic_levels)),
-          functools.partial(random_crop, stage=stage, frames=dict(frames)),
+          functools.partial(random_crop, stage=stage, frames=dict(frames), melody=melody),
       ],
       output_features={"targets": seqio.Feature(seqio.PassThroughVocabulary(layout.vocab_size),
                                                 add_eos=False)})
-  _RANDOM_ACCESS[name] = CacheExamples(stage, cache_dir, dict(frames))
+  _RANDOM_ACCESS[name] = CacheExamples(stage, cache_dir, dict(frames), melody)
   return records.get("train", 0)
 
 
@@ -237,7 +277,7 @@ def _remove(name: str) -> None:
 
 def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
                         crop_seconds: float | None = None, name: str | None = None,
-                        rates: Sequence[float] | None = None) -> str:
+                        rates: Sequence[float] | None = None, melody: bool = False) -> str:
   """Registers `stage`'s task over one cache, or a mixture over several; returns its name.
 
   Args:
@@ -247,8 +287,10 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
     name: task or mixture name (default 'token_cache_<stage>'). Registering
       the same name again with other arguments replaces it.
     rates: mixing rates of the caches (default: their numbers of train records).
+    melody: the semantic stage conditioned on [M_A | melody tokens]; every
+      cache must hold melody tokens.
   """
-  _check_stage(stage)
+  _check_stage(stage, melody)
   cache_dirs = [cache_dirs] if isinstance(cache_dirs, str) else list(cache_dirs or [])
   if not cache_dirs:
     raise UserError("no token cache given: pass --gin.TOKEN_CACHE_DIR=\\\"DIR\\\" (a folder "
@@ -256,7 +298,7 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
   if rates is not None and len(rates) != len(cache_dirs):
     raise UserError(f"{len(rates)} mixing rates for {len(cache_dirs)} caches: give one per cache")
   name = name or f"token_cache_{stage}"
-  key = (stage, tuple(cache_dirs), crop_seconds, None if rates is None else tuple(rates))
+  key = (stage, tuple(cache_dirs), crop_seconds, None if rates is None else tuple(rates), melody)
   if _REGISTERED.get(name) == key:
     return name
   if name in _REGISTERED:
@@ -265,10 +307,11 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
     raise UserError(f"SeqIO task or mixture {name!r} already exists: pick another name")
   frames = crop_frames(stage, crop_seconds)
   if len(cache_dirs) == 1:
-    _add_task(name, stage, cache_dirs[0], frames)
+    _add_task(name, stage, cache_dirs[0], frames, melody)
   else:
     tasks = [f"{name}.{i}" for i in range(len(cache_dirs))]
-    sizes = [_add_task(task, stage, cache_dir, frames) for task, cache_dir in zip(tasks, cache_dirs)]
+    sizes = [_add_task(task, stage, cache_dir, frames, melody)
+             for task, cache_dir in zip(tasks, cache_dirs)]
     seqio.MixtureRegistry.add(name, list(zip(tasks, rates or sizes)))
   _REGISTERED[name] = key
   return name

@@ -11,8 +11,10 @@ for every training run. A cache is a folder:
 
 A record holds the tokens without vocabulary offsets (`token_layout` adds
 those per stage): M_A [mulan_levels], S [T_s] at 25 Hz, A [T_a, levels] at
-50 Hz stored flattened time-major, with T_a == 2 * T_s, plus the caption,
-the dataset's other (non-audio) features as JSON, and the clip id.
+50 Hz stored flattened time-major, with T_a == 2 * T_s, optionally melody
+tokens [T_m, melody_levels] (one frame per melody window, 3 s hop) when the
+cache was written with a melody tokenizer, plus the caption, the dataset's
+other (non-audio) features as JSON, and the clip id.
 
 A shard only appears under its final name once it and its counts are
 complete (written under a temporary name, then renamed), so "the file
@@ -42,6 +44,8 @@ FEATURE_SPEC = {
     "semantic_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "acoustic_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "acoustic_levels": tf.io.FixedLenFeature([], tf.int64),
+    "melody_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
+    "melody_levels": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     "num_samples": tf.io.FixedLenFeature([], tf.int64),
     "caption": tf.io.FixedLenFeature([], tf.string, default_value=""),
     "labels_json": tf.io.FixedLenFeature([], tf.string, default_value="{}"),
@@ -60,6 +64,7 @@ class Record:
     num_samples: 24 kHz samples that were tokenized (T_s * 960).
     caption: the dataset's caption, or "".
     labels: the dataset's other non-audio features, JSON-able.
+    melody: melody tokens [T_m, melody_levels] int32, or None (a cache without them).
   """
   clip_id: str
   mulan: np.ndarray
@@ -68,6 +73,7 @@ class Record:
   num_samples: int
   caption: str = ""
   labels: dict[str, Any] = dataclasses.field(default_factory=dict)
+  melody: np.ndarray | None = None
 
 
 def _int64s(values) -> tf.train.Feature:
@@ -91,6 +97,9 @@ def serialize(record: Record) -> bytes:
       "caption": _bytes(record.caption),
       "labels_json": _bytes(json.dumps(record.labels, sort_keys=True)),
   }
+  if record.melody is not None:
+    melody = np.asarray(record.melody)
+    features.update(melody_tokens=_int64s(melody), melody_levels=_int64s([melody.shape[1]]))
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
@@ -100,11 +109,14 @@ def deserialize(serialized: bytes) -> Record:
   ints = lambda k: np.asarray(feature[k].int64_list.value, np.int32)
   text = lambda k: feature[k].bytes_list.value[0].decode("utf-8")
   levels = int(feature["acoustic_levels"].int64_list.value[0])
+  melody = None
+  if "melody_levels" in feature:
+    melody = ints("melody_tokens").reshape(-1, int(feature["melody_levels"].int64_list.value[0]))
   return Record(clip_id=text("clip_id"), mulan=ints("mulan_tokens"),
                 semantic=ints("semantic_tokens"),
                 acoustic=ints("acoustic_tokens").reshape(-1, levels),
                 num_samples=int(feature["num_samples"].int64_list.value[0]),
-                caption=text("caption"), labels=json.loads(text("labels_json")))
+                caption=text("caption"), labels=json.loads(text("labels_json")), melody=melody)
 
 
 # Files.
@@ -230,6 +242,10 @@ class CacheMetadata:
   @property
   def acoustic_levels(self) -> int:
     return self.config["acoustic"]["num_levels"]
+
+  @property
+  def has_melody(self) -> bool:
+    return "melody" in self.config
 
   def codebook_size(self, tokenizer: str) -> int:
     return self.config[tokenizer]["codebook_size"]

@@ -1,4 +1,12 @@
-"""Does an audio embedding find a tune played on other instruments, whistled or hummed?
+"""Does music follow its melody input, and does an embedding find a tune played otherwise?
+
+Adherence (`melody_adherence`): pitch contours (pYIN, `audio/pitch.py`) of the
+melody input and of the generated music, compared frame by frame as pitch
+classes at the transposition that agrees best (music in another key still
+follows the tune), against the same measure with another prompt's melody.
+
+Retrieval (`melody_retrieval`): does an audio embedding find a tune played on
+other instruments, whistled or hummed?
 
 On held-out pieces (one clip each, its first `crop_seconds`), the candidates
 are the mixes, one per piece. A query is another view of one piece's crop
@@ -12,8 +20,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from musiclm_jax.audio import pitch
 from musiclm_jax.data import melody_pairs
 from musiclm_jax.data import melody_voices
+from musiclm_jax.errors import UserError
 from musiclm_jax.eval import retrieval
 
 QUERY_VIEWS = (melody_pairs.PAIR,) + melody_voices.VOICES
@@ -57,3 +67,43 @@ def melody_retrieval(embed: Callable[[np.ndarray], np.ndarray],
 def _embed_all(embed, audio: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
   return np.concatenate([np.asarray(embed(np.stack(audio[i:i + batch_size])))
                          for i in range(0, len(audio), batch_size)])
+
+
+def pitch_class_agreement(reference: np.ndarray, other: np.ndarray) -> float:
+  """Share of `reference`'s voiced frames where `other` has the same pitch class, best transposition.
+
+  reference, other: MIDI contours [frames] (NaN where unvoiced, `pitch.pitch_contour`),
+  compared over the shorter one. A frame where `other` has no pitch counts as
+  a miss; 0.0 when the reference has no voiced frame.
+  """
+  n = min(len(reference), len(other))
+  reference, other = np.asarray(reference[:n]), np.asarray(other[:n])
+  voiced = np.isfinite(reference)
+  if not voiced.any():
+    return 0.0
+  both = voiced & np.isfinite(other)
+  shifts = (np.round(reference[both]) - np.round(other[both])).astype(int) % 12
+  return float(np.bincount(shifts, minlength=12).max() / voiced.sum()) if both.any() else 0.0
+
+
+def melody_adherence(generated: Sequence[np.ndarray], melodies: Sequence[np.ndarray],
+                     sample_rate_hz: int) -> dict:
+  """How well each generated clip [samples] follows its melody [samples], against a mismatched one.
+
+  Pair i's mismatch is melody i + 1 (cyclically): the same measure for music
+  that was not asked to follow it, so 'matched' above 'mismatched' is what
+  adherence means. Returns {'num_pairs', 'matched', 'mismatched' (means),
+  'matched_per_pair', 'mismatched_per_pair'}.
+  """
+  if len(generated) != len(melodies) or len(generated) < 2:
+    raise UserError(f"melody adherence needs >= 2 (generated, melody) pairs, got "
+                    f"{len(generated)} clips for {len(melodies)} melodies")
+  contour = lambda audio: pitch.pitch_contour(audio, sample_rate_hz)[0]
+  music = [contour(audio) for audio in generated]
+  tunes = [contour(audio) for audio in melodies]
+  matched = [pitch_class_agreement(tunes[i], music[i]) for i in range(len(music))]
+  mismatched = [pitch_class_agreement(tunes[(i + 1) % len(music)], music[i])
+                for i in range(len(music))]
+  return {"num_pairs": len(music), "matched": float(np.mean(matched)),
+          "mismatched": float(np.mean(mismatched)), "matched_per_pair": matched,
+          "mismatched_per_pair": mismatched}

@@ -13,6 +13,8 @@ model:
 - its unconditional rows: conditioning dropout replaces every conditioning
   token of an example by NULL_ID with probability `condition_dropout_rate`,
   which teaches the unconditional model that classifier-free guidance needs;
+  a stage conditioned on [M | melody] also drops its melody tokens alone with
+  probability `melody_dropout_rate`, so it generates from text alone too;
   at inference, `remove_conditioning` builds the unconditional rows the same
   way and `predict_batch` mixes the two rows' logits;
 - its per-position constraints: target number p (0 = the first) may only be
@@ -62,11 +64,13 @@ class DecoderOnlyLM(base.BaseModel):
     z_loss: coefficient of log(Z)^2 added to the loss (PaLM/T5X; 1e-4 is usual).
     condition_dropout_rate: per-example probability, in training only, of
       replacing the conditioning tokens by NULL_ID.
+    melody_dropout_rate: per-example probability, in training only, of
+      replacing the melody tokens alone by NULL_ID (independent of the above).
   """
 
   def __init__(self, transformer_config: transformer.TransformerConfig,
                stage: token_layout.StageConfig | None = None, z_loss: float = 0.0,
-               condition_dropout_rate: float = 0.0):
+               condition_dropout_rate: float = 0.0, melody_dropout_rate: float = 0.0):
     if stage is not None:
       layout_vocab = stage.layout.vocab_size
       if transformer_config.vocab_size not in (None, layout_vocab):
@@ -84,10 +88,13 @@ class DecoderOnlyLM(base.BaseModel):
       raise ValueError("DecoderOnlyLM needs transformer_config.vocab_size or a stage.")
     if condition_dropout_rate and (stage is None or not stage.condition_kinds):
       raise ValueError("condition_dropout_rate needs a stage with condition_kinds.")
+    if melody_dropout_rate and (stage is None or "melody" not in stage.condition_kinds):
+      raise ValueError("melody_dropout_rate needs a stage conditioned on melody tokens.")
     self.config = transformer_config
     self.stage = stage
     self.z_loss = z_loss
     self.condition_dropout_rate = condition_dropout_rate
+    self.melody_dropout_rate = melody_dropout_rate
     self.module = transformer.Decoder(transformer_config)
 
   @property
@@ -139,15 +146,16 @@ class DecoderOnlyLM(base.BaseModel):
     logits = nn.with_logical_constraint(logits, ("batch", None, "length", "vocab"))
     return logits.astype(jnp.float32)
 
-  def remove_conditioning(self, tokens, drop=None):
+  def remove_conditioning(self, tokens, drop=None, kinds=None):
     """Replaces conditioning tokens by NULL_ID in the rows where `drop` [batch] is True.
 
-    drop=None drops every row. tokens: [batch, length] -> [batch, length].
+    drop=None drops every row; kinds=None every conditioning kind.
+    tokens: [batch, length] -> [batch, length].
     """
     if self.stage is None or not self.stage.condition_kinds:
       return tokens
     is_condition = jnp.zeros(tokens.shape, bool)
-    for kind in self.stage.condition_kinds:
+    for kind in self.stage.condition_kinds if kinds is None else kinds:
       is_condition |= self.stage.layout.contains(kind, tokens)
     if drop is not None:
       is_condition &= drop[:, None]
@@ -166,6 +174,11 @@ class DecoderOnlyLM(base.BaseModel):
         drop = jax.random.bernoulli(condition_rng, self.condition_dropout_rate,
                                     (inputs.shape[0],))
         inputs = self.remove_conditioning(inputs, drop)
+      if self.melody_dropout_rate:
+        # fold_in, not a 3-way split: runs without melody keep their random streams.
+        drop = jax.random.bernoulli(jax.random.fold_in(condition_rng, 1),
+                                    self.melody_dropout_rate, (inputs.shape[0],))
+        inputs = self.remove_conditioning(inputs, drop, kinds=("melody",))
 
     segment_ids = batch.get("decoder_segment_ids")
     if self.stage is not None and segment_ids is None:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musiclm_jax import musiclm_spec
 from musiclm_jax.audio import rates
 from musiclm_jax.audio import spectral
 from musiclm_jax.layers import initializers
@@ -51,7 +52,7 @@ class MelodyConfig(spectral.WindowedAudioConfig):
   """
   sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   window_seconds: float = 4.0
-  window_hop_seconds: float = 3.0
+  window_hop_seconds: float = musiclm_spec.MELODY_HOP_SECONDS  # the stages read tokens at this rate
   n_fft: int = 1024
   stft_window_samples: int = 600
   stft_hop_samples: int = 240

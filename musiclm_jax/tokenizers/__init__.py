@@ -51,3 +51,16 @@ class ConditioningTokenizer(Protocol):
 
   def text_tokens(self, texts: Sequence[str]) -> np.ndarray:
     """texts [batch] -> M_T [batch, num_levels] in [0, codebook_size)."""
+
+
+class MelodyTokenizer(Protocol):
+  """Melody embedder + RVQ: one frame of melody tokens per window (every 3 s at paper scale)."""
+  codebook_size: int  # 512 at paper scale
+  num_levels: int  # 24 at paper scale
+  hop_seconds: float  # between frames; the stages read musiclm_spec.MELODY_HOP_SECONDS
+
+  def num_frames(self, num_samples: int) -> int:
+    """Frames for `num_samples` of 24 kHz audio: one per window (at least one)."""
+
+  def tokenize(self, audio: np.ndarray) -> np.ndarray:
+    """audio [batch, samples] at 24 kHz -> [batch, num_frames(samples), num_levels]."""

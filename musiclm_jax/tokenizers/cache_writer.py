@@ -17,6 +17,8 @@ padded: padding would teach the stages silence that is not in the music.
 Bad clips, and records TFDS cannot read, are counted by reason in the
 shard's counts and the log, never a crash (unless on_bad_audio='raise').
 Clips of equal length are tokenized together in batches of `batch_size`.
+With a melody tokenizer, records also hold melody tokens (what a semantic
+stage conditioned on [M | melody] trains on).
 """
 import dataclasses
 import sys
@@ -45,14 +47,16 @@ _MAX_PENDING_BATCHES = 4
 
 @dataclasses.dataclass(frozen=True)
 class Tokenizers:
-  """The three frozen tokenizers (the protocols of musiclm_jax/tokenizers/__init__.py)."""
+  """The frozen tokenizers (the protocols of musiclm_jax/tokenizers/__init__.py); melody is optional."""
   semantic: tokenizers_lib.SemanticTokenizer
   acoustic: tokenizers_lib.AcousticTokenizer
   conditioning: tokenizers_lib.ConditioningTokenizer
+  melody: tokenizers_lib.MelodyTokenizer | None = None
 
-  def tokenize(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def tokenize(self, audio: np.ndarray) -> tuple[np.ndarray, ...]:
     """audio [batch, samples], samples a multiple of 960 ->
-    (M_A [batch, mulan_levels], S [batch, samples / 960], A [batch, samples / 480, levels])."""
+    (M_A [batch, mulan_levels], S [batch, samples / 960], A [batch, samples / 480, levels],
+    melody [batch, melody frames, melody_levels] or None without a melody tokenizer)."""
     batch, samples = audio.shape
     mulan = np.asarray(self.conditioning.audio_tokens(audio))
     semantic = np.asarray(self.semantic.tokenize(audio))
@@ -63,13 +67,19 @@ class Tokenizers:
                              self.semantic.codebook_size),
                 "acoustic": (acoustic, (batch, samples // SAMPLES_PER_ACOUSTIC_FRAME,
                                         self.acoustic.num_levels), self.acoustic.codebook_size)}
+    melody = None
+    if self.melody is not None:
+      melody = np.asarray(self.melody.tokenize(audio))
+      expected["melody"] = (melody, (batch, self.melody.num_frames(samples),
+                                     self.melody.num_levels), self.melody.codebook_size)
     for name, (codes, shape, codebook_size) in expected.items():
       if codes.shape != shape:
         raise ValueError(f"the {name} tokenizer returned shape {codes.shape} for audio "
                          f"{audio.shape}, expected {shape}")
       if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
         raise ValueError(f"the {name} tokenizer returned codes outside [0, {codebook_size})")
-    return mulan.astype(np.int32), semantic.astype(np.int32), acoustic.astype(np.int32)
+    return (mulan.astype(np.int32), semantic.astype(np.int32), acoustic.astype(np.int32),
+            None if melody is None else melody.astype(np.int32))
 
   def describe(self) -> dict[str, Any]:
     """What identifies the tokens: class, sizes and any source paths the tokenizers expose."""
@@ -80,10 +90,15 @@ class Tokenizers:
         if getattr(tokenizer, attribute, None):
           info[attribute] = str(getattr(tokenizer, attribute))
       return info
-    return {"mulan": one(self.conditioning, num_levels=self.conditioning.num_levels),
-            "semantic": one(self.semantic, frame_rate_hz=SAMPLE_RATE_HZ / SAMPLES_PER_SEMANTIC_FRAME),
-            "acoustic": one(self.acoustic, num_levels=self.acoustic.num_levels,
-                            frame_rate_hz=SAMPLE_RATE_HZ / SAMPLES_PER_ACOUSTIC_FRAME)}
+    described = {"mulan": one(self.conditioning, num_levels=self.conditioning.num_levels),
+                 "semantic": one(self.semantic,
+                                 frame_rate_hz=SAMPLE_RATE_HZ / SAMPLES_PER_SEMANTIC_FRAME),
+                 "acoustic": one(self.acoustic, num_levels=self.acoustic.num_levels,
+                                 frame_rate_hz=SAMPLE_RATE_HZ / SAMPLES_PER_ACOUSTIC_FRAME)}
+    if self.melody is not None:
+      described["melody"] = one(self.melody, num_levels=self.melody.num_levels,
+                                hop_seconds=self.melody.hop_seconds)
+    return described
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +218,8 @@ class _Batcher:
   def _run(self, length: int):
     keys, clips = zip(*self.pending.pop(length))
     tokens = self.tokenizers.tokenize(np.stack(clips))
-    return [(key, tuple(t[i] for t in tokens)) for i, key in enumerate(keys)]
+    return [(key, tuple(None if t is None else t[i] for t in tokens))
+            for i, key in enumerate(keys)]
 
 
 def _tokenize_shard(builder, plan: _SplitPlan, shard: int, prep: _ClipPrep, batcher: _Batcher,
@@ -249,7 +265,7 @@ def _tokenize_shard(builder, plan: _SplitPlan, shard: int, prep: _ClipPrep, batc
   tokens.update(batcher.flush())
   return [token_cache.Record(clip_id=info[i][0], mulan=tokens[i][0], semantic=tokens[i][1],
                              acoustic=tokens[i][2], num_samples=info[i][3], caption=info[i][1],
-                             labels=info[i][2])
+                             labels=info[i][2], melody=tokens[i][3])
           for i in sorted(info)]
 
 
@@ -257,6 +273,7 @@ def tokenize_dataset(*, dataset: str, cache_dir: str,
                      semantic_tokenizer: tokenizers_lib.SemanticTokenizer,
                      acoustic_tokenizer: tokenizers_lib.AcousticTokenizer,
                      conditioning_tokenizer: tokenizers_lib.ConditioningTokenizer,
+                     melody_tokenizer: tokenizers_lib.MelodyTokenizer | None = None,
                      data_dir: str | None = None,
                      splits: Mapping[str, str] | Sequence[str] = ("train", "validation"),
                      clips_per_shard: int = 256, batch_size: int = 8,
@@ -271,6 +288,7 @@ def tokenize_dataset(*, dataset: str, cache_dir: str,
     dataset: TFDS name with config, e.g. 'synth_music/tiny', prepared in `data_dir`.
     cache_dir: the token cache folder (created; resumed if it holds a cache
       written with the same settings).
+    melody_tokenizer: if given, records also hold melody tokens.
     splits: cache split -> TFDS split spec ({'validation': 'eval'}), or a list
       of split names kept as they are.
     clips_per_shard: clips per cache shard: the unit of resumption and of
@@ -290,7 +308,8 @@ def tokenize_dataset(*, dataset: str, cache_dir: str,
     raise UserError(f"process_index {process_index} is not in [0, {process_count})")
   if not isinstance(splits, Mapping):
     splits = {split: split for split in splits}
-  tokenizers = Tokenizers(semantic_tokenizer, acoustic_tokenizer, conditioning_tokenizer)
+  tokenizers = Tokenizers(semantic_tokenizer, acoustic_tokenizer, conditioning_tokenizer,
+                          melody_tokenizer)
   # No rate required: clips are resampled to 24 kHz.
   builder, feature = tfds_audio.open_audio_dataset(dataset, data_dir, audio_key)
   plans = _plan(builder, splits, clips_per_shard)

@@ -47,6 +47,10 @@ class MelodyTokenizer(embedding_rvq.EmbeddingRVQTokenizer):
     quantizer, state = conditioning.load_rvq(rvq_path)
     return cls(*load_melody_embedder(export_dir), quantizer, state)
 
+  @property
+  def hop_seconds(self) -> float:
+    return self.model.config.window_hop_seconds
+
   def num_frames(self, num_samples: int) -> int:
     """Token frames for `num_samples` of 24 kHz audio: one per window (3 per 10 s, paper)."""
     return melody.num_windows(num_samples, self.model.config)
@@ -62,6 +66,14 @@ class MelodyTokenizer(embedding_rvq.EmbeddingRVQTokenizer):
     """audio [batch, samples] -> [batch, num_frames(samples), num_levels] int32 codes."""
     embeddings = jnp.asarray(self.embeddings(audio))
     return np.asarray(self._quantize(self.rvq_state, embeddings), np.int32)
+
+
+def load_if_given(export_dir: str | None = None,
+                  rvq_path: str | None = None) -> MelodyTokenizer | None:
+  """`MelodyTokenizer.load`, or None when neither path is set (gin: melody tokens are optional)."""
+  if (export_dir is None) != (rvq_path is None):
+    raise UserError("set both MELODY_EXPORT_DIR and MELODY_RVQ_PATH (melody tokens) or neither")
+  return None if export_dir is None else MelodyTokenizer.load(export_dir, rvq_path)
 
 
 def load_melody_embedder(export_dir: str) -> tuple[melody.MelodyModel, Params]:
