@@ -29,7 +29,15 @@ def _format(value) -> str:
 
 
 def _direction(metric: dict) -> str:
+  if metric["higher_is_better"] is None:
+    return "closer to real is better"
   return "higher is better" if metric["higher_is_better"] else "lower is better"
+
+
+def _p_value_lines(report: dict) -> list[str]:
+  return [f"{name}: p = {_format(test['p_value'])} that true prompts score no higher than shuffled "
+          f"({test['test']} permutation test, {' vs '.join(map(str, test['clips']))} clips)"
+          for name, test in report.get("p_values", {}).items()]
 
 
 def headline(report: dict) -> str:
@@ -40,6 +48,7 @@ def headline(report: dict) -> str:
   for name, metric in report["metrics"].items():
     lines.append(f"{name:<22}" + "".join(f"{_format(metric['values'].get(c)):>{width}}"
                                          for c in columns) + f"  ({_direction(metric)})")
+  lines += _p_value_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -104,10 +113,12 @@ def write_html(path: str, report: dict) -> str:
                     for name, reason in {**report["unavailable"], **{
                         f"{k} set": v for k, v in report["sets_not_given"].items()}}.items())
   notes = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["notes"].items())
+  p_values = "".join(f"<li>{html.escape(line)}</li>" for line in _p_value_lines(report))
   inputs = html.escape(", ".join(f"{k}={v}" for k, v in report.get("inputs", {}).items()))
   page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>musiclm-eval</title>"
           f"<style>{_STYLE}</style></head><body>\n<h1>musiclm-eval</h1>\n"
           f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
+          f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
           f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:
