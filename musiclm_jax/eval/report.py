@@ -99,6 +99,34 @@ def _fad_curve_plot(report: dict) -> str:
   return _png(figure)
 
 
+def _coherence_rows(report: dict) -> list[tuple[str, str, dict]]:
+  """(set title, length in seconds, its coherence_by_length group) of every set and length."""
+  return [(report["sets"].get(name, {"title": name})["title"], length, group)
+          for name, by_length in report.get("coherence", {}).items()
+          for length, group in by_length.items()]
+
+
+def _coherence_html(report: dict) -> str:
+  """A table per set and clip length, and drift from the first window against position."""
+  rows = _coherence_rows(report)
+  if not rows:
+    return ""
+  table = "".join(f"<tr><td>{html.escape(title)}</td><td>{length} s</td><td>{group['clips']}</td>"
+                  f"<td>{_format(group['self_similarity'])}</td><td>{_format(group['mean_step'])}</td>"
+                  f"<td>{_format(group['largest_step_ratio'])}</td><td>{_format(group['drift'][-1])}</td></tr>"
+                  for title, length, group in rows)
+  figure = Figure(figsize=(6, 4), dpi=80)
+  axes = figure.add_subplot()
+  for title, length, group in rows:
+    axes.plot(group["position_s"], group["drift"], "o-", label=f"{title}, {length} s")
+  axes.set_xlabel("window start (s)")
+  axes.set_ylabel("1 - cosine to the first window")
+  axes.legend(fontsize=8)
+  return ("<h2>Coherence against length</h2><table><tr><th>set</th><th>length</th><th>clips</th>"
+          "<th>self-similarity</th><th>mean step</th><th>largest / median step</th>"
+          f"<th>final drift</th></tr>{table}</table>{_png(figure)}")
+
+
 def write_html(path: str, report: dict) -> str:
   """Writes the report as one page; returns `path`."""
   columns = _columns(report)
@@ -120,7 +148,8 @@ def write_html(path: str, report: dict) -> str:
           f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
           f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
-          f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n</body></html>\n")
+          f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
+          f"{_coherence_html(report)}\n</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:
     f.write(page)
   return path

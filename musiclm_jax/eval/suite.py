@@ -38,6 +38,10 @@ Metrics (`METRICS` says which way is better):
                            "is it music at all" (music_stats, basic-pitch): closer to
                            real is better, coloured noise shows where not-music lies
 
+coherence: per clip length, how FAD's musicnn embedding drifts from a clip's first 3 s
+window over its later ones and how large its neighbour steps are (eval/coherence.py),
+for the generated clips at their full length and for the real and noise clips.
+
 p_values: for each per-clip adherence score (MCC, the judge's, tempo and key
 correct), a one-sided permutation test that the generated clips score higher
 against their own prompts than the shuffled set against others (paired over
@@ -56,6 +60,7 @@ from musiclm_jax.audio import io as audio_io
 from musiclm_jax.data import caption_batches
 from musiclm_jax.data import tfds_audio
 from musiclm_jax.errors import UserError
+from musiclm_jax.eval import coherence
 from musiclm_jax.eval import coloured_noise
 from musiclm_jax.eval import fad
 from musiclm_jax.eval import kld
@@ -455,15 +460,32 @@ def _normalise(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _windows_per_clip(features: Features) -> list[np.ndarray]:
+  """The first tagger's window embeddings of each clip, [windows, D] each, in clip order."""
+  clips = int(features.clip_of_window.max()) + 1
+  return [features.musicnn_windows[features.clip_of_window == i] for i in range(clips)]
+
+
+def coherence_report(sets: dict[str, tuple[ClipSet, list[np.ndarray]]], window_seconds: float) -> dict:
+  """{set: coherence.coherence_by_length} of (clips, their window embeddings [windows, D] each)."""
+  return {name: coherence.coherence_by_length(
+              [(len(audio) / clips.sample_rate_hz, windows) for audio, windows in zip(clips.audio, per_clip)],
+              window_seconds)
+          for name, (clips, per_clip) in sets.items()}
+
+
 def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | None = None,
               unconditional: ClipSet | None = None, taggers: dict[str, Any],
               mulan: Any | None = None, codec: Any | None = None,
               judge: label_judge.LabelJudge | None = None,
-              pitch: pitch_model.BasicPitch | None = None, seed: int = 0) -> dict:
+              pitch: pitch_model.BasicPitch | None = None,
+              full_length_generated: ClipSet | None = None, seed: int = 0) -> dict:
   """Every metric on every clip set; the report eval.json holds (see module docstring).
 
   judge: a label judge over the penultimate features of one of `taggers`; pitch:
-  basic-pitch for notes per second and pitch salience (None: those are unavailable).
+  basic-pitch for notes per second and pitch salience (None: those are unavailable);
+  full_length_generated: the generated clips before cropping, for coherence against length
+  (None: the generated set as given).
   """
   sets = {"generated": generated,
           "shuffled": shuffled_set(shuffled or generated, reference, seed),
@@ -478,6 +500,13 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
                 for name, s in sets_given.items()}
   metrics, unavailable, curves, scores = compute_metrics(sets_given, features, reference, mulan,
                                                          seed, judge)
+  first_tagger = next(iter(taggers.values()))
+  coherence_sets = {name: (sets[name], _windows_per_clip(features[name]))
+                    for name in ("generated", "real", "noise")}
+  if full_length_generated is not None:
+    coherence_sets["generated"] = (full_length_generated, [
+        first_tagger(audio, full_length_generated.sample_rate_hz)["mean_pool"]
+        for audio in tqdm(full_length_generated.audio, desc="full-length clips", unit="clip")])
   return {"sets": {name: {"title": SET_TITLES[name], "clips": len(s.audio),
                           "paired_clips": int(np.sum(s.reference_index >= 0))}
                    for name, s in sets_given.items()},
@@ -486,6 +515,8 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
                       for name in METRICS if name in metrics},
           "unavailable": unavailable, "fad_curves": curves,
           "p_values": true_vs_shuffled_p_values(scores, paired=shuffled is None, seed=seed),
+          "coherence": coherence_report(coherence_sets, first_tagger.window_frames
+                                        * first_tagger.hop_length / first_tagger.sample_rate_hz),
           "notes": {"FAD real": "real-vs-real FAD between the even and the odd clips of the split",
                     "FAD shuffled": "the shuffled set is the generated set scored against other "
                                     "prompts: set-level FAD equals the generated one",
@@ -535,7 +566,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   def infer_set(folder, name):
     return cropped(paired_set(name, *read_infer_folder(folder, name), reference), clip_seconds)
 
-  generated = infer_set(samples_dir, "generated")
+  full_length_generated = paired_set("generated", *read_infer_folder(samples_dir), reference)
+  generated = cropped(full_length_generated, clip_seconds)
   shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
   unconditional = infer_set(unconditional_dir, "unconditional") if unconditional_dir else None
   if bool(mulan_export_dir) != bool(mulan_rvq_path):
@@ -565,7 +597,7 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     pitch = None  # notes per second and pitch salience are reported unavailable, with the install hint
   report = run_suite(generated, reference, shuffled=shuffled, unconditional=unconditional,
                      taggers=tagger_models, mulan=mulan, codec=codec, judge=judge, pitch=pitch,
-                     seed=seed)
+                     full_length_generated=full_length_generated, seed=seed)
   report["inputs"] = {"samples_dir": samples_dir, "dataset": dataset, "data_dir": data_dir,
                       "split": split, "shuffled_dir": shuffled_dir,
                       "unconditional_dir": unconditional_dir, "mulan_export_dir": mulan_export_dir,
