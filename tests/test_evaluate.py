@@ -279,6 +279,7 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
                                                              "unconditional", "real", "noise"}
   assert "judge_genre_accuracy" in written["metrics"] and "MCC" not in written["p_values"]
   assert (out / "judge.npz").is_file() and (out / "judge.json").is_file()
+  assert "training accuracy" in written["notes"]["label judge"]  # JUDGE_SPLIT is SPLIT here
   # 2 s clips: one musicnn window each, so a drift of 0 and no steps (eval/coherence.py is tested alone).
   assert written["coherence"]["generated"] == {"2": {
       "clips": 6, "position_s": [0.0], "drift": [pytest.approx(0.0, abs=1e-9)], "mean_step": None,

@@ -598,6 +598,9 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   report = run_suite(generated, reference, shuffled=shuffled, unconditional=unconditional,
                      taggers=tagger_models, mulan=mulan, codec=codec, judge=judge, pitch=pitch,
                      full_length_generated=full_length_generated, seed=seed)
+  if judge_split == split:
+    report["notes"]["label judge"] = ("trained on SPLIT itself: the real set's judge scores are its "
+                                      "training accuracy, not a held-out one")
   report["inputs"] = {"samples_dir": samples_dir, "dataset": dataset, "data_dir": data_dir,
                       "split": split, "shuffled_dir": shuffled_dir,
                       "unconditional_dir": unconditional_dir, "mulan_export_dir": mulan_export_dir,
