@@ -295,3 +295,10 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert failed.returncode == 2, failed.stderr[-2000:]
   assert "Traceback" not in failed.stderr
   assert failed.stderr.strip().splitlines()[-1].startswith("error: no results.jsonl")
+
+
+def test_mood_class_is_the_word_group_a_caption_drew_from():
+  # Captions name two of a (tempo class, mode) group's three words: both pairs are one class.
+  assert suite.mood_class(["melancholic", "sad"]) == suite.mood_class(["somber", "sad"])
+  assert suite.mood_class(["sad", "somber"]) != suite.mood_class(["calm", "tender"])
+  assert suite.mood_class(["eerie"]) == "eerie"  # words of no group stay their own class

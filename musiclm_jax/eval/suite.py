@@ -59,6 +59,7 @@ from musiclm_jax import inference
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.data import caption_batches
 from musiclm_jax.data import tfds_audio
+from musiclm_jax.data.synth_music import labels as synth_labels
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import coherence
 from musiclm_jax.eval import coloured_noise
@@ -113,7 +114,7 @@ class ClipSet:
 @dataclasses.dataclass
 class Reference:
   """A reference split in memory: audio [time] at sample_rate_hz, texts, and labels if it has
-  them (mood: a clip's mood words joined, one class per tempo class and mode)."""
+  them (mood: one class per mood word group, see `mood_class`)."""
   audio: list[np.ndarray]
   sample_rate_hz: int
   texts: list[str]
@@ -126,6 +127,15 @@ class Reference:
   @property
   def has_judge_labels(self) -> bool:
     return all(getattr(self, label) is not None for label in JUDGE_LABELS)
+
+
+def mood_class(words: Sequence[str]) -> str:
+  """A clip's mood words -> its class: synth_music's group of words (one per tempo class and
+  mode) that holds them all, as captions name two of a group's three; else the words joined."""
+  for group in synth_labels.MOOD_WORDS.values():
+    if set(words) <= set(group):
+      return ", ".join(group)
+  return ", ".join(words)
 
 
 def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
@@ -188,7 +198,7 @@ def read_reference(dataset: str, data_dir: str | None, split: str,
     for label in (label for label in JUDGE_LABELS if has_labels[label]):
       value = example[label]
       words = tuple(w.decode() for w in value) if isinstance(value, np.ndarray) else (value.decode(),)
-      labels[label].append(words if label == "instruments" else ", ".join(words))
+      labels[label].append({"instruments": words, "mood": mood_class(words)}.get(label, words[0]))
   if len(audio) < 2 * fad.MIN_CLIPS:
     raise UserError(f"{dataset} {split} has {len(audio)} clip(s): the real-vs-real FAD floor "
                     f"needs {2 * fad.MIN_CLIPS} (two halves with a covariance each); use a larger split")
