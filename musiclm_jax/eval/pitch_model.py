@@ -16,6 +16,7 @@ network runs here through onnxruntime. Its `inference` module is not imported
 dropped before the windows are joined.
 """
 import importlib.util
+import logging
 
 import librosa
 import numpy as np
@@ -42,8 +43,14 @@ class BasicPitch:
   def __init__(self):
     if importlib.util.find_spec("basic_pitch") is None or importlib.util.find_spec("onnxruntime") is None:
       raise UserError(f"basic-pitch and onnxruntime are needed for notes per second: {INSTALL_HINT}")
-    import basic_pitch  # pylint: disable=g-import-not-at-top  (model path only)
-    from basic_pitch import constants  # pylint: disable=g-import-not-at-top
+    # basic_pitch's __init__ warns on the root logger about each runtime it does not find
+    # (CoreML, TFLite), none of which is used here.
+    logging.disable(logging.WARNING)
+    try:
+      import basic_pitch  # pylint: disable=g-import-not-at-top  (model path only)
+      from basic_pitch import constants  # pylint: disable=g-import-not-at-top
+    finally:
+      logging.disable(logging.NOTSET)
     import onnxruntime  # pylint: disable=g-import-not-at-top
     self.sample_rate_hz = constants.AUDIO_SAMPLE_RATE
     self.frames_per_second = constants.ANNOTATIONS_FPS
