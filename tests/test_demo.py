@@ -44,7 +44,7 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
   for metric in ("FAD_musicnn", "FAD_mulan", "KLD_MTT_musicnn", "MCC", "tempo_accuracy"):
     assert set(evaluation["metrics"][metric]["values"]) == {
-        "generated", "shuffled", "unconditional", "real", "codec"}, metric
+        "generated", "shuffled", "unconditional", "real", "codec", "noise"}, metric
   assert "shuffled prompts" in result.stdout and "MCC" in result.stdout
 
   rerun = _demo(tmp_path)

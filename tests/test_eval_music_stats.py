@@ -86,3 +86,13 @@ def test_parse_key_reads_any_spelling():
   assert music_stats.parse_key("B# major") == Key(0, "major")
   with pytest.raises(UserError, match="e.g. 'F# minor'"):
     music_stats.parse_key("H dorian")
+
+
+def test_spectral_flatness_is_the_geometric_over_arithmetic_mean_power():
+  rng = np.random.default_rng(0)
+  noise = rng.normal(size=SAMPLE_RATE_HZ).astype(np.float32)
+  power = np.abs(np.fft.rfft(noise[:2048] * np.hanning(2049)[:2048])) ** 2
+  assert music_stats.spectral_flatness(noise) == pytest.approx(
+      np.exp(np.mean(np.log(power))) / np.mean(power), abs=0.1)
+  assert 0.45 < music_stats.spectral_flatness(noise) < 0.65  # exp(-Euler's gamma) for white noise
+  assert music_stats.spectral_flatness(_tone(69, 1.0)) < 0.01

@@ -14,12 +14,15 @@ import sys
 import numpy as np
 import pytest
 from scipy import special
+from scipy import stats
 
 pytest.importorskip("musicnn", reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
 
 from musiclm_jax.audio import io as audio_io  # pylint: disable=g-import-not-at-top
 from musiclm_jax.errors import UserError
+from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import musicnn
+from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import prompt_adherence
 from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import suite
@@ -100,12 +103,23 @@ def tagger():
 
 
 @pytest.fixture(scope="module")
-def report(reference, folders, tagger):
+def judge(corpus, tagger):
+  """Trained and scored on the same 6 clips: the real set's judge scores are training accuracy."""
+  return suite.train_judge(suite.read_judge_split(**corpus), tagger)
+
+
+@pytest.fixture(scope="module")
+def report(reference, folders, tagger, judge):
   generated = suite.paired_set("generated", *suite.read_infer_folder(folders["generated"]), reference)
   unconditional = suite.paired_set(
       "unconditional", *suite.read_infer_folder(folders["unconditional"]), reference)
+  try:
+    pitch = pitch_model.BasicPitch()
+  except UserError:
+    pitch = None
   return suite.run_suite(generated, reference, unconditional=unconditional,
-                         taggers={TAGGER: tagger}, mulan=FakeMuLan(), codec=IdentityCodec())
+                         taggers={TAGGER: tagger}, mulan=FakeMuLan(), codec=IdentityCodec(),
+                         judge=judge, pitch=pitch)
 
 
 def _value(report, metric, clip_set):
@@ -117,8 +131,10 @@ def test_generated_copies_of_the_reference_score_like_real_audio(report):
   assert _value(report, f"KLD_{TAGGER}", "generated") < 1e-3
   assert _value(report, f"KLD_{TAGGER}", "real") == 0.0
   assert _value(report, "FAD_musicnn", "generated") < 0.05 * _value(report, "FAD_musicnn", "unconditional")
-  for metric in ("tempo_accuracy", "key_accuracy", "key_weighted_score"):
-    assert _value(report, metric, "generated") == pytest.approx(_value(report, metric, "real"))
+  for metric in ("tempo_accuracy", "key_accuracy", "key_weighted_score", "judge_genre_accuracy",
+                 "judge_instrument_f1", "judge_mood_accuracy", "spectral_flatness"):
+    assert _value(report, metric, "generated") == pytest.approx(_value(report, metric, "real"),
+                                                                abs=1e-3)
 
 
 def test_perfect_codec_equals_the_real_set(report):
@@ -148,13 +164,36 @@ def test_shuffled_kld_and_mcc_match_an_independent_computation(report, reference
   assert _value(report, f"KLD_{TAGGER}", "shuffled") == pytest.approx(expected, rel=1e-4)
   assert _value(report, f"KLD_{TAGGER}", "shuffled") > 10 * _value(report, f"KLD_{TAGGER}", "generated")
 
-  mulan = FakeMuLan()
+  mulan, cosines = FakeMuLan(), {}
   audio = mulan.audio_embeddings(np.stack([audio_io.resample(a, RATE_HZ, mulan.sample_rate_hz)
                                            for a in generated]))
   for clip_set, texts in (("generated", reference.texts), ("shuffled", [other[t] for t in reference.texts])):
     text = mulan.text_embeddings(texts)
     cosine = np.sum(text * audio, axis=1) / np.linalg.norm(text, axis=1) / np.linalg.norm(audio, axis=1)
     assert _value(report, "MCC", clip_set) == pytest.approx(cosine.mean(), rel=1e-4)
+    cosines[clip_set] = cosine
+  # The same clips against own and shuffled prompts: a paired test, here over all 2^6 sign flips.
+  expected_p = stats.permutation_test(
+      (cosines["generated"], cosines["shuffled"]), lambda x, y, axis: np.mean(x - y, axis=axis),
+      vectorized=True, permutation_type="samples", alternative="greater").pvalue
+  assert report["p_values"]["MCC"] == {"p_value": pytest.approx(expected_p), "test": "paired",
+                                       "clips": [6, 6]}
+
+
+def test_judge_learns_the_training_clips_and_noise_is_not_music(report):
+  assert _value(report, "judge_genre_accuracy", "real") == 1.0  # its own training clips
+  assert _value(report, "judge_mood_accuracy", "real") == 1.0
+  assert _value(report, "FAD_musicnn", "noise") > 10 * _value(report, "FAD_musicnn", "generated")
+  assert _value(report, "spectral_flatness", "noise") > _value(report, "spectral_flatness", "real")
+  assert set(report["p_values"]) >= {"MCC", "judge_genre_accuracy", "judge_instrument_f1",
+                                     "tempo_accuracy", "key_accuracy"}
+  if "notes_per_second" in report["unavailable"]:
+    pytest.skip("basic-pitch is not installed")
+  # Noise with music's spectrum has its pitches, sounding at random: onsets at another rate
+  # than the music's, and less pitch salience.
+  values = {m: report["metrics"][m]["values"] for m in ("notes_per_second", "pitch_salience")}
+  assert abs(values["notes_per_second"]["noise"] / values["notes_per_second"]["real"] - 1) > 0.2, values
+  assert values["pitch_salience"]["noise"] < values["pitch_salience"]["real"], values
 
 
 def test_every_metric_has_its_baselines_and_the_rest_says_why(report):
@@ -165,6 +204,7 @@ def test_every_metric_has_its_baselines_and_the_rest_says_why(report):
   assert report["sets_not_given"] == {}
   text = report_lib.headline(report)
   assert "shuffled prompts" in text and "FAD_musicnn" in text and "unavailable" in text
+  assert "coloured noise" in text and "p = " in text
 
 
 def test_unpaired_prompts_make_paired_metrics_unavailable(reference, tagger):
@@ -174,7 +214,8 @@ def test_unpaired_prompts_make_paired_metrics_unavailable(reference, tagger):
   assert "caption" in result["unavailable"][f"KLD_{TAGGER}"]
   assert "tempo_accuracy" in result["unavailable"] and "MCC" in result["unavailable"]
   assert set(result["sets_not_given"]) == {"unconditional", "codec"}
-  assert set(result["metrics"]["FAD_musicnn"]["values"]) == {"generated", "shuffled", "real"}
+  assert set(result["metrics"]["FAD_musicnn"]["values"]) == {"generated", "shuffled", "real", "noise"}
+  assert "caption" in result["unavailable"]["judge_genre_accuracy"]
 
 
 def _one_line(error):
@@ -207,6 +248,17 @@ def test_input_errors_are_one_line(corpus, reference, folders, tmp_path):
   assert "1 text prompt(s)" in _one_line(e)
 
 
+def test_judge_input_errors_are_one_line(corpus, reference, monkeypatch, tmp_path):
+  unlabelled = suite.Reference(reference.audio, reference.sample_rate_hz, reference.texts, None, None)
+  monkeypatch.setattr(suite, "read_reference", lambda *args, **kwargs: unlabelled)
+  with pytest.raises(UserError) as e:
+    suite.read_judge_split(**corpus)
+  assert "no genre/instruments/mood labels to train the label judge on" in _one_line(e)
+  with pytest.raises(UserError) as e:
+    label_judge.LabelJudge.load(str(tmp_path / "judge"))
+  assert "no label judge" in _one_line(e)
+
+
 def _run_eval(*args):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
   return subprocess.run([sys.executable, "-m", "musiclm_jax.evaluate", "--gin_file=runs/eval.gin",
@@ -219,14 +271,23 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
                      f"--gin.DATASET='{corpus['dataset']}'", f"--gin.DATA_DIR='{corpus['data_dir']}'",
                      f"--gin.SPLIT='{SPLIT}'", f"--gin.OUTPUT_DIR='{out}'",
                      f"--gin.UNCONDITIONAL_DIR='{folders['unconditional']}'",
-                     f"--gin.TAGGERS=('{TAGGER}',)")
+                     f"--gin.TAGGERS=('{TAGGER}',)", f"--gin.JUDGE_SPLIT='{SPLIT}'")
   assert result.returncode == 0, result.stderr[-3000:]
   written = json.loads((out / "eval.json").read_text())
   assert written["inputs"]["split"] == SPLIT
   assert set(written["metrics"]["FAD_musicnn"]["values"]) == {"generated", "shuffled",
-                                                             "unconditional", "real"}
+                                                             "unconditional", "real", "noise"}
+  assert "judge_genre_accuracy" in written["metrics"] and "MCC" not in written["p_values"]
+  assert (out / "judge.npz").is_file() and (out / "judge.json").is_file()
+  assert "training accuracy" in written["notes"]["label judge"]  # JUDGE_SPLIT is SPLIT here
+  # 2 s clips: one musicnn window each, so a drift of 0 and no steps (eval/coherence.py is tested alone).
+  assert written["coherence"]["generated"] == {"2": {
+      "clips": 6, "position_s": [0.0], "drift": [pytest.approx(0.0, abs=1e-9)], "mean_step": None,
+      "largest_step_ratio": None, "self_similarity": None}}
+  assert set(written["coherence"]) == {"generated", "real", "noise"}
   page = (out / "eval.html").read_text()
   assert "data:image/png;base64," in page and "shuffled prompts" in page
+  assert "Coherence against length" in page and "True vs shuffled prompts" in page
   assert "FAD_musicnn" in result.stdout
 
   failed = _run_eval(f"--gin.SAMPLES_DIR='{tmp_path}'", f"--gin.DATASET='{corpus['dataset']}'",
@@ -234,3 +295,10 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert failed.returncode == 2, failed.stderr[-2000:]
   assert "Traceback" not in failed.stderr
   assert failed.stderr.strip().splitlines()[-1].startswith("error: no results.jsonl")
+
+
+def test_mood_class_is_the_word_group_a_caption_drew_from():
+  # Captions name two of a (tempo class, mode) group's three words: both pairs are one class.
+  assert suite.mood_class(["melancholic", "sad"]) == suite.mood_class(["somber", "sad"])
+  assert suite.mood_class(["sad", "somber"]) != suite.mood_class(["calm", "tender"])
+  assert suite.mood_class(["eerie"]) == "eerie"  # words of no group stay their own class

@@ -1,7 +1,8 @@
-"""Tempo and key of audio, and how well they agree with labelled tempo and key.
+"""Tempo, key and spectral flatness of audio, and how well tempo and key agree with labels.
 
   bpm = estimate_tempo_bpm(audio, sample_rate_hz)      # librosa's beat tracker
   key = estimate_key(audio, sample_rate_hz)            # Key(tonic=9, mode="minor") = "A minor"
+  flatness = spectral_flatness(audio)                  # 0 (tonal) .. 1 (white noise)
   tempo_agreement([bpm...], [labelled_bpm...])         # accuracy, octave errors, other errors
   key_agreement([key...], [parse_key("A minor")...])   # accuracy, MIREX weighted score
 
@@ -82,6 +83,12 @@ def estimate_key(audio: np.ndarray, sample_rate_hz: int) -> Key:
   """audio [time] -> key, from the constant-Q chroma averaged over the clip (Krumhansl-Schmuckler)."""
   chroma = librosa.feature.chroma_cqt(y=np.asarray(audio, np.float32), sr=sample_rate_hz)
   return key_from_chroma(chroma.mean(axis=1))
+
+
+def spectral_flatness(audio: np.ndarray) -> float:
+  """audio [time] -> the mean over frames of the power spectrum's geometric over arithmetic
+  mean (Wiener entropy): near 0 for tones, about 0.56 for white noise."""
+  return float(librosa.feature.spectral_flatness(y=np.asarray(audio, np.float32)).mean())
 
 
 def tempo_agreement(estimated_bpm: Sequence[float], labelled_bpm: Sequence[float]) -> dict[str, float]:

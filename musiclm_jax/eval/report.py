@@ -29,7 +29,15 @@ def _format(value) -> str:
 
 
 def _direction(metric: dict) -> str:
+  if metric["higher_is_better"] is None:
+    return "closer to real is better"
   return "higher is better" if metric["higher_is_better"] else "lower is better"
+
+
+def _p_value_lines(report: dict) -> list[str]:
+  return [f"{name}: p = {_format(test['p_value'])} that true prompts score no higher than shuffled "
+          f"({test['test']} permutation test, {' vs '.join(map(str, test['clips']))} clips)"
+          for name, test in report.get("p_values", {}).items()]
 
 
 def headline(report: dict) -> str:
@@ -40,6 +48,7 @@ def headline(report: dict) -> str:
   for name, metric in report["metrics"].items():
     lines.append(f"{name:<22}" + "".join(f"{_format(metric['values'].get(c)):>{width}}"
                                          for c in columns) + f"  ({_direction(metric)})")
+  lines += _p_value_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -90,6 +99,34 @@ def _fad_curve_plot(report: dict) -> str:
   return _png(figure)
 
 
+def _coherence_rows(report: dict) -> list[tuple[str, str, dict]]:
+  """(set title, length in seconds, its coherence_by_length group) of every set and length."""
+  return [(report["sets"].get(name, {"title": name})["title"], length, group)
+          for name, by_length in report.get("coherence", {}).items()
+          for length, group in by_length.items()]
+
+
+def _coherence_html(report: dict) -> str:
+  """A table per set and clip length, and drift from the first window against position."""
+  rows = _coherence_rows(report)
+  if not rows:
+    return ""
+  table = "".join(f"<tr><td>{html.escape(title)}</td><td>{length} s</td><td>{group['clips']}</td>"
+                  f"<td>{_format(group['self_similarity'])}</td><td>{_format(group['mean_step'])}</td>"
+                  f"<td>{_format(group['largest_step_ratio'])}</td><td>{_format(group['drift'][-1])}</td></tr>"
+                  for title, length, group in rows)
+  figure = Figure(figsize=(6, 4), dpi=80)
+  axes = figure.add_subplot()
+  for title, length, group in rows:
+    axes.plot(group["position_s"], group["drift"], "o-", label=f"{title}, {length} s")
+  axes.set_xlabel("window start (s)")
+  axes.set_ylabel("1 - cosine to the first window")
+  axes.legend(fontsize=8)
+  return ("<h2>Coherence against length</h2><table><tr><th>set</th><th>length</th><th>clips</th>"
+          "<th>self-similarity</th><th>mean step</th><th>largest / median step</th>"
+          f"<th>final drift</th></tr>{table}</table>{_png(figure)}")
+
+
 def write_html(path: str, report: dict) -> str:
   """Writes the report as one page; returns `path`."""
   columns = _columns(report)
@@ -104,12 +141,15 @@ def write_html(path: str, report: dict) -> str:
                     for name, reason in {**report["unavailable"], **{
                         f"{k} set": v for k, v in report["sets_not_given"].items()}}.items())
   notes = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["notes"].items())
+  p_values = "".join(f"<li>{html.escape(line)}</li>" for line in _p_value_lines(report))
   inputs = html.escape(", ".join(f"{k}={v}" for k, v in report.get("inputs", {}).items()))
   page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>musiclm-eval</title>"
           f"<style>{_STYLE}</style></head><body>\n<h1>musiclm-eval</h1>\n"
           f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
+          f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
-          f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n</body></html>\n")
+          f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
+          f"{_coherence_html(report)}\n</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:
     f.write(page)
   return path

@@ -14,6 +14,8 @@ Clip sets, all scored by the same code against the same reference split:
                   (GUIDANCE_SCALE=0.0 keeps only the NULL-conditioned logits)
   real            the reference split's clips, scored against their own captions
   codec           SoundStream reconstructions of the real clips
+  noise           coloured noise: the real clips' average spectrum and loudness,
+                  scored against the real clips' captions (not music at all)
 
 A generated clip is paired with the reference clip whose caption is its
 prompt text (prompt records carry no clip id); the paired metrics (KLD, tempo,
@@ -29,6 +31,21 @@ Metrics (`METRICS` says which way is better):
                            audio embedding of the clip
   tempo_accuracy, tempo_octave_error, key_accuracy, key_weighted_score
                            music_stats estimates against the split's labels
+  judge_genre_accuracy, judge_instrument_f1, judge_mood_accuracy
+                           eval/label_judge.py (trained on real audio of JUDGE_SPLIT)
+                           against the split's genre, instrument and mood labels
+  spectral_flatness, notes_per_second, pitch_salience
+                           "is it music at all" (music_stats, basic-pitch): closer to
+                           real is better, coloured noise shows where not-music lies
+
+coherence: per clip length, how FAD's musicnn embedding drifts from a clip's first 3 s
+window over its later ones and how large its neighbour steps are (eval/coherence.py),
+for the generated clips at their full length and for the real and noise clips.
+
+p_values: for each per-clip adherence score (MCC, the judge's, tempo and key
+correct), a one-sided permutation test that the generated clips score higher
+against their own prompts than the shuffled set against others (paired over
+the same clips unless SHUFFLED_DIR gave separate ones; eval/significance.py).
 """
 import dataclasses
 import json
@@ -42,28 +59,41 @@ from musiclm_jax import inference
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.data import caption_batches
 from musiclm_jax.data import tfds_audio
+from musiclm_jax.data.synth_music import labels as synth_labels
 from musiclm_jax.errors import UserError
+from musiclm_jax.eval import coherence
+from musiclm_jax.eval import coloured_noise
 from musiclm_jax.eval import fad
 from musiclm_jax.eval import kld
+from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import music_stats
 from musiclm_jax.eval import musicnn
+from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import prompt_adherence
 from musiclm_jax.eval import report as report_lib
+from musiclm_jax.eval import significance
 from musiclm_jax.tokenizers import acoustic
 from musiclm_jax.tokenizers import conditioning
 
 RESULTS_FILE = inference.RESULTS_FILE
 EVAL_JSON = "eval.json"
 EVAL_HTML = "eval.html"
-SETS = ("generated", "shuffled", "unconditional", "real", "codec")
+SETS = ("generated", "shuffled", "unconditional", "real", "codec", "noise")
 SET_TITLES = {"generated": "generated", "shuffled": "shuffled prompts",
               "unconditional": "unconditional", "real": "real (held-out)",
-              "codec": "codec reconstruction"}
-# metric -> True if higher is better.
+              "codec": "codec reconstruction", "noise": "coloured noise"}
+# metric -> True if higher is better, False if lower, None if closer to real is better.
 METRICS = {"FAD_musicnn": False, "FAD_inf_musicnn": False, "FAD_mulan": False,
            "KLD_MTT_musicnn": False, "KLD_MSD_musicnn": False, "MCC": True,
            "tempo_accuracy": True, "tempo_octave_error": False,
-           "key_accuracy": True, "key_weighted_score": True}
+           "key_accuracy": True, "key_weighted_score": True,
+           "judge_genre_accuracy": True, "judge_instrument_f1": True, "judge_mood_accuracy": True,
+           "spectral_flatness": None, "notes_per_second": None, "pitch_salience": None}
+# Per-clip adherence scores (see `clip_scores`) whose true-vs-shuffled p-value is reported.
+TESTED_METRICS = ("MCC", "judge_genre_accuracy", "judge_instrument_f1", "judge_mood_accuracy",
+                  "tempo_accuracy", "key_accuracy")
+JUDGE_LABELS = ("genre", "instruments", "mood")
+JUDGE_FILE = "judge"  # OUTPUT_DIR/judge.npz and judge.json: a judge trained on JUDGE_SPLIT
 DEFAULT_TAGGERS = ("MTT_musicnn", "MSD_musicnn")
 # Below this many embedding rows per set, FAD at a quarter of them has too few
 # rows for a covariance worth extrapolating from.
@@ -83,12 +113,29 @@ class ClipSet:
 
 @dataclasses.dataclass
 class Reference:
-  """A reference split in memory: audio [time] at sample_rate_hz, texts, and labels if it has them."""
+  """A reference split in memory: audio [time] at sample_rate_hz, texts, and labels if it has
+  them (mood: one class per mood word group, see `mood_class`)."""
   audio: list[np.ndarray]
   sample_rate_hz: int
   texts: list[str]
   tempo_bpm: list[float] | None
   keys: list[str] | None
+  genre: list[str] | None = None
+  instruments: list[tuple[str, ...]] | None = None
+  mood: list[str] | None = None
+
+  @property
+  def has_judge_labels(self) -> bool:
+    return all(getattr(self, label) is not None for label in JUDGE_LABELS)
+
+
+def mood_class(words: Sequence[str]) -> str:
+  """A clip's mood words -> its class: synth_music's group of words (one per tempo class and
+  mode) that holds them all, as captions name two of a group's three; else the words joined."""
+  for group in synth_labels.MOOD_WORDS.values():
+    if set(words) <= set(group):
+      return ", ".join(group)
+  return ", ".join(words)
 
 
 def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
@@ -134,8 +181,9 @@ def read_reference(dataset: str, data_dir: str | None, split: str,
   if split not in builder.info.splits:
     raise UserError(f"{dataset} has no split {split!r}: use one of {sorted(builder.info.splits)}")
   features = builder.info.features
-  has_labels = {key: key in features for key in ("tempo_bpm", "key")}
+  has_labels = {key: key in features for key in ("tempo_bpm", "key") + JUDGE_LABELS}
   audio, texts, tempo, keys = [], [], [], []
+  labels = {label: [] for label in JUDGE_LABELS}
   examples = builder.as_dataset(split=split, shuffle_files=False)
   for example in examples.take(max_clips or -1).as_numpy_iterator():
     caption = example["caption"].decode() if "caption" in features else ""
@@ -147,11 +195,16 @@ def read_reference(dataset: str, data_dir: str | None, split: str,
       tempo.append(float(example["tempo_bpm"]))
     if has_labels["key"]:
       keys.append(example["key"].decode())
+    for label in (label for label in JUDGE_LABELS if has_labels[label]):
+      value = example[label]
+      words = tuple(w.decode() for w in value) if isinstance(value, np.ndarray) else (value.decode(),)
+      labels[label].append({"instruments": words, "mood": mood_class(words)}.get(label, words[0]))
   if len(audio) < 2 * fad.MIN_CLIPS:
     raise UserError(f"{dataset} {split} has {len(audio)} clip(s): the real-vs-real FAD floor "
                     f"needs {2 * fad.MIN_CLIPS} (two halves with a covariance each); use a larger split")
   return Reference(audio, feature.sample_rate, texts, tempo if has_labels["tempo_bpm"] else None,
-                   keys if has_labels["key"] else None)
+                   keys if has_labels["key"] else None,
+                   **{label: values if has_labels[label] else None for label, values in labels.items()})
 
 
 def paired_set(name: str, audio: list[np.ndarray], sample_rate_hz: int, texts: list[str],
@@ -192,29 +245,43 @@ def codec_set(reference: Reference, codec: Any) -> ClipSet:
                  np.arange(len(reference.audio)))
 
 
+def noise_set(reference: Reference, seed: int = 0) -> ClipSet:
+  """Coloured noise for every real clip (its length, loudness and caption), shaped by their average spectrum."""
+  return ClipSet("noise", coloured_noise.coloured_noise(reference.audio, seed),
+                 reference.sample_rate_hz, reference.texts, np.arange(len(reference.audio)))
+
+
 @dataclasses.dataclass
 class Features:
   """What the metrics need of one clip set: the first tagger's window embeddings
   [windows, 753] (all clips stacked; clip_of_window [windows] says whose), each tagger's
-  mean tag probabilities [clips, labels], MuLan audio embeddings [clips, D] and tempo
-  and key estimates per clip."""
+  mean tag probabilities [clips, labels] and mean penultimate layer [clips, 200], MuLan
+  audio embeddings [clips, D], and per clip tempo, key, spectral flatness and (with
+  basic-pitch) notes per second and pitch salience."""
   musicnn_windows: np.ndarray
   clip_of_window: np.ndarray
   tags: dict[str, np.ndarray]
+  penultimate: dict[str, np.ndarray]
   mulan_audio: np.ndarray | None
   tempo_bpm: list[float]
   keys: list[music_stats.Key]
+  spectral_flatness: np.ndarray
+  notes_per_second: np.ndarray | None
+  pitch_salience: np.ndarray | None
 
 
 def extract_features(clips: ClipSet, taggers: dict[str, Any], mulan: Any | None,
-                     progress: tqdm) -> Features:
+                     progress: tqdm, pitch: pitch_model.BasicPitch | None = None) -> Features:
   """Runs every embedder and estimator on each clip of a set (the first tagger gives FAD's windows)."""
   windows, clip_of_window, tempo, keys, mulan_audio = [], [], [], [], []
+  flatness, notes, salience = [], [], []
   tags = {name: [] for name in taggers}
+  penultimate = {name: [] for name in taggers}
   for i, audio in enumerate(clips.audio):
     for name, tagger in taggers.items():
       out = tagger(audio, clips.sample_rate_hz)
       tags[name].append(out["tag_probabilities"].mean(axis=0))
+      penultimate[name].append(out["penultimate"].mean(axis=0))
       if name == next(iter(taggers)):
         windows.append(out["mean_pool"])
         clip_of_window += [i] * len(out["mean_pool"])
@@ -223,10 +290,18 @@ def extract_features(clips: ClipSet, taggers: dict[str, Any], mulan: Any | None,
           audio_io.resample(audio, clips.sample_rate_hz, mulan.sample_rate_hz)[None])[0])
     tempo.append(music_stats.estimate_tempo_bpm(audio, clips.sample_rate_hz))
     keys.append(music_stats.estimate_key(audio, clips.sample_rate_hz))
+    flatness.append(music_stats.spectral_flatness(audio))
+    if pitch is not None:
+      posteriorgrams = pitch(audio, clips.sample_rate_hz)
+      notes.append(pitch_model.notes_per_second(posteriorgrams, pitch.frames_per_second))
+      salience.append(pitch_model.pitch_salience(posteriorgrams))
     progress.update()
   return Features(np.concatenate(windows), np.asarray(clip_of_window),
                   {name: np.stack(t) for name, t in tags.items()},
-                  np.stack(mulan_audio) if mulan is not None else None, tempo, keys)
+                  {name: np.stack(p) for name, p in penultimate.items()},
+                  np.stack(mulan_audio) if mulan is not None else None, tempo, keys,
+                  np.asarray(flatness), np.asarray(notes) if pitch is not None else None,
+                  np.asarray(salience) if pitch is not None else None)
 
 
 def _split_halves(features: Features) -> tuple[np.ndarray, np.ndarray]:
@@ -235,9 +310,71 @@ def _split_halves(features: Features) -> tuple[np.ndarray, np.ndarray]:
   return features.musicnn_windows[even], features.musicnn_windows[~even]
 
 
+def clip_scores(clip_set: ClipSet, features: Features, reference: Reference,
+                judge: label_judge.LabelJudge | None,
+                mulan_cosine: np.ndarray | None) -> dict[str, np.ndarray]:
+  """Per-clip adherence scores [clips] of the TESTED_METRICS that can be computed here: MCC
+  (mulan_cosine [clips]: prompt text against clip audio), the judge's genre, instrument and
+  mood scores and tempo and key correct against the paired reference clip's labels (NaN
+  for a clip whose prompt is no reference caption)."""
+  scores = {} if mulan_cosine is None else {"MCC": np.asarray(mulan_cosine, np.float64)}
+  paired = clip_set.reference_index >= 0
+  index = clip_set.reference_index[paired]
+
+  def spread(values):  # [paired clips] -> [clips], NaN where unpaired
+    out = np.full(len(paired), np.nan)
+    out[paired] = values
+    return out
+
+  if not paired.any():
+    return scores
+  if judge is not None and reference.has_judge_labels:
+    judged = label_judge.clip_scores(
+        judge, features.penultimate[judge.feature_name][paired],
+        *[[getattr(reference, label)[i] for i in index] for label in JUDGE_LABELS])
+    scores.update({"judge_genre_accuracy": spread(judged["genre_correct"]),
+                   "judge_instrument_f1": spread(judged["instrument_f1"]),
+                   "judge_mood_accuracy": spread(judged["mood_correct"])})
+  if reference.tempo_bpm is not None:
+    scores["tempo_accuracy"] = spread([
+        music_stats.tempo_agreement([estimate], [reference.tempo_bpm[i]])["accuracy"]
+        for estimate, i in zip(np.asarray(features.tempo_bpm)[paired], index)])
+  if reference.keys is not None:
+    scores["key_accuracy"] = spread([
+        float(music_stats.key_score(estimate, music_stats.parse_key(reference.keys[i])) == 1.0)
+        for estimate, i in zip([k for k, p in zip(features.keys, paired) if p], index)])
+  return scores
+
+
+def true_vs_shuffled_p_values(scores: dict[str, dict[str, np.ndarray]], paired: bool,
+                              seed: int = 0) -> dict[str, dict]:
+  """{metric: {"p_value", "test", "clips"}} of generated (own prompts) against shuffled prompts.
+
+  scores: clip_scores of the "generated" and "shuffled" sets. Paired: both are the same
+  clips, and only clips with a score in both count.
+  """
+  result = {}
+  for metric in TESTED_METRICS:
+    if metric not in scores["generated"] or metric not in scores["shuffled"]:
+      continue
+    true, shuffled = scores["generated"][metric], scores["shuffled"][metric]
+    if paired:
+      both = ~np.isnan(true) & ~np.isnan(shuffled)
+      true, shuffled = true[both], shuffled[both]
+    else:
+      true, shuffled = true[~np.isnan(true)], shuffled[~np.isnan(shuffled)]
+    if len(true) and len(shuffled):
+      result[metric] = {"p_value": significance.permutation_p_value(true, shuffled, paired, seed),
+                        "test": "paired" if paired else "two-sample",
+                        "clips": [int(len(true)), int(len(shuffled))]}
+  return result
+
+
 def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], reference: Reference,
-                    mulan: Any | None, seed: int = 0) -> tuple[dict, dict, dict]:
-  """(metrics {name: {set: value}}, unavailable {name: reason}, fad_curves {set: fad_infinity()})."""
+                    mulan: Any | None, seed: int = 0,
+                    judge: label_judge.LabelJudge | None = None) -> tuple[dict, dict, dict, dict]:
+  """(metrics {name: {set: value}}, unavailable {name: reason}, fad_curves {set: fad_infinity()},
+  clip scores {set: clip_scores()})."""
   real = features["real"]
   metrics, unavailable, curves = {}, {}, {}
   metrics["FAD_musicnn"] = {}
@@ -261,11 +398,23 @@ def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], ref
                                    if name == "real" else
                                    fad.frechet_audio_distance(real.mulan_audio, f.mulan_audio))
                             for name, f in features.items()}
-    metrics["MCC"] = {}
+  cosines = {name: None for name in sets}
+  if mulan is not None:
     for name, clip_set in sets.items():
       text = mulan.text_embeddings(clip_set.texts)
-      metrics["MCC"][name] = float(np.mean(np.sum(_normalise(text) * _normalise(
-          features[name].mulan_audio), axis=-1)))
+      cosines[name] = np.sum(_normalise(text) * _normalise(features[name].mulan_audio), axis=-1)
+  scores = {name: clip_scores(s, features[name], reference, judge, cosines[name])
+            for name, s in sets.items()}
+  if mulan is not None:
+    metrics["MCC"] = {name: float(np.mean(c)) for name, c in cosines.items()}
+
+  metrics["spectral_flatness"] = {name: float(f.spectral_flatness.mean()) for name, f in features.items()}
+  if real.notes_per_second is None:
+    unavailable["notes_per_second"] = unavailable["pitch_salience"] = (
+        f"basic-pitch is not installed: {pitch_model.INSTALL_HINT}")
+  else:
+    for metric in ("notes_per_second", "pitch_salience"):
+      metrics[metric] = {name: float(getattr(f, metric).mean()) for name, f in features.items()}
 
   paired = {name: s.reference_index >= 0 for name, s in sets.items()}
   if not paired["generated"].any():
@@ -273,9 +422,22 @@ def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], ref
               "captions to pair clips")
     for tagger in real.tags:
       unavailable[f"KLD_{tagger}"] = reason
-    for metric in ("tempo_accuracy", "tempo_octave_error", "key_accuracy", "key_weighted_score"):
+    for metric in ("tempo_accuracy", "tempo_octave_error", "key_accuracy", "key_weighted_score",
+                   "judge_genre_accuracy", "judge_instrument_f1", "judge_mood_accuracy"):
       unavailable[metric] = reason
-    return metrics, unavailable, curves
+    return metrics, unavailable, curves, scores
+  if judge is None:
+    reason = "no label judge: set JUDGE_SPLIT (e.g. 'train', trains one) or JUDGE_PATH"
+  elif not reference.has_judge_labels:
+    reason = f"the reference split has no {'/'.join(JUDGE_LABELS)} labels"
+  else:
+    reason = None
+  for metric in ("judge_genre_accuracy", "judge_instrument_f1", "judge_mood_accuracy"):
+    if reason:
+      unavailable[metric] = reason
+    else:
+      metrics[metric] = {name: float(np.nanmean(scores[name][metric]))
+                         for name, s in sets.items() if paired[name].any()}
   scored = {name: s for name, s in sets.items() if paired[name].any()}
   for tagger, reference_tags in real.tags.items():
     metrics[f"KLD_{tagger}"] = {
@@ -301,27 +463,60 @@ def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], ref
             estimated, [music_stats.parse_key(values[i]) for i in index])
         metrics.setdefault("key_accuracy", {})[name] = agreement["accuracy"]
         metrics.setdefault("key_weighted_score", {})[name] = agreement["weighted_score"]
-  return metrics, unavailable, curves
+  return metrics, unavailable, curves, scores
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _windows_per_clip(features: Features) -> list[np.ndarray]:
+  """The first tagger's window embeddings of each clip, [windows, D] each, in clip order."""
+  clips = int(features.clip_of_window.max()) + 1
+  return [features.musicnn_windows[features.clip_of_window == i] for i in range(clips)]
+
+
+def coherence_report(sets: dict[str, tuple[ClipSet, list[np.ndarray]]], window_seconds: float) -> dict:
+  """{set: coherence.coherence_by_length} of (clips, their window embeddings [windows, D] each)."""
+  return {name: coherence.coherence_by_length(
+              [(len(audio) / clips.sample_rate_hz, windows) for audio, windows in zip(clips.audio, per_clip)],
+              window_seconds)
+          for name, (clips, per_clip) in sets.items()}
+
+
 def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | None = None,
               unconditional: ClipSet | None = None, taggers: dict[str, Any],
-              mulan: Any | None = None, codec: Any | None = None, seed: int = 0) -> dict:
-  """Every metric on every clip set; the report eval.json holds (see module docstring)."""
+              mulan: Any | None = None, codec: Any | None = None,
+              judge: label_judge.LabelJudge | None = None,
+              pitch: pitch_model.BasicPitch | None = None,
+              full_length_generated: ClipSet | None = None, seed: int = 0) -> dict:
+  """Every metric on every clip set; the report eval.json holds (see module docstring).
+
+  judge: a label judge over the penultimate features of one of `taggers`; pitch:
+  basic-pitch for notes per second and pitch salience (None: those are unavailable);
+  full_length_generated: the generated clips before cropping, for coherence against length
+  (None: the generated set as given).
+  """
   sets = {"generated": generated,
           "shuffled": shuffled_set(shuffled or generated, reference, seed),
           "unconditional": unconditional, "real": real_set(reference),
-          "codec": codec_set(reference, codec) if codec is not None else None}
+          "codec": codec_set(reference, codec) if codec is not None else None,
+          "noise": noise_set(reference, seed)}
   missing = {"unconditional": "no UNCONDITIONAL_DIR given (musiclm-infer with GUIDANCE_SCALE=0.0)",
              "codec": "no SOUNDSTREAM_EXPORT_DIR given"}
   sets_given = {name: s for name, s in sets.items() if s is not None}
   with tqdm(total=sum(len(s.audio) for s in sets_given.values()), desc="clips", unit="clip") as bar:
-    features = {name: extract_features(s, taggers, mulan, bar) for name, s in sets_given.items()}
-  metrics, unavailable, curves = compute_metrics(sets_given, features, reference, mulan, seed)
+    features = {name: extract_features(s, taggers, mulan, bar, pitch)
+                for name, s in sets_given.items()}
+  metrics, unavailable, curves, scores = compute_metrics(sets_given, features, reference, mulan,
+                                                         seed, judge)
+  first_tagger = next(iter(taggers.values()))
+  coherence_sets = {name: (sets[name], _windows_per_clip(features[name]))
+                    for name in ("generated", "real", "noise")}
+  if full_length_generated is not None:
+    coherence_sets["generated"] = (full_length_generated, [
+        first_tagger(audio, full_length_generated.sample_rate_hz)["mean_pool"]
+        for audio in tqdm(full_length_generated.audio, desc="full-length clips", unit="clip")])
   return {"sets": {name: {"title": SET_TITLES[name], "clips": len(s.audio),
                           "paired_clips": int(np.sum(s.reference_index >= 0))}
                    for name, s in sets_given.items()},
@@ -329,9 +524,33 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
           "metrics": {name: {"higher_is_better": METRICS[name], "values": metrics[name]}
                       for name in METRICS if name in metrics},
           "unavailable": unavailable, "fad_curves": curves,
+          "p_values": true_vs_shuffled_p_values(scores, paired=shuffled is None, seed=seed),
+          "coherence": coherence_report(coherence_sets, first_tagger.window_frames
+                                        * first_tagger.hop_length / first_tagger.sample_rate_hz),
           "notes": {"FAD real": "real-vs-real FAD between the even and the odd clips of the split",
                     "FAD shuffled": "the shuffled set is the generated set scored against other "
-                                    "prompts: set-level FAD equals the generated one"}}
+                                    "prompts: set-level FAD equals the generated one",
+                    "p-values": "one-sided permutation test: generated clips score higher against "
+                                "their own prompts than shuffled-prompt clips against theirs",
+                    "closer to real": "spectral flatness, notes per second and pitch salience are "
+                                      "better the closer they are to the real set's"}}
+
+
+def read_judge_split(dataset: str, data_dir: str | None, split: str) -> Reference:
+  """The clips of a split the label judge trains on; a one-line error if it has no labels for it."""
+  reference = read_reference(dataset, data_dir, split)
+  if not reference.has_judge_labels:
+    raise UserError(f"{dataset} {split} has no {'/'.join(JUDGE_LABELS)} labels to train the label "
+                    f"judge on: set JUDGE_SPLIT=None, or use a labelled corpus (synth_music)")
+  return reference
+
+
+def train_judge(reference: Reference, tagger: musicnn.MusicnnTagger) -> label_judge.LabelJudge:
+  """A label judge fitted to a labelled split's clips, on the tagger's mean penultimate layer."""
+  features = [tagger(audio, reference.sample_rate_hz)["penultimate"].mean(axis=0)
+              for audio in tqdm(reference.audio, desc="label judge features", unit="clip")]
+  return label_judge.fit(np.stack(features), reference.genre, reference.instruments,
+                         reference.mood, feature_name=tagger.model_name)
 
 
 def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str, output_dir: str,
@@ -339,11 +558,14 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
              mulan_export_dir: str | None = None, mulan_rvq_path: str | None = None,
              soundstream_export_dir: str | None = None,
              taggers: Sequence[str] = DEFAULT_TAGGERS, max_reference_clips: int | None = None,
+             judge_split: str | None = None, judge_path: str | None = None,
              seed: int = 0) -> dict:
   """Checks the inputs, runs `run_suite`, writes OUTPUT_DIR/eval.json and eval.html; returns the report.
 
   mulan_rvq_path: MuLan's RVQ file, loaded with the export (the tokenizer needs it; its
   embeddings do not). max_reference_clips: the first N clips of the split (None: all).
+  judge_split: a split of `dataset` to train the label judge on (saved as
+  OUTPUT_DIR/judge.npz and judge.json); judge_path: a saved judge's path without suffix.
   """
   # Every input is read and checked before any model loads. Generated clips are cut to the
   # reference's clip length: every set is scored on the same duration, and a long
@@ -354,27 +576,47 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   def infer_set(folder, name):
     return cropped(paired_set(name, *read_infer_folder(folder, name), reference), clip_seconds)
 
-  generated = infer_set(samples_dir, "generated")
+  full_length_generated = paired_set("generated", *read_infer_folder(samples_dir), reference)
+  generated = cropped(full_length_generated, clip_seconds)
   shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
   unconditional = infer_set(unconditional_dir, "unconditional") if unconditional_dir else None
   if bool(mulan_export_dir) != bool(mulan_rvq_path):
     raise UserError("give both MULAN_EXPORT_DIR and MULAN_RVQ_PATH, or neither")
   if not taggers:
     raise UserError(f"taggers is empty: FAD_musicnn and KLD need at least one of {DEFAULT_TAGGERS}")
+  if judge_split and judge_path:
+    raise UserError("give JUDGE_SPLIT (train a label judge) or JUDGE_PATH (load one), not both")
+  judge_reference = read_judge_split(dataset, data_dir, judge_split) if judge_split else None
+  judge = label_judge.LabelJudge.load(judge_path) if judge_path else None
+  if judge is not None and judge.feature_name not in taggers:
+    raise UserError(f"the label judge at {judge_path} reads {judge.feature_name} features: add it "
+                    f"to TAGGERS {tuple(taggers)}")
   mulan = codec = None
   if mulan_export_dir:
     mulan = conditioning.MuLanTokenizer.load(mulan_export_dir, mulan_rvq_path)
   if soundstream_export_dir:
     codec = acoustic.SoundStreamTokenizer.load(soundstream_export_dir)
+  tagger_models = {name: musicnn.MusicnnTagger(name) for name in taggers}
+  os.makedirs(output_dir, exist_ok=True)
+  if judge_reference is not None:
+    judge = train_judge(judge_reference, tagger_models[taggers[0]])
+    judge.save(os.path.join(output_dir, JUDGE_FILE))
+  try:
+    pitch = pitch_model.BasicPitch()
+  except UserError:
+    pitch = None  # notes per second and pitch salience are reported unavailable, with the install hint
   report = run_suite(generated, reference, shuffled=shuffled, unconditional=unconditional,
-                     taggers={name: musicnn.MusicnnTagger(name) for name in taggers},
-                     mulan=mulan, codec=codec, seed=seed)
+                     taggers=tagger_models, mulan=mulan, codec=codec, judge=judge, pitch=pitch,
+                     full_length_generated=full_length_generated, seed=seed)
+  if judge_split == split:
+    report["notes"]["label judge"] = ("trained on SPLIT itself: the real set's judge scores are its "
+                                      "training accuracy, not a held-out one")
   report["inputs"] = {"samples_dir": samples_dir, "dataset": dataset, "data_dir": data_dir,
                       "split": split, "shuffled_dir": shuffled_dir,
                       "unconditional_dir": unconditional_dir, "mulan_export_dir": mulan_export_dir,
                       "soundstream_export_dir": soundstream_export_dir, "taggers": list(taggers),
+                      "judge_split": judge_split, "judge_path": judge_path,
                       "seed": seed, "clip_seconds": clip_seconds}
-  os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, EVAL_JSON), "w") as f:
     json.dump(report, f, indent=1)
   report_lib.write_html(os.path.join(output_dir, EVAL_HTML), report)
