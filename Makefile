@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/python -m musiclm_jax.demo
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 install: $(STAMP) system-deps
 

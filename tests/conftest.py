@@ -20,6 +20,14 @@ from musiclm_jax.data.synth_music import corpus
 
 REPO_ROOT = REPO_DIR
 
+# Test files that take minutes, longest first. `make test` hands whole files to its
+# two workers in collection order (--dist loadfile --no-loadscope-reorder), so these
+# start at once; xdist's own order (most tests first) left the one-test quick demo
+# to the end of the run, on one worker, while the other idled.
+LONGEST_FIRST = ("test_demo.py", "test_multihost.py", "test_codec_training.py", "test_w2v_bert.py",
+                 "test_launch.py", "test_infer.py", "test_evaluate.py", "test_binaries.py",
+                 "test_stage_training.py", "test_toy_experiment.py")
+
 # The smallest corpus that still has every split, scores, and melody pairs:
 # 8 pieces x one 2 s clip; seed 0 draws a chorale and a folk tune, both paired.
 SYNTH_MICRO_SPEC = corpus.CorpusSpec(
@@ -38,6 +46,12 @@ def sine(frequency_hz: float, seconds: float, sample_rate_hz: int,
   """[time] float32 sine wave."""
   t = np.arange(int(seconds * sample_rate_hz)) / sample_rate_hz
   return (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """Puts the files of LONGEST_FIRST first, in that order; the rest keep theirs."""
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")
