@@ -1,11 +1,21 @@
 """Suite-wide setup (simulated devices, quiet TF, repo paths) and shared fixtures."""
 import os
+import shutil
 import sys
+import tempfile
 
 # Must happen before JAX initialises its backend: sharding tests need a mesh.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# One persistent XLA compilation cache per run, made by the process that starts
+# pytest: its xdist workers and every process the tests start (the binaries, the
+# quick demo) inherit it, so a program compiled once (a binary's train step that a
+# resumed run compiles again, the cascade of two musiclm-infer runs) is loaded,
+# not compiled again. It goes with the run (pytest_unconfigure).
+_OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_XLA_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="musiclm_jax_tests_xla_cache_")
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)
@@ -46,6 +56,12 @@ def sine(frequency_hz: float, seconds: float, sample_rate_hz: int,
   """[time] float32 sine wave."""
   t = np.arange(int(seconds * sample_rate_hz)) / sample_rate_hz
   return (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+  del config
+  if _OWN_XLA_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
