@@ -8,19 +8,12 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-# One persistent XLA compilation cache per run, made by the process that starts
-# pytest: its xdist workers and every process the tests start (the binaries, the
-# quick demo) inherit it, so a program compiled once (a binary's train step that a
-# resumed run compiles again, the cascade of two musiclm-infer runs) is loaded,
-# not compiled again. It goes with the run (pytest_unconfigure).
-_OWN_XLA_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
-if _OWN_XLA_CACHE:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="musiclm_jax_tests_xla_cache_")
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)
 sys.path.insert(0, TESTS_DIR)
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -58,10 +51,27 @@ def sine(frequency_hz: float, seconds: float, sample_rate_hz: int,
   return (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
 
 
+# One persistent XLA compilation cache per run, made by the process that starts
+# pytest: its xdist workers and every process the tests start (the binaries, the
+# quick demo) inherit it, so a program compiled once (a resumed run's train step,
+# a test's second Trainer of one model) is loaded, not compiled again. It goes
+# with the run; a cache the environment names is used and kept.
+_xla_cache_dir = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  del config
+  global _xla_cache_dir
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else an xdist worker, or the user's own
+    _xla_cache_dir = tempfile.mkdtemp(prefix="musiclm_jax_tests_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache_dir
+    jax.config.update("jax_compilation_cache_dir", _xla_cache_dir)  # JAX read the env at import
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
   del config
-  if _OWN_XLA_CACHE:
-    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+  if _xla_cache_dir:
+    shutil.rmtree(_xla_cache_dir, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
