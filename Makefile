@@ -24,8 +24,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: install
 	$(BIN)/python -m musiclm_jax.demo
 
+# Whole files per worker, in collection order: tests/conftest.py puts the slowest first.
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 install: $(STAMP) system-deps
 

@@ -1,6 +1,8 @@
 """Suite-wide setup (simulated devices, quiet TF, repo paths) and shared fixtures."""
 import os
+import shutil
 import sys
+import tempfile
 
 # Must happen before JAX initialises its backend: sharding tests need a mesh.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -11,6 +13,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)
 sys.path.insert(0, TESTS_DIR)
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -19,6 +22,14 @@ from musiclm_jax.data.synth_music import builder
 from musiclm_jax.data.synth_music import corpus
 
 REPO_ROOT = REPO_DIR
+
+# Test files that take minutes, longest first. `make test` hands whole files to its
+# two workers in collection order (--dist loadfile --no-loadscope-reorder), so these
+# start at once; xdist's own order (most tests first) left the one-test quick demo
+# to the end of the run, on one worker, while the other idled.
+LONGEST_FIRST = ("test_demo.py", "test_multihost.py", "test_codec_training.py", "test_w2v_bert.py",
+                 "test_launch.py", "test_infer.py", "test_evaluate.py", "test_binaries.py",
+                 "test_stage_training.py", "test_toy_experiment.py")
 
 # The smallest corpus that still has every split, scores, and melody pairs:
 # 8 pieces x one 2 s clip; seed 0 draws a chorale and a folk tune, both paired.
@@ -38,6 +49,35 @@ def sine(frequency_hz: float, seconds: float, sample_rate_hz: int,
   """[time] float32 sine wave."""
   t = np.arange(int(seconds * sample_rate_hz)) / sample_rate_hz
   return (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32)
+
+
+# One persistent XLA compilation cache per run, made by the process that starts
+# pytest: its xdist workers and every process the tests start (the binaries, the
+# quick demo) inherit it, so a program compiled once (a resumed run's train step,
+# a test's second Trainer of one model) is loaded, not compiled again. It goes
+# with the run; a cache the environment names is used and kept.
+_xla_cache_dir = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  del config
+  global _xla_cache_dir
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else an xdist worker, or the user's own
+    _xla_cache_dir = tempfile.mkdtemp(prefix="musiclm_jax_tests_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache_dir
+    jax.config.update("jax_compilation_cache_dir", _xla_cache_dir)  # JAX read the env at import
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+  del config
+  if _xla_cache_dir:
+    shutil.rmtree(_xla_cache_dir, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """Puts the files of LONGEST_FIRST first, in that order; the rest keep theirs."""
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="session")
