@@ -286,9 +286,10 @@ class DecoderOnlyLM(base.BaseModel):
     (hidden, kernel), variables = self.module.apply(
         {"params": params, "cache": cache}, token[:, None], decode=True, return_hidden=True,
         mutable=["cache"])
-    columns = jax.vmap(lambda low: jax.lax.dynamic_slice_in_dim(kernel, low, width, axis=1))(
-        first_id - self.logits_offset)  # [batch, embed, width]
-    logits = jnp.einsum("be,bev->bv", hidden[:, 0], columns)
+    # Rows of the transposed kernel: contiguous reads, and the transpose is loop-invariant.
+    rows = jax.vmap(lambda low: jax.lax.dynamic_slice_in_dim(kernel.T, low, width))(
+        first_id - self.logits_offset)  # [batch, width, embed]
+    logits = jnp.einsum("be,bve->bv", hidden[:, 0], rows)
     return logits.astype(jnp.float32), variables["cache"]
 
   def allowed_ids(self, positions):
