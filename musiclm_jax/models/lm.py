@@ -272,25 +272,10 @@ class DecoderOnlyLM(base.BaseModel):
         {"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"])
     return logits, variables["cache"]
 
-  def decode_step(self, params, cache, token, first_id=None, width: int | None = None):
-    """Appends one token [batch]; returns (logits [batch, num_logits], cache).
-
-    With first_id [batch] and a static width (`allowed_ids` of the next
-    position), only ids [first_id, first_id + width) get logits: [batch, width].
-    The output layer then reads width of its num_logits columns per row, which
-    for the coarse and fine stages is one level's codebook of 4 or 8.
-    """
-    if first_id is None or width == self.config.num_logits:
-      logits, cache = self.prefill(params, cache, token[:, None])
-      return logits[:, 0], cache
-    (hidden, kernel), variables = self.module.apply(
-        {"params": params, "cache": cache}, token[:, None], decode=True, return_hidden=True,
-        mutable=["cache"])
-    # Rows of the transposed kernel: contiguous reads, and the transpose is loop-invariant.
-    rows = jax.vmap(lambda low: jax.lax.dynamic_slice_in_dim(kernel.T, low, width))(
-        first_id - self.logits_offset)  # [batch, width, embed]
-    logits = jnp.einsum("be,bve->bv", hidden[:, 0], rows)
-    return logits.astype(jnp.float32), variables["cache"]
+  def decode_step(self, params, cache, token):
+    """Appends one token [batch]; returns (logits [batch, num_logits], cache)."""
+    logits, cache = self.prefill(params, cache, token[:, None])
+    return logits[:, 0], cache
 
   def allowed_ids(self, positions):
     """(first_id, static width): new token `positions` may be ids [first_id, first_id + width).
@@ -390,19 +375,14 @@ class DecoderOnlyLM(base.BaseModel):
     def feed(token):
       return jnp.concatenate([token, token]) if guided else token
 
-    first_position = self._target_tokens_in(prompt)
     if cached:
       cache = self.init_cache(rows.shape[0], cache_length)
-      logits, cache = self.prefill(params, cache, rows)
+      logits, state = self.prefill(params, cache, rows)
       first_logits = mix(logits[:, -1])
-      state = (cache, jnp.int32(1))
 
-      def tokens_to_logits(token, state):
-        """Logits of new token `step` for its level only (`constrain` then keeps them all)."""
-        cache, step = state
-        first_id, width = self.allowed_ids(first_position + step)
-        logits, cache = self.decode_step(params, cache, feed(token), feed(first_id), width)
-        return mix(logits), (cache, step + 1)
+      def tokens_to_logits(token, cache):
+        logits, cache = self.decode_step(params, cache, feed(token))
+        return mix(logits), cache
     else:
       prompt_length = rows.shape[1]
       buffer = jnp.pad(rows, ((0, 0), (0, cache_length + 1 - prompt_length)))
@@ -413,6 +393,8 @@ class DecoderOnlyLM(base.BaseModel):
         buffer, position = state
         buffer = jax.lax.dynamic_update_slice_in_dim(buffer, feed(token)[:, None], position, axis=1)
         return mix(self.apply(params, buffer)[:, position]), (buffer, position + 1)
+
+    first_position = self._target_tokens_in(prompt)
 
     def constrain(logits, step):
       first_id, width = self.allowed_ids(first_position + step)
