@@ -18,6 +18,12 @@ Without the cache every token costs the same full pass over the 763-token
 buffer, so the reference is timed on --full_recompute_tokens tokens (a
 difference of two lengths, as above) and its 750-token total is that cost
 times 750, marked "estimated" (at the small scale a measured run takes ~30 min).
+
+The floor: each decoded token reads every weight once (of the token
+embedding, one row), so a matrix-vector pass over all of them but the
+embedding (each weight as [rows, last axis], f32 and cast to bf16) timed in
+the same run bounds what a cached token can cost;
+`late_token_over_f32_floor` is how far the sampler is from it.
 """
 import json
 import os
@@ -54,6 +60,26 @@ def _timed(fn, repeats):
   return float(np.median(times)), first
 
 
+def _floor_ms(params, dtype, passes: int = 10) -> float:
+  """Median ms of one vector-times-matrix pass over every weight a token reads, stored as `dtype`.
+
+  `passes` chained passes run in one call (each scales its vectors by the
+  last pass's sum, so none can be hoisted), which keeps dispatch out of it.
+  """
+  weights = [leaf.reshape(-1, leaf.shape[-1]).astype(dtype) for name, tree in params.items()
+             if name != "token_embedding" for leaf in jax.tree.leaves(tree)]
+
+  def read(weights):
+    def one_pass(_, scale):
+      sums = [jax.numpy.sum(jax.numpy.full((w.shape[0],), scale, dtype) @ w, dtype=np.float32)
+              for w in weights]
+      return 1 + 1e-30 * sum(sums)
+    return jax.lax.fori_loop(0, passes, one_pass, np.float32(1))
+
+  read = jax.jit(read)
+  return 1e3 * _timed(lambda: read(weights), _REPEATS.value)[0] / passes
+
+
 def main(argv):
   del argv
   model = gin_models.build_model(["models/semantic.gin", f"scales/{_SCALE.value}.gin"])
@@ -67,6 +93,7 @@ def main(argv):
   n, w = _NEW_TOKENS.value, _WINDOW.value
   cache_length = 1 + prompt.shape[1] + n - 1
   early, late = min(75, n - w), n - w
+  floor_ms = {dtype: _floor_ms(params, dtype) for dtype in ("float32", "bfloat16")}
 
   for cached in (True, False) if _FULL.value else (True,):
     run = lambda steps: model.predict_batch(params, {"prompt_tokens": prompt},
@@ -95,6 +122,9 @@ def main(argv):
                      f"ms_per_token_near_{early}": round(ms_early, 2),
                      f"ms_per_token_near_{n}": round(ms_late, 2),
                      "late_over_early": round(ms_late / ms_early, 2),
+                     "weight_read_floor_ms_f32": round(floor_ms["float32"], 2),
+                     "weight_read_floor_ms_bf16": round(floor_ms["bfloat16"], 2),
+                     "late_token_over_f32_floor": round(ms_late / floor_ms["float32"], 2),
                      "compile_seconds": round(first[n] - seconds[n], 1)})
     else:
       short, long_ = lengths

@@ -182,12 +182,15 @@ class Generation:
   """A request's result: audio [samples] at 24 kHz, S [frames], A [2 * frames, 12], windows.
 
   batch_seconds: wall time of the batch the request ran in.
+  stage_seconds: the part of it each step took: semantic, coarse, fine, decode
+    (compiles included).
   """
   audio: np.ndarray
   semantic: np.ndarray
   acoustic: np.ndarray
   chunks: list[Chunk]
   batch_seconds: float
+  stage_seconds: dict[str, float]
 
 
 def plan_chunks(num_frames: int, window: int, stride: int, start: int = 0,
@@ -215,13 +218,14 @@ def window_key(seed: int, stage: str, index: int) -> jax.Array:
 def _sample_rows(model, params, prompts, keys, sampling, *, num_steps, cached, max_length):
   """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b].
 
-  sampling: `SamplingConfig.predict_kwargs()`, traced: one compile serves every setting.
+  sampling: `SamplingConfig.predict_kwargs()` of each row, stacked ([batch] per knob) and
+  traced: one compile serves every setting, and rows with different knobs share a batch.
   """
-  def one(prompt, key):
+  def one(prompt, key, knobs):
     return model.predict_batch(params, {"prompt_tokens": prompt[None]}, key,
                                decode_fn=decoding.temperature_sample, num_steps=num_steps,
-                               cached=cached, max_length=max_length, **sampling)[0]
-  return jax.vmap(one)(prompts, keys)
+                               cached=cached, max_length=max_length, **knobs)[0]
+  return jax.vmap(one)(prompts, keys, sampling)
 
 
 class Cascade:
@@ -316,7 +320,7 @@ class Cascade:
 
   def _generate_batch(self, requests: list[Request], batch_size: int) -> list[Generation]:
     started = time.perf_counter()
-    rows = requests + [requests[-1]] * (batch_size - len(requests))
+    rows = requests + [requests[-1]] * (bucket_size(len(requests), batch_size) - len(requests))
     first = rows[0]
     num_frames, start = first.num_semantic_frames(), first.continuation_frames()
     semantic = np.zeros((len(rows), num_frames), np.int32)
@@ -330,17 +334,22 @@ class Cascade:
     melody = None  # [batch, melody frames, levels]; rows of a batch share the melody's length
     if first.melody is not None:
       melody = np.concatenate([self.melody_tokenizer.tokenize(r.melody[None]) for r in rows])
-    chunks = []
-    chunks += self._semantic(rows, mulan, semantic, start, melody)
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
-    chunks += self._coarse(rows, mulan, semantic, coarse, start)
-    chunks += self._fine(rows, coarse, fine, start * spec.ACOUSTIC_PER_SEMANTIC)
-    acoustic = np.concatenate([coarse, fine], axis=-1)
-    audio = self._decode(acoustic)
+    chunks, stage_seconds = [], {}
+    for stage, run in (("semantic", lambda: self._semantic(rows, mulan, semantic, start, melody)),
+                       ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start)),
+                       ("fine", lambda: self._fine(rows, coarse, fine,
+                                                   start * spec.ACOUSTIC_PER_SEMANTIC))):
+      stage_started = time.perf_counter()
+      chunks += run()
+      stage_seconds[stage] = time.perf_counter() - stage_started
+    stage_started = time.perf_counter()
+    audio = self._decode(np.concatenate([coarse, fine], axis=-1))
+    stage_seconds["decode"] = time.perf_counter() - stage_started
     seconds = time.perf_counter() - started
-    return [Generation(audio[i, :r.num_samples()], semantic[i], acoustic[i], chunks, seconds)
-            for i, r in enumerate(requests)]
+    return [Generation(audio[i, :r.num_samples()], semantic[i], acoustic[i], chunks, seconds,
+                       stage_seconds) for i, r in enumerate(requests)]
 
   def _semantic(self, rows, mulan, semantic, start, melody) -> list[Chunk]:
     """Fills semantic [batch, frames] from frame `start` on (melody [batch, frames, levels] or None)."""
@@ -396,7 +405,8 @@ class Cascade:
     model, params = self.stages[stage]
     model.check_prompt(prompt)
     keys = jnp.stack([window_key(r.seed, stage, index) for r in rows])
-    sampling = rows[0].stage_sampling(stage).predict_kwargs()
+    sampling = jax.tree.map(lambda *knobs: np.stack(knobs),
+                            *[r.stage_sampling(stage).predict_kwargs() for r in rows])
     return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, sampling,
                                    num_steps=num_steps, cached=self.use_cache,
                                    max_length=self.max_length))
@@ -438,18 +448,37 @@ def plan_batches(requests: Sequence[Request], batch_size: int) -> list[list[int]
   """Request indices of each batch, in the order they run.
 
   Requests with the same duration, segment boundaries, continuation length,
-  melody length (or no melody) and sampling settings share batches of up to
-  `batch_size` rows (the last one is padded by repeating a row, so every
-  batch compiles to the same shapes).
+  melody length (or no melody) and kinds of sampling knobs (`_knob_kinds`)
+  share batches of up to `batch_size` rows, whatever the knobs' values: the
+  values are traced per row.
   """
   groups = {}
   for index, request in enumerate(requests):
     key = (request.num_semantic_frames(), request.boundaries(), request.continuation_frames(),
            None if request.melody is None else len(request.melody),
-           tuple(request.stage_sampling(s) for s in spec.STAGES))
+           tuple(_knob_kinds(request.stage_sampling(s)) for s in spec.STAGES))
     groups.setdefault(key, []).append(index)
   return [indices[first:first + batch_size] for indices in groups.values()
           for first in range(0, len(indices), batch_size)]
+
+
+def bucket_size(num_requests: int, batch_size: int) -> int:
+  """Rows a batch of `num_requests` runs as: the smallest power of two that holds them, at most batch_size.
+
+  A lone request does the work of one row, not of `batch_size`, and a
+  stage window compiles for at most log2(batch_size) + 2 batch shapes. The
+  extra rows repeat a request and are dropped.
+  """
+  return min(batch_size, 1 << (num_requests - 1).bit_length())
+
+
+def _knob_kinds(config: decoding.SamplingConfig) -> tuple:
+  """What must be equal for rows to be sampled together: which knobs are off (None or left out).
+
+  Guidance doubles a row's forward pass and a filter adds a sort, so rows with
+  and without them compile to different programs.
+  """
+  return tuple((name, value is None) for name, value in sorted(config.predict_kwargs().items()))
 
 
 def _segment(frame: int, boundaries: Sequence[int]) -> int:

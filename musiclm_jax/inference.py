@@ -326,8 +326,8 @@ def _generate(cascade: cascade_lib.Cascade, prompts: list[Prompt], batch_size: i
               output: "_Output", failed: list[dict]) -> int:
   """Runs the batches; records each line when its last sample is written. Returns lines done.
 
-  A batch holds requests of one duration and sampling setting, possibly of
-  several lines; an exception in it fails those lines and the others go on.
+  A batch holds requests of one duration and kind of sampling knobs (their
+  values may differ: `cascade.plan_batches`), possibly of several lines; an exception in it fails those lines and the others go on.
   """
   requests = [(p, i) for p in prompts for i in range(len(p.requests))]
   samples = {p.line: [None] * len(p.requests) for p in prompts}

@@ -31,12 +31,12 @@ def tiny_stage_lms() -> dict:
   return out
 
 
-def make_cascade(acoustic=None, windows=WINDOWS, **kwargs) -> cascade_lib.Cascade:
-  stages = tiny_stage_lms()
+def make_cascade(acoustic=None, windows=WINDOWS, stages=None, **kwargs) -> cascade_lib.Cascade:
+  """The tiny cascade; stages: [semantic, coarse, fine] StageLMs (default `tiny_stage_lms`)."""
+  stages = stages or tiny_stage_lms().values()
   return cascade_lib.Cascade(
       fake_tokenizers.FakeConditioningTokenizer(),
-      acoustic or fake_tokenizers.FakeAcousticTokenizer(), stages["semantic"], stages["coarse"],
-      stages["fine"], semantic_tokenizer=fake_tokenizers.FakeSemanticTokenizer(), windows=windows,
+      acoustic or fake_tokenizers.FakeAcousticTokenizer(), *stages, semantic_tokenizer=fake_tokenizers.FakeSemanticTokenizer(), windows=windows,
       **kwargs)
 
 

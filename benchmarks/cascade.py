@@ -1,0 +1,92 @@
+r"""Cascade speed: seconds of compute per second of music, by scale and batch size, and each stage's share.
+
+  .venv/bin/python benchmarks/cascade.py                            # tiny and small, batch 1 and 8
+  .venv/bin/python benchmarks/cascade.py --scales=tiny --seconds=3
+
+Builds the three stage LMs from gin (models/<stage>.gin + scales/<scale>.gin)
+and SoundStream (scales/soundstream_tiny.gin for tiny, soundstream_paper.gin
+otherwise) with random weights (speed does not depend on training), and runs
+`Cascade.generate` with the paper's windows on `batch_size` requests of
+--seconds each. The text tokens come from a stand-in (MuLan's text tower runs
+once per request, outside the loop measured here). Each configuration runs
+once to compile and is timed on a second run; the figure is its wall time
+divided by the seconds of music it made (batch_size x --seconds), and the
+shares are `Generation.stage_seconds` over the batch's wall time. Prints one
+JSON line with the 1-minute load average, since other work slows it down.
+"""
+import json
+import os
+import zlib
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musiclm_jax import cascade as cascade_lib
+from musiclm_jax import gin_models
+from musiclm_jax import musiclm_spec
+from musiclm_jax.data import token_layout
+from musiclm_jax.tokenizers import acoustic
+
+_SCALES = flags.DEFINE_list("scales", ["tiny", "small"], "gin/scales/<scale>.gin of the stage LMs")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Requests per batch.")
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "Music per request.")
+
+
+class _TextTokens:
+  """A stand-in conditioning tokenizer: M_T drawn from a CRC of the text."""
+  codebook_size = token_layout.MULAN.codebook_size
+  num_levels = token_layout.MULAN.num_levels
+
+  def text_tokens(self, texts) -> np.ndarray:
+    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).integers(
+        0, self.codebook_size, self.num_levels) for t in texts]).astype(np.int32)
+
+
+def _init(model, batch_spec):
+  return nn.unbox(jax.jit(lambda rng: model.init(rng, batch_spec))(jax.random.key(0)))
+
+
+def _musiclm(scale: str) -> cascade_lib.Cascade:
+  tokens = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), jnp.int32)}
+  stages = []
+  for stage in musiclm_spec.STAGES:
+    model = gin_models.build_model([f"models/{stage}.gin", f"scales/{scale}.gin"])
+    stages.append(cascade_lib.StageLM(model, _init(model, tokens)))
+  codec_scale = "tiny" if scale == "tiny" else "paper"
+  codec = gin_models.build_model(["models/soundstream.gin", f"scales/soundstream_{codec_scale}.gin"])
+  audio = {"audio": jax.ShapeDtypeStruct((1, 4800), jnp.float32)}
+  return cascade_lib.Cascade(_TextTokens(), acoustic.SoundStreamTokenizer(codec, _init(codec, audio)),
+                             *stages)
+
+
+def main(argv):
+  del argv
+  results = []
+  for scale in _SCALES.value:
+    musiclm = _musiclm(scale)
+    for batch_size in map(int, _BATCH_SIZES.value):
+      requests = [cascade_lib.Request.from_text(f"prompt {i}", _SECONDS.value, seed=i)
+                  for i in range(batch_size)]
+      musiclm.generate(requests, batch_size)  # compiles
+      generation = musiclm.generate(requests, batch_size)[0]
+      wall = generation.batch_seconds
+      results.append({
+          "scale": scale, "batch_size": batch_size,
+          "compute_seconds_per_music_second": round(wall / (batch_size * _SECONDS.value), 3),
+          "wall_seconds": round(wall, 2),
+          **{f"{stage}_share": round(seconds / wall, 3)
+             for stage, seconds in generation.stage_seconds.items()},
+          "stage_params_millions": round(sum(x.size for s in musiclm.stages.values()
+                                             for x in jax.tree.leaves(s.params)) / 1e6, 2)})
+  print(json.dumps({"benchmark": "cascade", "music_seconds_per_request": _SECONDS.value,
+                    "windows": "paper", "results": results,
+                    "load_average_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+                    "devices": jax.device_count()}), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
