@@ -19,7 +19,8 @@ chips of that TPU topology (`--num_slices` for multislice) and XLA's TPU compile
 does the work: the sizes are the chip's, and a program that does not fit its HBM
 is refused, reported as one line naming the chip, its HBM and the bytes needed.
 --find_max_batch asks the compiler for the largest batch per data-parallel replica
-that fits, by bisection.
+that fits, each next try aimed by the bytes of the last ones (about 4 compiles).
+Every component's rows on three topologies: tools/memory_table.py.
 """
 import sys
 

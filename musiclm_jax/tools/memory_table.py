@@ -9,7 +9,8 @@ per-chip argument / temp / total memory at that batch, the compile time, and the
 step time its FLOPs take at --mfu of the chips' published peak. aot_compile's
 --scale, --mfu and --model_parallel apply (the model axis defaults to 1 here). Each row is
 appended to OUT's .jsonl as it finishes and rows already there are not redone, so
-an interrupted run resumes; the markdown is re-made from the .jsonl every row.
+an interrupted run resumes (and runs over other rows may share the file); the
+markdown is made from the whole .jsonl at the end.
 """
 import os
 
@@ -77,22 +78,28 @@ _TOPOLOGY_NAMES = {"v5e:4x4": "v5e-16", "v4:2x2x4": "v4-32", "v5p:2x2x1": "v5p-8
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   records = os.path.splitext(_OUT.value)[0] + ".jsonl"
-  rows = []
-  if os.path.exists(records):
-    with open(records) as f:
-      rows = [json.loads(line) for line in f if line.strip()]
-  done = {(r["topology"], r["component"], r["scale"], r["model_parallel"]) for r in rows}
+  done = set(_read_rows(records))
   for topology in _TOPOLOGIES.value:
     for component in _COMPONENTS.value:
       key = (topology, component, flags.FLAGS.scale, flags.FLAGS.model_parallel)
       if key in done:
         continue
-      rows.append(measure_row(*key, mfu=flags.FLAGS.mfu))
+      row = measure_row(*key, mfu=flags.FLAGS.mfu)
       with open(records, "a") as f:
-        f.write(json.dumps(rows[-1]) + "\n")
-      with open(_OUT.value, "w") as f:
-        f.write(markdown(rows))
-      print(json.dumps(rows[-1]), flush=True)
+        f.write(json.dumps(row) + "\n")
+      print(json.dumps(row), flush=True)
+  # The whole file: other runs may have added rows meanwhile.
+  with open(_OUT.value, "w") as f:
+    f.write(markdown(list(_read_rows(records).values())))
+
+
+def _read_rows(records: str) -> dict[tuple, dict]:
+  """The rows of a .jsonl by (topology, component, scale, model_parallel); the last one wins."""
+  if not os.path.exists(records):
+    return {}
+  with open(records) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return {(r["topology"], r["component"], r["scale"], r["model_parallel"]): r for r in rows}
 
 
 if __name__ == "__main__":
