@@ -17,8 +17,13 @@ config.gin, each line's as soon as it finishes. A bad line is reported and the
 others still run; the exit status is 2 if any failed. An OUTPUT_DIR with
 results is refused unless IF_OUTPUT_EXISTS is "resume" (run the lines not yet
 recorded) or "overwrite".
+
+On a pod (or with --coordinator_address, --num_processes, --process_id) each
+process generates its share of the lines into OUTPUT_DIR/process-I-of-N/, and
+the last to finish writes OUTPUT_DIR/results.jsonl and index.html over all.
 """
 import gin
+import jax
 
 from musiclm_jax import gin_utils
 from musiclm_jax import inference
@@ -31,9 +36,12 @@ REQUIRED_MACROS = ("PROMPTS_FILE", "OUTPUT_DIR", "MULAN_EXPORT_DIR", "MULAN_RVQ_
 
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
+  gin_utils.initialize_distributed_from_flags()
   gin_utils.parse_flags_and_check(REQUIRED_MACROS)
   # config.gin goes in only once OUTPUT_DIR is claimed: a refused run must not touch it.
-  result = gin.get_configurable(inference.infer)(config_text=gin.config_str())
+  result = gin.get_configurable(inference.infer)(
+      config_text=gin.config_str(), process_index=jax.process_index(),
+      process_count=jax.process_count())
   print(f"generated {result['num_ok']} prompt(s): {result['index_path']}")
   if result["errors"]:
     raise UserError(f"{len(result['errors'])} prompt(s) failed, first {result['errors'][0]}; "

@@ -58,6 +58,7 @@ RESULTS_FILE = "results.jsonl"
 INDEX_FILE = "index.html"
 AUDIO_DIR = "audio"
 RUN_FILE = "run.json"  # what a resumed run must match: the prompts file's hash and the settings
+DONE_FILE = "done"  # in a process's folder of a multi-process run: its share is finished
 _TEMP_SUFFIX = ".tmp"
 _FIELDS = ("text", "story", "seconds", "seed", "num_samples", "temperature", "top_k", "top_p",
            "guidance_scale", "continue_from", "melody_from")
@@ -278,8 +279,16 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
           defaults: PromptDefaults = PromptDefaults(), batch_size: int = 4,
           max_seconds: float = 300.0, max_text_chars: int = 1000,
           max_num_samples: int = MAX_NUM_SAMPLES,
-          if_output_exists: str = "refuse", config_text: str | None = None) -> dict:
+          if_output_exists: str = "refuse", config_text: str | None = None,
+          process_index: int = 0, process_count: int = 1) -> dict:
   """Generates every good line of `prompts_file` into `output_dir`.
+
+  With process_count > 1 (one call per process of a pod), process i takes the
+  prompt lines at positions i, i + count, ... and makes its own results in
+  output_dir/process-i-of-count/ (resumed, refused or overwritten on its own);
+  whichever process finishes last writes output_dir/results.jsonl and index.html
+  over all of them (sample paths relative to output_dir), so no process waits
+  for another.
 
   Args:
     max_num_samples: most samples one line may ask for.
@@ -288,19 +297,31 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
     config_text: written to output_dir/config.gin once output_dir is claimed.
 
   Returns {'results_path', 'index_path', 'num_ok', 'errors' (one string per
-  line that failed in this run)}.
+  line that failed in this run)}: output_dir's files, written by now unless
+  another process is still running.
   """
   if batch_size < 1:
     raise UserError(f"batch_size must be >= 1, got {batch_size}")
   if if_output_exists not in _IF_OUTPUT_EXISTS:
     raise UserError(f"if_output_exists must be one of {', '.join(_IF_OUTPUT_EXISTS)}, "
                     f"got {if_output_exists!r}")
+  if not 0 <= process_index < process_count:
+    raise UserError(f"process {process_index} of {process_count} does not exist: process_index "
+                    "counts from 0 to process_count - 1")
   prompts, errors = read_prompts(prompts_file, defaults, max_seconds, max_text_chars,
                                  max_num_samples)
+  if process_count > 1:
+    lines = sorted([p.line for p in prompts] + [e["line"] for e in errors])
+    mine = set(lines[process_index::process_count])
+    prompts = [p for p in prompts if p.line in mine]
+    errors = [e for e in errors if e["line"] in mine]
   run = {"prompts_sha256": _sha256(prompts_file), "defaults": dataclasses.asdict(defaults),
          "max_seconds": max_seconds, "max_text_chars": max_text_chars,
          "max_num_samples": max_num_samples}
-  output = _Output(output_dir, prompts_file)
+  output = _Output(_process_dir(output_dir, process_index, process_count), prompts_file)
+  if process_count > 1 and os.path.exists(os.path.join(output_dir, RUN_FILE)):
+    raise UserError(f"OUTPUT_DIR {output_dir} holds a one-process run: give a multi-process run "
+                    "a new folder")
   done = output.claim(if_output_exists, run, config_text)
   prompts = [p for p in prompts if p.line not in done]
   failed = [e for e in errors if e["line"] not in done]
@@ -318,7 +339,12 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
   num_ok = _generate(cascade, runnable, batch_size, output, failed)
   for error in sorted(failed, key=lambda e: e["line"]):
     logging.error("%s line %d: %s", prompts_file, error["line"], error["error"])
-  return {"results_path": output.results_path, "index_path": output.index_path, "num_ok": num_ok,
+  if process_count > 1:
+    output.mark_done()
+    _merge_processes(output_dir, prompts_file, process_count)
+  results_path = os.path.join(output_dir, RESULTS_FILE)
+  return {"results_path": results_path, "index_path": os.path.join(output_dir, INDEX_FILE),
+          "num_ok": num_ok,
           "errors": [f"line {e['line']}: {e['error']}" for e in sorted(failed, key=lambda e: e["line"])]}
 
 
@@ -362,6 +388,37 @@ def _generate(cascade: cascade_lib.Cascade, prompts: list[Prompt], batch_size: i
     for unfinished in samples.values():
       output.discard(unfinished)
   return num_ok
+
+
+def _process_dir(output_dir: str, process_index: int, process_count: int) -> str:
+  """Where a process writes: output_dir itself when it is the only one."""
+  if process_count == 1:
+    return output_dir
+  return os.path.join(output_dir, f"process-{process_index}-of-{process_count}")
+
+
+def _merge_processes(output_dir: str, prompts_file: str, process_count: int) -> None:
+  """output_dir's results.jsonl and index.html over every process's, once all are done."""
+  folders = [_process_dir(output_dir, i, process_count) for i in range(process_count)]
+  if not all(os.path.exists(os.path.join(f, DONE_FILE)) for f in folders):
+    return  # the last process to finish merges
+  records = []
+  for folder in folders:
+    prefix = os.path.basename(folder)
+    with open(os.path.join(folder, RESULTS_FILE), encoding="utf-8") as f:
+      for record in map(json.loads, f):
+        for sample in record.get("samples", ()):
+          sample.update({key: f"{prefix}/{sample[key]}" for key in ("wav", "spectrogram")})
+        records.append(record)
+  records.sort(key=lambda r: r["line"])
+  # Two processes finishing together both merge: each writes its own temporary file.
+  temp = f"{_TEMP_SUFFIX}.{os.getpid()}"
+  with _writing(output_dir):
+    with open(os.path.join(output_dir, RESULTS_FILE) + temp, "w", encoding="utf-8") as f:
+      f.writelines(map(_json_line, records))
+    os.replace(os.path.join(output_dir, RESULTS_FILE) + temp, os.path.join(output_dir, RESULTS_FILE))
+    report_html.write_index(os.path.join(output_dir, INDEX_FILE) + temp, prompts_file, records)
+    os.replace(os.path.join(output_dir, INDEX_FILE) + temp, os.path.join(output_dir, INDEX_FILE))
 
 
 def _error_record(line: int, text: str, error: BaseException) -> dict:
@@ -408,7 +465,7 @@ class _Output:
 
   def claim(self, if_output_exists: str, run: dict, config_text: str | None) -> set[int]:
     """Checks and prepares the folder; returns the lines already recorded (when resuming)."""
-    names = (RESULTS_FILE, INDEX_FILE, AUDIO_DIR, RUN_FILE)
+    names = (RESULTS_FILE, INDEX_FILE, AUDIO_DIR, RUN_FILE, DONE_FILE)
     if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
       raise UserError(f"OUTPUT_DIR {self.output_dir} is a file, not a folder: choose a folder")
     used = os.path.isdir(self.output_dir) and any(
@@ -428,6 +485,8 @@ class _Output:
       if used and if_output_exists == "resume":
         self._load_for_resume(run)
       os.makedirs(os.path.join(self.output_dir, AUDIO_DIR), exist_ok=True)
+      if os.path.exists(os.path.join(self.output_dir, DONE_FILE)):
+        os.remove(os.path.join(self.output_dir, DONE_FILE))  # resumed: running again
       self._forget_unrecorded_files()
       self._write_atomically(os.path.join(self.output_dir, RUN_FILE), json.dumps(run, indent=2))
       if config_text is not None:
@@ -474,6 +533,11 @@ class _Output:
       self.records.append(record)
       self._write_index()
     return record
+
+  def mark_done(self) -> None:
+    """Says this folder's lines are all recorded (a process's share of a multi-process run)."""
+    with _writing(self.output_dir):
+      self._write_atomically(os.path.join(self.output_dir, DONE_FILE), "")
 
   def write_sample(self, prompt: Prompt, index: int, generation: cascade_lib.Generation) -> dict:
     """Writes a sample's WAV and spectrogram under temporary names; `publish` renames them."""

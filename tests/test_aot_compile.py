@@ -15,7 +15,7 @@ def test_tiny_semantic_step_compiles_on_a_simulated_mesh_and_reports_memory():
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]),
              XLA_FLAGS="--xla_force_host_platform_device_count=2")  # the tool must override it
   result = subprocess.run(
-      [sys.executable, "-m", "musiclm_jax.tools.aot_compile", "--stage=semantic", "--scale=tiny",
+      [sys.executable, "-m", "musiclm_jax.tools.aot_compile", "--component=semantic", "--scale=tiny",
        "--batch_size=8", "--length=64", "--model_parallel=2"],
       capture_output=True, text=True, env=env, timeout=300, cwd=TESTS_DIR)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -41,11 +41,31 @@ def test_largest_fitting_finds_the_boundary_in_few_compiles():
   assert bisect_limit.largest_fitting(lambda n: True, limit=100) == 100
 
 
+def test_largest_fitting_linear_agrees_with_bisection_in_fewer_tries():
+  from musiclm_jax.tools import bisect_limit  # pylint: disable=g-import-not-at-top
+  capacity = 100.0
+  # Fixed bytes + bytes per row, with a little curvature as XLA's temp buffers have.
+  for fixed, per_row, unknown_when_refused in [(5, 1, False), (5, 0.3, True), (50, 7, False),
+                                               (100.5, 1, False), (3, 2.5, True), (2, 0.1, False)]:
+    cost = lambda n, f=fixed, p=per_row: f + p * n * (1 + 0.01 * n ** 0.5)
+    asked = []
+
+    def measure(n, cost=cost, unknown=unknown_when_refused):
+      asked.append(n)
+      fits = cost(n) <= capacity
+      return fits, None if (unknown and not fits) else cost(n)
+
+    expected = bisect_limit.largest_fitting(lambda n, cost=cost: cost(n) <= capacity)
+    assert bisect_limit.largest_fitting_linear(measure, capacity) == expected
+    bisect_tries = 2 * max(expected, 1).bit_length() + 1
+    assert len(asked) <= (bisect_tries if unknown_when_refused else min(6, bisect_tries)), asked
+
+
 def _compile_for_topology(*args):
   pytest.importorskip("libtpu", reason="needs libtpu: pip install -e '.[tpu]'")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
   return subprocess.run(
-      [sys.executable, "-m", "musiclm_jax.tools.aot_compile", "--stage=semantic", "--scale=tiny",
+      [sys.executable, "-m", "musiclm_jax.tools.aot_compile", "--component=semantic", "--scale=tiny",
        "--model_parallel=2", *args], capture_output=True, text=True, env=env, timeout=600, cwd=TESTS_DIR)
 
 

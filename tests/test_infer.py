@@ -14,6 +14,7 @@ from musiclm_jax.errors import UserError
 from musiclm_jax.models import soundstream
 from conftest import REPO_DIR, TESTS_DIR
 from test_cascade import tiny_stage_lms
+from test_multihost import finish, free_port, multiprocess_env
 from test_long_generation import TINY_DISCRIMINATORS, TINY_CODEC, tiny_soundstream_params
 
 STAGE_GIN = """
@@ -243,3 +244,47 @@ def test_prompt_overrides_reach_each_stage(tmp_path):
     parse('{"text": "jazz", "guidance_scale": {"fine": 2.0}}')
   with pytest.raises(UserError, match='a story gives seconds per segment'):
     parse('{"story": [["a", 1]], "seconds": 3}')
+
+
+def test_two_processes_split_the_lines_and_merge_what_one_process_makes(flags, tmp_path):
+  lines = ["calm piano", json.dumps({"text": "fast techno", "seed": 5, "num_samples": 2}),
+           json.dumps({"text": "", "seed": 1}), "slow strings"]
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("\n".join(lines))
+  common = [*flags, f"--gin.PROMPTS_FILE='{prompts}'", "--gin.SECONDS=0.4", "--gin.BATCH_SIZE=1"]
+  one = tmp_path / "one"
+  assert _run_infer(*common, f"--gin.OUTPUT_DIR='{one}'", cwd=tmp_path).returncode == 2
+  two = tmp_path / "two"
+  port = free_port()
+  workers = [subprocess.Popen(
+      [sys.executable, "-m", "musiclm_jax.infer", *common, f"--gin.OUTPUT_DIR='{two}'",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      env=multiprocess_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  errors = finish(workers, timeout_seconds=600)
+  # Line 3 (empty text) fails on process 0, which also has line 1; process 1 has lines 2 and 4.
+  assert [w.returncode for w in workers] == [2, 0], errors[0][-3000:] + errors[1][-3000:]
+
+  def records(folder):
+    out = {}
+    for line in (folder / "results.jsonl").read_text().splitlines():
+      record = json.loads(line)
+      for sample in record.get("samples", ()):
+        sample["audio"], _ = soundfile.read(folder / sample.pop("wav"))
+        assert (folder / sample.pop("spectrogram")).exists()
+        del sample["batch_seconds"]
+      out[record.pop("line")] = record
+    return out
+
+  merged, single = records(two), records(one)
+  assert sorted(merged) == sorted(single) == [1, 2, 3, 4]
+  for line, record in single.items():
+    got = merged[line]
+    for a, b in zip(got.pop("samples", ()), record.pop("samples", ())):
+      np.testing.assert_allclose(a.pop("audio"), b.pop("audio"), atol=1e-5)
+      assert a == b
+    assert got == record
+  assert sorted(json.loads(l)["line"] for l in
+                (two / "process-1-of-2" / "results.jsonl").read_text().splitlines()) == [2, 4]
+  page = (two / "index.html").read_text()
+  assert "process-1-of-2/audio/line0004_sample0.wav" in page and page.count("class='error'") == 1

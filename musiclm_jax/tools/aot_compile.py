@@ -1,9 +1,13 @@
-r"""Compiles a stage's train step ahead of time and prints its per-device memory.
+r"""Compiles a trained component's train step ahead of time and prints its per-device memory.
 
-  python -m musiclm_jax.tools.aot_compile --stage=semantic --scale=paper
-  python -m musiclm_jax.tools.aot_compile --stage=semantic --scale=paper --topology=v5e:4x4
-  python -m musiclm_jax.tools.aot_compile --stage=coarse --scale=paper --topology=v4:2x2x4 --find_max_batch
+  python -m musiclm_jax.tools.aot_compile --component=semantic --scale=paper
+  python -m musiclm_jax.tools.aot_compile --component=semantic --scale=paper --topology=v5e:4x4
+  python -m musiclm_jax.tools.aot_compile --component=coarse --scale=paper --topology=v4:2x2x4 --find_max_batch
+  python -m musiclm_jax.tools.aot_compile --component=soundstream --scale=paper --topology=v5p:2x2x1
 
+Components: the three stages (gin/models/<stage>.gin + gin/scales/<scale>.gin, rows of
+the stage's training crop), and SoundStream (its GAN step, discriminators included),
+w2v-BERT and MuLan (gin/models/<c>.gin + gin/scales/<c>_<scale>.gin, rows of audio).
 Lowers `Trainer.lower_train_step()` on abstract shapes (nothing is allocated) and
 compiles it for a (devices / model_parallel, model_parallel) mesh; prints one JSON
 line with the per-device sizes XLA reports (`compiled.memory_analysis()`).
@@ -15,31 +19,20 @@ chips of that TPU topology (`--num_slices` for multislice) and XLA's TPU compile
 does the work: the sizes are the chip's, and a program that does not fit its HBM
 is refused, reported as one line naming the chip, its HBM and the bytes needed.
 --find_max_batch asks the compiler for the largest batch per data-parallel replica
-that fits, by bisection.
+that fits, each next try aimed by the bytes of the last ones (about 4 compiles).
+Every component's rows on three topologies: tools/memory_table.py.
 """
-import os
 import sys
 
 _NUM_DEVICES = 8
 
 
-def _set_up_backend(argv) -> None:
-  # Both must be fixed before jax initialises, so they are read from argv here.
-  count = next((a.split("=", 1)[1] for a in argv if a.startswith("--num_devices=")), _NUM_DEVICES)
-  flag = f"--xla_force_host_platform_device_count={count}"
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
-  os.environ["XLA_FLAGS"] = " ".join(flags + [flag])
-  os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  if any(a.startswith("--topology=") for a in argv):
-    # Compile only: no metadata server to ask, and no TPU whose lock other processes could hold.
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-
-
 if __name__ == "__main__":
-  _set_up_backend(sys.argv)
+  from musiclm_jax.tools import compile_backend  # pylint: disable=g-import-not-at-top
+  # Read from argv: both are fixed before jax initialises.
+  compile_backend.set_up(
+      next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--num_devices=")), _NUM_DEVICES),
+      tpu_topology=any(a.startswith("--topology=") for a in sys.argv))
 
 import json
 import re
@@ -47,33 +40,42 @@ import time
 from typing import Any, Sequence
 
 from absl import flags
+from absl import logging
 import gin
 import jax
 
 from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax import metrics
+from musiclm_jax import musiclm_spec
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
+from musiclm_jax.data import tasks
 from musiclm_jax.errors import UserError
+from musiclm_jax.models import mulan
+from musiclm_jax.models import soundstream
 from musiclm_jax.tools import bisect_limit
 
-# Tokens per row of each stage's training crop (paper): 12 MuLan tokens, then
-#   semantic 30 s of 25 Hz semantic tokens;
-#   coarse   10 s of semantic (250) + 10 s of 50 Hz x 4 coarse tokens (2000);
-#   fine     3 s of coarse (150 x 4) + 3 s of fine (150 x 8).
-STAGE_LENGTHS = {"semantic": 12 + 750, "coarse": 12 + 250 + 2000, "fine": 600 + 1200}
+# Audio crops of the codec and w2v-BERT: neither paper gives one for music, so these are the
+# table's assumption (SoundStream's GAN trains on short crops, w2v-BERT on utterance-long
+# ones). MuLan's rows are one window of its config; a stage's its training crop (musiclm_spec).
+AUDIO_CROP_SECONDS = {"soundstream": 1.0, "w2v_bert": 10.0}
+COMPONENTS = (*musiclm_spec.STAGES, "soundstream", "w2v_bert", "mulan")
+# Components that train with their own optimizer (the others take --optimizer).
+_OWN_OPTIMIZERS = {"soundstream": soundstream.gan_optimizer, "mulan": mulan.contrastive_optimizer}
 
 # HBM per chip as the TPU compiler counts it (programs beyond it are refused).
 TPU_HBM_GIB = {"v4": 30.75, "v5e": 15.75, "v5p": 95.74, "v6e": 31.25}
 # Generations whose chips pair two TensorCores into one device.
 _MEGACORE = ("v4", "v5p")
 
-_STAGE = flags.DEFINE_enum("stage", "semantic", list(STAGE_LENGTHS), "gin/models/<stage>.gin")
-_SCALE = flags.DEFINE_string("scale", "paper", "gin/scales/<scale>.gin")
+_COMPONENT = flags.DEFINE_enum("component", "semantic", list(COMPONENTS), "What to compile.")
+_SCALE = flags.DEFINE_string("scale", "paper", "gin/scales/<scale>.gin (<component>_<scale>.gin "
+                             "for soundstream, w2v_bert, mulan)")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch size.")
-_LENGTH = flags.DEFINE_integer("length", None, "Tokens per row (default: the stage's crop).")
+_LENGTH = flags.DEFINE_integer("length", None, "Tokens per row of a stage, audio samples per row "
+                               "of the others (default: the training crop).")
 _MODEL_PARALLEL = flags.DEFINE_integer("model_parallel", 2, "Size of the model mesh axis.")
 flags.DEFINE_integer("num_devices", _NUM_DEVICES, "Simulated devices (read before jax starts).")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "Compile for this TPU topology instead, e.g. "
@@ -82,13 +84,18 @@ _NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "Slices of --topology joined
 _FIND_MAX_BATCH = flags.DEFINE_bool("find_max_batch", False, "With --topology: report the largest "
                                     "batch per data-parallel replica that fits (bisection).")
 _MFU = flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation the expected step time assumes.")
-_OPTIMIZER = flags.DEFINE_string("optimizer", "adamw", "adamw | adafactor | sgd")
+_OPTIMIZER = flags.DEFINE_string("optimizer", "adamw", "adamw | adafactor | sgd (SoundStream and "
+                                 "MuLan have their own)")
 _BINDINGS = flags.DEFINE_multi_string("binding", [], "Extra gin bindings, e.g. "
                                       "\"transformer.TransformerConfig.remat_policy = 'full'\"")
 
 
 class DoesNotFitError(UserError):
   """The TPU compiler refused the program: it needs more HBM than the chip has."""
+
+  def __init__(self, message: str, needed_bytes: float | None = None):
+    super().__init__(message)
+    self.needed_bytes = needed_bytes  # per chip, as the compiler reported it (None if it did not)
 
 
 def tpu_devices(topology: str, num_slices: int = 1) -> Sequence[Any]:
@@ -108,26 +115,59 @@ def tpu_devices(topology: str, num_slices: int = 1) -> Sequence[Any]:
                     f"(is libtpu installed? pip install -e '.[tpu]')") from None
 
 
-def compile_train_step(stage: str, scale: str, batch_size: int, length: int | None = None,
+def build_component(component: str, scale: str, bindings=()):
+  """The `%MODEL` of a component at a scale (see the module docstring for the gin files)."""
+  if component not in COMPONENTS:
+    raise UserError(f"unknown component {component!r}: use one of {', '.join(COMPONENTS)}")
+  scale_file = scale if component in musiclm_spec.STAGES else f"{component}_{scale}"
+  try:
+    return gin_models.build_model([f"models/{component}.gin", f"scales/{scale_file}.gin"], bindings)
+  finally:
+    gin.clear_config()
+
+
+def batch_spec(component: str, model, batch_size: int,
+               length: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
+  """One training batch's shapes: [batch, tokens] for a stage, [batch, samples] audio otherwise.
+
+  `length` (default: the training crop) is tokens per row of a stage, samples of the others.
+  """
+  def rows(dtype, width):
+    return jax.ShapeDtypeStruct((batch_size, width), dtype)
+
+  if component in musiclm_spec.STAGES:
+    length = length or tasks.feature_lengths(component)["targets"]
+    return {"decoder_input_tokens": rows("int32", length),
+            "decoder_target_tokens": rows("int32", length),
+            "decoder_loss_weights": rows("float32", length)}
+  if component == "mulan":
+    text = model.config.max_text_length
+    return {"audio": rows("float32", length or model.config.window_samples),
+            "text_ids": rows("int32", text), "text_mask": rows("int32", text)}
+  return {"audio": rows("float32", length or round(AUDIO_CROP_SECONDS[component]
+                                                   * musiclm_spec.SAMPLE_RATE_HZ))}
+
+
+def compile_train_step(component: str, scale: str, batch_size: int, length: int | None = None,
                        model_parallel: int = 2, optimizer: str = "adamw",
                        bindings=(), devices: Sequence[Any] | None = None, mfu: float = 0.4) -> dict:
   """Lowers and compiles one train step on `devices` (default: jax.devices()); returns the report.
 
-  The report's expected step time is the model's analytic FLOPs per step over the
-  devices' published peak at `mfu` (absent for devices without a published peak).
+  The report's expected step time is the FLOPs per step over the devices' published
+  peak at `mfu` (absent for devices without a published peak): the model's analytic
+  count where it has one (the stages), else the compiler's (`flops_source` says which).
 
   Raises:
     DoesNotFitError: the TPU compiler refused the program for lack of HBM.
   """
-  model = gin_models.build_model([f"models/{stage}.gin", f"scales/{scale}.gin"], bindings)
-  gin.clear_config()
-  length = length or STAGE_LENGTHS[stage]
-  spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((batch_size, length), "int32"),
-          "decoder_target_tokens": jax.ShapeDtypeStruct((batch_size, length), "int32"),
-          "decoder_loss_weights": jax.ShapeDtypeStruct((batch_size, length), "float32")}
+  model = build_component(component, scale, bindings)
+  spec = batch_spec(component, model, batch_size, length)
+  length = next(iter(spec.values())).shape[1]
+  make_optimizer = _OWN_OPTIMIZERS.get(component)
+  tx = (make_optimizer(learning_rate=1e-4) if make_optimizer
+        else optimizers.make_optimizer(optimizer, learning_rate=1e-4))
   partitioner = partitioning.Partitioner(model_parallel=model_parallel, devices=devices)
-  trainer = trainer_lib.Trainer(model, partitioner,
-                                optimizers.make_optimizer(optimizer, learning_rate=1e-4), spec)
+  trainer = trainer_lib.Trainer(model, partitioner, tx, spec)
   chip = partitioner.mesh.devices.flat[0].device_kind
   start = time.perf_counter()
   lowered = trainer.lower_train_step()
@@ -137,9 +177,10 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
-    raise DoesNotFitError(f"{stage} ({scale}) with batch {batch_size} x {length} tokens does not fit "
-                          f"a {chip} chip: {_hbm_shortfall(str(e))}; lower --batch_size or raise "
-                          f"--model_parallel") from None
+    shortfall, needed_bytes = _hbm_shortfall(str(e))
+    raise DoesNotFitError(f"{component} ({scale}) with batch {batch_size} x {length} does not fit "
+                          f"a {chip} chip: {shortfall}; lower --batch_size or raise "
+                          f"--model_parallel", needed_bytes) from None
   compile_seconds = time.perf_counter() - start - lower_seconds
   memory = compiled.memory_analysis()
   params = sum(x.size for x in jax.tree.leaves(trainer.abstract_state.params))
@@ -148,74 +189,97 @@ def compile_train_step(stage: str, scale: str, batch_size: int, length: int | No
   # Donated state shares its buffers with the output (alias): count it once.
   sizes["total"] = (sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"]
                     + sizes["generated_code"])
-  report = {"benchmark": "aot_compile", "stage": stage, "scale": scale, "batch_size": batch_size,
-            "batch_per_replica": batch_size // partitioner.data_parallel,
+  devices = list(partitioner.mesh.devices.flat)
+  flops, flops_source = trainer.flops_per_step, "analytic"
+  if not flops:
+    # XLA counts one device's share of the partitioned program.
+    flops, flops_source = _compiled_flops(compiled) * len(devices), "compiler"
+  report = {"benchmark": "aot_compile", "component": component, "scale": scale,
+            "batch_size": batch_size, "batch_per_replica": batch_size // partitioner.data_parallel,
             "length": length, "params": params, "devices": partitioner.mesh.size, "chip": chip,
-            "mesh": dict(partitioner.mesh.shape), "optimizer": optimizer,
+            "mesh": dict(partitioner.mesh.shape),
+            "optimizer": make_optimizer.__name__ if make_optimizer else optimizer,
             "per_device_bytes": sizes,
             "per_device_gib": {k: round(v / 2**30, 3) for k, v in sizes.items()},
             "lower_seconds": round(lower_seconds, 1), "compile_seconds": round(compile_seconds, 1),
-            "flops_per_step": trainer.flops_per_step}
-  devices = list(partitioner.mesh.devices.flat)
+            "flops_per_step": flops, "flops_source": flops_source}
   # Simulated CPU devices have no peak worth dividing by.
   peak = metrics.peak_flops(devices) if devices[0].platform != "cpu" else 0.0
-  if peak and trainer.flops_per_step:
-    seconds = trainer.flops_per_step / (mfu * peak)
+  if peak and flops:
+    seconds = flops / (mfu * peak)
     report.update(mfu=mfu, expected_step_seconds=float(f"{seconds:.3g}"))
   return report
 
 
-def _hbm_shortfall(message: str) -> str:
-  """'needs X of its Y HBM' from the TPU compiler's out-of-memory message."""
+def _compiled_flops(compiled) -> float:
+  """FLOPs XLA's cost analysis gives the compiled program (0 when it gives none)."""
+  cost = compiled.cost_analysis()
+  # Older jax returns one dict per program, newer a dict.
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", 0.0))
+
+
+def _hbm_shortfall(message: str) -> tuple[str, float | None]:
+  """('it needs X of its Y HBM', X in bytes) from the TPU compiler's out-of-memory message."""
   # XLA writes binary sizes as 15.75G (GiB), 512.00M (MiB), ...
   size = r"([\d.]+)([KMGT])"
   used = re.search(rf"Used {size} of {size} hbm", message)
   if used is None:
     used = re.search(rf"required for [^(]*\({size}\) exceeds available HBM \({size}\)", message)
   if used is None:
-    return next(l.strip() for l in message.splitlines() if l.strip())
+    return next(l.strip() for l in message.splitlines() if l.strip()), None
   need, need_unit, have, have_unit = used.groups()
-  return f"it needs {need} {need_unit}iB of its {have} {have_unit}iB HBM"
+  needed_bytes = float(need) * 2**(10 * "KMGT".index(need_unit) + 10)
+  return f"it needs {need} {need_unit}iB of its {have} {have_unit}iB HBM", needed_bytes
 
 
-def find_max_batch(stage: str, scale: str, devices: Sequence[Any], model_parallel: int = 2,
-                   **kwargs) -> dict:
-  """The report of the largest batch (a multiple of the data-parallel replicas) that fits."""
+def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: float,
+                   model_parallel: int = 2, **kwargs) -> dict:
+  """The report of the largest batch (a multiple of the data-parallel replicas) that fits.
+
+  The compiler decides what fits; the bytes it reports steer the search
+  (`bisect_limit.largest_fitting_linear`), so a row takes about 4 compiles.
+  """
   replicas = len(devices) // model_parallel
-  reports = {}
+  reports, tries = {}, []
 
-  def fits(per_replica: int) -> bool:
+  def measure(per_replica: int) -> tuple[bool, float | None]:
+    tries.append(per_replica)
     try:
-      reports[per_replica] = compile_train_step(stage, scale, per_replica * replicas,
-                                                model_parallel=model_parallel, devices=devices, **kwargs)
-      return True
-    except DoesNotFitError:
-      return False
+      report = compile_train_step(component, scale, per_replica * replicas,
+                                  model_parallel=model_parallel, devices=devices, **kwargs)
+    except DoesNotFitError as e:
+      logging.info("batch %d per replica does not fit: %s", per_replica, e)
+      return False, e.needed_bytes
+    logging.info("batch %d per replica fits: %s", per_replica, json.dumps(report))
+    reports[per_replica] = report
+    return True, report["per_device_bytes"]["total"]
 
-  best = bisect_limit.largest_fitting(fits)
+  best = bisect_limit.largest_fitting_linear(measure, hbm_gib * 2**30)
   if not best:
-    raise DoesNotFitError(f"{stage} ({scale}) does not fit even 1 row per replica on "
+    raise DoesNotFitError(f"{component} ({scale}) does not fit even 1 row per replica on "
                           f"{devices[0].device_kind}: raise --model_parallel")
-  return dict(reports[best], max_batch_per_replica=best)
+  return dict(reports[best], max_batch_per_replica=best, batches_tried=tries)
 
 
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   devices = tpu_devices(_TOPOLOGY.value, _NUM_SLICES.value) if _TOPOLOGY.value else None
+  hbm_gib = TPU_HBM_GIB[_TOPOLOGY.value.split(":")[0]] if _TOPOLOGY.value else None
   kwargs = dict(optimizer=_OPTIMIZER.value, bindings=_BINDINGS.value, mfu=_MFU.value)
   if _FIND_MAX_BATCH.value:
     if devices is None:
       raise UserError("--find_max_batch needs --topology: only the TPU compiler refuses what does not fit")
-    report = find_max_batch(_STAGE.value, _SCALE.value, devices, _MODEL_PARALLEL.value,
+    report = find_max_batch(_COMPONENT.value, _SCALE.value, devices, hbm_gib, _MODEL_PARALLEL.value,
                             length=_LENGTH.value, **kwargs)
   else:
-    report = compile_train_step(_STAGE.value, _SCALE.value, _BATCH.value, _LENGTH.value,
+    report = compile_train_step(_COMPONENT.value, _SCALE.value, _BATCH.value, _LENGTH.value,
                                 _MODEL_PARALLEL.value, devices=devices, **kwargs)
   if _TOPOLOGY.value:
     report.update(topology=_TOPOLOGY.value, num_slices=_NUM_SLICES.value,
-                  hbm_gib=TPU_HBM_GIB[_TOPOLOGY.value.split(":")[0]])
+                  hbm_gib=hbm_gib)
   print(json.dumps(report))
 
 
 if __name__ == "__main__":
-  gin_utils.run(main, usage="use --stage, --scale, --batch_size and the other flags of --help")
+  gin_utils.run(main, usage="use --component, --scale, --batch_size and the other flags of --help")

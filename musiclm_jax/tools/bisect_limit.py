@@ -19,3 +19,46 @@ def largest_fitting(fits: Callable[[int], bool], limit: int = 2**16) -> int:
     mid = (good + bad) // 2
     good, bad = (mid, bad) if fits(mid) else (good, mid)
   return good
+
+
+def largest_fitting_linear(measure: Callable[[int], tuple[bool, float | None]], capacity: float,
+                           limit: int = 2**16) -> int:
+  """The largest n in [1, limit] that fits (0 if none), for a cost about linear in n.
+
+  measure(n) -> (fits, cost): cost (e.g. bytes needed) may be None when unknown. Each
+  next try is where the line through the bracket's ends (largest fit, smallest
+  failure; the two nearest costs before a failure is seen) meets `capacity`, kept
+  inside the bracket (regula falsi); when two tries have not halved the bracket, or a
+  failure came without a cost, its midpoint instead. About 3-5 tries when the cost is
+  near-linear and known.
+  """
+  costs: dict[int, float] = {}
+  good, bad, n = 0, limit + 1, 1
+  widths = []  # of the bracket after each try since the first failure
+  while True:
+    fits, cost = measure(n)
+    if cost is not None:
+      costs[n] = cost
+    good, bad = (n, bad) if fits else (good, n)
+    if bad - good <= 1:
+      return good
+    if bad <= limit:
+      widths.append(bad - good)
+    ends = [k for k in (good, bad) if k in costs]
+    points = ends if len(ends) == 2 else sorted(costs, key=lambda k: abs(k - n))[:2]
+    guess = _line_crossing([(k, costs[k]) for k in points], capacity)
+    # A refusal without a cost says nothing about the line's error: bisect after it.
+    if (guess is None or (not fits and cost is None)
+        or (len(widths) > 2 and widths[-1] > widths[-3] / 2)):
+      n = (good + bad) // 2 if bad <= limit else 2 * good
+    else:
+      n = min(max(int(guess), good + 1), bad - 1)
+
+
+def _line_crossing(points, capacity: float) -> float | None:
+  """Where the line through two (n, cost) points reaches `capacity` (None without a rising line)."""
+  if len(points) < 2:
+    return None
+  (n1, c1), (n2, c2) = points
+  slope = (c2 - c1) / (n2 - n1)
+  return None if slope <= 0 else n1 + (capacity - c1) / slope
