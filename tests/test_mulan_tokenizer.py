@@ -11,7 +11,6 @@ import numpy_params
 from musiclm_jax import checkpoints
 from musiclm_jax import gin_models
 from musiclm_jax.eval import retrieval
-from musiclm_jax.models import mulan
 from musiclm_jax.tokenizers import conditioning
 from musiclm_jax.tokenizers import rvq_fit
 
