@@ -47,8 +47,9 @@ def largest_fitting_linear(measure: Callable[[int], tuple[bool, float | None]], 
     ends = [k for k in (good, bad) if k in costs]
     points = ends if len(ends) == 2 else sorted(costs, key=lambda k: abs(k - n))[:2]
     guess = _line_crossing([(k, costs[k]) for k in points], capacity)
-    # A refusal without a cost says nothing about the line's error: bisect after it.
-    if (guess is None or (not fits and cost is None)
+    # A refusal without a cost, or a fit that costs more than `capacity` (the cost is not
+    # what decides), says nothing about the line's error: bisect (or double) after it.
+    if (guess is None or (not fits and cost is None) or (fits and cost > capacity)
         or (len(widths) > 2 and widths[-1] > widths[-3] / 2)):
       n = (good + bad) // 2 if bad <= limit else 2 * good
     else:
