@@ -12,7 +12,9 @@ for every training run. A cache is a folder:
 A record holds the tokens without vocabulary offsets (`token_layout` adds
 those per stage): M_A [mulan_levels], S [T_s] at 25 Hz, A [T_a, levels] at
 50 Hz stored flattened time-major, with T_a == 2 * T_s, plus the caption,
-the dataset's other (non-audio) features as JSON, and the clip id.
+its M_T [mulan_levels] (empty without a caption; caches written before it
+existed read as empty), the dataset's other (non-audio) features as JSON,
+and the clip id.
 
 A shard only appears under its final name once it and its counts are
 complete (written under a temporary name, then renamed), so "the file
@@ -39,6 +41,7 @@ _TMP_SUFFIX = ".tmp"
 FEATURE_SPEC = {
     "clip_id": tf.io.FixedLenFeature([], tf.string),
     "mulan_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
+    "mulan_text_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "semantic_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "acoustic_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "acoustic_levels": tf.io.FixedLenFeature([], tf.int64),
@@ -60,6 +63,8 @@ class Record:
     num_samples: 24 kHz samples that were tokenized (T_s * 960).
     caption: the dataset's caption, or "".
     labels: the dataset's other non-audio features, JSON-able.
+    mulan_text: M_T [mulan_levels] int32 of the caption, or empty without one:
+      what a text prompt gives the stages at inference (`tasks` may train on it).
   """
   clip_id: str
   mulan: np.ndarray
@@ -68,6 +73,7 @@ class Record:
   num_samples: int
   caption: str = ""
   labels: dict[str, Any] = dataclasses.field(default_factory=dict)
+  mulan_text: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros([0], np.int32))
 
 
 def _int64s(values) -> tf.train.Feature:
@@ -84,6 +90,7 @@ def serialize(record: Record) -> bytes:
   features = {
       "clip_id": _bytes(record.clip_id),
       "mulan_tokens": _int64s(record.mulan),
+      "mulan_text_tokens": _int64s(record.mulan_text),
       "semantic_tokens": _int64s(record.semantic),
       "acoustic_tokens": _int64s(acoustic),
       "acoustic_levels": _int64s([acoustic.shape[1]]),
@@ -104,7 +111,8 @@ def deserialize(serialized: bytes) -> Record:
                 semantic=ints("semantic_tokens"),
                 acoustic=ints("acoustic_tokens").reshape(-1, levels),
                 num_samples=int(feature["num_samples"].int64_list.value[0]),
-                caption=text("caption"), labels=json.loads(text("labels_json")))
+                caption=text("caption"), labels=json.loads(text("labels_json")),
+                mulan_text=ints("mulan_text_tokens"))
 
 
 # Files.
