@@ -63,7 +63,7 @@ FULL = Mode(
     train_steps=dict(soundstream=500, w2v_bert=600, mulan=300, semantic=300, coarse=300, fine=300),
     stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
     stage_stride_seconds=dict(semantic=5.0, coarse=1.0, fine=0.48),
-    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=8,
+    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=16,
     eval_taggers=("MTT_musicnn", "MSD_musicnn"))
 QUICK = Mode(
     corpus="quick", clip_seconds=2.0,
