@@ -63,7 +63,7 @@ FULL = Mode(
     train_steps=dict(soundstream=500, w2v_bert=600, mulan=300, semantic=300, coarse=300, fine=300),
     stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
     stage_stride_seconds=dict(semantic=5.0, coarse=1.0, fine=0.48),
-    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=8,
+    prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=16,
     eval_taggers=("MTT_musicnn", "MSD_musicnn"))
 QUICK = Mode(
     corpus="quick", clip_seconds=2.0,
@@ -241,6 +241,17 @@ class Pipeline:
     return paths
 
 
+def adherence_summary(result: dict) -> str:
+  """prompt_adherence.json as text: each figure beside its baselines and its permutation p-value."""
+  return (f"prompt adherence, MuLan audio→text among {result['prompts']} prompts "
+          f"({result['clips']} clips):\n"
+          f"  recall@1          true {result['recall_at_1']:.2f}  shuffled "
+          f"{result['recall_at_1_shuffled_prompts']:.2f}  chance {result['chance']:.2f}  "
+          f"permutation p = {result['p_value_recall_at_1']:.3g}\n"
+          f"  cosine to prompt  true {result['cosine_own_prompt']:.3f}  shuffled "
+          f"{result['cosine_shuffled_prompt']:.3f}  permutation p = {result['p_value_cosine']:.3g}")
+
+
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   pipeline = Pipeline(_OUTPUT_DIR.value, QUICK if _QUICK.value else FULL)
@@ -250,7 +261,7 @@ def main(argv):
     print(f"  {name:<17} {'reused' if reused else f'{seconds:6.0f} s'}")
   print(f"  {'total':<17} {result['seconds']:6.0f} s")
   with open(result["adherence"]) as f:
-    print(f"prompt adherence (MuLan audio→text recall@1 among the prompts): {json.load(f)}")
+    print(adherence_summary(json.load(f)))
   with open(os.path.join(result["eval"], "eval.json")) as f:
     print(f"musiclm-eval (every metric with its baselines; plots in "
           f"{os.path.join(result['eval'], 'eval.html')}):\n{report.headline(json.load(f))}")

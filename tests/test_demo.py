@@ -39,7 +39,9 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   for figure in ("recall_at_1", "recall_at_1_shuffled_prompts"):
     hits = adherence[figure] * clips  # A fraction of the clips.
     assert hits == pytest.approx(round(hits)) and 0 <= round(hits) <= clips, (figure, adherence)
-  assert "recall_at_1_shuffled_prompts" in result.stdout and "chance" in result.stdout
+  assert 0 < adherence["p_value_cosine"] <= 1 and 0 < adherence["p_value_recall_at_1"] <= 1
+  assert "shuffled" in result.stdout and "chance" in result.stdout
+  assert "permutation p =" in result.stdout
   assert "time per step:" in result.stdout and str(samples / "index.html") in result.stdout
   evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
   for metric in ("FAD_musicnn", "FAD_mulan", "KLD_MTT_musicnn", "MCC", "tempo_accuracy"):

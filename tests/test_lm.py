@@ -195,3 +195,21 @@ def test_flops_count_every_dense_parameter_and_attention():
   dense = param_count.count_parameters(model) - not_matmul
   attention = 3 * cfg.num_layers * 4 * batch * length ** 2 * cfg.d_model
   assert model.flops_per_batch(spec) == 6 * dense * batch * length + attention
+
+
+def test_conditioning_dropout_drops_rows_at_its_rate():
+  # 256 copies of one row: the mean loss is (k * unconditional + (256 - k) * clean) / 256,
+  # so it tells how many rows k were dropped.
+  stage = musiclm_spec.semantic_stage()
+  model = lm.DecoderOnlyLM(TINY, stage, condition_dropout_rate=0.25)
+  batch = jax.tree.map(lambda x: jnp.repeat(x[:1], 256, axis=0), _semantic_batch(model))
+  params = model_params(model, 20)
+  loss = jax.jit(model.loss_fn)
+  clean = loss(params, batch, None)[0]
+  nulled = dict(batch, decoder_input_tokens=model.remove_conditioning(batch["decoder_input_tokens"]))
+  unconditional = loss(params, nulled, None)[0]
+  dropped = [float((loss(params, batch, jax.random.PRNGKey(seed))[0] - clean)
+                   / (unconditional - clean) * 256) for seed in range(4)]
+  # Binomial(256, 0.25): mean 64, sd 6.9; bounds of 4 sd, and the draws differ per key.
+  assert all(36 <= k <= 92 for k in dropped), dropped
+  assert len({round(k) for k in dropped}) > 1

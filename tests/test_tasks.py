@@ -153,16 +153,22 @@ def test_registering_again_replaces_and_bad_caches_are_user_errors(cache, tmp_pa
 
 @pytest.mark.parametrize("stage", musiclm_spec.STAGES)
 def test_stage_gin_files_register_the_task_with_their_crop(cache, stage):
+  conditioned = stage != "fine"
+  rates = ["TEXT_TOKEN_RATE = 0.25", "CONDITION_DROPOUT_RATE = 0.125"] if conditioned else []
   try:
     gin_utils.parse_gin([f"experiments/{stage}_stage.gin"],
-                        [f"TOKEN_CACHE_DIR = '{cache[0]}'", f"CROP_SECONDS = {CROP_SECONDS[stage]}"])
+                        [f"TOKEN_CACHE_DIR = '{cache[0]}'", f"CROP_SECONDS = {CROP_SECONDS[stage]}",
+                         *rates])
     name = gin.get_configurable(tasks.register_cache_task)()
     lengths = gin.get_configurable(tasks.feature_lengths)()
     # The shared run's %STAGE and the entry file's model are the same stage.
     model_stage = gin.query_parameter("lm.DecoderOnlyLM.stage").configurable.name
+    model = gin.get_configurable(lm.DecoderOnlyLM)()
   finally:
     gin.clear_config()
   assert name == f"token_cache_{stage}" and model_stage == f"{stage}_stage"
+  assert model.condition_dropout_rate == (0.125 if conditioned else 0.0)
+  assert tasks.random_access(name).text_rate == (0.25 if conditioned else 0.0)
   with pytest.raises(UserError, match="--gin.TOKEN_CACHE_DIR"):
     tasks.register_cache_task(stage, None)
   assert lengths == tasks.feature_lengths(stage, CROP_SECONDS[stage])
@@ -209,3 +215,65 @@ def test_importing_data_pipelines_registers_no_fixture_task():
                           capture_output=True, text=True, timeout=300, check=True)
   registered_early, never_registered = map(ast.literal_eval, result.stdout.splitlines()[-2:])
   assert not registered_early and not never_registered, (registered_early, never_registered)
+
+
+def _conditioning(ex, stage):
+  """The MuLan codes [1, 12] an example is conditioned on."""
+  layout = tasks.LAYOUTS[stage]
+  return layout.decode_stream("mulan", ex["targets"][:token_layout.MULAN.num_levels])[0]
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse"])
+def test_text_rate_conditions_on_the_captions_m_t_at_that_rate(cache, stage):
+  cache_dir, records = cache
+  name = tasks.register_cache_task(stage, cache_dir, CROP_SECONDS[stage], name=f"t_text_{stage}",
+                                   text_rate=0.3)
+  paper = tasks.register_cache_task(stage, cache_dir, CROP_SECONDS[stage], name=f"t_paper_{stage}")
+  picks = []
+  examples = _examples(name, stage, epochs=100)
+  for ex, paper_ex in zip(examples, _examples(paper, stage, epochs=100)):
+    record = records[ex["clip_id"].decode()]
+    codes = _conditioning(ex, stage)
+    is_text = np.array_equal(codes, record.mulan_text)
+    assert is_text or np.array_equal(codes, record.mulan)
+    picks.append(is_text)
+    # The choice is drawn after the crop: the same crops as the paper's task, only M differs.
+    assert ex["crop_start_frame"] == paper_ex["crop_start_frame"]
+    np.testing.assert_array_equal(ex["targets"][12:], paper_ex["targets"][12:])
+    assert np.array_equal(_conditioning(paper_ex, stage), record.mulan)
+  # 300 draws at p = 0.3: mean 90, sd 7.9; the bounds are 4 sd.
+  assert 58 <= sum(picks) <= 122, sum(picks)
+  assert [_conditioning(ex, stage).tolist() for ex in examples[:30]] == [
+      _conditioning(ex, stage).tolist() for ex in _examples(name, stage, epochs=10)]
+
+
+def test_clips_without_m_t_keep_m_a_and_fine_has_no_text_rate(tmp_path):
+  records = write_cache(tmp_path, seed=2)
+  for path in token_cache.finished_shards(str(tmp_path), "train"):
+    kept = list(token_cache.read_shard(path))
+    for record in kept:
+      record.mulan_text = np.zeros([0], np.int32)  # a cache written before M_T existed
+    token_cache.write_shard(path, kept, {})
+  name = tasks.register_cache_task("semantic", str(tmp_path), 0.4, name="t_no_text", text_rate=1.0)
+  for ex in _examples(name, "semantic", epochs=3):
+    np.testing.assert_array_equal(_conditioning(ex, "semantic"),
+                                  records[ex["clip_id"].decode()].mulan)
+  with pytest.raises(UserError, match="text_rate 0.5 for the fine stage"):
+    tasks.register_cache_task("fine", str(tmp_path), 0.1, name="t_fine_text", text_rate=0.5)
+  with pytest.raises(UserError, match="text_rate 1.5"):
+    tasks.register_cache_task("semantic", str(tmp_path), 0.4, name="t_bad_text", text_rate=1.5)
+
+
+def test_random_access_examples_pick_m_t_like_the_seqio_task(cache):
+  cache_dir, records = cache
+  name = tasks.register_cache_task("semantic", cache_dir, 0.4, name="t_text_random", text_rate=0.5)
+  examples = tasks.random_access(name)
+  picks = []
+  for index in range(examples.num_examples("train")):
+    for seed in range(40):
+      ex = examples.example("train", index, np.random.default_rng(seed))
+      record = records[ex["clip_id"]]
+      picks.append(np.array_equal(_conditioning(ex, "semantic"), record.mulan_text))
+      again = examples.example("train", index, np.random.default_rng(seed))
+      np.testing.assert_array_equal(ex["targets"], again["targets"])
+  assert 0.35 <= np.mean(picks) <= 0.65  # 120 draws at p = 0.5: sd 0.046

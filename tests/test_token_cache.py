@@ -17,13 +17,14 @@ def random_record(rng, index: int, semantic_frames: int, acoustic_levels: int = 
       acoustic=rng.integers(0, codebook_size, (2 * semantic_frames, acoustic_levels)).astype(np.int32),
       num_samples=960 * semantic_frames, caption=f"ünïcode caption {index}",
       labels={"genre": "jazz", "tempo_bpm": 92.5, "instruments": ["piano", "bass"],
-              "melody": {"pitch": [60, 62]}})
+              "melody": {"pitch": [60, 62]}},
+      mulan_text=rng.integers(0, codebook_size, 12).astype(np.int32))
 
 
 def assert_same_record(a: token_cache.Record, b: token_cache.Record):
   assert (a.clip_id, a.caption, a.labels, a.num_samples) == (b.clip_id, b.caption, b.labels,
                                                              b.num_samples)
-  for name in ("mulan", "semantic", "acoustic"):
+  for name in ("mulan", "semantic", "acoustic", "mulan_text"):
     np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert getattr(a, name).shape == getattr(b, name).shape
 
@@ -32,6 +33,7 @@ def test_shards_round_trip_records_exactly(tmp_path):
   rng = np.random.default_rng(0)
   records = [random_record(rng, i, frames) for i, frames in enumerate([5, 1, 13])]
   records.append(random_record(rng, 3, 4, codebook_size=2))  # codes 0 and 1 are real codes too
+  records[1].mulan_text = np.zeros([0], np.int32)  # no caption, no M_T
   path = token_cache.shard_path(str(tmp_path), "train", 0, 1)
   token_cache.write_shard(path, records, {"skipped": {"digital silence": 2}})
   back = list(token_cache.read_split(str(tmp_path), "train"))

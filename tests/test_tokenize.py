@@ -64,6 +64,8 @@ def test_every_clip_once_with_its_tokens(synth_music_micro, micro_cache):
       np.testing.assert_array_equal(record.semantic, FAKES["semantic_tokenizer"].tokenize(audio)[0])
       np.testing.assert_array_equal(record.acoustic, FAKES["acoustic_tokenizer"].encode(audio)[0])
       np.testing.assert_array_equal(record.mulan, FAKES["conditioning_tokenizer"].audio_tokens(audio)[0])
+      np.testing.assert_array_equal(record.mulan_text,
+                                    FAKES["conditioning_tokenizer"].text_tokens([record.caption])[0])
       assert record.caption and record.labels["genre"] and "audio" not in record.labels
       assert "audio" not in record.labels["melody_pair"]
   assert metadata.splits["train"]["num_shards"] == 3  # 6 clips, 2 per shard

@@ -12,7 +12,11 @@ Multi-level streams are flattened time-major, levels interleaved. In the
 coarse stage the S and Ac crops cover the same time (acoustic frames 2 s0 ..
 2 (s0 + n) for semantic frames s0 .. s0 + n). A clip shorter than the crop is
 kept whole, never padded: the sequence is shorter, and the feature converter
-pads it with PAD ids that carry no loss. Crops are drawn by `crop_ids`, per
+pads it with PAD ids that carry no loss. The conditioning is the clip's M_A
+(the paper), or with probability `text_rate` its caption's M_T when the cache
+holds one: the tokens a text prompt gives at inference, which MuLan's
+modality gap keeps apart from M_A at small scale (beyond the paper, as
+MusicGen trains on text). Crops are drawn by `crop_ids`, per
 example: through SeqIO from SeqIO's seeds (SeqIO repeats before these
 preprocessors), and in the trainer's pipeline from (seed, epoch, index) through
 `CacheExamples`, which reads record i of the cache directly. Either way the
@@ -101,7 +105,8 @@ def feature_lengths(stage: str, crop_seconds: float | None = None,
 
 
 def _parse(ex: Mapping[str, tf.Tensor], acoustic_levels: int) -> dict[str, tf.Tensor]:
-  return {"clip_id": ex["clip_id"], "mulan": ex["mulan_tokens"], "semantic": ex["semantic_tokens"],
+  return {"clip_id": ex["clip_id"], "mulan": ex["mulan_tokens"],
+          "mulan_text": ex["mulan_text_tokens"], "semantic": ex["semantic_tokens"],
           "acoustic": tf.reshape(ex["acoustic_tokens"], [-1, acoustic_levels]),
           "melody": tf.reshape(ex["melody_tokens"], [-1, token_layout.MELODY.num_levels])}
 
@@ -113,16 +118,20 @@ def _crop_start(rng: np.random.Generator, length: int, crop: int) -> int:
 
 def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic: np.ndarray,
              acoustic: np.ndarray, rng: np.random.Generator,
-             melody: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+             melody: np.ndarray | None = None, mulan_text: np.ndarray | None = None,
+             text_rate: float = 0.0) -> tuple[np.ndarray, int]:
   """One random crop of a cached clip as a stage sequence: the one place crops are drawn.
 
   Args:
     frames: `crop_frames(stage)`.
     mulan: M_A [mulan_levels]; semantic: S [T_s]; acoustic: A [T_a, levels], T_a == 2 T_s.
-    rng: draws the crop's start (the SeqIO task seeds it from SeqIO's seeds,
-      `CacheExamples` from the pipeline's (seed, epoch, index)).
+    rng: draws the crop's start, then whether M_T replaces M_A (the SeqIO
+      task seeds it from SeqIO's seeds, `CacheExamples` from the pipeline's
+      (seed, epoch, index)).
     melody: melody tokens [T_m, melody_levels] for a semantic stage conditioned
       on [M | melody]: the frames `spec.melody_frames` gives for the crop.
+    mulan_text: M_T [mulan_levels] of the clip's caption, or empty (no caption).
+    text_rate: probability of conditioning on M_T instead of M_A when there is one.
   Returns:
     (ids [length] int32 via `stage_sequence`, the crop's start in 50 Hz frames).
   """
@@ -136,6 +145,9 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
     codes = {"coarse": window[:, :_COARSE_LEVELS], "fine": window[:, _COARSE_LEVELS:]}
   else:
     semantic_start = _crop_start(rng, len(semantic), frames["semantic"])
+    # Drawn only when M_T can be picked, so text_rate=0 gives the paper's crops bit for bit.
+    if text_rate and mulan_text is not None and len(mulan_text) and rng.random() < text_rate:
+      mulan = mulan_text
     codes = {"mulan": mulan[None, :],
              "semantic": semantic[semantic_start:semantic_start + frames["semantic"], None]}
     start = semantic_start * spec.ACOUSTIC_PER_SEMANTIC
@@ -151,17 +163,17 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
 
 @seqio.map_over_dataset(num_seeds=1)
 def random_crop(ex: Mapping[str, tf.Tensor], seed, stage: str, frames: Mapping[str, int],
-                melody: bool = False):
+                melody: bool = False, text_rate: float = 0.0):
   """A parsed clip -> {'targets': ids of one crop by `crop_ids`} plus the trace features."""
 
-  def crop(seed, mulan, semantic, acoustic, melody_codes):
+  def crop(seed, mulan, mulan_text, semantic, acoustic, melody_codes):
     ids, start = crop_ids(stage, frames, mulan, semantic, acoustic,
                           np.random.default_rng(seed.view(np.uint32)),
-                          melody_codes if melody else None)
+                          melody_codes if melody else None, mulan_text, text_rate)
     return ids, np.int32(start)
 
   targets, start = tf.numpy_function(
-      crop, [seed, ex["mulan"], ex["semantic"], ex["acoustic"], ex["melody"]],
+      crop, [seed, ex["mulan"], ex["mulan_text"], ex["semantic"], ex["acoustic"], ex["melody"]],
       [tf.int32, tf.int32], stateful=False)
   targets.set_shape([None])
   start.set_shape([])
@@ -181,6 +193,7 @@ class CacheExamples:
   cache_dir: str
   frames: Mapping[str, int]
   melody: bool = False
+  text_rate: float = 0.0
   _readers: dict[str, token_cache.SplitReader] = dataclasses.field(
       default_factory=dict, init=False, repr=False, compare=False)
 
@@ -200,7 +213,8 @@ class CacheExamples:
     """{'targets': ids [length] int32, 'clip_id', 'crop_start_frame'}."""
     record = self._reader(split)[index]
     ids, start = crop_ids(self.stage, self.frames, record.mulan, record.semantic, record.acoustic,
-                          rng, record.melody if self.melody else None)
+                          rng, record.melody if self.melody else None, record.mulan_text,
+                          self.text_rate)
     return {"targets": ids, "clip_id": record.clip_id, "crop_start_frame": start}
 
 
@@ -247,7 +261,7 @@ def _check_melody(cache_dir: str, metadata: token_cache.CacheMetadata) -> None:
 
 
 def _add_task(name: str, stage: str, cache_dir: str, frames: Mapping[str, int],
-              melody: bool = False) -> int:
+              melody: bool = False, text_rate: float = 0.0) -> int:
   """Registers one cache's task; returns its number of train records (0 if none)."""
   metadata, records = _check_cache(cache_dir, stage, melody)
   layout = MELODY_LAYOUT if melody else LAYOUTS[stage]
@@ -259,11 +273,12 @@ def _add_task(name: str, stage: str, cache_dir: str, frames: Mapping[str, int],
       preprocessors=[
           seqio.map_over_dataset(functools.partial(
               _parse, acoustic_levels=metadata.acoustic_levels)),
-          functools.partial(random_crop, stage=stage, frames=dict(frames), melody=melody),
+          functools.partial(random_crop, stage=stage, frames=dict(frames), melody=melody,
+                            text_rate=text_rate),
       ],
       output_features={"targets": seqio.Feature(seqio.PassThroughVocabulary(layout.vocab_size),
                                                 add_eos=False)})
-  _RANDOM_ACCESS[name] = CacheExamples(stage, cache_dir, dict(frames), melody)
+  _RANDOM_ACCESS[name] = CacheExamples(stage, cache_dir, dict(frames), melody, text_rate)
   return records.get("train", 0)
 
 
@@ -277,7 +292,8 @@ def _remove(name: str) -> None:
 
 def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
                         crop_seconds: float | None = None, name: str | None = None,
-                        rates: Sequence[float] | None = None, melody: bool = False) -> str:
+                        rates: Sequence[float] | None = None, melody: bool = False,
+                        text_rate: float = 0.0) -> str:
   """Registers `stage`'s task over one cache, or a mixture over several; returns its name.
 
   Args:
@@ -289,16 +305,23 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
     rates: mixing rates of the caches (default: their numbers of train records).
     melody: the semantic stage conditioned on [M_A | melody tokens]; every
       cache must hold melody tokens.
+    text_rate: probability that an example of a captioned clip is conditioned
+      on its M_T instead of its M_A (0: the paper; caches written before M_T
+      existed have none). Not for the fine stage, which has no conditioning.
   """
   _check_stage(stage, melody)
   cache_dirs = [cache_dirs] if isinstance(cache_dirs, str) else list(cache_dirs or [])
   if not cache_dirs:
     raise UserError("no token cache given: pass --gin.TOKEN_CACHE_DIR=\\\"DIR\\\" (a folder "
                     "written by musiclm-tokenize, or a list of them)")
+  if not 0.0 <= text_rate <= 1.0 or (text_rate and stage == "fine"):
+    raise UserError(f"text_rate {text_rate} for the {stage} stage: use a probability in [0, 1], "
+                    "and 0 for the fine stage (it has no MuLan conditioning)")
   if rates is not None and len(rates) != len(cache_dirs):
     raise UserError(f"{len(rates)} mixing rates for {len(cache_dirs)} caches: give one per cache")
   name = name or f"token_cache_{stage}"
-  key = (stage, tuple(cache_dirs), crop_seconds, None if rates is None else tuple(rates), melody)
+  key = (stage, tuple(cache_dirs), crop_seconds, None if rates is None else tuple(rates), melody,
+         text_rate)
   if _REGISTERED.get(name) == key:
     return name
   if name in _REGISTERED:
@@ -307,10 +330,10 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
     raise UserError(f"SeqIO task or mixture {name!r} already exists: pick another name")
   frames = crop_frames(stage, crop_seconds)
   if len(cache_dirs) == 1:
-    _add_task(name, stage, cache_dirs[0], frames, melody)
+    _add_task(name, stage, cache_dirs[0], frames, melody, text_rate)
   else:
     tasks = [f"{name}.{i}" for i in range(len(cache_dirs))]
-    sizes = [_add_task(task, stage, cache_dir, frames, melody)
+    sizes = [_add_task(task, stage, cache_dir, frames, melody, text_rate)
              for task, cache_dir in zip(tasks, cache_dirs)]
     seqio.MixtureRegistry.add(name, list(zip(tasks, rates or sizes)))
   _REGISTERED[name] = key

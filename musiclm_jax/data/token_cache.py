@@ -13,8 +13,10 @@ A record holds the tokens without vocabulary offsets (`token_layout` adds
 those per stage): M_A [mulan_levels], S [T_s] at 25 Hz, A [T_a, levels] at
 50 Hz stored flattened time-major, with T_a == 2 * T_s, optionally melody
 tokens [T_m, melody_levels] (one frame per melody window, 3 s hop) when the
-cache was written with a melody tokenizer, plus the caption, the dataset's
-other (non-audio) features as JSON, and the clip id.
+cache was written with a melody tokenizer, plus the caption, its M_T
+[mulan_levels] (empty without a caption; caches written before it existed
+read as empty), the dataset's other (non-audio) features as JSON, and the
+clip id.
 
 A shard only appears under its final name once it and its counts are
 complete (written under a temporary name, then renamed), so "the file
@@ -41,6 +43,7 @@ _TMP_SUFFIX = ".tmp"
 FEATURE_SPEC = {
     "clip_id": tf.io.FixedLenFeature([], tf.string),
     "mulan_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
+    "mulan_text_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "semantic_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "acoustic_tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
     "acoustic_levels": tf.io.FixedLenFeature([], tf.int64),
@@ -65,6 +68,8 @@ class Record:
     caption: the dataset's caption, or "".
     labels: the dataset's other non-audio features, JSON-able.
     melody: melody tokens [T_m, melody_levels] int32, or None (a cache without them).
+    mulan_text: M_T [mulan_levels] int32 of the caption, or empty without one:
+      what a text prompt gives the stages at inference (`tasks` may train on it).
   """
   clip_id: str
   mulan: np.ndarray
@@ -74,6 +79,7 @@ class Record:
   caption: str = ""
   labels: dict[str, Any] = dataclasses.field(default_factory=dict)
   melody: np.ndarray | None = None
+  mulan_text: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros([0], np.int32))
 
 
 def _int64s(values) -> tf.train.Feature:
@@ -90,6 +96,7 @@ def serialize(record: Record) -> bytes:
   features = {
       "clip_id": _bytes(record.clip_id),
       "mulan_tokens": _int64s(record.mulan),
+      "mulan_text_tokens": _int64s(record.mulan_text),
       "semantic_tokens": _int64s(record.semantic),
       "acoustic_tokens": _int64s(acoustic),
       "acoustic_levels": _int64s([acoustic.shape[1]]),
@@ -116,7 +123,8 @@ def deserialize(serialized: bytes) -> Record:
                 semantic=ints("semantic_tokens"),
                 acoustic=ints("acoustic_tokens").reshape(-1, levels),
                 num_samples=int(feature["num_samples"].int64_list.value[0]),
-                caption=text("caption"), labels=json.loads(text("labels_json")), melody=melody)
+                caption=text("caption"), labels=json.loads(text("labels_json")), melody=melody,
+                mulan_text=ints("mulan_text_tokens"))
 
 
 # Files.

@@ -4,8 +4,12 @@ For every text prompt of a musiclm-infer output folder, MuLan embeds the
 generated clip and all prompts; the clip "follows" its prompt when its own
 prompt is the nearest of them (audio→text recall@1). The same is measured
 with the prompts shuffled (a derangement: no clip keeps its own), which is
-what an unconditional model would score. Story and continuation lines are
-left out: they have no single prompt.
+what an unconditional model would score. A permutation test says how
+likely the true prompts' score is if the prompts said nothing about the
+music: it redraws which prompt each clip was made for (a random permutation
+of the prompts) many times, and the p-value is the share of draws that score
+at least as well. Story and continuation lines are left out: they have no
+single prompt.
 
   python -m musiclm_jax.eval.prompt_adherence --samples_dir=runs/demo/samples \
       --mulan_export_dir=... --mulan_rvq_path=... --output_path=adherence.json
@@ -49,9 +53,30 @@ def derangement(n: int, seed: int = 0) -> np.ndarray:
       return order
 
 
+def permutation_p_values(similarity: np.ndarray, prompt_index: np.ndarray,
+                         num_permutations: int = 10000, seed: int = 0) -> dict[str, float]:
+  """One-sided p-values of mean cosine and recall@1 to the true prompts, against permuted prompts.
+
+  similarity [clips, prompts]; prompt_index [clips]. p = (1 + draws scoring
+  >= the true prompts) / (1 + num_permutations), so it is never 0.
+  """
+  rows = np.arange(len(prompt_index))
+  nearest = similarity.argmax(axis=1)
+  rng = np.random.default_rng(seed)
+  permuted = np.stack([rng.permutation(similarity.shape[1]) for _ in range(num_permutations)])
+  assigned = permuted[:, prompt_index]  # [draws, clips]
+  observed_cosine = similarity[rows, prompt_index].mean()
+  observed_recall = np.mean(nearest == prompt_index)
+  cosine = similarity[rows, assigned].mean(axis=1)
+  recall = (nearest == assigned).mean(axis=1)
+  p = lambda draws, observed: float((1 + np.sum(draws >= observed - 1e-12)) / (1 + num_permutations))
+  return {"p_value_cosine": p(cosine, observed_cosine), "p_value_recall_at_1": p(recall, observed_recall)}
+
+
 def adherence(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
               prompt_index: np.ndarray, seed: int = 0) -> dict:
-  """Recall@1 of each clip's prompt among all prompts, for the true and for shuffled prompts.
+  """Recall@1 of each clip's prompt among all prompts, for the true and for shuffled prompts,
+  with the permutation test's p-values.
 
   audio_embeddings [clips, D] and text_embeddings [prompts, D], L2-normalised;
   prompt_index [clips]: the prompt each clip was generated for.
@@ -65,7 +90,8 @@ def adherence(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
           "recall_at_1_shuffled_prompts": float(np.mean(nearest == shuffled)),
           "chance": 1.0 / len(text_embeddings),
           "cosine_own_prompt": float(np.mean(similarity[rows, prompt_index])),
-          "cosine_shuffled_prompt": float(np.mean(similarity[rows, shuffled]))}
+          "cosine_shuffled_prompt": float(np.mean(similarity[rows, shuffled])),
+          **permutation_p_values(similarity, prompt_index, seed=seed)}
 
 
 def main(argv):

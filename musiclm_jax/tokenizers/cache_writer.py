@@ -81,6 +81,24 @@ class Tokenizers:
     return (mulan.astype(np.int32), semantic.astype(np.int32), acoustic.astype(np.int32),
             None if melody is None else melody.astype(np.int32))
 
+  def text_tokens(self, captions: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """M_T [mulan_levels] int32 of each caption; an empty array for an empty caption.
+
+    Stored beside M_A so the stages can also learn from the tokens a text
+    prompt gives at inference (`tasks.register_cache_task(text_rate=...)`).
+    """
+    tokens = [np.zeros([0], np.int32) for _ in captions]
+    captioned = [i for i, caption in enumerate(captions) if caption]
+    for start in range(0, len(captioned), batch_size):
+      rows = captioned[start:start + batch_size]
+      codes = np.asarray(self.conditioning.text_tokens([captions[i] for i in rows]))
+      if codes.shape != (len(rows), self.conditioning.num_levels):
+        raise ValueError(f"the conditioning tokenizer returned shape {codes.shape} for "
+                         f"{len(rows)} captions, expected {(len(rows), self.conditioning.num_levels)}")
+      for i, row in zip(rows, codes.astype(np.int32)):
+        tokens[i] = row
+    return tokens
+
   def describe(self) -> dict[str, Any]:
     """What identifies the tokens: class, sizes and any source paths the tokenizers expose."""
     def one(tokenizer, **sizes):
@@ -90,7 +108,8 @@ class Tokenizers:
         if getattr(tokenizer, attribute, None):
           info[attribute] = str(getattr(tokenizer, attribute))
       return info
-    described = {"mulan": one(self.conditioning, num_levels=self.conditioning.num_levels),
+    described = {"mulan": one(self.conditioning, num_levels=self.conditioning.num_levels,
+                              text_tokens=True),
                  "semantic": one(self.semantic,
                                  frame_rate_hz=SAMPLE_RATE_HZ / SAMPLES_PER_SEMANTIC_FRAME),
                  "acoustic": one(self.acoustic, num_levels=self.acoustic.num_levels,
@@ -263,10 +282,12 @@ def _tokenize_shard(builder, plan: _SplitPlan, shard: int, prep: _ClipPrep, batc
     skipped.add(validation.AudioError(validation.AudioProblem.UNREADABLE, detail,
                                       f"{plan.tfds_split}[{start}:{stop}]"))
   tokens.update(batcher.flush())
+  order = sorted(info)
+  text = batcher.tokenizers.text_tokens([info[i][1] for i in order], batcher.batch_size)
   return [token_cache.Record(clip_id=info[i][0], mulan=tokens[i][0], semantic=tokens[i][1],
                              acoustic=tokens[i][2], num_samples=info[i][3], caption=info[i][1],
-                             labels=info[i][2], melody=tokens[i][3])
-          for i in sorted(info)]
+                             labels=info[i][2], melody=tokens[i][3], mulan_text=text_tokens)
+          for i, text_tokens in zip(order, text)]
 
 
 def tokenize_dataset(*, dataset: str, cache_dir: str,
