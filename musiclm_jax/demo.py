@@ -211,7 +211,9 @@ class Pipeline:
         _binding("SAMPLES_DIR", samples), _binding("UNCONDITIONAL_DIR", unconditional),
         _binding("OUTPUT_DIR", evaluation), _binding("MULAN_EXPORT_DIR", mulan),
         _binding("MULAN_RVQ_PATH", mulan_rvq), _binding("SOUNDSTREAM_EXPORT_DIR", soundstream),
-        _binding("TAGGERS", mode.eval_taggers)]])
+        # The judge that is not MuLan: genre/instrument/mood classifiers fitted on the
+        # corpus's real training audio, scored on every clip set with p-values.
+        _binding("TAGGERS", mode.eval_taggers), _binding("JUDGE_SPLIT", "train")]])
     return {"seconds": time.perf_counter() - start, "index": os.path.join(samples, "index.html"),
             "adherence": adherence, "eval": evaluation}
 

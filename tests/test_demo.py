@@ -44,10 +44,12 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   assert "permutation p =" in result.stdout
   assert "time per step:" in result.stdout and str(samples / "index.html") in result.stdout
   evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
-  for metric in ("FAD_musicnn", "FAD_mulan", "KLD_MTT_musicnn", "MCC", "tempo_accuracy"):
+  for metric in ("FAD_musicnn", "FAD_mulan", "KLD_MTT_musicnn", "MCC", "tempo_accuracy",
+                 "judge_genre_accuracy"):
     assert set(evaluation["metrics"][metric]["values"]) == {
         "generated", "shuffled", "unconditional", "real", "codec", "noise"}, metric
   assert "shuffled prompts" in result.stdout and "MCC" in result.stdout
+  assert 0 < evaluation["p_values"]["judge_genre_accuracy"]["p_value"] <= 1
 
   rerun = _demo(tmp_path)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
