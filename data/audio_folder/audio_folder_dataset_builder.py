@@ -19,7 +19,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from musiclm_jax.audio import io
+from musiclm_jax.audio import rates
 from musiclm_jax.audio import validation
 from musiclm_jax.data import audio_clips
 
@@ -38,7 +38,7 @@ class AudioFolderConfig(tfds.core.BuilderConfig):
   """
   clip_seconds: float = 10.0
   min_clip_seconds: float = 5.0
-  sample_rate_hz: int = io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
 
 
 def _aspects(value) -> list[str]:

@@ -20,7 +20,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from musiclm_jax.audio import io
+from musiclm_jax.audio import rates
 from musiclm_jax.audio import validation
 from musiclm_jax.data import audio_clips
 
@@ -49,7 +49,7 @@ class MusicCapsConfig(tfds.core.BuilderConfig):
     min_clip_seconds: shorter clips (videos that ended early) are skipped.
   """
   balanced_only: bool = False
-  sample_rate_hz: int = io.SOUNDSTREAM_SAMPLE_RATE_HZ
+  sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   min_clip_seconds: float = 2.0
 
 
