@@ -333,7 +333,7 @@ class Cascade:
                       for r in rows])  # [batch, segments, levels]
     melody = None  # [batch, melody frames, levels]; rows of a batch share the melody's length
     if first.melody is not None:
-      melody = np.concatenate([self.melody_tokenizer.tokenize(r.melody[None]) for r in rows])
+      melody = self.melody_tokenizer.tokenize(np.stack([r.melody for r in rows]))
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
     chunks, stage_seconds = [], {}
