@@ -38,6 +38,16 @@ SYNTH_MICRO_SPEC = corpus.CorpusSpec(
     melody_pair_fraction=0.5, seed=0)
 
 
+def binary_env(**overrides: str) -> dict[str, str]:
+  """The environment for running a binary in a subprocess, as a user runs it on a CPU: one
+  device (the 8 simulated devices are for in-process sharding tests; on 8 devices each binary
+  compiles 8-way programs and runs them on 2 cores), the repo and tests importable."""
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env.update(overrides)
+  return env
+
+
 def load_data_builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
   """The Builder of data/<name>/, loaded the way `tfds build data/<name>` loads it."""
   with tfds.core.utils.add_sys_path(os.path.join(REPO_ROOT, "data")):

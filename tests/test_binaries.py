@@ -9,7 +9,7 @@ import pytest
 
 from musiclm_jax import checkpoints
 from musiclm_jax import metrics as metrics_lib
-from conftest import REPO_DIR, TESTS_DIR
+from conftest import TESTS_DIR, binary_env
 
 TEST_GIN = os.path.join(TESTS_DIR, "gin", "context_mlp.gin")
 
@@ -18,12 +18,8 @@ def _command(binary, *args):
   return [sys.executable, "-m", f"musiclm_jax.{binary}", *args]
 
 
-def _env():
-  return dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
-
-
 def _run(binary, *args):
-  return subprocess.run(_command(binary, *args), capture_output=True, text=True, env=_env(),
+  return subprocess.run(_command(binary, *args), capture_output=True, text=True, env=binary_env(),
                         timeout=300)
 
 
@@ -99,7 +95,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
   proc = subprocess.Popen(
       _command("train", f"--gin_file={TEST_GIN}", f"--gin.MODEL_DIR='{tmp_path}'",
                "--gin.TRAIN_STEPS=100000", "--gin.trainer.train.checkpoint_period=100000"),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=binary_env())
   metrics_path = tmp_path / "metrics.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and not (metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= 3):

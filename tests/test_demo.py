@@ -1,6 +1,5 @@
 """`make demo --quick`: the whole chain, corpus to index.html, through the real binaries."""
 import json
-import os
 import subprocess
 import sys
 
@@ -10,10 +9,9 @@ import conftest
 
 
 def _demo(output_dir):
-  env = dict(os.environ, PYTHONPATH=conftest.REPO_DIR)
   return subprocess.run([sys.executable, "-m", "musiclm_jax.demo", "--quick",
                          f"--output_dir={output_dir}"], capture_output=True, text=True,
-                        env=env, check=False, cwd=conftest.REPO_DIR)
+                        env=conftest.binary_env(), check=False, cwd=conftest.REPO_DIR)
 
 
 def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_path):

@@ -26,7 +26,7 @@ from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import prompt_adherence
 from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import suite
-from conftest import REPO_DIR, TESTS_DIR
+from conftest import binary_env
 
 RATE_HZ = 24_000
 SPLIT = "train"  # the micro corpus's largest split (6 clips)
@@ -260,9 +260,8 @@ def test_judge_input_errors_are_one_line(corpus, reference, monkeypatch, tmp_pat
 
 
 def _run_eval(*args):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
   return subprocess.run([sys.executable, "-m", "musiclm_jax.evaluate", "--gin_file=runs/eval.gin",
-                         *args], capture_output=True, text=True, env=env, timeout=600)
+                         *args], capture_output=True, text=True, env=binary_env(), timeout=600)
 
 
 def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp_path):

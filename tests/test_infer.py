@@ -12,7 +12,7 @@ from musiclm_jax import checkpoints
 from musiclm_jax import inference
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import soundstream
-from conftest import REPO_DIR, TESTS_DIR
+from conftest import binary_env
 from test_cascade import tiny_stage_lms
 from test_multihost import finish, free_port, multiprocess_env
 from test_long_generation import TINY_DISCRIMINATORS, TINY_CODEC, tiny_soundstream_params
@@ -107,9 +107,8 @@ def flags(tmp_path_factory) -> list[str]:
 
 
 def _run_infer(*args, cwd):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
   return subprocess.run([sys.executable, "-m", "musiclm_jax.infer", *args], capture_output=True,
-                        text=True, env=env, timeout=600, cwd=cwd)
+                        text=True, env=binary_env(), timeout=600, cwd=cwd)
 
 
 def _last_error_line(result) -> str:

@@ -20,7 +20,7 @@ from musiclm_jax import optimizers
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import pipeline
-from conftest import REPO_DIR, TESTS_DIR
+from conftest import REPO_DIR, TESTS_DIR, binary_env
 from test_trainer import TRAIN
 from tiny_models import ContextMLPModel
 
@@ -40,9 +40,8 @@ def multiprocess_env() -> dict[str, str]:
   PYTHONFAULTHANDLER: a hung worker prints every thread's stack on SIGABRT
   (see `finish`), so a hang in CI says where it hung.
   """
-  return dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]), JAX_PLATFORMS="cpu",
-              XLA_FLAGS="--xla_force_host_platform_device_count=1",
-              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", PYTHONFAULTHANDLER="1")
+  return binary_env(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+                    PYTHONFAULTHANDLER="1")
 
 
 def finish(workers: list[subprocess.Popen], timeout_seconds: float) -> list[str]:
@@ -101,7 +100,7 @@ def one_process_losses(bindings: tuple[str, ...], num_shards: int, steps: int | 
 
 def test_two_hosts_read_their_shards_and_match_one_host(tmp_path):
   port = free_port()
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]), PYTHONFAULTHANDLER="1")
+  env = binary_env(PYTHONFAULTHANDLER="1")  # the worker picks its own device count
   workers = [subprocess.Popen([sys.executable, os.path.join(TESTS_DIR, "multihost_worker.py"),
                                str(i), "2", str(port), str(tmp_path)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
