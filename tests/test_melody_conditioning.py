@@ -295,3 +295,20 @@ def test_adherence_prefers_the_own_melody_in_any_key_over_another():
   assert result["matched"] > 0.8 and result["mismatched"] < 0.5
   with pytest.raises(UserError, match="needs >= 2"):
     melody_eval.melody_adherence(music[:1], tunes[:1], RATE_HZ)
+
+
+def test_swapped_adherence_measures_the_music_given_another_melody_against_this_one():
+  # The demo's control: music for melody i, and music (same text, seed) given melody i + 1,
+  # both against melody i. Here the swapped music plays the other tune, a fifth up.
+  melodies = ((60, 64, 67, 72), (62, 63, 70, 57))
+  tunes = [_tune(3.0, m) for m in melodies]
+  music = [_tune(3.0, np.add(m, 7), harmonics=(1, 2, 3)) for m in melodies]
+  result = melody_eval.swapped_melody_adherence(music, music[::-1], tunes, RATE_HZ)
+  reference = melody_eval.melody_adherence(music, tunes, RATE_HZ)
+  assert result["num_pairs"] == 2
+  assert result["matched_per_pair"] == reference["matched_per_pair"]
+  # Pair i's swapped music is tune i + 1 (= i - 1 of two): melody_adherence's mismatch, reversed.
+  assert result["mismatched_per_pair"] == reference["mismatched_per_pair"][::-1]
+  assert result["matched"] > 0.8 and result["mismatched"] < 0.5
+  with pytest.raises(UserError, match="as many"):
+    melody_eval.swapped_melody_adherence(music, music[:1], tunes, RATE_HZ)
