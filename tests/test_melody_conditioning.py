@@ -312,3 +312,18 @@ def test_swapped_adherence_measures_the_music_given_another_melody_against_this_
   assert result["matched"] > 0.8 and result["mismatched"] < 0.5
   with pytest.raises(UserError, match="as many"):
     melody_eval.swapped_melody_adherence(music, music[:1], tunes, RATE_HZ)
+
+
+@pytest.mark.parametrize("melody_seconds,tokenized_samples", [(0.3, 19_200), (1.0, 24_000)])
+def test_a_melody_shorter_than_the_music_repeats_and_a_longer_one_is_kept_whole(
+    melody_musiclm, monkeypatch, melody_seconds, tokenized_samples):
+  seen = []
+  tokenize = melody_musiclm.melody_tokenizer.tokenize
+  monkeypatch.setattr(melody_musiclm.melody_tokenizer, "tokenize",
+                      lambda audio: seen.append(audio) or tokenize(audio))
+  tune = _tune(melody_seconds)
+  melody_musiclm.generate([cascade_lib.Request.from_text("piano", 0.8, seed=3, melody=tune)],
+                          batch_size=1)
+  [audio] = seen
+  # 0.8 s of music (19,200 samples) hears the 0.3 s tune 2 2/3 times, from its start each time.
+  np.testing.assert_array_equal(audio, np.tile(tune, 4)[None, :tokenized_samples])
