@@ -26,8 +26,8 @@ segment they sample. Continuation: the prompt audio's S and A tokens are the
 history the first windows continue from (the output includes it). Melody: a
 semantic stage trained on [M | melody] reads, in each window, the melody
 tokens of the request's melody audio that `musiclm_spec.melody_frames` aligns
-with the window (a melody shorter than the music gives its last frames to
-later windows); a request without melody gives it NULL melody tokens, as
+with the window (a melody shorter than the music repeats from its start, as
+a looped riff); a request without melody gives it NULL melody tokens, as
 training's melody dropout did.
 
 Randomness: window i of stage s of a request draws from
@@ -129,7 +129,8 @@ class Request:
   continuation: [samples] 24 kHz audio to continue from; it is the output's
     start, cut to whole 40 ms frames, and counts in the segments' seconds.
   melody: [samples] 24 kHz audio whose tune the music follows (hummed, sung,
-    played); needs a semantic stage trained with melody conditioning.
+    played), repeated when shorter than the music; needs a semantic stage
+    trained with melody conditioning.
   """
   segments: tuple[tuple[str, float], ...]
   seed: int = 0
@@ -333,7 +334,9 @@ class Cascade:
                       for r in rows])  # [batch, segments, levels]
     melody = None  # [batch, melody frames, levels]; rows of a batch share the melody's length
     if first.melody is not None:
-      melody = self.melody_tokenizer.tokenize(np.stack([r.melody for r in rows]))
+      # Looped to the music's length: without it the last melody frames would stand for the rest.
+      samples = max(len(first.melody), first.num_samples())
+      melody = self.melody_tokenizer.tokenize(np.stack([np.resize(r.melody, samples) for r in rows]))
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
     chunks, stage_seconds = [], {}

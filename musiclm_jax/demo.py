@@ -2,11 +2,14 @@ r"""`make demo`: MusicLM from nothing to music on 2 CPU cores.
 
 Builds the synth_music corpus, trains every component at tiny scale with the
 same binaries a user runs (musiclm-train, -export, -tokenize, -infer and the
-tokenizer fitting binaries), and generates music for a few held-out captions,
-a 60 s long generation and a two-segment story, ending with the path of the
-generated index.html, a check that the music follows its prompts and
-musiclm-eval's table: every metric next to its baselines (shuffled prompts,
-an unconditional run, real held-out audio and its codec reconstructions).
+tokenizer fitting binaries; the melody embedder and a semantic stage on
+[M | melody]), and generates music for a few held-out captions, a 60 s long
+generation, a two-segment story and held-out captions with a hummed or
+whistled melody (their piece's, and another's as the control), ending with
+the path of the generated index.html, checks that the music follows its
+prompts and its melody, and musiclm-eval's table: every metric next to its
+baselines (shuffled prompts, an unconditional run, real held-out audio and its
+codec reconstructions).
 
   python -m musiclm_jax.demo [--output_dir=runs/demo] [--quick]
 
@@ -25,12 +28,21 @@ import time
 
 from absl import flags
 
+import numpy as np
+
+from musiclm_jax.audio import io as audio_io
+from musiclm_jax.audio import rates
+from musiclm_jax.data import melody_pairs
+from musiclm_jax.data import melody_voices
 from musiclm_jax.errors import UserError
+from musiclm_jax.eval import melody as melody_eval
 from musiclm_jax.eval import report
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", os.path.join(os.getcwd(), "runs", "demo"),
                                   "Where the demo writes its corpus, runs and samples.")
 _QUICK = flags.DEFINE_bool("quick", False, "A few steps per model on 2 s clips: checks the wiring.")
+MELODY_ADHERENCE = "melody_adherence.json"  # in the samples folder
+_MIN_MELODY_NOTES = 3  # in a melody line's clip: a tune, not a held note
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +56,8 @@ class Mode:
   stage_stride_seconds: how far each stage's window advances.
   long_seconds, story_seconds: of the long generation and of each story segment.
   num_captions: held-out captions to generate for.
+  num_melodies: held-out pieces whose hummed or whistled melody is a prompt's
+    `melody_from`, each with its own caption and again with the next piece's melody.
   eval_taggers: musicnn taggers musiclm-eval runs (KLD per tagger; the first gives FAD).
   """
   corpus: str
@@ -55,23 +69,25 @@ class Mode:
   long_seconds: float
   story_seconds: float
   num_captions: int
+  num_melodies: int
   eval_taggers: tuple[str, ...]
 
 
 FULL = Mode(
     corpus="tiny", clip_seconds=10.0,
-    train_steps=dict(soundstream=500, w2v_bert=600, mulan=300, semantic=300, coarse=300, fine=300),
+    train_steps=dict(soundstream=500, w2v_bert=600, mulan=300, melody=200, semantic=300,
+                     coarse=300, fine=300),
     stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
     stage_stride_seconds=dict(semantic=5.0, coarse=1.0, fine=0.48),
     prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=16,
-    eval_taggers=("MTT_musicnn", "MSD_musicnn"))
+    num_melodies=4, eval_taggers=("MTT_musicnn", "MSD_musicnn"))
 QUICK = Mode(
     corpus="quick", clip_seconds=2.0,
-    train_steps=dict(soundstream=4, w2v_bert=4, mulan=4, semantic=4, coarse=4, fine=4),
+    train_steps=dict(soundstream=4, w2v_bert=4, mulan=4, melody=4, semantic=4, coarse=4, fine=4),
     stage_crop_seconds=dict(semantic=2.0, coarse=1.0, fine=0.5),
     stage_stride_seconds=dict(semantic=1.0, coarse=0.4, fine=0.24),
     prompt_seconds=2.0, long_seconds=4.0, story_seconds=2.0, num_captions=2,
-    eval_taggers=("MTT_musicnn",))
+    num_melodies=2, eval_taggers=("MTT_musicnn",))
 
 
 def _binding(name: str, value) -> str:
@@ -93,8 +109,8 @@ class Pipeline:
   def path(self, *parts: str) -> str:
     return os.path.join(self.out, *parts)
 
-  def step(self, name: str, outputs: list[str], commands: list[list[str]]) -> None:
-    """Runs `commands` (python -m module + flags) unless an earlier run finished them.
+  def step(self, name: str, outputs: list[str], commands: list) -> None:
+    """Runs `commands` (python -m module + flags, or callables) unless an earlier run finished them.
 
     Finished means: the step's marker in OUTPUT_DIR/logs and every path of `outputs` exist.
     """
@@ -107,6 +123,10 @@ class Pipeline:
     log_path = os.path.join(self.logs, f"{name}.log")
     with open(log_path, "w") as log:
       for command in commands:
+        if callable(command):  # a library call, in this process
+          print(f"[{name}] {command.__doc__.splitlines()[0]}", flush=True)
+          command()
+          continue
         print(f"[{name}] python -m {' '.join(command)}", flush=True)
         log.write(f"$ python -m {' '.join(command)}\n")
         log.flush()
@@ -167,17 +187,32 @@ class Pipeline:
         "musiclm_jax.fit_mulan_rvq", "--gin_file=runs/fit_mulan_rvq.gin", *data,
         _binding("EXPORT_DIR", mulan), _binding("OUTPUT_DIR", self.path("mulan"))]])
 
+    # The melody embedder learns from the corpus's same-melody pairs (the mix, the
+    # notes on other instruments, a whistle, a hum); its RVQ gives the melody tokens.
+    # --quick: a 2 s clip holds one 2 s window, and a batch takes one clip per piece (16
+    # training pieces; 8 rows also split over the tests' 8 CPU devices).
+    melody = self.train_and_export("melody", "melody_synth", data + (
+        [] if mode is FULL else [_binding("WINDOW_SECONDS", 2.0), _binding("BATCH_SIZE", 8)]))
+    melody_rvq = self.path("melody", "rvq.npz")
+    self.step("melody_rvq", [melody_rvq], [[
+        "musiclm_jax.fit_melody_rvq", "--gin_file=runs/fit_melody_rvq.gin", *data,
+        _binding("EXPORT_DIR", melody), _binding("OUTPUT_DIR", self.path("melody"))]])
+
     tokenizers = [_binding("SOUNDSTREAM_EXPORT_DIR", soundstream),
                   _binding("W2V_BERT_EXPORT_DIR", w2v_bert), _binding("KMEANS_PATH", kmeans),
-                  _binding("MULAN_EXPORT_DIR", mulan), _binding("MULAN_RVQ_PATH", mulan_rvq)]
+                  _binding("MULAN_EXPORT_DIR", mulan), _binding("MULAN_RVQ_PATH", mulan_rvq),
+                  _binding("MELODY_EXPORT_DIR", melody), _binding("MELODY_RVQ_PATH", melody_rvq)]
     cache = self.path("tokens")
     self.step("tokenize", [os.path.join(cache, "metadata.json")], [[
         "musiclm_jax.tokenize_dataset", "--gin_file=runs/tokenize.gin", *data, *tokenizers,
         _binding("TOKEN_CACHE_DIR", cache)]])
 
+    # One semantic stage for both kinds of prompt (paper section 6): it reads
+    # [M | melody], and its melody dropout makes NULL melody (text alone) in-distribution.
+    experiments = dict(semantic="semantic_melody_stage", coarse="coarse_stage", fine="fine_stage")
     stages = {}
     for stage in mode.stage_crop_seconds:
-      stages[stage] = self.train_and_export(stage, f"{stage}_stage", [
+      stages[stage] = self.train_and_export(stage, experiments[stage], [
           _binding("TOKEN_CACHE_DIR", cache),
           _binding("CROP_SECONDS", mode.stage_crop_seconds[stage])])
 
@@ -199,6 +234,8 @@ class Pipeline:
     self.step("generate_unconditional", [os.path.join(unconditional, "index.html")], [[
         *infer, _binding("PROMPTS_FILE", captions_file), _binding("OUTPUT_DIR", unconditional),
         _binding("GUIDANCE_SCALE", 0.0)]])
+    self.step("melody_adherence", [self.path("samples", MELODY_ADHERENCE)],
+              [self.write_melody_adherence])
 
     adherence = self.path("samples", "prompt_adherence.json")
     self.step("prompt_adherence", [adherence], [[
@@ -227,8 +264,8 @@ class Pipeline:
     print(f"[corpus] {self.timings[-1][1]:.0f} s", flush=True)
 
   def write_prompts(self) -> tuple[str, str]:
-    """(held-out captions, the same plus one long generation and a two-segment story), as
-    JSON-lines prompt files."""
+    """(held-out captions, the same plus one long generation, a two-segment story and the
+    melody lines of `write_melodies`), as JSON-lines prompt files."""
     captions = [ex["caption"].decode() for ex in self.corpus.as_dataset(split="validation").take(
         self.mode.num_captions).as_numpy_iterator()]
     caption_lines = [{"text": c, "seed": i} for i, c in enumerate(captions)]
@@ -236,11 +273,67 @@ class Pipeline:
         {"text": captions[0], "seconds": self.mode.long_seconds, "seed": 100},
         {"story": [[captions[0], self.mode.story_seconds],
                    [captions[-1], self.mode.story_seconds]], "seed": 200}]
+    self.first_melody_line = len(lines) + 1  # line numbers count from 1, as musiclm-infer's
+    lines += self.write_melodies()
     paths = self.path("captions.jsonl"), self.path("prompts.jsonl")
     for path, content in zip(paths, (caption_lines, lines)):
       with open(path, "w") as f:
         f.writelines(json.dumps(line) + "\n" for line in content)
     return paths
+
+  def write_melodies(self) -> list[dict]:
+    """Hums or whistles the melodies of held-out pieces as WAVs; returns their prompt lines.
+
+    Piece i gives two lines with its caption and one seed: `melody_from` its own
+    melody, and the next piece's (the swapped control of `write_melody_adherence`).
+    One clip per source piece (a piece's clips share its tune); clips with fewer
+    than _MIN_MELODY_NOTES notes in prompt_seconds are passed over.
+    """
+    seconds = self.mode.prompt_seconds
+    pieces = {}  # source piece -> (caption, notes) of its first clip with a tune
+    for example in self.corpus.as_dataset(split="validation").as_numpy_iterator():
+      notes = melody_voices.crop(melody_pairs.melody_notes(example), 0.0, seconds)
+      if len(notes.pitch) >= _MIN_MELODY_NOTES:
+        pieces.setdefault(example["source_id"], (example["caption"].decode(), notes))
+      if len(pieces) == self.mode.num_melodies:
+        break
+    pieces = list(pieces.values())
+    if len(pieces) < 2:
+      raise UserError(f"{self.dataset} validation has {len(pieces)} clips with a tune of "
+                      f">= {_MIN_MELODY_NOTES} notes in {seconds:g} s; the melody lines need 2")
+    os.makedirs(self.path("melodies"), exist_ok=True)
+    paths = []
+    for i, (_, notes) in enumerate(pieces):
+      voice = melody_voices.VOICES[i % len(melody_voices.VOICES)]
+      paths.append(self.path("melodies", f"piece{i}_{voice}.wav"))
+      audio_io.save_wav(paths[-1], melody_voices.render(
+          voice, notes, seconds, rates.SOUNDSTREAM_SAMPLE_RATE_HZ, np.random.default_rng(i)),
+                        rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
+    self.melodies = paths
+    return [{"text": caption, "melody_from": paths[(i + swap) % len(paths)], "seed": 300 + i}
+            for i, (caption, _) in enumerate(pieces) for swap in (0, 1)]
+
+  def write_melody_adherence(self) -> None:
+    """Melody adherence of the melody lines' music (eval/melody.py), as JSON in the samples."""
+    samples_dir = self.path("samples")
+    with open(os.path.join(samples_dir, "results.jsonl")) as f:
+      records = {r["line"]: r for r in map(json.loads, f)}
+    # As written (24 kHz): generated music may clip or be silent, which load_audio refuses.
+    load = lambda path: audio_io.to_mono(audio_io.read_audio(path)[0])
+
+    def music(line: int) -> np.ndarray:
+      if "samples" not in records.get(line, {}):
+        raise UserError(f"prompt line {line} (a melody line) has no music: see "
+                        f"{samples_dir}/results.jsonl")
+      return load(os.path.join(samples_dir, records[line]["samples"][0]["wav"]))
+
+    # Piece i's lines: its own melody, then the next piece's (`write_melodies`).
+    lines = [self.first_melody_line + 2 * i for i in range(len(self.melodies))]
+    result = melody_eval.swapped_melody_adherence(
+        [music(line) for line in lines], [music(line + 1) for line in lines],
+        [load(path) for path in self.melodies], rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
+    with open(self.path("samples", MELODY_ADHERENCE), "w") as f:
+      json.dump(result, f, indent=1)
 
 
 def adherence_summary(result: dict) -> str:
@@ -254,6 +347,15 @@ def adherence_summary(result: dict) -> str:
           f"{result['cosine_shuffled_prompt']:.3f}  permutation p = {result['p_value_cosine']:.3g}")
 
 
+def melody_summary(result: dict) -> str:
+  """melody_adherence.json as text."""
+  above = sum(m > s for m, s in zip(result["matched_per_pair"], result["mismatched_per_pair"]))
+  return (f"melody adherence, pitch-class agreement with the melody input over "
+          f"{result['num_pairs']} held-out tunes:\n"
+          f"  given that melody {result['matched']:.2f}  given another melody (same text, seed) "
+          f"{result['mismatched']:.2f}  ({above} of {result['num_pairs']} higher when given it)")
+
+
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   pipeline = Pipeline(_OUTPUT_DIR.value, QUICK if _QUICK.value else FULL)
@@ -264,6 +366,8 @@ def main(argv):
   print(f"  {'total':<17} {result['seconds']:6.0f} s")
   with open(result["adherence"]) as f:
     print(adherence_summary(json.load(f)))
+  with open(pipeline.path("samples", MELODY_ADHERENCE)) as f:
+    print(melody_summary(json.load(f)))
   with open(os.path.join(result["eval"], "eval.json")) as f:
     print(f"musiclm-eval (every metric with its baselines; plots in "
           f"{os.path.join(result['eval'], 'eval.html')}):\n{report.headline(json.load(f))}")

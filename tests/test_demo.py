@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import soundfile
 
 import conftest
 
@@ -48,9 +49,28 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
         "generated", "shuffled", "unconditional", "real", "codec", "noise"}, metric
   assert "shuffled prompts" in result.stdout and "MCC" in result.stdout
   assert 0 < evaluation["p_values"]["judge_genre_accuracy"]["p_value"] <= 1
+  # Melody lines: two held-out tunes, each with its caption and again with the other's
+  # melody; the page plays each line's input beside its music, and the demo reports both.
+  melody_records = sorted((r for r in records if r.get("melody_from")), key=lambda r: r["line"])
+  melodies = sorted({r["melody_from"] for r in melody_records})
+  assert len(melody_records) == 4 and len(melodies) == 2
+  for record in melody_records:
+    assert os.path.dirname(record["melody_from"]) == str(tmp_path / "melodies")
+    melody_input = soundfile.info(record["melody_from"])
+    assert melody_input.samplerate == 24_000 and melody_input.duration == pytest.approx(2.0)
+    assert (samples / record["melody"]["wav"]).stat().st_size > 0
+    assert record["melody"]["wav"] in index and record["melody"]["spectrogram"] in index
+    assert f"melody: {os.path.basename(record['melody_from'])}" in index
+  for first, second in zip(melody_records[::2], melody_records[1::2]):
+    assert first["text"] == second["text"] and first["melody_from"] != second["melody_from"]
+  melody = json.loads((samples / "melody_adherence.json").read_text())
+  assert melody["num_pairs"] == 2
+  for figure in ("matched_per_pair", "mismatched_per_pair"):
+    assert all(0 <= value <= 1 for value in melody[figure])
+  assert "melody adherence" in result.stdout and "given another melody" in result.stdout
 
   rerun = _demo(tmp_path)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  for step in ("soundstream", "w2v_bert", "mulan", "tokenize", "semantic", "generate",
-               "generate_unconditional", "eval"):
+  for step in ("soundstream", "w2v_bert", "mulan", "melody", "melody_rvq", "tokenize",
+               "semantic", "generate", "generate_unconditional", "melody_adherence", "eval"):
     assert f"[{step}] done earlier" in rerun.stdout

@@ -295,3 +295,35 @@ def test_adherence_prefers_the_own_melody_in_any_key_over_another():
   assert result["matched"] > 0.8 and result["mismatched"] < 0.5
   with pytest.raises(UserError, match="needs >= 2"):
     melody_eval.melody_adherence(music[:1], tunes[:1], RATE_HZ)
+
+
+def test_swapped_adherence_measures_the_music_given_another_melody_against_this_one():
+  # The demo's control: music for melody i, and music (same text, seed) given melody i + 1,
+  # both against melody i. Here the swapped music plays the other tune, a fifth up.
+  melodies = ((60, 64, 67, 72), (62, 63, 70, 57))
+  tunes = [_tune(3.0, m) for m in melodies]
+  music = [_tune(3.0, np.add(m, 7), harmonics=(1, 2, 3)) for m in melodies]
+  result = melody_eval.swapped_melody_adherence(music, music[::-1], tunes, RATE_HZ)
+  reference = melody_eval.melody_adherence(music, tunes, RATE_HZ)
+  assert result["num_pairs"] == 2
+  assert result["matched_per_pair"] == reference["matched_per_pair"]
+  # Pair i's swapped music is tune i + 1 (= i - 1 of two): melody_adherence's mismatch, reversed.
+  assert result["mismatched_per_pair"] == reference["mismatched_per_pair"][::-1]
+  assert result["matched"] > 0.8 and result["mismatched"] < 0.5
+  with pytest.raises(UserError, match="as many"):
+    melody_eval.swapped_melody_adherence(music, music[:1], tunes, RATE_HZ)
+
+
+@pytest.mark.parametrize("melody_seconds,tokenized_samples", [(0.3, 19_200), (1.0, 24_000)])
+def test_a_melody_shorter_than_the_music_repeats_and_a_longer_one_is_kept_whole(
+    melody_musiclm, monkeypatch, melody_seconds, tokenized_samples):
+  seen = []
+  tokenize = melody_musiclm.melody_tokenizer.tokenize
+  monkeypatch.setattr(melody_musiclm.melody_tokenizer, "tokenize",
+                      lambda audio: seen.append(audio) or tokenize(audio))
+  tune = _tune(melody_seconds)
+  melody_musiclm.generate([cascade_lib.Request.from_text("piano", 0.8, seed=3, melody=tune)],
+                          batch_size=1)
+  [audio] = seen
+  # 0.8 s of music (19,200 samples) hears the 0.3 s tune 2 2/3 times, from its start each time.
+  np.testing.assert_array_equal(audio, np.tile(tune, 4)[None, :tokenized_samples])

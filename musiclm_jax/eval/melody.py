@@ -3,7 +3,9 @@
 Adherence (`melody_adherence`): pitch contours (pYIN, `audio/pitch.py`) of the
 melody input and of the generated music, compared frame by frame as pitch
 classes at the transposition that agrees best (music in another key still
-follows the tune), against the same measure with another prompt's melody.
+follows the tune), against the same measure with another prompt's melody
+(`melody_adherence`) or for music that was given another melody with the same
+text (`swapped_melody_adherence`, the demo's measure).
 
 Retrieval (`melody_retrieval`): does an audio embedding find a tune played on
 other instruments, whistled or hummed?
@@ -98,12 +100,39 @@ def melody_adherence(generated: Sequence[np.ndarray], melodies: Sequence[np.ndar
   if len(generated) != len(melodies) or len(generated) < 2:
     raise UserError(f"melody adherence needs >= 2 (generated, melody) pairs, got "
                     f"{len(generated)} clips for {len(melodies)} melodies")
-  contour = lambda audio: pitch.pitch_contour(audio, sample_rate_hz)[0]
-  music = [contour(audio) for audio in generated]
-  tunes = [contour(audio) for audio in melodies]
+  music = _contours(generated, sample_rate_hz)
+  tunes = _contours(melodies, sample_rate_hz)
   matched = [pitch_class_agreement(tunes[i], music[i]) for i in range(len(music))]
   mismatched = [pitch_class_agreement(tunes[(i + 1) % len(music)], music[i])
                 for i in range(len(music))]
-  return {"num_pairs": len(music), "matched": float(np.mean(matched)),
+  return _summary(matched, mismatched)
+
+
+def swapped_melody_adherence(followed: Sequence[np.ndarray], swapped: Sequence[np.ndarray],
+                             melodies: Sequence[np.ndarray], sample_rate_hz: int) -> dict:
+  """Does music follow the melody it was given more than music given another melody?
+
+  followed[i] [samples]: generated with melodies[i]; swapped[i]: generated with
+  the same text and seed but another melody. Both are measured against
+  melodies[i]: the swapped figure is what the text, the seed and chance give,
+  so 'matched' above 'mismatched' is what the melody conditioning adds.
+  Returns melody_adherence's fields.
+  """
+  if not len(followed) == len(swapped) == len(melodies) >= 1:
+    raise UserError(f"swapped melody adherence needs as many followed ({len(followed)}), "
+                    f"swapped ({len(swapped)}) and melody ({len(melodies)}) clips, at least one")
+  tunes = _contours(melodies, sample_rate_hz)
+  matched, mismatched = ([pitch_class_agreement(t, m)
+                          for t, m in zip(tunes, _contours(music, sample_rate_hz))]
+                         for music in (followed, swapped))
+  return _summary(matched, mismatched)
+
+
+def _contours(clips: Sequence[np.ndarray], sample_rate_hz: int) -> list[np.ndarray]:
+  return [pitch.pitch_contour(audio, sample_rate_hz)[0] for audio in clips]
+
+
+def _summary(matched: list[float], mismatched: list[float]) -> dict:
+  return {"num_pairs": len(matched), "matched": float(np.mean(matched)),
           "mismatched": float(np.mean(mismatched)), "matched_per_pair": matched,
           "mismatched_per_pair": mismatched}
