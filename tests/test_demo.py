@@ -1,5 +1,6 @@
 """`make demo --quick`: the whole chain, corpus to index.html, through the real binaries."""
 import json
+import os
 import subprocess
 import sys
 
