@@ -1,5 +1,6 @@
 """The memorization study: greedy decoding against an argmax reference, match counts of a
 stage with a known rule, the false-positive calibration, and its one-line input errors."""
+import jax
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import memorization
+from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import transport
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
@@ -92,12 +94,16 @@ def test_greedy_continuer_is_the_argmax_of_the_full_forward_pass():
   generated = memorization.greedy_continuer((model, params))(mulan, prefix, 6)
   layout = model.stage.layout
   tokens = np.concatenate([np.full((3, 1), token_layout.PAD_ID), layout.encode("mulan", mulan),
-                           layout.encode("semantic", prefix[..., None])[..., 0]], axis=1)
+                           layout.encode("semantic", prefix[..., None])[..., 0],
+                           np.zeros((3, 6), np.int64)], axis=1)
+  # One compile: attention is causal, so the zeros after position p do not change its logits.
+  forward = jax.jit(model.apply)
   expected = []
-  for _ in range(6):
-    code = np.asarray(model.apply(params, tokens))[:, -1].argmax(-1)  # column j is code j
+  for step in range(6):
+    position = tokens.shape[1] - 6 + step - 1
+    code = np.asarray(forward(params, tokens))[:, position].argmax(-1)  # column j is code j
     expected.append(code)
-    tokens = np.concatenate([tokens, layout.encode("semantic", code[:, None])], axis=1)
+    tokens[:, position + 1] = layout.encode("semantic", code[:, None])[:, 0]
   np.testing.assert_array_equal(generated, np.stack(expected, axis=1))
 
 
@@ -115,3 +121,18 @@ def test_inputs_without_m_a_or_too_short_for_the_asked_prompt_are_one_line_error
     memorization.read_examples(cache, "train", num_examples=8)
   with pytest.raises(UserError, match="not a token cache"):
     memorization.read_examples(str(tmp_path), "train", num_examples=8)
+
+
+def test_report_prints_and_plots_the_study(tmp_path):
+  study = memorization.memorization_study(_examples(2, 2, frames=40), _rule_continuer,
+                                          _ground_cost())
+  report = {"sets": {"generated": {"title": "generated", "clips": 2, "paired_clips": 0}},
+            "metrics": {}, "unavailable": {}, "sets_not_given": {}, "notes": {},
+            "fad_curves": {}, "memorization": study}
+  text = report_lib.headline(report)
+  assert "memorization, 4 training examples" in text and "1 % false-positive threshold" in text
+  assert "T = 1 s, 0.6 s continued: exact 0.500" in text
+  assert "T = 10 s: not run, the shortest training clip is 1.6 s" in text
+  page = (tmp_path / "eval.html")
+  report_lib.write_html(str(page), report)
+  assert "<h2>Memorization</h2>" in page.read_text() and "data:image/png;base64," in page.read_text()

@@ -248,6 +248,13 @@ def test_input_errors_are_one_line(corpus, reference, folders, tmp_path):
   assert "1 text prompt(s)" in _one_line(e)
 
 
+def test_memorization_needs_all_three_inputs(corpus, folders, tmp_path):
+  with pytest.raises(UserError) as e:
+    suite.evaluate(samples_dir=folders["generated"], **corpus, output_dir=str(tmp_path),
+                   memorization_token_cache_dir=str(tmp_path))
+  assert "MEMORIZATION_KMEANS_PATH" in _one_line(e)
+
+
 def test_judge_input_errors_are_one_line(corpus, reference, monkeypatch, tmp_path):
   unlabelled = suite.Reference(reference.audio, reference.sample_rate_hz, reference.texts, None, None)
   monkeypatch.setattr(suite, "read_reference", lambda *args, **kwargs: unlabelled)
@@ -280,6 +287,7 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert "judge_genre_accuracy" in written["metrics"] and "MCC" not in written["p_values"]
   assert (out / "judge.npz").is_file() and (out / "judge.json").is_file()
   assert "training accuracy" in written["notes"]["label judge"]  # JUDGE_SPLIT is SPLIT here
+  assert "MEMORIZATION_SEMANTIC_EXPORT_DIR" in written["unavailable"]["memorization"]
   # 2 s clips: one musicnn window each, so a drift of 0 and no steps (eval/coherence.py is tested alone).
   assert written["coherence"]["generated"] == {"2": {
       "clips": 6, "position_s": [0.0], "drift": [pytest.approx(0.0, abs=1e-9)], "mean_step": None,

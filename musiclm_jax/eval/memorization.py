@@ -22,16 +22,19 @@ Token rates come from `musiclm_spec`; a T that leaves no continuation in the
 shortest clip is left out with its reason (the paper's T reach 10 s of 30 s
 clips, a 2 s corpus keeps T = 0 and 1 s).
 """
+import os
 from typing import Callable, Sequence
 
 import jax
 import numpy as np
 
+from musiclm_jax import cascade
 from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec as spec
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import transport
+from musiclm_jax.layers import kmeans
 
 PAPER_PROMPT_SECONDS = (0.0, 1.0, 2.5, 5.0, 10.0)
 PAPER_CONTINUATION_SECONDS = 5.0
@@ -167,3 +170,16 @@ def memorization_study(examples: Sequence[token_cache.Record], continuer: Contin
       result[key].append(value)
   return {**result, "examples": len(examples), "false_positive_rate": false_positive_rate,
           "skipped": skipped}
+
+
+
+def load_inputs(token_cache_dir: str, semantic_export_dir: str, kmeans_path: str,
+                num_examples: int, split: str = "train") -> tuple[list, Continuer, np.ndarray]:
+  """(`read_examples`, `greedy_continuer` of the stage export, the k-means ground cost
+  [vocab, vocab]), each path checked with a one-line error."""
+  examples = read_examples(token_cache_dir, split, num_examples)
+  if not os.path.isfile(os.path.join(semantic_export_dir, "config.gin")):
+    raise UserError(f"MEMORIZATION_SEMANTIC_EXPORT_DIR {semantic_export_dir!r} has no config.gin: "
+                    f"point it at the semantic stage's musiclm-export folder")
+  ground_cost = kmeans.Codebook.load(kmeans_path).distance_matrix()
+  return examples, greedy_continuer(cascade.load_stage(semantic_export_dir)), ground_cost

@@ -40,6 +40,23 @@ def _p_value_lines(report: dict) -> list[str]:
           for name, test in report.get("p_values", {}).items()]
 
 
+def _memorization_lines(report: dict) -> list[str]:
+  """The memorization study (eval/memorization.py) as text: one line per prompt length T."""
+  study = report.get("memorization")
+  if not study:
+    return []
+  lines = [f"memorization, {study['examples']} training examples continued greedily "
+           f"(approximate: transport cost below the {100 * study['false_positive_rate']:g} % "
+           f"false-positive threshold of {_format(max(study['negative_pairs'], default=0))} "
+           f"negative pairs):"]
+  for i, seconds in enumerate(study["prompt_seconds"]):
+    lines.append(f"  T = {seconds:g} s, {study['continuation_seconds'][i]:g} s continued: exact "
+                 f"{study['exact_match'][i]:.3f}  approximate {study['approximate_match'][i]:.3f}  "
+                 f"tokens agreeing {study['token_agreement'][i]:.3f}")
+  lines += [f"  T = {seconds} s: not run, {reason}" for seconds, reason in study["skipped"].items()]
+  return lines
+
+
 def headline(report: dict) -> str:
   """The metric table as fixed-width text: one row per metric, one column per clip set."""
   columns = _columns(report)
@@ -49,6 +66,7 @@ def headline(report: dict) -> str:
     lines.append(f"{name:<22}" + "".join(f"{_format(metric['values'].get(c)):>{width}}"
                                          for c in columns) + f"  ({_direction(metric)})")
   lines += _p_value_lines(report)
+  lines += _memorization_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -127,6 +145,26 @@ def _coherence_html(report: dict) -> str:
           f"<th>final drift</th></tr>{table}</table>{_png(figure)}")
 
 
+def _memorization_html(report: dict) -> str:
+  """The study's lines and the fraction of examples matched against the prompt length T."""
+  study = report.get("memorization")
+  if not study:
+    return ""
+  items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in _memorization_lines(report)[1:])
+  figure = Figure(figsize=(6, 4), dpi=80)
+  axes = figure.add_subplot()
+  for key, label in (("exact_match", "exact"), ("approximate_match", "approximate")):
+    axes.plot(study["prompt_seconds"], study[key], "o-", label=label)
+  axes.axhline(study["false_positive_rate"], color="grey", linestyle=":",
+               label="false-positive rate (approximate)")
+  axes.set_xlabel("prompt T (s of training semantic tokens)")
+  axes.set_ylabel("fraction of training examples matched")
+  axes.set_ylim(-0.02, 1.02)
+  axes.legend(fontsize=8)
+  return (f"<h2>Memorization</h2><p>{html.escape(_memorization_lines(report)[0])}</p>"
+          f"<ul>{items}</ul>{_png(figure)}")
+
+
 def write_html(path: str, report: dict) -> str:
   """Writes the report as one page; returns `path`."""
   columns = _columns(report)
@@ -149,7 +187,7 @@ def write_html(path: str, report: dict) -> str:
           f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
           f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
-          f"{_coherence_html(report)}\n</body></html>\n")
+          f"{_coherence_html(report)}\n{_memorization_html(report)}\n</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:
     f.write(page)
   return path

@@ -66,6 +66,7 @@ from musiclm_jax.eval import coloured_noise
 from musiclm_jax.eval import fad
 from musiclm_jax.eval import kld
 from musiclm_jax.eval import label_judge
+from musiclm_jax.eval import memorization
 from musiclm_jax.eval import music_stats
 from musiclm_jax.eval import musicnn
 from musiclm_jax.eval import pitch_model
@@ -559,6 +560,9 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
              soundstream_export_dir: str | None = None,
              taggers: Sequence[str] = DEFAULT_TAGGERS, max_reference_clips: int | None = None,
              judge_split: str | None = None, judge_path: str | None = None,
+             memorization_semantic_export_dir: str | None = None,
+             memorization_token_cache_dir: str | None = None,
+             memorization_kmeans_path: str | None = None, memorization_examples: int = 32,
              seed: int = 0) -> dict:
   """Checks the inputs, runs `run_suite`, writes OUTPUT_DIR/eval.json and eval.html; returns the report.
 
@@ -566,6 +570,9 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   embeddings do not). max_reference_clips: the first N clips of the split (None: all).
   judge_split: a split of `dataset` to train the label judge on (saved as
   OUTPUT_DIR/judge.npz and judge.json); judge_path: a saved judge's path without suffix.
+  memorization_*: the semantic stage export, the token cache it trained on and the k-means
+  file of its tokens: the memorization study (eval/memorization.py) on the cache's first
+  `memorization_examples` training examples; all three or none (off).
   """
   # Every input is read and checked before any model loads. Generated clips are cut to the
   # reference's clip length: every set is scored on the same duration, and a long
@@ -586,6 +593,16 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     raise UserError(f"taggers is empty: FAD_musicnn and KLD need at least one of {DEFAULT_TAGGERS}")
   if judge_split and judge_path:
     raise UserError("give JUDGE_SPLIT (train a label judge) or JUDGE_PATH (load one), not both")
+  memorization_inputs = (memorization_semantic_export_dir, memorization_token_cache_dir,
+                         memorization_kmeans_path)
+  if any(memorization_inputs) and not all(memorization_inputs):
+    raise UserError("give all of MEMORIZATION_SEMANTIC_EXPORT_DIR, MEMORIZATION_TOKEN_CACHE_DIR "
+                    "and MEMORIZATION_KMEANS_PATH (the memorization study), or none")
+  memorization_parts = None  # (examples, continuer, ground cost)
+  if all(memorization_inputs):
+    memorization_parts = memorization.load_inputs(
+        memorization_token_cache_dir, memorization_semantic_export_dir, memorization_kmeans_path,
+        memorization_examples)
   judge_reference = read_judge_split(dataset, data_dir, judge_split) if judge_split else None
   judge = label_judge.LabelJudge.load(judge_path) if judge_path else None
   if judge is not None and judge.feature_name not in taggers:
@@ -608,6 +625,11 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   report = run_suite(generated, reference, shuffled=shuffled, unconditional=unconditional,
                      taggers=tagger_models, mulan=mulan, codec=codec, judge=judge, pitch=pitch,
                      full_length_generated=full_length_generated, seed=seed)
+  if memorization_parts is None:
+    report["unavailable"]["memorization"] = ("no MEMORIZATION_SEMANTIC_EXPORT_DIR, "
+                                             "MEMORIZATION_TOKEN_CACHE_DIR and MEMORIZATION_KMEANS_PATH")
+  else:
+    report["memorization"] = memorization.memorization_study(*memorization_parts, seed=seed)
   if judge_split == split:
     report["notes"]["label judge"] = ("trained on SPLIT itself: the real set's judge scores are its "
                                       "training accuracy, not a held-out one")
@@ -616,7 +638,10 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
                       "unconditional_dir": unconditional_dir, "mulan_export_dir": mulan_export_dir,
                       "soundstream_export_dir": soundstream_export_dir, "taggers": list(taggers),
                       "judge_split": judge_split, "judge_path": judge_path,
-                      "seed": seed, "clip_seconds": clip_seconds}
+                      "memorization_semantic_export_dir": memorization_semantic_export_dir,
+                      "memorization_token_cache_dir": memorization_token_cache_dir,
+                      "memorization_kmeans_path": memorization_kmeans_path, "seed": seed,
+                      "clip_seconds": clip_seconds}
   with open(os.path.join(output_dir, EVAL_JSON), "w") as f:
     json.dump(report, f, indent=1)
   report_lib.write_html(os.path.join(output_dir, EVAL_HTML), report)
