@@ -136,3 +136,12 @@ def test_report_prints_and_plots_the_study(tmp_path):
   page = (tmp_path / "eval.html")
   report_lib.write_html(str(page), report)
   assert "<h2>Memorization</h2>" in page.read_text() and "data:image/png;base64," in page.read_text()
+
+
+def test_codes_beyond_the_k_means_clusters_are_as_far_as_the_farthest_centroids():
+  distances = transport.centroid_distances(np.array([[0.0], [1.0], [3.0]]))
+  cost = memorization.stage_ground_cost(distances, vocab_size=5)
+  np.testing.assert_array_equal(cost[:3, :3], distances)
+  assert cost[4, 0] == cost[0, 3] == cost[3, 4] == 3.0 and cost[3, 3] == cost[4, 4] == 0.0
+  with pytest.raises(UserError, match="more than the stage's 2 semantic codes"):
+    memorization.stage_ground_cost(distances, vocab_size=2)

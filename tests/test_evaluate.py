@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import linalg
 from scipy import special
 from scipy import stats
 
@@ -205,6 +206,40 @@ def test_every_metric_has_its_baselines_and_the_rest_says_why(report):
   text = report_lib.headline(report)
   assert "shuffled prompts" in text and "FAD_musicnn" in text and "unavailable" in text
   assert "coloured noise" in text and "p = " in text
+
+
+def test_per_window_metrics_of_long_clips_match_a_hand_made_reference(reference, tagger):
+  clips = reference.audio
+  window = len(clips[0])
+  assert all(len(clip) == window for clip in clips)  # the micro corpus: one clip length
+  long_set = suite.ClipSet("generated", [np.concatenate(clips[:3]), np.concatenate(clips[3:5]),
+                                         clips[5]], RATE_HZ, reference.texts[:3], np.arange(3))
+  real_windows = np.concatenate([tagger(clip, RATE_HZ)["mean_pool"] for clip in clips])
+  mulan = FakeMuLan()
+  result = suite.per_window_metrics(long_set, window / RATE_HZ, tagger, real_windows, mulan)
+  # Clip 2 is one window long: only clips 0 and 1 count, and clip 1 ends after two windows.
+  assert result["clips"] == 2 and result["windows"] == [2, 2, 1]
+  assert result["start_s"] == pytest.approx([0.0, window / RATE_HZ, 2 * window / RATE_HZ])
+  by_position = [[(0, clips[0]), (1, clips[3])], [(0, clips[1]), (1, clips[4])], [(0, clips[2])]]
+  for p, at in enumerate(by_position):
+    rows = np.concatenate([tagger(audio, RATE_HZ)["mean_pool"] for _, audio in at])
+    assert result["fad_rows"][p] == len(rows)
+    if len(rows) < 2:
+      assert result["FAD_musicnn"][p] is None
+    else:
+      mean, covariance = real_windows.mean(0), np.cov(real_windows, rowvar=False)
+      other_mean, other_covariance = rows.mean(0), np.cov(rows, rowvar=False)
+      root = linalg.sqrtm(covariance @ other_covariance).real
+      expected = (np.sum((mean - other_mean) ** 2) + np.trace(covariance + other_covariance)
+                  - 2 * np.trace(root))
+      assert result["FAD_musicnn"][p] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    text = mulan.text_embeddings([reference.texts[i] for i, _ in at])
+    audio = mulan.audio_embeddings(np.stack([audio_io.resample(a, RATE_HZ, mulan.sample_rate_hz)
+                                             for _, a in at]))
+    cosine = np.sum(text * audio, 1) / np.linalg.norm(text, axis=1) / np.linalg.norm(audio, axis=1)
+    assert result["MCC"][p] == pytest.approx(cosine.mean(), rel=1e-5)
+  assert suite.per_window_metrics(suite.cropped(long_set, window / RATE_HZ), window / RATE_HZ,
+                                  tagger, real_windows, mulan) is None
 
 
 def test_unpaired_prompts_make_paired_metrics_unavailable(reference, tagger):

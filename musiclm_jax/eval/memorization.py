@@ -32,6 +32,7 @@ from musiclm_jax import cascade
 from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec as spec
 from musiclm_jax.data import token_cache
+from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import transport
 from musiclm_jax.layers import kmeans
@@ -181,5 +182,23 @@ def load_inputs(token_cache_dir: str, semantic_export_dir: str, kmeans_path: str
   if not os.path.isfile(os.path.join(semantic_export_dir, "config.gin")):
     raise UserError(f"MEMORIZATION_SEMANTIC_EXPORT_DIR {semantic_export_dir!r} has no config.gin: "
                     f"point it at the semantic stage's musiclm-export folder")
-  ground_cost = kmeans.Codebook.load(kmeans_path).distance_matrix()
+  ground_cost = stage_ground_cost(kmeans.Codebook.load(kmeans_path).distance_matrix(),
+                                  token_layout.SEMANTIC.codebook_size)
   return examples, greedy_continuer(cascade.load_stage(semantic_export_dir)), ground_cost
+
+
+def stage_ground_cost(centroid_distances: np.ndarray, vocab_size: int) -> np.ndarray:
+  """The k-means ground cost [clusters, clusters] widened to the stage's codes [vocab, vocab].
+
+  A stage predicts any of its layout's codes, also those above a smaller k-means's clusters
+  that no training example holds: such a code is as far from every other as the two
+  farthest centroids, and at 0 from itself.
+  """
+  clusters = len(centroid_distances)
+  if clusters > vocab_size:
+    raise UserError(f"the k-means file has {clusters} clusters, more than the stage's "
+                    f"{vocab_size} semantic codes: use the k-means that made the token cache")
+  cost = np.full((vocab_size, vocab_size), float(np.max(centroid_distances)))
+  cost[:clusters, :clusters] = centroid_distances
+  np.fill_diagonal(cost, 0.0)
+  return cost

@@ -10,6 +10,8 @@ import math
 
 from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
+from musiclm_jax.eval import fad
+
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 80em; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -57,6 +59,20 @@ def _memorization_lines(report: dict) -> list[str]:
   return lines
 
 
+def _per_window_lines(report: dict) -> list[str]:
+  """Per-window MCC and FAD against window position in the long generations, as text."""
+  windows = report.get("per_window")
+  if not windows:
+    return []
+  lines = [f"per {windows['window_seconds']:g} s window of the {windows['clips']} generated clip(s) "
+           f"longer than that (FAD needs {fad.MIN_CLIPS} musicnn rows per position):"]
+  for i, start in enumerate(windows["start_s"]):
+    lines.append(f"  from {start:g} s ({windows['windows'][i]} window(s), "
+                 f"{windows['fad_rows'][i]} musicnn rows): MCC {_format(windows['MCC'][i])}  "
+                 f"FAD_musicnn {_format(windows['FAD_musicnn'][i])}")
+  return lines
+
+
 def headline(report: dict) -> str:
   """The metric table as fixed-width text: one row per metric, one column per clip set."""
   columns = _columns(report)
@@ -67,6 +83,7 @@ def headline(report: dict) -> str:
                                          for c in columns) + f"  ({_direction(metric)})")
   lines += _p_value_lines(report)
   lines += _memorization_lines(report)
+  lines += _per_window_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -165,6 +182,24 @@ def _memorization_html(report: dict) -> str:
           f"<ul>{items}</ul>{_png(figure)}")
 
 
+def _per_window_html(report: dict) -> str:
+  """Per-window MCC and FAD against the window's start in the long generations."""
+  windows = report.get("per_window")
+  if not windows:
+    return ""
+  lines = _per_window_lines(report)
+  figure = Figure(figsize=(10, 3.5), dpi=80)
+  for i, metric in enumerate(("MCC", "FAD_musicnn")):
+    axes = figure.add_subplot(1, 2, i + 1)
+    points = [(s, v) for s, v in zip(windows["start_s"], windows[metric]) if v is not None]
+    axes.plot([s for s, _ in points], [v for _, v in points], "o-")
+    axes.set_xlabel("window start (s)")
+    axes.set_title(metric, fontsize=9)
+  items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
+  return (f"<h2>Per window against position</h2><p>{html.escape(lines[0])}</p><ul>{items}</ul>"
+          f"{_png(figure)}")
+
+
 def write_html(path: str, report: dict) -> str:
   """Writes the report as one page; returns `path`."""
   columns = _columns(report)
@@ -187,7 +222,8 @@ def write_html(path: str, report: dict) -> str:
           f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
           f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
-          f"{_coherence_html(report)}\n{_memorization_html(report)}\n</body></html>\n")
+          f"{_coherence_html(report)}\n{_memorization_html(report)}\n{_per_window_html(report)}\n"
+          f"</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:
     f.write(page)
   return path

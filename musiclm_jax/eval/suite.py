@@ -485,6 +485,44 @@ def coherence_report(sets: dict[str, tuple[ClipSet, list[np.ndarray]]], window_s
           for name, (clips, per_clip) in sets.items()}
 
 
+def per_window_metrics(clips: ClipSet, window_seconds: float, tagger: Any,
+                       real_windows: np.ndarray, mulan: Any | None) -> dict | None:
+  """Metrics of each `window_seconds` window position of the clips longer than one window.
+
+  Returns {"window_seconds", "clips", "start_s": [...], "windows": [clips per position],
+  "MCC": [...] (None without MuLan), "FAD_musicnn": [...] (None where a position has fewer
+  musicnn rows than a covariance needs), "fad_rows": [...]}, or None when no clip is longer.
+  A position's FAD is its windows' musicnn rows against `real_windows` [rows, D], the real
+  set's; its MCC the mean cosine of each window's audio and its clip's prompt text.
+  """
+  window = round(window_seconds * clips.sample_rate_hz)
+  long_clips = [i for i, audio in enumerate(clips.audio) if len(audio) > window]
+  if not long_clips:
+    return None
+  positions: list[list[tuple[int, np.ndarray]]] = []
+  for i in long_clips:
+    for p in range(len(clips.audio[i]) // window):
+      if p == len(positions):
+        positions.append([])
+      positions[p].append((i, clips.audio[i][p * window:(p + 1) * window]))
+  result = {"window_seconds": window_seconds, "clips": len(long_clips),
+            "start_s": [p * window_seconds for p in range(len(positions))],
+            "windows": [len(at) for at in positions], "MCC": [], "FAD_musicnn": [], "fad_rows": []}
+  for at in positions:
+    rows = np.concatenate([tagger(audio, clips.sample_rate_hz)["mean_pool"] for _, audio in at])
+    result["fad_rows"].append(len(rows))
+    result["FAD_musicnn"].append(fad.frechet_audio_distance(real_windows, rows)
+                                 if len(rows) >= fad.MIN_CLIPS else None)
+    if mulan is None:
+      result["MCC"].append(None)
+      continue
+    audio = [audio_io.resample(a, clips.sample_rate_hz, mulan.sample_rate_hz) for _, a in at]
+    cosine = np.sum(_normalise(mulan.text_embeddings([clips.texts[i] for i, _ in at]))
+                    * _normalise(mulan.audio_embeddings(np.stack(audio))), axis=-1)
+    result["MCC"].append(float(np.mean(cosine)))
+  return result
+
+
 def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | None = None,
               unconditional: ClipSet | None = None, taggers: dict[str, Any],
               mulan: Any | None = None, codec: Any | None = None,
@@ -515,9 +553,19 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
   coherence_sets = {name: (sets[name], _windows_per_clip(features[name]))
                     for name in ("generated", "real", "noise")}
   if full_length_generated is not None:
+    # Clips no longer than the cropped ones have the cropped set's windows already.
     coherence_sets["generated"] = (full_length_generated, [
+        cropped_windows if len(audio) == len(cropped_audio) else
         first_tagger(audio, full_length_generated.sample_rate_hz)["mean_pool"]
-        for audio in tqdm(full_length_generated.audio, desc="full-length clips", unit="clip")])
+        for audio, cropped_audio, cropped_windows in tqdm(
+            zip(full_length_generated.audio, generated.audio, coherence_sets["generated"][1]),
+            total=len(generated.audio), desc="full-length clips", unit="clip")])
+  clip_seconds = max(len(a) for a in reference.audio) / reference.sample_rate_hz
+  per_window = per_window_metrics(full_length_generated or generated, clip_seconds, first_tagger,
+                                  features["real"].musicnn_windows, mulan)
+  if per_window is None:
+    unavailable["per_window"] = (f"no generated clip is longer than the reference clips "
+                                 f"({clip_seconds:g} s): generate longer ones")
   return {"sets": {name: {"title": SET_TITLES[name], "clips": len(s.audio),
                           "paired_clips": int(np.sum(s.reference_index >= 0))}
                    for name, s in sets_given.items()},
@@ -528,6 +576,7 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
           "p_values": true_vs_shuffled_p_values(scores, paired=shuffled is None, seed=seed),
           "coherence": coherence_report(coherence_sets, first_tagger.window_frames
                                         * first_tagger.hop_length / first_tagger.sample_rate_hz),
+          "per_window": per_window,
           "notes": {"FAD real": "real-vs-real FAD between the even and the odd clips of the split",
                     "FAD shuffled": "the shuffled set is the generated set scored against other "
                                     "prompts: set-level FAD equals the generated one",
