@@ -20,6 +20,7 @@ from scipy import stats
 pytest.importorskip("musicnn", reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
 
 from musiclm_jax.audio import io as audio_io  # pylint: disable=g-import-not-at-top
+from musiclm_jax.audio import pitch
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import musicnn
@@ -39,8 +40,10 @@ def _chord(seconds, root_hz):
   return (0.2 * sum(np.sin(2 * np.pi * root_hz * r * t) for r in (1.0, 1.26, 1.5))).astype(np.float32)
 
 
-def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RATE_HZ):
-  """A musiclm-infer OUTPUT_DIR: audio/*.wav and results.jsonl records of plain text lines."""
+def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RATE_HZ,
+                       melody_lines=()):
+  """A musiclm-infer OUTPUT_DIR: audio/*.wav and results.jsonl records of plain text lines;
+  those of `melody_lines` have their own clip as melody_from input."""
   os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
   records = []
   for line, (text, clip) in enumerate(zip(texts, clips), start=1):
@@ -48,6 +51,8 @@ def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RAT
     audio_io.save_wav(os.path.join(folder, wav), clip, rate_hz)
     records.append({"line": line, "text": text, "seconds": len(clip) / rate_hz, "seed": line,
                     "samples": [{"seed": line, "wav": wav}], "sample_rate_hz": record_rate_hz})
+    if line in melody_lines:
+      records[-1].update(melody_from=f"melody{line}.wav", melody={"wav": wav})
   records.append({"line": len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
                   "sample_rate_hz": record_rate_hz})  # left out: no single prompt
   with open(os.path.join(folder, suite.RESULTS_FILE), "w") as f:
@@ -92,7 +97,8 @@ def reference(corpus):
 def folders(reference, tmp_path_factory):
   assert reference.sample_rate_hz == RATE_HZ
   root = tmp_path_factory.mktemp("samples")
-  generated = write_infer_folder(root / "generated", reference.texts, reference.audio)
+  generated = write_infer_folder(root / "generated", reference.texts, reference.audio,
+                                 melody_lines=(1, 2, 3))
   chords = [_chord(2.0, 110.0 * 1.5 ** i) for i in range(len(reference.texts))]
   unconditional = write_infer_folder(root / "unconditional", reference.texts, chords)
   return {"generated": generated, "unconditional": unconditional}
@@ -323,6 +329,14 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert (out / "judge.npz").is_file() and (out / "judge.json").is_file()
   assert "training accuracy" in written["notes"]["label judge"]  # JUDGE_SPLIT is SPLIT here
   assert "MEMORIZATION_SEMANTIC_EXPORT_DIR" in written["unavailable"]["memorization"]
+  # Lines 1-3 had their own clip as melody: it follows itself in every voiced frame (a clip
+  # with none follows no tune: 0).
+  voiced = [float(np.isfinite(pitch.pitch_contour(clip, RATE_HZ)[0]).any())
+            for clip in suite.read_infer_folder(folders["generated"])[0][:3]]
+  adherence = written["melody_adherence"]
+  assert adherence["num_pairs"] == 3 and adherence["matched_per_pair"] == voiced
+  assert adherence["matched"] > adherence["mismatched"]
+  assert "melody adherence" in result.stdout and "Melody adherence" in (out / "eval.html").read_text()
   # 2 s clips: one musicnn window each, so a drift of 0 and no steps (eval/coherence.py is tested alone).
   assert written["coherence"]["generated"] == {"2": {
       "clips": 6, "position_s": [0.0], "drift": [pytest.approx(0.0, abs=1e-9)], "mean_step": None,

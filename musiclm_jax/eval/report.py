@@ -73,6 +73,17 @@ def _per_window_lines(report: dict) -> list[str]:
   return lines
 
 
+def _melody_lines(report: dict) -> list[str]:
+  """Melody adherence (eval/melody.py) of the clips generated with a melody_from input."""
+  adherence = report.get("melody_adherence")
+  if not adherence:
+    return []
+  return [f"melody adherence (pitch classes agreeing at the best transposition, "
+          f"{adherence['num_pairs']} clips): own melody {adherence['matched']:.3f}, "
+          f"another clip's melody {adherence['mismatched']:.3f} (higher is better; own above "
+          f"another's is adherence)"]
+
+
 def headline(report: dict) -> str:
   """The metric table as fixed-width text: one row per metric, one column per clip set."""
   columns = _columns(report)
@@ -84,6 +95,7 @@ def headline(report: dict) -> str:
   lines += _p_value_lines(report)
   lines += _memorization_lines(report)
   lines += _per_window_lines(report)
+  lines += _melody_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -216,6 +228,8 @@ def write_html(path: str, report: dict) -> str:
   notes = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["notes"].items())
   p_values = "".join(f"<li>{html.escape(line)}</li>" for line in _p_value_lines(report))
   inputs = html.escape(", ".join(f"{k}={v}" for k, v in report.get("inputs", {}).items()))
+  melody = "".join(f"<h2>Melody adherence</h2><p>{html.escape(line)}</p>"
+                   for line in _melody_lines(report))
   page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>musiclm-eval</title>"
           f"<style>{_STYLE}</style></head><body>\n<h1>musiclm-eval</h1>\n"
           f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
@@ -223,6 +237,7 @@ def write_html(path: str, report: dict) -> str:
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
           f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
           f"{_coherence_html(report)}\n{_memorization_html(report)}\n{_per_window_html(report)}\n"
+          f"{melody}\n"
           f"</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:
     f.write(page)
