@@ -205,6 +205,9 @@ def _per_window_html(report: dict) -> str:
     axes = figure.add_subplot(1, 2, i + 1)
     points = [(s, v) for s, v in zip(windows["start_s"], windows[metric]) if v is not None]
     axes.plot([s for s, _ in points], [v for _, v in points], "o-")
+    if not points:
+      axes.text(0.5, 0.5, "no position has a value (see the lines above)", ha="center",
+                transform=axes.transAxes)
     axes.set_xlabel("window start (s)")
     axes.set_title(metric, fontsize=9)
   items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
