@@ -250,7 +250,10 @@ class Pipeline:
         _binding("MULAN_RVQ_PATH", mulan_rvq), _binding("SOUNDSTREAM_EXPORT_DIR", soundstream),
         # The judge that is not MuLan: genre/instrument/mood classifiers fitted on the
         # corpus's real training audio, scored on every clip set with p-values.
-        _binding("TAGGERS", mode.eval_taggers), _binding("JUDGE_SPLIT", "train")]])
+        _binding("TAGGERS", mode.eval_taggers), _binding("JUDGE_SPLIT", "train"),
+        # The paper's memorization study on the semantic stage's own training examples.
+        _binding("MEMORIZATION_SEMANTIC_EXPORT_DIR", stages["semantic"]),
+        _binding("MEMORIZATION_TOKEN_CACHE_DIR", cache), _binding("MEMORIZATION_KMEANS_PATH", kmeans)]])
     return {"seconds": time.perf_counter() - start, "index": os.path.join(samples, "index.html"),
             "adherence": adherence, "eval": evaluation}
 

@@ -30,6 +30,18 @@ def test_sinkhorn_matches_exact_optimal_transport(seed):
   assert transport.sinkhorn_cost(a, b, cost) == pytest.approx(exact, rel=1e-2, abs=1e-3 * cost.max())
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_token_transport_matches_linear_programming(seed):
+  rng = np.random.default_rng(seed)
+  cost = transport.centroid_distances(rng.normal(size=(6, 3)))
+  tokens_a, tokens_b = rng.integers(0, 6, size=9), rng.integers(0, 6, size=9)
+  histogram = lambda tokens: np.bincount(tokens, minlength=6).astype(float)
+  assert transport.optimal_transport_cost(tokens_a, tokens_b, cost) == pytest.approx(
+      _exact_transport_cost(histogram(tokens_a), histogram(tokens_b), cost), rel=1e-9, abs=1e-12)
+  with pytest.raises(UserError, match="one length"):
+    transport.optimal_transport_cost(tokens_a, tokens_b[:4], cost)
+
+
 def test_equal_histograms_cost_nothing():
   rng = np.random.default_rng(0)
   ground_cost = transport.centroid_distances(rng.normal(size=(32, 4)))

@@ -13,12 +13,14 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import linalg
 from scipy import special
 from scipy import stats
 
 pytest.importorskip("musicnn", reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
 
 from musiclm_jax.audio import io as audio_io  # pylint: disable=g-import-not-at-top
+from musiclm_jax.audio import pitch
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import musicnn
@@ -38,8 +40,10 @@ def _chord(seconds, root_hz):
   return (0.2 * sum(np.sin(2 * np.pi * root_hz * r * t) for r in (1.0, 1.26, 1.5))).astype(np.float32)
 
 
-def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RATE_HZ):
-  """A musiclm-infer OUTPUT_DIR: audio/*.wav and results.jsonl records of plain text lines."""
+def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RATE_HZ,
+                       melody_lines=()):
+  """A musiclm-infer OUTPUT_DIR: audio/*.wav and results.jsonl records of plain text lines;
+  those of `melody_lines` have their own clip as melody_from input."""
   os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
   records = []
   for line, (text, clip) in enumerate(zip(texts, clips), start=1):
@@ -47,6 +51,8 @@ def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RAT
     audio_io.save_wav(os.path.join(folder, wav), clip, rate_hz)
     records.append({"line": line, "text": text, "seconds": len(clip) / rate_hz, "seed": line,
                     "samples": [{"seed": line, "wav": wav}], "sample_rate_hz": record_rate_hz})
+    if line in melody_lines:
+      records[-1].update(melody_from=f"melody{line}.wav", melody={"wav": wav})
   records.append({"line": len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
                   "sample_rate_hz": record_rate_hz})  # left out: no single prompt
   with open(os.path.join(folder, suite.RESULTS_FILE), "w") as f:
@@ -91,7 +97,8 @@ def reference(corpus):
 def folders(reference, tmp_path_factory):
   assert reference.sample_rate_hz == RATE_HZ
   root = tmp_path_factory.mktemp("samples")
-  generated = write_infer_folder(root / "generated", reference.texts, reference.audio)
+  generated = write_infer_folder(root / "generated", reference.texts, reference.audio,
+                                 melody_lines=(1, 2, 3))
   chords = [_chord(2.0, 110.0 * 1.5 ** i) for i in range(len(reference.texts))]
   unconditional = write_infer_folder(root / "unconditional", reference.texts, chords)
   return {"generated": generated, "unconditional": unconditional}
@@ -207,6 +214,40 @@ def test_every_metric_has_its_baselines_and_the_rest_says_why(report):
   assert "coloured noise" in text and "p = " in text
 
 
+def test_per_window_metrics_of_long_clips_match_a_hand_made_reference(reference, tagger):
+  clips = reference.audio
+  window = len(clips[0])
+  assert all(len(clip) == window for clip in clips)  # the micro corpus: one clip length
+  long_set = suite.ClipSet("generated", [np.concatenate(clips[:3]), np.concatenate(clips[3:5]),
+                                         clips[5]], RATE_HZ, reference.texts[:3], np.arange(3))
+  real_windows = np.concatenate([tagger(clip, RATE_HZ)["mean_pool"] for clip in clips])
+  mulan = FakeMuLan()
+  result = suite.per_window_metrics(long_set, window / RATE_HZ, tagger, real_windows, mulan)
+  # Clip 2 is one window long: only clips 0 and 1 count, and clip 1 ends after two windows.
+  assert result["clips"] == 2 and result["windows"] == [2, 2, 1]
+  assert result["start_s"] == pytest.approx([0.0, window / RATE_HZ, 2 * window / RATE_HZ])
+  by_position = [[(0, clips[0]), (1, clips[3])], [(0, clips[1]), (1, clips[4])], [(0, clips[2])]]
+  for p, at in enumerate(by_position):
+    rows = np.concatenate([tagger(audio, RATE_HZ)["mean_pool"] for _, audio in at])
+    assert result["fad_rows"][p] == len(rows)
+    if len(rows) < 2:
+      assert result["FAD_musicnn"][p] is None
+    else:
+      mean, covariance = real_windows.mean(0), np.cov(real_windows, rowvar=False)
+      other_mean, other_covariance = rows.mean(0), np.cov(rows, rowvar=False)
+      root = linalg.sqrtm(covariance @ other_covariance).real
+      expected = (np.sum((mean - other_mean) ** 2) + np.trace(covariance + other_covariance)
+                  - 2 * np.trace(root))
+      assert result["FAD_musicnn"][p] == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    text = mulan.text_embeddings([reference.texts[i] for i, _ in at])
+    audio = mulan.audio_embeddings(np.stack([audio_io.resample(a, RATE_HZ, mulan.sample_rate_hz)
+                                             for _, a in at]))
+    cosine = np.sum(text * audio, 1) / np.linalg.norm(text, axis=1) / np.linalg.norm(audio, axis=1)
+    assert result["MCC"][p] == pytest.approx(cosine.mean(), rel=1e-5)
+  assert suite.per_window_metrics(suite.cropped(long_set, window / RATE_HZ), window / RATE_HZ,
+                                  tagger, real_windows, mulan) is None
+
+
 def test_unpaired_prompts_make_paired_metrics_unavailable(reference, tagger):
   clips = suite.paired_set("generated", [_chord(2.0, 220.0), _chord(2.0, 330.0)], RATE_HZ,
                            ["a prompt of no reference clip", "another one"], reference)
@@ -248,6 +289,13 @@ def test_input_errors_are_one_line(corpus, reference, folders, tmp_path):
   assert "1 text prompt(s)" in _one_line(e)
 
 
+def test_memorization_needs_all_three_inputs(corpus, folders, tmp_path):
+  with pytest.raises(UserError) as e:
+    suite.evaluate(samples_dir=folders["generated"], **corpus, output_dir=str(tmp_path),
+                   memorization_token_cache_dir=str(tmp_path))
+  assert "MEMORIZATION_KMEANS_PATH" in _one_line(e)
+
+
 def test_judge_input_errors_are_one_line(corpus, reference, monkeypatch, tmp_path):
   unlabelled = suite.Reference(reference.audio, reference.sample_rate_hz, reference.texts, None, None)
   monkeypatch.setattr(suite, "read_reference", lambda *args, **kwargs: unlabelled)
@@ -279,6 +327,15 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert "judge_genre_accuracy" in written["metrics"] and "MCC" not in written["p_values"]
   assert (out / "judge.npz").is_file() and (out / "judge.json").is_file()
   assert "training accuracy" in written["notes"]["label judge"]  # JUDGE_SPLIT is SPLIT here
+  assert "MEMORIZATION_SEMANTIC_EXPORT_DIR" in written["unavailable"]["memorization"]
+  # Lines 1-3 had their own clip as melody: it follows itself in every voiced frame (a clip
+  # with none follows no tune: 0).
+  voiced = [float(np.isfinite(pitch.pitch_contour(clip, RATE_HZ)[0]).any())
+            for clip in suite.read_infer_folder(folders["generated"])[0][:3]]
+  adherence = written["melody_adherence"]
+  assert adherence["num_pairs"] == 3 and adherence["matched_per_pair"] == voiced
+  assert adherence["matched"] > adherence["mismatched"]
+  assert "melody adherence" in result.stdout and "Melody adherence" in (out / "eval.html").read_text()
   # 2 s clips: one musicnn window each, so a drift of 0 and no steps (eval/coherence.py is tested alone).
   assert written["coherence"]["generated"] == {"2": {
       "clips": 6, "position_s": [0.0], "drift": [pytest.approx(0.0, abs=1e-9)], "mean_step": None,

@@ -10,6 +10,8 @@ import math
 
 from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
+from musiclm_jax.eval import fad
+
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 80em; }
 table { border-collapse: collapse; margin: 1em 0; }
@@ -40,6 +42,48 @@ def _p_value_lines(report: dict) -> list[str]:
           for name, test in report.get("p_values", {}).items()]
 
 
+def _memorization_lines(report: dict) -> list[str]:
+  """The memorization study (eval/memorization.py) as text: one line per prompt length T."""
+  study = report.get("memorization")
+  if not study:
+    return []
+  lines = [f"memorization, {study['examples']} training examples continued greedily "
+           f"(approximate: transport cost below the {100 * study['false_positive_rate']:g} % "
+           f"false-positive threshold of {_format(max(study['negative_pairs'], default=0))} "
+           f"negative pairs):"]
+  for i, seconds in enumerate(study["prompt_seconds"]):
+    lines.append(f"  T = {seconds:g} s, {study['continuation_seconds'][i]:g} s continued: exact "
+                 f"{study['exact_match'][i]:.3f}  approximate {study['approximate_match'][i]:.3f}  "
+                 f"tokens agreeing {study['token_agreement'][i]:.3f}")
+  lines += [f"  T = {seconds} s: not run, {reason}" for seconds, reason in study["skipped"].items()]
+  return lines
+
+
+def _per_window_lines(report: dict) -> list[str]:
+  """Per-window MCC and FAD against window position in the long generations, as text."""
+  windows = report.get("per_window")
+  if not windows:
+    return []
+  lines = [f"per {windows['window_seconds']:g} s window of the {windows['clips']} generated clip(s) "
+           f"longer than that (FAD needs {fad.MIN_CLIPS} musicnn rows per position):"]
+  for i, start in enumerate(windows["start_s"]):
+    lines.append(f"  from {start:g} s ({windows['windows'][i]} window(s), "
+                 f"{windows['fad_rows'][i]} musicnn rows): MCC {_format(windows['MCC'][i])}  "
+                 f"FAD_musicnn {_format(windows['FAD_musicnn'][i])}")
+  return lines
+
+
+def _melody_lines(report: dict) -> list[str]:
+  """Melody adherence (eval/melody.py) of the clips generated with a melody_from input."""
+  adherence = report.get("melody_adherence")
+  if not adherence:
+    return []
+  return [f"melody adherence (pitch classes agreeing at the best transposition, "
+          f"{adherence['num_pairs']} clips): own melody {adherence['matched']:.3f}, "
+          f"another clip's melody {adherence['mismatched']:.3f} (higher is better; own above "
+          f"another's is adherence)"]
+
+
 def headline(report: dict) -> str:
   """The metric table as fixed-width text: one row per metric, one column per clip set."""
   columns = _columns(report)
@@ -49,6 +93,9 @@ def headline(report: dict) -> str:
     lines.append(f"{name:<22}" + "".join(f"{_format(metric['values'].get(c)):>{width}}"
                                          for c in columns) + f"  ({_direction(metric)})")
   lines += _p_value_lines(report)
+  lines += _memorization_lines(report)
+  lines += _per_window_lines(report)
+  lines += _melody_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -127,6 +174,47 @@ def _coherence_html(report: dict) -> str:
           f"<th>final drift</th></tr>{table}</table>{_png(figure)}")
 
 
+def _memorization_html(report: dict) -> str:
+  """The study's lines and the fraction of examples matched against the prompt length T."""
+  study = report.get("memorization")
+  if not study:
+    return ""
+  items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in _memorization_lines(report)[1:])
+  figure = Figure(figsize=(6, 4), dpi=80)
+  axes = figure.add_subplot()
+  for key, label in (("exact_match", "exact"), ("approximate_match", "approximate")):
+    axes.plot(study["prompt_seconds"], study[key], "o-", label=label)
+  axes.axhline(study["false_positive_rate"], color="grey", linestyle=":",
+               label="false-positive rate (approximate)")
+  axes.set_xlabel("prompt T (s of training semantic tokens)")
+  axes.set_ylabel("fraction of training examples matched")
+  axes.set_ylim(-0.02, 1.02)
+  axes.legend(fontsize=8)
+  return (f"<h2>Memorization</h2><p>{html.escape(_memorization_lines(report)[0])}</p>"
+          f"<ul>{items}</ul>{_png(figure)}")
+
+
+def _per_window_html(report: dict) -> str:
+  """Per-window MCC and FAD against the window's start in the long generations."""
+  windows = report.get("per_window")
+  if not windows:
+    return ""
+  lines = _per_window_lines(report)
+  figure = Figure(figsize=(10, 3.5), dpi=80)
+  for i, metric in enumerate(("MCC", "FAD_musicnn")):
+    axes = figure.add_subplot(1, 2, i + 1)
+    points = [(s, v) for s, v in zip(windows["start_s"], windows[metric]) if v is not None]
+    axes.plot([s for s, _ in points], [v for _, v in points], "o-")
+    if not points:
+      axes.text(0.5, 0.5, "no position has a value (see the lines above)", ha="center",
+                transform=axes.transAxes)
+    axes.set_xlabel("window start (s)")
+    axes.set_title(metric, fontsize=9)
+  items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
+  return (f"<h2>Per window against position</h2><p>{html.escape(lines[0])}</p><ul>{items}</ul>"
+          f"{_png(figure)}")
+
+
 def write_html(path: str, report: dict) -> str:
   """Writes the report as one page; returns `path`."""
   columns = _columns(report)
@@ -143,13 +231,17 @@ def write_html(path: str, report: dict) -> str:
   notes = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in report["notes"].items())
   p_values = "".join(f"<li>{html.escape(line)}</li>" for line in _p_value_lines(report))
   inputs = html.escape(", ".join(f"{k}={v}" for k, v in report.get("inputs", {}).items()))
+  melody = "".join(f"<h2>Melody adherence</h2><p>{html.escape(line)}</p>"
+                   for line in _melody_lines(report))
   page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>musiclm-eval</title>"
           f"<style>{_STYLE}</style></head><body>\n<h1>musiclm-eval</h1>\n"
           f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
           f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
           f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
-          f"{_coherence_html(report)}\n</body></html>\n")
+          f"{_coherence_html(report)}\n{_memorization_html(report)}\n{_per_window_html(report)}\n"
+          f"{melody}\n"
+          f"</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:
     f.write(page)
   return path

@@ -3,24 +3,7 @@
   report = evaluate(samples_dir="runs/demo/samples", dataset="synth_music/tiny",
                     data_dir="runs/demo/tfds", split="validation", output_dir="runs/demo/eval")
 
-Clip sets, all scored by the same code against the same reference split:
-  generated       the plain text lines of a musiclm-infer folder (story and
-                  continuation lines have no single prompt and are left out),
-                  each clip cut to the reference split's clip length
-  shuffled        the same clips, each scored against another prompt (a
-                  derangement of the distinct prompts), i.e. music generated for
-                  a shuffled prompt; or the clips of SHUFFLED_DIR, deranged alike
-  unconditional   a musiclm-infer folder generated with NULL conditioning
-                  (GUIDANCE_SCALE=0.0 keeps only the NULL-conditioned logits)
-  real            the reference split's clips, scored against their own captions
-  codec           SoundStream reconstructions of the real clips
-  noise           coloured noise: the real clips' average spectrum and loudness,
-                  scored against the real clips' captions (not music at all)
-
-A generated clip is paired with the reference clip whose caption is its
-prompt text (prompt records carry no clip id); the paired metrics (KLD, tempo,
-key) average over a set's paired clips, use the reference clip's tags and
-labels, and are unavailable (with the reason) when no prompt is a caption.
+Clip sets (generated, shuffled, unconditional, real, codec, noise): eval/clip_sets.py.
 
 Metrics (`METRICS` says which way is better):
   FAD_musicnn, FAD_mulan   each set's embeddings against the whole reference
@@ -55,33 +38,29 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from musiclm_jax import inference
 from musiclm_jax.audio import io as audio_io
-from musiclm_jax.data import caption_batches
-from musiclm_jax.data import tfds_audio
-from musiclm_jax.data.synth_music import labels as synth_labels
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import coherence
-from musiclm_jax.eval import coloured_noise
+# The clip sets, also part of this module's API (callers and tests use suite.ClipSet, ...).
+from musiclm_jax.eval.clip_sets import (JUDGE_LABELS, RESULTS_FILE, SET_TITLES, SETS, ClipSet,
+                                        Reference, codec_set, cropped, mood_class, noise_set,
+                                        paired_set, read_infer_folder, read_melody_pairs,
+                                        read_reference, real_set, shuffled_set)
 from musiclm_jax.eval import fad
 from musiclm_jax.eval import kld
 from musiclm_jax.eval import label_judge
+from musiclm_jax.eval import melody
+from musiclm_jax.eval import memorization
 from musiclm_jax.eval import music_stats
 from musiclm_jax.eval import musicnn
 from musiclm_jax.eval import pitch_model
-from musiclm_jax.eval import prompt_adherence
 from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import significance
 from musiclm_jax.tokenizers import acoustic
 from musiclm_jax.tokenizers import conditioning
 
-RESULTS_FILE = inference.RESULTS_FILE
 EVAL_JSON = "eval.json"
 EVAL_HTML = "eval.html"
-SETS = ("generated", "shuffled", "unconditional", "real", "codec", "noise")
-SET_TITLES = {"generated": "generated", "shuffled": "shuffled prompts",
-              "unconditional": "unconditional", "real": "real (held-out)",
-              "codec": "codec reconstruction", "noise": "coloured noise"}
 # metric -> True if higher is better, False if lower, None if closer to real is better.
 METRICS = {"FAD_musicnn": False, "FAD_inf_musicnn": False, "FAD_mulan": False,
            "KLD_MTT_musicnn": False, "KLD_MSD_musicnn": False, "MCC": True,
@@ -92,163 +71,11 @@ METRICS = {"FAD_musicnn": False, "FAD_inf_musicnn": False, "FAD_mulan": False,
 # Per-clip adherence scores (see `clip_scores`) whose true-vs-shuffled p-value is reported.
 TESTED_METRICS = ("MCC", "judge_genre_accuracy", "judge_instrument_f1", "judge_mood_accuracy",
                   "tempo_accuracy", "key_accuracy")
-JUDGE_LABELS = ("genre", "instruments", "mood")
 JUDGE_FILE = "judge"  # OUTPUT_DIR/judge.npz and judge.json: a judge trained on JUDGE_SPLIT
 DEFAULT_TAGGERS = ("MTT_musicnn", "MSD_musicnn")
 # Below this many embedding rows per set, FAD at a quarter of them has too few
 # rows for a covariance worth extrapolating from.
 MIN_FAD_INF_ROWS = 16
-
-
-@dataclasses.dataclass
-class ClipSet:
-  """Clips to score: audio[i] [time] at sample_rate_hz, described by texts[i];
-  reference_index[i] is the reference clip with that caption, or -1."""
-  name: str
-  audio: list[np.ndarray]
-  sample_rate_hz: int
-  texts: list[str]
-  reference_index: np.ndarray
-
-
-@dataclasses.dataclass
-class Reference:
-  """A reference split in memory: audio [time] at sample_rate_hz, texts, and labels if it has
-  them (mood: one class per mood word group, see `mood_class`)."""
-  audio: list[np.ndarray]
-  sample_rate_hz: int
-  texts: list[str]
-  tempo_bpm: list[float] | None
-  keys: list[str] | None
-  genre: list[str] | None = None
-  instruments: list[tuple[str, ...]] | None = None
-  mood: list[str] | None = None
-
-  @property
-  def has_judge_labels(self) -> bool:
-    return all(getattr(self, label) is not None for label in JUDGE_LABELS)
-
-
-def mood_class(words: Sequence[str]) -> str:
-  """A clip's mood words -> its class: synth_music's group of words (one per tempo class and
-  mode) that holds them all, as captions name two of a group's three; else the words joined."""
-  for group in synth_labels.MOOD_WORDS.values():
-    if set(words) <= set(group):
-      return ", ".join(group)
-  return ", ".join(words)
-
-
-def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
-  """(audio [time] per clip, sample rate, prompt per clip) of the plain text lines of a musiclm-infer folder."""
-  path = os.path.join(samples_dir, RESULTS_FILE)
-  if not os.path.isfile(path):
-    raise UserError(f"no {RESULTS_FILE} in {samples_dir}: point the {name} folder at a "
-                    f"musiclm-infer OUTPUT_DIR")
-  audio, texts, rates = [], [], set()
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  for record in records:
-    if "text" not in record or record.get("continue_from") or "error" in record:
-      continue
-    for sample in record["samples"]:
-      wav = os.path.join(samples_dir, sample["wav"])
-      if not os.path.isfile(wav):
-        raise UserError(f"{wav} (line {record['line']} of {path}) is missing: re-run musiclm-infer")
-      samples, rate = audio_io.read_audio(wav)
-      if rate != record["sample_rate_hz"]:
-        raise UserError(f"{wav} is at {rate} Hz but its record says {record['sample_rate_hz']} Hz: "
-                        f"the folder was altered, re-run musiclm-infer into a fresh folder")
-      rates.add(rate)
-      audio.append(audio_io.to_mono(samples))
-      texts.append(record["text"])
-  if len(rates) > 1:
-    raise UserError(f"{samples_dir} mixes sample rates {sorted(rates)}: evaluate one musiclm-infer "
-                    f"run per folder")
-  if len(audio) < fad.MIN_CLIPS or len(set(texts)) < 2:
-    raise UserError(f"{samples_dir} has {len(audio)} clip(s) of {len(set(texts))} text prompt(s): "
-                    f"FAD needs {fad.MIN_CLIPS} clips and the shuffled-prompt baseline 2 "
-                    f"different prompts; generate more")
-  return audio, rates.pop(), texts
-
-
-def read_reference(dataset: str, data_dir: str | None, split: str,
-                   max_clips: int | None = None) -> Reference:
-  """The clips of a TFDS split with their captions (or aspects), tempo and key labels if present."""
-  builder, feature = tfds_audio.open_audio_dataset(dataset, data_dir)
-  if feature.sample_rate is None:
-    raise UserError(f"{dataset}'s audio feature declares no sample rate: rebuild it with "
-                    f"tfds.features.Audio(sample_rate=...)")
-  if split not in builder.info.splits:
-    raise UserError(f"{dataset} has no split {split!r}: use one of {sorted(builder.info.splits)}")
-  features = builder.info.features
-  has_labels = {key: key in features for key in ("tempo_bpm", "key") + JUDGE_LABELS}
-  audio, texts, tempo, keys = [], [], [], []
-  labels = {label: [] for label in JUDGE_LABELS}
-  examples = builder.as_dataset(split=split, shuffle_files=False)
-  for example in examples.take(max_clips or -1).as_numpy_iterator():
-    caption = example["caption"].decode() if "caption" in features else ""
-    aspects = tuple(a.decode() for a in example["aspect_list"]) if "aspect_list" in features else ()
-    audio.append(np.asarray(example["audio"], np.float32).reshape(-1))
-    texts.append(caption_batches.eval_text(
-        caption_batches.CaptionedClips((), (caption,), (aspects,)), 0))
-    if has_labels["tempo_bpm"]:
-      tempo.append(float(example["tempo_bpm"]))
-    if has_labels["key"]:
-      keys.append(example["key"].decode())
-    for label in (label for label in JUDGE_LABELS if has_labels[label]):
-      value = example[label]
-      words = tuple(w.decode() for w in value) if isinstance(value, np.ndarray) else (value.decode(),)
-      labels[label].append({"instruments": words, "mood": mood_class(words)}.get(label, words[0]))
-  if len(audio) < 2 * fad.MIN_CLIPS:
-    raise UserError(f"{dataset} {split} has {len(audio)} clip(s): the real-vs-real FAD floor "
-                    f"needs {2 * fad.MIN_CLIPS} (two halves with a covariance each); use a larger split")
-  return Reference(audio, feature.sample_rate, texts, tempo if has_labels["tempo_bpm"] else None,
-                   keys if has_labels["key"] else None,
-                   **{label: values if has_labels[label] else None for label, values in labels.items()})
-
-
-def paired_set(name: str, audio: list[np.ndarray], sample_rate_hz: int, texts: list[str],
-               reference: Reference) -> ClipSet:
-  """Clips with their prompt texts, each paired with the reference clip of that caption (-1: none)."""
-  by_text = {text: i for i, text in enumerate(reference.texts)}
-  return ClipSet(name, audio, sample_rate_hz, list(texts),
-                 np.asarray([by_text.get(text, -1) for text in texts], np.int64))
-
-
-def cropped(clips: ClipSet, seconds: float) -> ClipSet:
-  """The set with every clip cut to its first `seconds`."""
-  samples = round(seconds * clips.sample_rate_hz)
-  return dataclasses.replace(clips, audio=[a[:samples] for a in clips.audio])
-
-
-def shuffled_set(clips: ClipSet, reference: Reference, seed: int = 0) -> ClipSet:
-  """The same clips, each given another prompt (a derangement of the distinct prompts) and its pairing."""
-  prompts = sorted(set(clips.texts))
-  order = prompt_adherence.derangement(len(prompts), seed)
-  other = {prompts[i]: prompts[j] for i, j in enumerate(order)}
-  return paired_set("shuffled", clips.audio, clips.sample_rate_hz,
-                    [other[text] for text in clips.texts], reference)
-
-
-def real_set(reference: Reference) -> ClipSet:
-  return ClipSet("real", reference.audio, reference.sample_rate_hz, reference.texts,
-                 np.arange(len(reference.audio)))
-
-
-def codec_set(reference: Reference, codec: Any) -> ClipSet:
-  """Real clips through a `tokenizers.AcousticTokenizer` (encode, then decode), cut to their length."""
-  audio = []
-  for clip in tqdm(reference.audio, desc="codec reconstruction", unit="clip"):
-    clip = audio_io.resample(clip, reference.sample_rate_hz, codec.sample_rate_hz)
-    audio.append(codec.decode(codec.encode(clip[None]))[0, :len(clip)])
-  return ClipSet("codec", audio, codec.sample_rate_hz, reference.texts,
-                 np.arange(len(reference.audio)))
-
-
-def noise_set(reference: Reference, seed: int = 0) -> ClipSet:
-  """Coloured noise for every real clip (its length, loudness and caption), shaped by their average spectrum."""
-  return ClipSet("noise", coloured_noise.coloured_noise(reference.audio, seed),
-                 reference.sample_rate_hz, reference.texts, np.arange(len(reference.audio)))
 
 
 @dataclasses.dataclass
@@ -484,6 +311,44 @@ def coherence_report(sets: dict[str, tuple[ClipSet, list[np.ndarray]]], window_s
           for name, (clips, per_clip) in sets.items()}
 
 
+def per_window_metrics(clips: ClipSet, window_seconds: float, tagger: Any,
+                       real_windows: np.ndarray, mulan: Any | None) -> dict | None:
+  """Metrics of each `window_seconds` window position of the clips longer than one window.
+
+  Returns {"window_seconds", "clips", "start_s": [...], "windows": [clips per position],
+  "MCC": [...] (None without MuLan), "FAD_musicnn": [...] (None where a position has fewer
+  musicnn rows than a covariance needs), "fad_rows": [...]}, or None when no clip is longer.
+  A position's FAD is its windows' musicnn rows against `real_windows` [rows, D], the real
+  set's; its MCC the mean cosine of each window's audio and its clip's prompt text.
+  """
+  window = round(window_seconds * clips.sample_rate_hz)
+  long_clips = [i for i, audio in enumerate(clips.audio) if len(audio) > window]
+  if not long_clips:
+    return None
+  positions: list[list[tuple[int, np.ndarray]]] = []
+  for i in long_clips:
+    for p in range(len(clips.audio[i]) // window):
+      if p == len(positions):
+        positions.append([])
+      positions[p].append((i, clips.audio[i][p * window:(p + 1) * window]))
+  result = {"window_seconds": window_seconds, "clips": len(long_clips),
+            "start_s": [p * window_seconds for p in range(len(positions))],
+            "windows": [len(at) for at in positions], "MCC": [], "FAD_musicnn": [], "fad_rows": []}
+  for at in positions:
+    rows = np.concatenate([tagger(audio, clips.sample_rate_hz)["mean_pool"] for _, audio in at])
+    result["fad_rows"].append(len(rows))
+    result["FAD_musicnn"].append(fad.frechet_audio_distance(real_windows, rows)
+                                 if len(rows) >= fad.MIN_CLIPS else None)
+    if mulan is None:
+      result["MCC"].append(None)
+      continue
+    audio = [audio_io.resample(a, clips.sample_rate_hz, mulan.sample_rate_hz) for _, a in at]
+    cosine = np.sum(_normalise(mulan.text_embeddings([clips.texts[i] for i, _ in at]))
+                    * _normalise(mulan.audio_embeddings(np.stack(audio))), axis=-1)
+    result["MCC"].append(float(np.mean(cosine)))
+  return result
+
+
 def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | None = None,
               unconditional: ClipSet | None = None, taggers: dict[str, Any],
               mulan: Any | None = None, codec: Any | None = None,
@@ -505,18 +370,32 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
   missing = {"unconditional": "no UNCONDITIONAL_DIR given (musiclm-infer with GUIDANCE_SCALE=0.0)",
              "codec": "no SOUNDSTREAM_EXPORT_DIR given"}
   sets_given = {name: s for name, s in sets.items() if s is not None}
-  with tqdm(total=sum(len(s.audio) for s in sets_given.values()), desc="clips", unit="clip") as bar:
+  # Without SHUFFLED_DIR the shuffled set is the generated clips: their features, not computed twice.
+  to_extract = {name: s for name, s in sets_given.items() if name != "shuffled" or shuffled}
+  with tqdm(total=sum(len(s.audio) for s in to_extract.values()), desc="clips", unit="clip") as bar:
     features = {name: extract_features(s, taggers, mulan, bar, pitch)
-                for name, s in sets_given.items()}
+                for name, s in to_extract.items()}
+  features.setdefault("shuffled", features["generated"])
+  features = {name: features[name] for name in sets_given}  # in SETS order, as the report's
   metrics, unavailable, curves, scores = compute_metrics(sets_given, features, reference, mulan,
                                                          seed, judge)
   first_tagger = next(iter(taggers.values()))
   coherence_sets = {name: (sets[name], _windows_per_clip(features[name]))
                     for name in ("generated", "real", "noise")}
   if full_length_generated is not None:
+    # Clips no longer than the cropped ones have the cropped set's windows already.
     coherence_sets["generated"] = (full_length_generated, [
+        cropped_windows if len(audio) == len(cropped_audio) else
         first_tagger(audio, full_length_generated.sample_rate_hz)["mean_pool"]
-        for audio in tqdm(full_length_generated.audio, desc="full-length clips", unit="clip")])
+        for audio, cropped_audio, cropped_windows in tqdm(
+            zip(full_length_generated.audio, generated.audio, coherence_sets["generated"][1]),
+            total=len(generated.audio), desc="full-length clips", unit="clip")])
+  clip_seconds = max(len(a) for a in reference.audio) / reference.sample_rate_hz
+  per_window = per_window_metrics(full_length_generated or generated, clip_seconds, first_tagger,
+                                  features["real"].musicnn_windows, mulan)
+  if per_window is None:
+    unavailable["per_window"] = (f"no generated clip is longer than the reference clips "
+                                 f"({clip_seconds:g} s): generate longer ones")
   return {"sets": {name: {"title": SET_TITLES[name], "clips": len(s.audio),
                           "paired_clips": int(np.sum(s.reference_index >= 0))}
                    for name, s in sets_given.items()},
@@ -527,6 +406,7 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
           "p_values": true_vs_shuffled_p_values(scores, paired=shuffled is None, seed=seed),
           "coherence": coherence_report(coherence_sets, first_tagger.window_frames
                                         * first_tagger.hop_length / first_tagger.sample_rate_hz),
+          "per_window": per_window,
           "notes": {"FAD real": "real-vs-real FAD between the even and the odd clips of the split",
                     "FAD shuffled": "the shuffled set is the generated set scored against other "
                                     "prompts: set-level FAD equals the generated one",
@@ -559,6 +439,9 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
              soundstream_export_dir: str | None = None,
              taggers: Sequence[str] = DEFAULT_TAGGERS, max_reference_clips: int | None = None,
              judge_split: str | None = None, judge_path: str | None = None,
+             memorization_semantic_export_dir: str | None = None,
+             memorization_token_cache_dir: str | None = None,
+             memorization_kmeans_path: str | None = None, memorization_examples: int = 32,
              seed: int = 0) -> dict:
   """Checks the inputs, runs `run_suite`, writes OUTPUT_DIR/eval.json and eval.html; returns the report.
 
@@ -566,6 +449,9 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   embeddings do not). max_reference_clips: the first N clips of the split (None: all).
   judge_split: a split of `dataset` to train the label judge on (saved as
   OUTPUT_DIR/judge.npz and judge.json); judge_path: a saved judge's path without suffix.
+  memorization_*: the semantic stage export, the token cache it trained on and the k-means
+  file of its tokens: the memorization study (eval/memorization.py) on the cache's first
+  `memorization_examples` training examples; all three or none (off).
   """
   # Every input is read and checked before any model loads. Generated clips are cut to the
   # reference's clip length: every set is scored on the same duration, and a long
@@ -586,6 +472,16 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     raise UserError(f"taggers is empty: FAD_musicnn and KLD need at least one of {DEFAULT_TAGGERS}")
   if judge_split and judge_path:
     raise UserError("give JUDGE_SPLIT (train a label judge) or JUDGE_PATH (load one), not both")
+  memorization_inputs = (memorization_semantic_export_dir, memorization_token_cache_dir,
+                         memorization_kmeans_path)
+  if any(memorization_inputs) and not all(memorization_inputs):
+    raise UserError("give all of MEMORIZATION_SEMANTIC_EXPORT_DIR, MEMORIZATION_TOKEN_CACHE_DIR "
+                    "and MEMORIZATION_KMEANS_PATH (the memorization study), or none")
+  memorization_parts = None  # (examples, continuer, ground cost)
+  if all(memorization_inputs):
+    memorization_parts = memorization.load_inputs(
+        memorization_token_cache_dir, memorization_semantic_export_dir, memorization_kmeans_path,
+        memorization_examples)
   judge_reference = read_judge_split(dataset, data_dir, judge_split) if judge_split else None
   judge = label_judge.LabelJudge.load(judge_path) if judge_path else None
   if judge is not None and judge.feature_name not in taggers:
@@ -608,6 +504,19 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   report = run_suite(generated, reference, shuffled=shuffled, unconditional=unconditional,
                      taggers=tagger_models, mulan=mulan, codec=codec, judge=judge, pitch=pitch,
                      full_length_generated=full_length_generated, seed=seed)
+  generated_for_melody, melodies, melody_rate = read_melody_pairs(samples_dir)
+  if len(melodies) < 2:
+    report["unavailable"]["melody_adherence"] = (
+        f"{len(melodies)} generated clip(s) with a melody_from input: the mismatched-melody "
+        f"baseline needs 2")
+  else:
+    report["melody_adherence"] = melody.melody_adherence(generated_for_melody, melodies,
+                                                         melody_rate)
+  if memorization_parts is None:
+    report["unavailable"]["memorization"] = ("no MEMORIZATION_SEMANTIC_EXPORT_DIR, "
+                                             "MEMORIZATION_TOKEN_CACHE_DIR and MEMORIZATION_KMEANS_PATH")
+  else:
+    report["memorization"] = memorization.memorization_study(*memorization_parts, seed=seed)
   if judge_split == split:
     report["notes"]["label judge"] = ("trained on SPLIT itself: the real set's judge scores are its "
                                       "training accuracy, not a held-out one")
@@ -616,7 +525,10 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
                       "unconditional_dir": unconditional_dir, "mulan_export_dir": mulan_export_dir,
                       "soundstream_export_dir": soundstream_export_dir, "taggers": list(taggers),
                       "judge_split": judge_split, "judge_path": judge_path,
-                      "seed": seed, "clip_seconds": clip_seconds}
+                      "memorization_semantic_export_dir": memorization_semantic_export_dir,
+                      "memorization_token_cache_dir": memorization_token_cache_dir,
+                      "memorization_kmeans_path": memorization_kmeans_path, "seed": seed,
+                      "clip_seconds": clip_seconds}
   with open(os.path.join(output_dir, EVAL_JSON), "w") as f:
     json.dump(report, f, indent=1)
   report_lib.write_html(os.path.join(output_dir, EVAL_HTML), report)
