@@ -365,7 +365,7 @@ class Cascade:
       segment = _segment(begin, boundaries)
       parts = [layout.encode("mulan", mulan[:, segment])]
       if self.follows_melody:
-        parts.append(_melody_ids(layout, melody, prefix, end, len(rows)))
+        parts.append(melody_ids(layout, melody, prefix, end, len(rows)))
       parts.append(layout.encode_stream("semantic", semantic[:, prefix:begin, None]))
       ids = self._sample("semantic", rows, i, np.concatenate(parts, 1), end - begin)
       semantic[:, begin:end] = layout.decode_stream("semantic", ids)[..., 0]
@@ -436,7 +436,7 @@ class Cascade:
     return np.concatenate(pieces, axis=1)
 
 
-def _melody_ids(layout: token_layout.TokenLayout, melody: np.ndarray | None, begin: int, end: int,
+def melody_ids(layout: token_layout.TokenLayout, melody: np.ndarray | None, begin: int, end: int,
                 batch: int) -> np.ndarray:
   """Melody ids [batch, n] conditioning semantic frames [begin, end); NULL_ID without a melody."""
   if melody is None:
