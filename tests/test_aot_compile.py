@@ -65,6 +65,17 @@ def test_largest_fitting_linear_agrees_with_bisection_in_fewer_tries():
   assert bisect_limit.largest_fitting_linear(measure, 100.0) == 40 and len(asked) <= 12, asked
 
 
+def test_an_aimed_first_try_takes_two_compiles_and_a_wrong_aim_still_finds_the_boundary():
+  from musiclm_jax.tools import bisect_limit  # pylint: disable=g-import-not-at-top
+  # Semantic stage on a v5e-16 (README): GiB per chip at 1, 2, 8, 10 rows per chip, near-linear.
+  cost = lambda n: 7.15 + 0.85 * n - 0.004 * n * n
+  for first, expected_tries in [(10, 2), (11, 2), (3, 6), (40, 6)]:
+    asked = []
+    measure = lambda n, asked=asked: asked.append(n) or (cost(n) <= 15.75, cost(n))
+    assert bisect_limit.largest_fitting_linear(measure, 15.75, first=first) == 10, asked
+    assert asked[0] == first and len(asked) <= expected_tries, asked
+
+
 def _compile_for_topology(*args):
   pytest.importorskip("libtpu", reason="needs libtpu: pip install -e '.[tpu]'")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
