@@ -26,7 +26,7 @@ from absl import flags
 
 from musiclm_jax import gin_utils
 from musiclm_jax.tools import aot_compile
-from musiclm_jax.tools import bisect_limit
+from musiclm_jax.tools import memory_rows
 
 # The chips MusicLM users rent: v5e-16, v4-32 (megacore), v5p-8 (megacore).
 DEFAULT_TOPOLOGIES = ("v5e:4x4", "v4:2x2x4", "v5p:2x2x1")
@@ -60,54 +60,6 @@ def measure_row(topology: str, component: str, scale: str, model_parallel: int, 
   return row
 
 
-def aimed_first_batch(rows: list[dict], component: str, hbm_gib: float) -> int | None:
-  """Where the line through the component's measured bytes (rows on any topology) meets
-  `hbm_gib`: a chip holds about the same per-chip program at the same batch per chip. None
-  without two measured batches."""
-  points = {t["batch_per_replica"]: t["total_gib"] for r in rows if r["component"] == component
-            for t in r.get("tries", ()) if t["verdict"] in ("fits", "over HBM")}
-  crossing = bisect_limit.line_crossing(sorted(points.items())[-2:], hbm_gib)
-  return max(int(crossing), 1) if crossing else None
-
-
-def least_flops_per_row(rows: list[dict], component: str) -> float | None:
-  """The compiler's FLOPs per row in the component's rows without recompute (None if none)."""
-  return min((t["compiled_flops_per_row"] for r in rows if r["component"] == component
-              for t in r.get("tries", ()) if t["verdict"] in ("fits", "over HBM")), default=None)
-
-
-def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:
-  """The table, one line per row (sizes in GiB per chip at the largest batch that fits),
-  then the (component, topology) rows of `expected` not measured yet."""
-  lines = ["| component | topology (HBM per chip) | params | row | max batch per chip (global) "
-           "| per chip: argument / temp / total GiB | compile | step at MFU | batches tried |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for r in rows:
-    where = f"{_TOPOLOGY_NAMES.get(r['topology'], r['topology'])} ({r['hbm_gib']} GiB)"
-    if "does_not_fit" in r:
-      lines.append(f"| {r['component']} | {where} | | | does not fit: {r['does_not_fit']} | | | | |")
-      continue
-    gib = r["per_device_gib"]
-    unit = "tokens" if r["component"] in aot_compile.musiclm_spec.STAGES else "samples"
-    step = (f"{r['expected_step_seconds']} s at {r['mfu']:.0%} ({r['flops_per_step'] / 1e12:.3g} "
-            f"TFLOP, {r['flops_source']})" if "expected_step_seconds" in r else "")
-    tries = ", ".join(f"{t['batch_per_replica']} {t['verdict']}"
-                      + (f" {t['total_gib']:.2f}" if "total_gib" in t else "") for t in r["tries"])
-    lines.append(
-        f"| {r['component']} | {where} | {r['params'] / 1e6:.1f}M | {r['length']} {unit} "
-        f"| {r['max_batch_per_replica']} ({r['batch_size']}) "
-        f"| {gib['argument']:.2f} / {gib['temp']:.2f} / {gib['total']:.2f} "
-        f"| {r['compile_seconds']:.0f} s (load {r.get('load_average', '?')}) | {step} | {tries} |")
-  measured = {(r["component"], r["topology"]) for r in rows}
-  missing = [f"{c} on {_TOPOLOGY_NAMES.get(t, t)}" for c, t in expected if (c, t) not in measured]
-  if missing:
-    lines.append(f"\nNot measured yet: {', '.join(missing)}.")
-  return "\n".join(lines) + "\n"
-
-
-_TOPOLOGY_NAMES = {"v5e:4x4": "v5e-16", "v4:2x2x4": "v4-32", "v5p:2x2x1": "v5p-8"}
-
-
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   records = os.path.splitext(_OUT.value)[0] + ".jsonl"
@@ -120,15 +72,15 @@ def main(argv):
       continue
     hbm_gib = aot_compile.TPU_HBM_GIB[topology.split(":")[0]]
     measured = list(rows.values())
-    first = aimed_first_batch(measured, component, hbm_gib) or _FIRST_BATCH.value
+    first = memory_rows.aimed_first_batch(measured, component, hbm_gib) or _FIRST_BATCH.value
     row = measure_row(topology, component, scale, model_parallel, flags.FLAGS.mfu, first,
-                      least_flops_per_row(measured, component))
+                      memory_rows.least_flops_per_row(measured, component))
     with open(records, "a") as f:
       f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
   # The whole file: other runs may have added rows meanwhile.
   with open(_OUT.value, "w") as f:
-    f.write(markdown(list(_read_rows(records).values()), expected))
+    f.write(memory_rows.markdown(list(_read_rows(records).values()), expected))
 
 
 def _read_rows(records: str) -> dict[tuple, dict]:
