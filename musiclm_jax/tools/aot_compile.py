@@ -19,7 +19,8 @@ chips of that TPU topology (`--num_slices` for multislice) and XLA's TPU compile
 does the work: the sizes are the chip's, and a program that does not fit its HBM
 is refused, reported as one line naming the chip, its HBM and the bytes needed.
 --find_max_batch asks the compiler for the largest batch per data-parallel replica
-that fits, each next try aimed by the bytes of the last ones (about 4 compiles).
+that fits (accepted without recompute, per-chip total within HBM: `find_max_batch`),
+each next try aimed by the bytes of the last ones (about 4 compiles).
 Every component's rows on three topologies: tools/memory_table.py.
 """
 import sys
@@ -246,8 +247,8 @@ def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: 
   A batch fits when the TPU compiler accepts it without recomputing (its FLOPs per
   row stay within `RECOMPUTE_TOLERANCE` of `flops_per_row`, default the smallest
   batch's: pass an earlier search's when `first` is large) and its per-chip
-  total is within the chip's HBM: the compiler alone accepts more, rematerializing
-  to fit and counting fewer bytes than `memory_analysis` reports (docs/memory_table.md).
+  total is within the chip's HBM: the compiler alone accepts programs whose summed
+  `memory_analysis` bytes exceed HBM, and changes bigger ones to fit (README, memory table).
   The bytes steer the search (`bisect_limit.largest_fitting_linear`, starting at
   `first`), so a row takes about 4 compiles, 2 when `first` is well aimed.
   The report's `tries` lists every batch's verdict and bytes.
