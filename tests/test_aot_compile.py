@@ -69,10 +69,11 @@ def test_an_aimed_first_try_takes_two_compiles_and_a_wrong_aim_still_finds_the_b
   from musiclm_jax.tools import bisect_limit  # pylint: disable=g-import-not-at-top
   # Semantic stage on a v5e-16 (README): GiB per chip at 1, 2, 8, 10 rows per chip, near-linear.
   cost = lambda n: 7.15 + 0.85 * n - 0.004 * n * n
-  for first, expected_tries in [(10, 2), (11, 2), (3, 6), (40, 6)]:
+  for first, slope, expected_tries in [(10, 0.66, 2), (11, 0.66, 2), (3, 0.66, 4), (16, 0.66, 4),
+                                       (3, None, 6), (40, None, 6)]:
     asked = []
     measure = lambda n, asked=asked: asked.append(n) or (cost(n) <= 15.75, cost(n))
-    assert bisect_limit.largest_fitting_linear(measure, 15.75, first=first) == 10, asked
+    assert bisect_limit.largest_fitting_linear(measure, 15.75, first=first, slope=slope) == 10, asked
     assert asked[0] == first and len(asked) <= expected_tries, asked
 
 
@@ -125,9 +126,10 @@ def test_a_row_is_aimed_from_the_components_bytes_on_another_chip():
        "compiled_flops_per_row": 1.9},
       {"batch_per_replica": 12, "verdict": "recomputes", "total_gib": 9.0,
        "compiled_flops_per_row": 2.5}])
-  expected = int(10 + (30.75 - 15.20) / (15.86 - 15.20))
-  assert memory_rows.aimed_first_batch([v5e], "semantic", 30.75) == expected == 33
-  assert memory_rows.aimed_first_batch([v5e], "coarse", 30.75) is None
+  slope = 15.86 - 15.20
+  first, slope_gib = memory_rows.aim([v5e], "semantic", 30.75)
+  assert first == int(10 + (30.75 - 15.20) / slope) == 33 and slope_gib == pytest.approx(slope)
+  assert memory_rows.aim([v5e], "coarse", 30.75) is None
   assert memory_rows.least_flops_per_row([v5e], "semantic") == 1.9
 
 
@@ -137,12 +139,13 @@ def test_the_table_names_every_try_and_the_rows_not_measured():
       {"batch_per_replica": 10, "verdict": "fits", "total_gib": 15.2},
       {"batch_per_replica": 11, "verdict": "refused", "needed_gib": 16.1}],
       hbm_gib=15.75, params=417.5e6, length=762, max_batch_per_replica=10, batch_size=160,
-      per_device_gib={"argument": 4.67, "temp": 10.49, "total": 15.2}, compile_seconds=327.4,
+      per_device_gib={"argument": 4.67, "temp": 10.49, "total": 15.2, "peak": 12.59},
+      compile_seconds=327.4,
       load_average=15.3, expected_step_seconds=0.256, mfu=0.4, flops_per_step=3.227e14,
       flops_source="analytic")
   table = memory_rows.markdown([row], [("semantic", "v5e:4x4"), ("semantic", "v4:2x2x4"),
                                        ("mulan", "v5p:2x2x1")])
-  assert ("| semantic | v5e-16 (15.75 GiB) | 417.5M | 762 tokens | 10 (160) | 4.67 / 10.49 / 15.20 "
+  assert ("| semantic | v5e-16 (15.75 GiB) | 417.5M | 762 tokens | 10 (160) | 4.67 / 10.49 / 15.20 (12.59) "
           "| 327 s (load 15.3) | 0.256 s at 40% (322.7 TFLOP, analytic) | 10 fits 15.20, 11 refused |"
           ) in table
   assert table.endswith("Not measured yet: semantic on v4-32, mulan on v5p-8.\n")

@@ -240,7 +240,7 @@ def _hbm_shortfall(message: str) -> tuple[str, float | None]:
 
 
 def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: float,
-                   model_parallel: int = 2, first: int = 1,
+                   model_parallel: int = 2, first: int = 1, slope_bytes: float | None = None,
                    flops_per_row: float | None = None, **kwargs) -> dict:
   """The report of the largest batch (a multiple of the data-parallel replicas) that fits.
 
@@ -248,9 +248,11 @@ def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: 
   row stay within `RECOMPUTE_TOLERANCE` of `flops_per_row`, default the smallest
   batch's: pass an earlier search's when `first` is large) and its per-chip
   total is within the chip's HBM: the compiler alone accepts programs whose summed
-  `memory_analysis` bytes exceed HBM, and changes bigger ones to fit (README, memory table).
+  `memory_analysis` bytes exceed HBM (its temp buffer is an upper bound of the live
+  peak; README, memory table).
   The bytes steer the search (`bisect_limit.largest_fitting_linear`, starting at
-  `first`), so a row takes about 4 compiles, 2 when `first` is well aimed.
+  `first`, its second try aimed by `slope_bytes` per row when given), so a row takes
+  about 4 compiles, 2-3 when both come from earlier searches.
   The report's `tries` lists every batch's verdict and bytes.
   """
   replicas = len(devices) // model_parallel
@@ -280,7 +282,7 @@ def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: 
     # A recomputing program's bytes are off the line the others lie on.
     return verdict == "fits", None if recomputes else total
 
-  best = bisect_limit.largest_fitting_linear(measure, capacity, first=first)
+  best = bisect_limit.largest_fitting_linear(measure, capacity, first=first, slope=slope_bytes)
   if not best:
     raise DoesNotFitError(f"{component} ({scale}) does not fit even 1 row per replica on "
                           f"{devices[0].device_kind}: raise --model_parallel")

@@ -22,7 +22,7 @@ def largest_fitting(fits: Callable[[int], bool], limit: int = 2**16) -> int:
 
 
 def largest_fitting_linear(measure: Callable[[int], tuple[bool, float | None]], capacity: float,
-                           limit: int = 2**16, first: int = 1) -> int:
+                           limit: int = 2**16, first: int = 1, slope: float | None = None) -> int:
   """The largest n in [1, limit] that fits (0 if none), for a cost about linear in n.
 
   measure(n) -> (fits, cost): cost (e.g. bytes needed) may be None when unknown. Each
@@ -30,7 +30,9 @@ def largest_fitting_linear(measure: Callable[[int], tuple[bool, float | None]], 
   failure; the two nearest costs before a failure is seen) meets `capacity`, kept
   inside the bracket (regula falsi); when two tries have not halved the bracket, or a
   failure came without a cost, its midpoint instead. About 3-5 tries when the cost is
-  near-linear and known; 2 when `first` (aimed from earlier measurements) is the answer.
+  near-linear and known. `first` and `slope` (cost per unit of n) may come from earlier
+  measurements: the second try is then where that slope from the first try's cost meets
+  `capacity` (next to `first` when it was well aimed), so a row takes 2-3 tries.
   """
   costs: dict[int, float] = {}
   good, bad, n = 0, limit + 1, min(max(first, 1), limit)
@@ -51,8 +53,10 @@ def largest_fitting_linear(measure: Callable[[int], tuple[bool, float | None]], 
     guess = line_crossing([(k, costs[k]) for k in points], capacity)
     # A refusal without a cost, or a fit that costs more than `capacity` (the cost is not
     # what decides), says nothing about the line's error: bisect (or double) after it.
-    if num_tries == 1 and first > 1:
-      n = n + 1 if fits else n - 1  # an aimed first try is most likely next to the answer
+    if num_tries == 1 and slope and cost is not None:
+      # The largest n the slope says fits: after a fit at least one more, to close the bracket.
+      steps = int((capacity - cost) // slope)
+      n = min(max(first + (max(steps, 1) if fits else steps), good + 1), bad - 1)
     elif (guess is None or (not fits and cost is None) or (fits and cost > capacity)
           or (len(widths) > 2 and widths[-1] > widths[-3] / 2)):
       n = (good + bad) // 2 if bad <= limit else (2 * good if good else 1)

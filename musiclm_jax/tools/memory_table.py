@@ -44,7 +44,8 @@ flags.FLAGS.set_default("model_parallel", 1)
 
 
 def measure_row(topology: str, component: str, scale: str, model_parallel: int, mfu: float,
-                first: int = 1, flops_per_row: float | None = None) -> dict:
+                first: int = 1, slope_bytes: float | None = None,
+                flops_per_row: float | None = None) -> dict:
   """One row: find_max_batch's report, or what did not fit (a batch of 1 per replica)."""
   devices = aot_compile.tpu_devices(topology)
   hbm_gib = aot_compile.TPU_HBM_GIB[topology.split(":")[0]]
@@ -52,7 +53,8 @@ def measure_row(topology: str, component: str, scale: str, model_parallel: int, 
          "model_parallel": model_parallel}
   try:
     row.update(aot_compile.find_max_batch(component, scale, devices, hbm_gib, model_parallel,
-                                          first=first, flops_per_row=flops_per_row, mfu=mfu))
+                                          first=first, slope_bytes=slope_bytes,
+                                          flops_per_row=flops_per_row, mfu=mfu))
   except aot_compile.DoesNotFitError as e:
     row["does_not_fit"] = str(e)
   # Compile times depend on what else the machine runs.
@@ -72,8 +74,9 @@ def main(argv):
       continue
     hbm_gib = aot_compile.TPU_HBM_GIB[topology.split(":")[0]]
     measured = list(rows.values())
-    first = memory_rows.aimed_first_batch(measured, component, hbm_gib) or _FIRST_BATCH.value
+    first, slope_gib = memory_rows.aim(measured, component, hbm_gib) or (_FIRST_BATCH.value, None)
     row = measure_row(topology, component, scale, model_parallel, flags.FLAGS.mfu, first,
+                      slope_gib and slope_gib * 2**30,
                       memory_rows.least_flops_per_row(measured, component))
     with open(records, "a") as f:
       f.write(json.dumps(row) + "\n")
