@@ -8,7 +8,7 @@
 #   NAME=semantic-v4 PROJECT=my-project ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 \
 #   JOB_URI=gs://my-bucket/jobs/semantic \
 #     launch/tpu_job.sh musiclm-train --gin_file=experiments/semantic_stage.gin \
-#       --gin_file=scales/paper.gin --gin.MODEL_DIR=\"/gcs/my-bucket/semantic\"
+#       --gin_file=scales/paper.gin --gin.MODEL_DIR=\"gs://my-bucket/semantic\"
 #
 # Environment: launch/tpu/common.sh's, plus JOB_URI (gs://, required: the code goes to
 # JOB_URI/code.tgz, worker logs to JOB_URI/logs/, and the DONE marker), POLL_SECONDS (60).

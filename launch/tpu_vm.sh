@@ -6,7 +6,7 @@
 #
 #   NAME=musiclm-v5e PROJECT=my-project ZONE=us-west4-a ACCELERATOR_TYPE=v5litepod-16 \
 #     launch/tpu_vm.sh musiclm-train --gin_file=experiments/semantic_stage.gin \
-#       --gin_file=scales/paper.gin --gin.MODEL_DIR=\"/gcs/my-bucket/semantic\" \
+#       --gin_file=scales/paper.gin --gin.MODEL_DIR=\"gs://my-bucket/semantic\" \
 #       --gin.TOKEN_CACHE_DIR=\"/gcs/my-bucket/tokens\"
 #
 # Environment: see launch/tpu/common.sh; also KEEP=1 (do not delete the resource at the

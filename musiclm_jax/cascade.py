@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import importlib
 import math
-import os
 import time
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -49,6 +48,7 @@ import numpy as np
 from musiclm_jax import decoding
 from musiclm_jax import gin_models
 from musiclm_jax import musiclm_spec as spec
+from musiclm_jax import paths as paths_lib  # `paths` names the folders checked in load_cascade
 from musiclm_jax import tokenizers
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
@@ -635,12 +635,12 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
     paths.update(MELODY_EXPORT_DIR=(melody_export_dir, True),
                  MELODY_RVQ_PATH=(melody_rvq_path, False))
   for name, (path, is_dir) in paths.items():
-    if not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
+    if not (paths_lib.resolve(path).is_dir() if is_dir else paths_lib.resolve(path).is_file()):
       what = "export folder" if is_dir else "file"
       raise UserError(f"{name} {path!r} is not an existing {what}: fix the path")
   for name in ("SOUNDSTREAM_EXPORT_DIR", "SEMANTIC_EXPORT_DIR", "COARSE_EXPORT_DIR",
                "FINE_EXPORT_DIR"):
-    if not os.path.isfile(os.path.join(paths[name][0], "config.gin")):
+    if not paths_lib.resolve(paths[name][0]).joinpath("config.gin").is_file():
       raise UserError(f"{name} {paths[name][0]!r} has no config.gin: point at a musiclm-export folder")
   windows.check(max_length)  # config mistakes before loading
   semantic_tokenizer = (None if w2v_bert_export_dir is None
@@ -652,4 +652,4 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
                  load_stage(coarse_export_dir), load_stage(fine_export_dir),
                  semantic_tokenizer=semantic_tokenizer, windows=windows, use_cache=use_cache,
                  max_length=max_length, melody_tokenizer=melody_tokenizer,
-                 sources={name.lower(): os.path.abspath(path) for name, (path, _) in paths.items()})
+                 sources={name.lower(): paths_lib.join(path) for name, (path, _) in paths.items()})

@@ -9,8 +9,6 @@ Restoring takes the newest step that restores and holds only finite numbers
 (as T5X restores the latest good step); a step that fails is renamed to
 `<step>.corrupt-<time>` (orbax ignores that name) and kept for inspection.
 """
-import os
-import shutil
 import time
 from typing import Any
 
@@ -22,6 +20,7 @@ import orbax.checkpoint as ocp
 # orbax's default jax.Array handler is built with this store; ours must match it.
 from orbax.checkpoint._src.metadata import array_metadata_store
 
+from musiclm_jax import paths
 from musiclm_jax.errors import UserError
 
 EXPORT_PARAMS_DIR = "params"
@@ -65,7 +64,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int | None = 3, async_save: bool = True):
     _save_each_array_from_one_replica()
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.join(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                            create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
@@ -88,7 +87,7 @@ class Checkpointer:
 
     Returns (state, batches_consumed).
     """
-    where = os.path.join(self.directory, str(step))
+    where = paths.join(self.directory, str(step))
     meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     check_compatible(meta["param_shapes"], param_shapes(abstract_state.params), where)
     restored = self._manager.restore(
@@ -121,9 +120,9 @@ class Checkpointer:
 
   def _set_aside(self, step: int) -> str:
     """Renames a bad step out of orbax's sight (never deletes it); returns the new path."""
-    aside = os.path.join(self.directory, f"{step}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    aside = paths.join(self.directory, f"{step}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     if jax.process_index() == 0:
-      os.rename(os.path.join(self.directory, str(step)), aside)
+      paths.resolve(self.directory).joinpath(str(step)).rename(aside)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
     self._manager.reload()
@@ -148,16 +147,17 @@ def export_params(params: Any, export_dir: str, dtype: str | None = None,
     cast = jnp.dtype(dtype)
     params = jax.tree.map(lambda x: x.astype(cast) if jnp.issubdtype(x.dtype, jnp.floating) else x,
                           params)
-  path = os.path.join(os.path.abspath(export_dir), EXPORT_PARAMS_DIR)
-  if os.path.exists(path):
+  path = paths.join(export_dir, EXPORT_PARAMS_DIR)
+  if paths.resolve(path).exists():
     raise UserError(f"export folder {path} already exists: choose another output_dir or delete it")
   if gin_config_path:
     # config.gin first and whole (copied, then renamed): an export cut short by a full
     # disk then lacks params/ (orbax writes it atomically) and is refused when loaded.
-    config = os.path.join(export_dir, "config.gin")
-    os.makedirs(export_dir, exist_ok=True)
-    shutil.copy(gin_config_path, config + ".tmp")
-    os.replace(config + ".tmp", config)
+    config = paths.resolve(export_dir) / "config.gin"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    draft = config.with_name("config.gin.tmp")
+    paths.resolve(gin_config_path).copy(draft, overwrite=True)
+    draft.replace(config)
   _save_each_array_from_one_replica()
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, params)
@@ -175,8 +175,8 @@ def export_checkpoint(*, model_dir: str, output_dir: str, step: int | None = Non
   MODEL_DIR/config.gin to `output_dir`; the model's shapes are checked when
   the export is loaded. Returns the params path.
   """
-  directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
-  if not os.path.isdir(directory):
+  directory = paths.join(model_dir, "checkpoints")
+  if not paths.resolve(directory).is_dir():
     raise UserError(f"no checkpoints in {directory}: train with musiclm-train first or fix MODEL_DIR")
   manager = ocp.CheckpointManager(directory, item_names=("state", "data", "meta"),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
@@ -202,8 +202,8 @@ def export_checkpoint(*, model_dir: str, output_dir: str, step: int | None = Non
   params = state["ema_params"] if use_ema else state["params"]
   if params is None:
     raise UserError(f"checkpoint {directory}/{step} has no EMA params: export with use_ema=False")
-  config = os.path.join(model_dir, "config.gin")
-  return export_params(params, output_dir, dtype, config if os.path.exists(config) else None)
+  config = paths.resolve(model_dir) / "config.gin"
+  return export_params(params, output_dir, dtype, str(config) if config.exists() else None)
 
 
 def load_exported_params(export_dir: str, abstract_params: Any) -> Any:
@@ -211,8 +211,8 @@ def load_exported_params(export_dir: str, abstract_params: Any) -> Any:
 
   abstract_params: ShapeDtypeStructs; each leaf's dtype is the one returned.
   """
-  path = os.path.join(os.path.abspath(export_dir), EXPORT_PARAMS_DIR)
-  if not os.path.isdir(path):
+  path = paths.join(export_dir, EXPORT_PARAMS_DIR)
+  if not paths.resolve(path).is_dir():
     raise UserError(f"no exported checkpoint at {path}: run musiclm-export first")
   checkpointer = ocp.StandardCheckpointer()
   saved_tree = checkpointer.metadata(path).item_metadata.tree

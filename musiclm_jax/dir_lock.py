@@ -5,7 +5,9 @@ folders and interleave metrics.jsonl. The lock is a file created atomically
 (a hard link, which fails if the name exists); a second writer is refused
 with the holder's host and pid. A lock whose process is gone (same host, pid
 not running) is stale and taken over, with a warning; a lock from another
-host cannot be checked and is reported.
+host cannot be checked and is reported. Object storage (gs://) has no atomic
+create-if-absent through gfile: there the lock is skipped with a warning, and
+keeping one writer per folder is the launcher's job.
 """
 import json
 import os
@@ -13,6 +15,7 @@ import socket
 
 from absl import logging
 
+from musiclm_jax import paths
 from musiclm_jax.errors import UserError
 
 LOCK_FILE = "LOCK"
@@ -22,11 +25,16 @@ class DirLock:
   """Holds `directory`/LOCK from `acquire` until `release`."""
 
   def __init__(self, directory: str, what: str = "trainer"):
-    self.path = os.path.join(directory, LOCK_FILE)
+    self.path = paths.join(directory, LOCK_FILE)
+    self.enabled = paths.is_local(directory)
     self.what = what
     self._holder = {"host": socket.gethostname(), "pid": os.getpid()}
 
   def acquire(self) -> "DirLock":
+    if not self.enabled:
+      logging.warning("no lock on %s: object storage cannot hold one; make sure no other %s "
+                      "writes there", os.path.dirname(self.path), self.what)
+      return self
     # The holder is written to a private file first and linked into place, so a
     # lock file is never seen half-written.
     draft = f"{self.path}.{self._holder['host']}.{self._holder['pid']}"
@@ -58,7 +66,7 @@ class DirLock:
 
   def release(self) -> None:
     """Removes the lock if it is still ours."""
-    if self._read_holder() == self._holder:
+    if self.enabled and self._read_holder() == self._holder:
       os.remove(self.path)
 
   def __enter__(self) -> "DirLock":

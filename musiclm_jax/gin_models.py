@@ -13,7 +13,6 @@ state is restored afterwards.
 """
 import contextlib
 import copy
-import os
 from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
@@ -22,6 +21,7 @@ import jax
 
 from musiclm_jax import checkpoints
 from musiclm_jax import gin_utils
+from musiclm_jax import paths
 from musiclm_jax.errors import UserError
 
 _MODEL_BINDING = """
@@ -83,8 +83,8 @@ def model_from_export(export_dir: str, expected_type: type | None = None,
   expected_type: if given, a model of another class is a UserError naming
   `component` (e.g. 'MuLan'): the user pointed at another component's export.
   """
-  config = os.path.join(export_dir, "config.gin")
-  if not os.path.isfile(config):
+  config = paths.join(export_dir, "config.gin")
+  if not paths.resolve(config).is_file():
     raise UserError(f"no config.gin in {export_dir}: point at a folder written by musiclm-export")
   with isolated_gin_config():
     gin_utils.parse_gin([config], [])

@@ -15,10 +15,23 @@ from absl import logging
 import gin
 
 from musiclm_jax import partitioning
+from musiclm_jax import paths
 from musiclm_jax.errors import UserError
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
 _REQUIRED_REPR = "%gin.REQUIRED"
+
+
+def _open_url(path: str):
+  return paths.resolve(path).open()
+
+
+def _is_readable_url(path: str) -> bool:
+  return paths.is_url(path) and paths.resolve(path).is_file()
+
+
+# Gin reads local files only; an export's config.gin may be on gs:// or a file:// URL.
+gin.config.register_file_reader(_open_url, _is_readable_url)
 
 _GIN_FILE = flags.DEFINE_multi_string(
     "gin_file", [], "Gin config files, applied in order; relative paths are also looked up in gin/.")
@@ -63,7 +76,9 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
       prefixes.insert(0, path)
   resolved = []
   for path in gin_files:
-    found = [os.path.join(p, path) for p in ("", *search_paths) if os.path.exists(os.path.join(p, path))]
+    # A URL (gs://, file://) is looked up as given, never under a search path.
+    candidates = [path] if paths.is_url(path) else [os.path.join(p, path) for p in ("", *search_paths)]
+    found = [c for c in candidates if paths.resolve(c).exists()]
     if not found:
       raise UserError(f"gin file {path!r} not found here or in {', '.join(search_paths)}")
     resolved.append(found[0])
@@ -95,11 +110,11 @@ def check_required_macros(names: Sequence[str]) -> None:
 
 def write_config(model_dir: str) -> str:
   """Writes the resolved config (all bindings in effect) to MODEL_DIR/config.gin."""
-  path = os.path.join(model_dir, "config.gin")
-  with open(path + ".tmp", "w") as f:  # renamed when whole: a full disk leaves no half config
-    f.write(gin.config_str())
-  os.replace(path + ".tmp", path)
-  return path
+  path = paths.resolve(model_dir) / "config.gin"
+  draft = path.with_name("config.gin.tmp")  # renamed when whole: a full disk leaves no half config
+  draft.write_text(gin.config_str())
+  draft.replace(path)
+  return str(path)
 
 
 def run(main: Callable[[Sequence[str]], None],

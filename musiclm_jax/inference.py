@@ -48,6 +48,7 @@ import numpy as np
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec
+from musiclm_jax import paths
 from musiclm_jax import report_html
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import pitch
@@ -308,6 +309,10 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
   if not 0 <= process_index < process_count:
     raise UserError(f"process {process_index} of {process_count} does not exist: process_index "
                     "counts from 0 to process_count - 1")
+  if not paths.is_local(output_dir):
+    raise UserError(f"OUTPUT_DIR {output_dir} is not a local folder: infer renames and appends "
+                    "files in place; mount the bucket (gcsfuse) and pass the mount's path")
+  output_dir = paths.join(output_dir)  # a file:// URL is a local path
   prompts, errors = read_prompts(prompts_file, defaults, max_seconds, max_text_chars,
                                  max_num_samples)
   if process_count > 1:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musiclm_jax import paths
+
 _PEAK_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "musiclm_jax", "peak_flops.json")
 
 # Dense (no sparsity) bf16 peak FLOP/s per chip, from the vendors' public spec
@@ -115,8 +117,8 @@ class MetricsWriter:
 
   def __init__(self, model_dir: str, tensorboard: bool = True):
     self._active = jax.process_index() == 0
-    self.jsonl_path = os.path.join(model_dir, "metrics.jsonl")
-    self.tensorboard_dir = os.path.join(model_dir, "tensorboard")
+    self.jsonl_path = paths.join(model_dir, "metrics.jsonl")
+    self.tensorboard_dir = paths.join(model_dir, "tensorboard")
     self._summary = None
     if self._active and tensorboard:
       import tensorflow as tf  # Heavy; only the writing process needs it.
@@ -127,7 +129,7 @@ class MetricsWriter:
     if not self._active:
       return
     record = {"step": int(step), **{f"{prefix}/{k}": _to_float(v) for k, v in scalars.items()}}
-    with open(self.jsonl_path, "a") as f:
+    with paths.resolve(self.jsonl_path).open("a") as f:
       f.write(json.dumps(record) + "\n")
     if self._summary is not None:
       with self._summary.as_default(step=int(step)):
@@ -137,15 +139,15 @@ class MetricsWriter:
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step` (and a line cut short), so a resumed run logs each step once."""
-    if not self._active or not os.path.exists(self.jsonl_path):
+    jsonl = paths.resolve(self.jsonl_path)
+    if not self._active or not jsonl.exists():
       return
-    with open(self.jsonl_path) as f:
-      lines = f.readlines()
+    lines = jsonl.read_text().splitlines(keepends=True)
     kept = [line for line in lines if _record_step(line) is not None and _record_step(line) <= step]
     if kept != lines:
-      with open(self.jsonl_path + ".tmp", "w") as f:
-        f.writelines(kept)
-      os.replace(self.jsonl_path + ".tmp", self.jsonl_path)
+      draft = jsonl.with_name(jsonl.name + ".tmp")
+      draft.write_text("".join(kept))
+      draft.replace(jsonl)
 
   def flush(self) -> None:
     if self._summary is not None:

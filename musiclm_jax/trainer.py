@@ -27,6 +27,7 @@ from musiclm_jax import dir_lock
 from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
+from musiclm_jax import paths
 from musiclm_jax import train_state as train_state_lib
 from musiclm_jax.data import pipeline
 from musiclm_jax.errors import UserError
@@ -218,7 +219,7 @@ def train(*,
       schedule = optax.constant_schedule(learning_rate)
     tx = optimizer(learning_rate=schedule)
 
-    checkpointer = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"),
+    checkpointer = checkpoints.Checkpointer(paths.join(model_dir, "checkpoints"),
                                             keep=keep_checkpoints, async_save=async_checkpointing)
     batches = train_dataset_cfg.get_batches(shard_index, num_shards)
     first = next(batches)
@@ -353,12 +354,12 @@ def _prepend(first, rest):
 
 def _check_writable(model_dir: str) -> None:
   try:
-    os.makedirs(model_dir, exist_ok=True)
+    directory = paths.resolve(model_dir)
+    directory.mkdir(parents=True, exist_ok=True)
     # One probe per process: hosts of a multi-host run share model_dir.
-    probe = os.path.join(model_dir, f".write_test.{jax.process_index()}.{os.getpid()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
+    probe = directory / f".write_test.{jax.process_index()}.{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
   except OSError as e:
     raise UserError(f"model_dir {model_dir} is not writable ({e.strerror}): choose a folder you can write") from None
 

@@ -65,6 +65,18 @@ def test_largest_fitting_linear_agrees_with_bisection_in_fewer_tries():
   assert bisect_limit.largest_fitting_linear(measure, 100.0) == 40 and len(asked) <= 12, asked
 
 
+def test_an_aimed_first_try_takes_two_compiles_and_a_wrong_aim_still_finds_the_boundary():
+  from musiclm_jax.tools import bisect_limit  # pylint: disable=g-import-not-at-top
+  # Semantic stage on a v5e-16 (README): GiB per chip at 1, 2, 8, 10 rows per chip, near-linear.
+  cost = lambda n: 7.15 + 0.85 * n - 0.004 * n * n
+  for first, slope, expected_tries in [(10, 0.66, 2), (11, 0.66, 2), (3, 0.66, 4), (16, 0.66, 4),
+                                       (3, None, 6), (40, None, 6)]:
+    asked = []
+    measure = lambda n, asked=asked: asked.append(n) or (cost(n) <= 15.75, cost(n))
+    assert bisect_limit.largest_fitting_linear(measure, 15.75, first=first, slope=slope) == 10, asked
+    assert asked[0] == first and len(asked) <= expected_tries, asked
+
+
 def _compile_for_topology(*args):
   pytest.importorskip("libtpu", reason="needs libtpu: pip install -e '.[tpu]'")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]))
@@ -99,3 +111,41 @@ def test_a_config_that_does_not_fit_the_chip_is_a_one_line_error():
   assert len(errors) == 1, result.stderr[-3000:]
   assert "TPU v5 lite" in errors[0] and "of its 15.75 GiB HBM" in errors[0], errors[0]
   assert re.search(r"needs \d+\.\d+ GiB", errors[0]), errors[0]
+
+
+def _row(component, topology, tries, **extra):
+  return {"component": component, "topology": topology, "tries": tries, **extra}
+
+
+def test_a_row_is_aimed_from_the_components_bytes_on_another_chip():
+  from musiclm_jax.tools import memory_rows  # pylint: disable=g-import-not-at-top
+  # The semantic stage's v5e-16 row (README): the line through its two tries, met at v4's HBM.
+  v5e = _row("semantic", "v5e:4x4", [
+      {"batch_per_replica": 10, "verdict": "fits", "total_gib": 15.20, "compiled_flops_per_row": 2.0},
+      {"batch_per_replica": 11, "verdict": "over HBM", "total_gib": 15.86,
+       "compiled_flops_per_row": 1.9},
+      {"batch_per_replica": 12, "verdict": "recomputes", "total_gib": 9.0,
+       "compiled_flops_per_row": 2.5}])
+  slope = 15.86 - 15.20
+  first, slope_gib = memory_rows.aim([v5e], "semantic", 30.75)
+  assert first == int(10 + (30.75 - 15.20) / slope) == 33 and slope_gib == pytest.approx(slope)
+  assert memory_rows.aim([v5e], "coarse", 30.75) is None
+  assert memory_rows.least_flops_per_row([v5e], "semantic") == 1.9
+
+
+def test_the_table_names_every_try_and_the_rows_not_measured():
+  from musiclm_jax.tools import memory_rows  # pylint: disable=g-import-not-at-top
+  row = _row("semantic", "v5e:4x4", [
+      {"batch_per_replica": 10, "verdict": "fits", "total_gib": 15.2},
+      {"batch_per_replica": 11, "verdict": "refused", "needed_gib": 16.1}],
+      hbm_gib=15.75, params=417.5e6, length=762, max_batch_per_replica=10, batch_size=160,
+      per_device_gib={"argument": 4.67, "temp": 10.49, "total": 15.2, "peak": 12.59},
+      compile_seconds=327.4,
+      load_average=15.3, expected_step_seconds=0.256, mfu=0.4, flops_per_step=3.227e14,
+      flops_source="analytic")
+  table = memory_rows.markdown([row], [("semantic", "v5e:4x4"), ("semantic", "v4:2x2x4"),
+                                       ("mulan", "v5p:2x2x1")])
+  assert ("| semantic | v5e-16 (15.75 GiB) | 417.5M | 762 tokens | 10 (160) | 4.67 / 10.49 / 15.20 (12.59) "
+          "| 327 s (load 15.3) | 0.256 s at 40% (322.7 TFLOP, analytic) | 10 fits 15.20, 11 refused |"
+          ) in table
+  assert table.endswith("Not measured yet: semantic on v4-32, mulan on v5p-8.\n")

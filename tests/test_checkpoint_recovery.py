@@ -172,20 +172,20 @@ def test_a_full_disk_stops_training_resumably_and_binaries_say_it_in_one_line(
 def test_an_export_cut_short_by_a_full_disk_is_not_trusted_and_can_be_redone(tmp_path, monkeypatch):
   (tmp_path / "run.gin").write_text("# the run's config\n")
   params = {"w": np.ones(3, np.float32)}
-  real_copy = shutil.copy
+  real_copy = shutil.copyfile  # what the path layer (epath) copies local files with
 
   def copy(source, target):
     with open(target, "w") as f:
       f.write("# the run")  # half of it, then the disk is full
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
 
-  monkeypatch.setattr(shutil, "copy", copy)
+  monkeypatch.setattr(shutil, "copyfile", copy)
   with pytest.raises(OSError):
     checkpoints.export_params(params, str(tmp_path / "export"), gin_config_path=str(tmp_path / "run.gin"))
   assert not (tmp_path / "export" / "config.gin").exists()
   with pytest.raises(UserError, match="run musiclm-export first"):
     checkpoints.load_exported_params(tmp_path / "export", params)
-  monkeypatch.setattr(shutil, "copy", real_copy)
+  monkeypatch.setattr(shutil, "copyfile", real_copy)
   checkpoints.export_params(params, str(tmp_path / "export"), gin_config_path=str(tmp_path / "run.gin"))
   assert (tmp_path / "export" / "config.gin").read_text() == "# the run's config\n"
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musiclm_jax import paths
 from musiclm_jax.errors import UserError
 
 State = dict[str, jax.Array]
@@ -201,7 +202,7 @@ class Codebook:
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes one .npz (no pickles): arrays plus the metadata as a JSON string."""
-    with open(path, "wb") as f:
+    with paths.resolve(path).open("wb") as f:
       np.savez(f, centroids=np.asarray(self.centroids, np.float32),
                feature_mean=np.asarray(self.feature_mean, np.float32),
                feature_std=np.asarray(self.feature_std, np.float32),
@@ -209,9 +210,10 @@ class Codebook:
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "Codebook":
-    if not os.path.exists(path):
+    file = paths.resolve(path)
+    if not file.exists():
       raise UserError(f"no k-means file at {path}: fit one with `python -m musiclm_jax.fit_kmeans`")
-    with np.load(path, allow_pickle=False) as data:
+    with file.open("rb") as f, np.load(f, allow_pickle=False) as data:
       return cls(centroids=data["centroids"], feature_mean=data["feature_mean"],
                  feature_std=data["feature_std"], metadata=json.loads(str(data["metadata"])))
 

@@ -9,7 +9,6 @@ as far as MuLan puts a caption near its music.
   tokenizer.text_tokens(["calm solo piano"]) # [batch, 12]
 """
 import json
-import os
 from typing import Sequence
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import gin_models
+from musiclm_jax import paths
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import bert
 from musiclm_jax.layers import rvq as rvq_lib
@@ -80,18 +80,20 @@ def load_mulan(export_dir: str) -> tuple[mulan.MuLanModel, Params]:
 
 def save_rvq(path: str, quantizer: rvq_lib.ResidualVQ, state: rvq_lib.State) -> str:
   """Writes the RVQ state and its sizes to one .npz file; returns its path."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  file = paths.resolve(path)
+  file.parent.mkdir(parents=True, exist_ok=True)
   sizes = {"num_levels": quantizer.num_levels, "codebook_size": quantizer.codebook_size,
            "dim": quantizer.dim}
-  with open(path, "wb") as f:
+  with file.open("wb") as f:
     np.savez(f, sizes=json.dumps(sizes), **{k: np.asarray(v) for k, v in state.items()})
   return path
 
 
 def load_rvq(path: str) -> tuple[rvq_lib.ResidualVQ, rvq_lib.State]:
-  if not os.path.isfile(path):
+  file = paths.resolve(path)
+  if not file.is_file():
     raise UserError(f"no RVQ file at {path}: fit one with python -m musiclm_jax.fit_mulan_rvq")
-  with np.load(path) as data:
+  with file.open("rb") as f, np.load(f) as data:
     sizes = json.loads(str(data["sizes"]))
     state = {k: jnp.asarray(data[k]) for k in ("codebooks", "cluster_size", "embed_sum", "initialized")}
   return rvq_lib.ResidualVQ(**sizes), state

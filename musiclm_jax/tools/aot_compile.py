@@ -19,7 +19,8 @@ chips of that TPU topology (`--num_slices` for multislice) and XLA's TPU compile
 does the work: the sizes are the chip's, and a program that does not fit its HBM
 is refused, reported as one line naming the chip, its HBM and the bytes needed.
 --find_max_batch asks the compiler for the largest batch per data-parallel replica
-that fits, each next try aimed by the bytes of the last ones (about 4 compiles).
+that fits (accepted without recompute, per-chip total within HBM: `find_max_batch`),
+each next try aimed by the bytes of the last ones (about 4 compiles).
 Every component's rows on three topologies: tools/memory_table.py.
 """
 import sys
@@ -69,6 +70,9 @@ _OWN_OPTIMIZERS = {"soundstream": soundstream.gan_optimizer, "mulan": mulan.cont
 TPU_HBM_GIB = {"v4": 30.75, "v5e": 15.75, "v5p": 95.74, "v6e": 31.25}
 # Generations whose chips pair two TensorCores into one device.
 _MEGACORE = ("v4", "v5p")
+# More FLOPs per row than the smallest batch's by this much: the compiler recomputes
+# (rematerializes) to fit, so the batch does not fit as configured.
+RECOMPUTE_TOLERANCE = 0.01
 
 _COMPONENT = flags.DEFINE_enum("component", "semantic", list(COMPONENTS), "What to compile.")
 _SCALE = flags.DEFINE_string("scale", "paper", "gin/scales/<scale>.gin (<component>_<scale>.gin "
@@ -185,15 +189,17 @@ def compile_train_step(component: str, scale: str, batch_size: int, length: int 
   memory = compiled.memory_analysis()
   params = sum(x.size for x in jax.tree.leaves(trainer.abstract_state.params))
   sizes = {name: getattr(memory, f"{name}_size_in_bytes")
-           for name in ("argument", "output", "temp", "generated_code", "alias")}
+           for name in ("argument", "output", "temp", "generated_code", "alias", "host_temp")}
+  sizes["peak"] = memory.peak_memory_in_bytes
   # Donated state shares its buffers with the output (alias): count it once.
   sizes["total"] = (sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"]
                     + sizes["generated_code"])
   devices = list(partitioner.mesh.devices.flat)
+  # XLA counts one device's share of the partitioned program.
+  compiled_flops = _compiled_flops(compiled) * len(devices)
   flops, flops_source = trainer.flops_per_step, "analytic"
   if not flops:
-    # XLA counts one device's share of the partitioned program.
-    flops, flops_source = _compiled_flops(compiled) * len(devices), "compiler"
+    flops, flops_source = compiled_flops, "compiler"
   report = {"benchmark": "aot_compile", "component": component, "scale": scale,
             "batch_size": batch_size, "batch_per_replica": batch_size // partitioner.data_parallel,
             "length": length, "params": params, "devices": partitioner.mesh.size, "chip": chip,
@@ -202,7 +208,7 @@ def compile_train_step(component: str, scale: str, batch_size: int, length: int 
             "per_device_bytes": sizes,
             "per_device_gib": {k: round(v / 2**30, 3) for k, v in sizes.items()},
             "lower_seconds": round(lower_seconds, 1), "compile_seconds": round(compile_seconds, 1),
-            "flops_per_step": flops, "flops_source": flops_source}
+            "flops_per_step": flops, "flops_source": flops_source, "compiled_flops": compiled_flops}
   # Simulated CPU devices have no peak worth dividing by.
   peak = metrics.peak_flops(devices) if devices[0].platform != "cpu" else 0.0
   if peak and flops:
@@ -234,32 +240,53 @@ def _hbm_shortfall(message: str) -> tuple[str, float | None]:
 
 
 def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: float,
-                   model_parallel: int = 2, **kwargs) -> dict:
+                   model_parallel: int = 2, first: int = 1, slope_bytes: float | None = None,
+                   flops_per_row: float | None = None, **kwargs) -> dict:
   """The report of the largest batch (a multiple of the data-parallel replicas) that fits.
 
-  The compiler decides what fits; the bytes it reports steer the search
-  (`bisect_limit.largest_fitting_linear`), so a row takes about 4 compiles.
+  A batch fits when the TPU compiler accepts it without recomputing (its FLOPs per
+  row stay within `RECOMPUTE_TOLERANCE` of `flops_per_row`, default the smallest
+  batch's: pass an earlier search's when `first` is large) and its per-chip
+  total is within the chip's HBM: the compiler alone accepts programs whose summed
+  `memory_analysis` bytes exceed HBM (its temp buffer is an upper bound of the live
+  peak; README, memory table).
+  The bytes steer the search (`bisect_limit.largest_fitting_linear`, starting at
+  `first`, its second try aimed by `slope_bytes` per row when given), so a row takes
+  about 4 compiles, 2-3 when both come from earlier searches.
+  The report's `tries` lists every batch's verdict and bytes.
   """
   replicas = len(devices) // model_parallel
+  capacity = hbm_gib * 2**30
   reports, tries = {}, []
 
   def measure(per_replica: int) -> tuple[bool, float | None]:
-    tries.append(per_replica)
     try:
       report = compile_train_step(component, scale, per_replica * replicas,
                                   model_parallel=model_parallel, devices=devices, **kwargs)
     except DoesNotFitError as e:
-      logging.info("batch %d per replica does not fit: %s", per_replica, e)
+      logging.info("batch %d per replica is refused: %s", per_replica, e)
+      tries.append({"batch_per_replica": per_replica, "verdict": "refused",
+                    "needed_gib": e.needed_bytes and round(e.needed_bytes / 2**30, 3)})
       return False, e.needed_bytes
-    logging.info("batch %d per replica fits: %s", per_replica, json.dumps(report))
     reports[per_replica] = report
-    return True, report["per_device_bytes"]["total"]
+    smallest = min(reports)
+    reference = flops_per_row or reports[smallest]["compiled_flops"] / smallest
+    recomputes = report["compiled_flops"] / per_replica > (1 + RECOMPUTE_TOLERANCE) * reference
+    total = report["per_device_bytes"]["total"]
+    verdict = ("recomputes" if recomputes else "over HBM" if total > capacity else "fits")
+    logging.info("batch %d per replica: %s %s", per_replica, verdict, json.dumps(report))
+    tries.append({"batch_per_replica": per_replica, "verdict": verdict,
+                  "total_gib": report["per_device_gib"]["total"],
+                  "compiled_flops_per_row": report["compiled_flops"] / per_replica,
+                  "compile_seconds": report["compile_seconds"]})
+    # A recomputing program's bytes are off the line the others lie on.
+    return verdict == "fits", None if recomputes else total
 
-  best = bisect_limit.largest_fitting_linear(measure, hbm_gib * 2**30)
+  best = bisect_limit.largest_fitting_linear(measure, capacity, first=first, slope=slope_bytes)
   if not best:
     raise DoesNotFitError(f"{component} ({scale}) does not fit even 1 row per replica on "
                           f"{devices[0].device_kind}: raise --model_parallel")
-  return dict(reports[best], max_batch_per_replica=best, batches_tried=tries)
+  return dict(reports[best], max_batch_per_replica=best, tries=tries)
 
 
 def main(argv):

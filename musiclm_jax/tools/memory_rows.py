@@ -1,0 +1,58 @@
+"""The memory table's rows (memory_table.py's .jsonl records): aiming a row's first compile, and the markdown.
+
+A library module without flags, so that tests import it (memory_table and
+aot_compile define command-line flags).
+"""
+from musiclm_jax import musiclm_spec
+from musiclm_jax.tools import bisect_limit
+
+# The names TPU slices are rented by.
+TOPOLOGY_NAMES = {"v5e:4x4": "v5e-16", "v4:2x2x4": "v4-32", "v5p:2x2x1": "v5p-8"}
+
+
+def aim(rows: list[dict], component: str, hbm_gib: float) -> tuple[int, float] | None:
+  """(first batch per chip to try, GiB per row): where the line through the component's two
+  largest measured batches (rows on any topology) meets `hbm_gib`, and its slope; a chip
+  holds about the same per-chip program at the same batch per chip. None without two."""
+  points = {t["batch_per_replica"]: t["total_gib"] for r in rows if r["component"] == component
+            for t in r.get("tries", ()) if t["verdict"] in ("fits", "over HBM")}
+  if len(points) < 2:
+    return None
+  (n1, c1), (n2, c2) = sorted(points.items())[-2:]
+  crossing = bisect_limit.line_crossing([(n1, c1), (n2, c2)], hbm_gib)
+  return (max(int(crossing), 1), (c2 - c1) / (n2 - n1)) if crossing else None
+
+
+def least_flops_per_row(rows: list[dict], component: str) -> float | None:
+  """The compiler's FLOPs per row in the component's rows without recompute (None if none)."""
+  return min((t["compiled_flops_per_row"] for r in rows if r["component"] == component
+              for t in r.get("tries", ()) if t["verdict"] in ("fits", "over HBM")), default=None)
+
+
+def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:
+  """The table, one line per row (sizes in GiB per chip at the largest batch that fits),
+  then the (component, topology) rows of `expected` not measured yet."""
+  lines = ["| component | topology (HBM per chip) | params | row | max batch per chip (global) "
+           "| per chip: argument / temp / total (peak) GiB | compile | step at MFU | batches tried |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for r in rows:
+    where = f"{TOPOLOGY_NAMES.get(r['topology'], r['topology'])} ({r['hbm_gib']} GiB)"
+    if "does_not_fit" in r:
+      lines.append(f"| {r['component']} | {where} | | | does not fit: {r['does_not_fit']} | | | | |")
+      continue
+    gib = r["per_device_gib"]
+    unit = "tokens" if r["component"] in musiclm_spec.STAGES else "samples"
+    step = (f"{r['expected_step_seconds']} s at {r['mfu']:.0%} ({r['flops_per_step'] / 1e12:.4g} "
+            f"TFLOP, {r['flops_source']})" if "expected_step_seconds" in r else "")
+    tries = ", ".join(f"{t['batch_per_replica']} {t['verdict']}"
+                      + (f" {t['total_gib']:.2f}" if "total_gib" in t else "") for t in r["tries"])
+    lines.append(
+        f"| {r['component']} | {where} | {r['params'] / 1e6:.1f}M | {r['length']} {unit} "
+        f"| {r['max_batch_per_replica']} ({r['batch_size']}) "
+        f"| {gib['argument']:.2f} / {gib['temp']:.2f} / {gib['total']:.2f} ({gib['peak']:.2f}) "
+        f"| {r['compile_seconds']:.0f} s (load {r.get('load_average', '?')}) | {step} | {tries} |")
+  measured = {(r["component"], r["topology"]) for r in rows}
+  missing = [f"{c} on {TOPOLOGY_NAMES.get(t, t)}" for c, t in expected if (c, t) not in measured]
+  if missing:
+    lines.append(f"\nNot measured yet: {', '.join(missing)}.")
+  return "\n".join(lines) + "\n"
