@@ -21,11 +21,13 @@ A generated clip is paired with the reference clip whose caption is its
 prompt text (prompt records carry no clip id); the paired metrics (KLD, tempo,
 key) average over a set's paired clips, use the reference clip's tags and
 labels, and are unavailable (with the reason) when no prompt is a caption.
+The window-join measure (eval/joins.py) reads the text and story lines at their
+full length with the windows they were generated in (`read_infer_windows`).
 """
 import dataclasses
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +40,7 @@ from musiclm_jax.data.synth_music import labels as synth_labels
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import coloured_noise
 from musiclm_jax.eval import fad
+from musiclm_jax.eval import joins
 from musiclm_jax.eval import prompt_adherence
 
 RESULTS_FILE = inference.RESULTS_FILE
@@ -86,46 +89,69 @@ def mood_class(words: Sequence[str]) -> str:
   return ", ".join(words)
 
 
-def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
-  """(audio [time] per clip, sample rate, prompt per clip) of the plain text lines of a musiclm-infer folder."""
+def _records(samples_dir: str, name: str = "generated") -> list[dict]:
+  """The records of a musiclm-infer folder's results.jsonl."""
   path = os.path.join(samples_dir, RESULTS_FILE)
   if not os.path.isfile(path):
     raise UserError(f"no {RESULTS_FILE} in {samples_dir}: point the {name} folder at a "
                     f"musiclm-infer OUTPUT_DIR")
-  audio, texts, rates = [], [], set()
   with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  for record in records:
-    if "text" not in record or record.get("continue_from") or "error" in record:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_clips(samples_dir: str, name: str, keep: Callable[[dict], bool]
+                ) -> tuple[list[tuple[dict, np.ndarray]], int | None]:
+  """((record, mono audio [time]) of every sample of the kept records, their sample rate (None:
+  no clip)); a one-line error for a missing or altered file or a folder of mixed rates."""
+  clips, rates = [], set()
+  for record in _records(samples_dir, name):
+    if "error" in record or not keep(record):
       continue
     for sample in record["samples"]:
       wav = os.path.join(samples_dir, sample["wav"])
       if not os.path.isfile(wav):
-        raise UserError(f"{wav} (line {record['line']} of {path}) is missing: re-run musiclm-infer")
+        raise UserError(f"{wav} (line {record['line']} of {os.path.join(samples_dir, RESULTS_FILE)}) "
+                        f"is missing: re-run musiclm-infer")
       samples, rate = audio_io.read_audio(wav)
       if rate != record["sample_rate_hz"]:
         raise UserError(f"{wav} is at {rate} Hz but its record says {record['sample_rate_hz']} Hz: "
                         f"the folder was altered, re-run musiclm-infer into a fresh folder")
       rates.add(rate)
-      audio.append(audio_io.to_mono(samples))
-      texts.append(record["text"])
+      clips.append((record, audio_io.to_mono(samples)))
   if len(rates) > 1:
     raise UserError(f"{samples_dir} mixes sample rates {sorted(rates)}: evaluate one musiclm-infer "
                     f"run per folder")
-  if len(audio) < fad.MIN_CLIPS or len(set(texts)) < 2:
-    raise UserError(f"{samples_dir} has {len(audio)} clip(s) of {len(set(texts))} text prompt(s): "
+  return clips, rates.pop() if rates else None
+
+
+def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
+  """(audio [time] per clip, sample rate, prompt per clip) of the plain text lines of a musiclm-infer folder."""
+  clips, rate = _read_clips(samples_dir, name,
+                            lambda record: "text" in record and not record.get("continue_from"))
+  texts = [record["text"] for record, _ in clips]
+  if len(clips) < fad.MIN_CLIPS or len(set(texts)) < 2:
+    raise UserError(f"{samples_dir} has {len(clips)} clip(s) of {len(set(texts))} text prompt(s): "
                     f"FAD needs {fad.MIN_CLIPS} clips and the shuffled-prompt baseline 2 "
                     f"different prompts; generate more")
-  return audio, rates.pop(), texts
+  return [audio for _, audio in clips], rate, texts
+
+
+def read_infer_windows(samples_dir: str) -> tuple[list[np.ndarray], int | None, list[joins.Stitching]]:
+  """(audio [time] per clip, sample rate (None: no clip), how each was stitched from windows)
+  of the text and story lines of a musiclm-infer folder; a continuation's first windows
+  continue its prompt audio, and its lines are left out."""
+  clips, rate = _read_clips(samples_dir, "generated", lambda record: not record.get("continue_from"))
+  stitchings = [joins.Stitching(record["windows"], tuple(s for _, s in record["story"])
+                                if "story" in record else (record["seconds"],))
+                for record, _ in clips]
+  return [audio for _, audio in clips], rate, stitchings
 
 
 def read_melody_pairs(samples_dir: str) -> tuple[list[np.ndarray], list[np.ndarray], int | None]:
   """(generated audio [time], its melody input [time], sample rate) of every sample of the
   musiclm-infer records that have a melody_from input (None rate: no such record)."""
-  with open(os.path.join(samples_dir, RESULTS_FILE)) as f:
-    records = [json.loads(line) for line in f if line.strip()]
   generated, melodies, rate = [], [], None
-  for record in records:
+  for record in _records(samples_dir):
     if "melody" not in record or "error" in record:
       continue
     melody, melody_rate = audio_io.read_audio(os.path.join(samples_dir, record["melody"]["wav"]))
