@@ -84,6 +84,21 @@ def _melody_lines(report: dict) -> list[str]:
           f"another's is adherence)"]
 
 
+def _joins_figure(figures: dict | None) -> str:
+  return "no joins" if figures is None else f"{figures['ratio']:.2f} (p {figures['p_value']:.2g})"
+
+
+def _joins_lines(report: dict) -> list[str]:
+  """Window joins (eval/joins.py): per stage, flux at the generated clips' joins over flux
+  elsewhere and the real clips' at the same join times."""
+  joins = report.get("joins")
+  if not joins:
+    return []
+  return ["window joins (spectral flux at a stage's joins / elsewhere, 1: no jump): " + "; ".join(
+              f"{stage} ratio {_joins_figure(pair['generated'])}, real {_joins_figure(pair['real'])}"
+              for stage, pair in joins.items())]
+
+
 def headline(report: dict) -> str:
   """The metric table as fixed-width text: one row per metric, one column per clip set."""
   columns = _columns(report)
@@ -96,6 +111,7 @@ def headline(report: dict) -> str:
   lines += _memorization_lines(report)
   lines += _per_window_lines(report)
   lines += _melody_lines(report)
+  lines += _joins_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -215,6 +231,29 @@ def _per_window_html(report: dict) -> str:
           f"{_png(figure)}")
 
 
+def _joins_html(report: dict) -> str:
+  """A table per stage: ratio, p-value, joins and clips of the generated and the real clips."""
+  joins = report.get("joins")
+  if not joins:
+    return ""
+
+  def cells(figures):
+    if figures is None:
+      return "<td colspan='3'>no joins (clips shorter than a window)</td>"
+    return (f"<td>{_format(figures['ratio'])}</td><td>{_format(figures['p_value'])}</td>"
+            f"<td>{figures['joins']} in {figures['clips']}</td>")
+
+  rows = "".join(f"<tr><td>{html.escape(stage)}</td>{cells(pair['generated'])}{cells(pair['real'])}</tr>"
+                 for stage, pair in joins.items())
+  return ("<h2>Window joins</h2><p class='note'>Spectral flux (change of the log spectrum between "
+          "consecutive 20 ms frames) at the boundaries where a stage starts a new window, over the "
+          "flux at every boundary: 1 is no jump. p: one-sided permutation test against as many "
+          "random boundaries per clip. Real clips are measured at the joins a generation of their "
+          "length would have: what a signal without seams scores.</p><table><tr><th>stage</th>"
+          "<th>generated ratio</th><th>p</th><th>joins in clips</th><th>real ratio</th><th>p</th>"
+          f"<th>joins in clips</th></tr>{rows}</table>")
+
+
 def write_html(path: str, report: dict) -> str:
   """Writes the report as one page; returns `path`."""
   columns = _columns(report)
@@ -239,7 +278,8 @@ def write_html(path: str, report: dict) -> str:
           f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
           f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
           f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
-          f"{_coherence_html(report)}\n{_memorization_html(report)}\n{_per_window_html(report)}\n"
+          f"{_coherence_html(report)}\n{_joins_html(report)}\n{_memorization_html(report)}\n"
+          f"{_per_window_html(report)}\n"
           f"{melody}\n"
           f"</body></html>\n")
   with open(path, "w", encoding="utf-8") as f:

@@ -25,6 +25,10 @@ coherence: per clip length, how FAD's musicnn embedding drifts from a clip's fir
 window over its later ones and how large its neighbour steps are (eval/coherence.py),
 for the generated clips at their full length and for the real and noise clips.
 
+joins: per cascade stage, spectral flux at the generated clips' window joins over flux
+elsewhere with a permutation p-value, and the same of the real clips at the joins a clip
+of their length would have (eval/joins.py).
+
 p_values: for each per-clip adherence score (MCC, the judge's, tempo and key
 correct), a one-sided permutation test that the generated clips score higher
 against their own prompts than the shuffled set against others (paired over
@@ -41,11 +45,12 @@ from tqdm import tqdm
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import coherence
+from musiclm_jax.eval import joins
 # The clip sets, also part of this module's API (callers and tests use suite.ClipSet, ...).
 from musiclm_jax.eval.clip_sets import (JUDGE_LABELS, RESULTS_FILE, SET_TITLES, SETS, ClipSet,
                                         Reference, codec_set, cropped, mood_class, noise_set,
-                                        paired_set, read_infer_folder, read_melody_pairs,
-                                        read_reference, real_set, shuffled_set)
+                                        paired_set, read_infer_folder, read_infer_windows,
+                                        read_melody_pairs, read_reference, real_set, shuffled_set)
 from musiclm_jax.eval import fad
 from musiclm_jax.eval import kld
 from musiclm_jax.eval import label_judge
@@ -463,6 +468,7 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     return cropped(paired_set(name, *read_infer_folder(folder, name), reference), clip_seconds)
 
   full_length_generated = paired_set("generated", *read_infer_folder(samples_dir), reference)
+  stitched_audio, stitched_rate, stitchings = read_infer_windows(samples_dir)
   generated = cropped(full_length_generated, clip_seconds)
   shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
   unconditional = infer_set(unconditional_dir, "unconditional") if unconditional_dir else None
@@ -504,6 +510,13 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   report = run_suite(generated, reference, shuffled=shuffled, unconditional=unconditional,
                      taggers=tagger_models, mulan=mulan, codec=codec, judge=judge, pitch=pitch,
                      full_length_generated=full_length_generated, seed=seed)
+  # A long-clip measure like coherence, but of the text and story lines (their windows are known).
+  figures = joins.joins_report(stitched_audio, stitchings, stitched_rate, reference.audio,
+                               reference.sample_rate_hz, seed=seed)
+  if isinstance(figures, str):
+    report["unavailable"]["joins"] = figures
+  else:
+    report["joins"] = figures
   generated_for_melody, melodies, melody_rate = read_melody_pairs(samples_dir)
   if len(melodies) < 2:
     report["unavailable"]["melody_adherence"] = (
