@@ -50,6 +50,13 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
         "generated", "shuffled", "unconditional", "real", "codec", "noise"}, metric
   assert "shuffled prompts" in result.stdout and "MCC" in result.stdout
   assert 0 < evaluation["p_values"]["judge_genre_accuracy"]["p_value"] <= 1
+  # Window joins: the 2 s clips already span several coarse and fine windows (1 s and 0.5 s),
+  # and so do the real 2 s clips at the same join times.
+  assert {"coarse", "fine"} <= set(evaluation.get("joins", {})), evaluation["unavailable"].get("joins")
+  for stage, figures in evaluation["joins"].items():
+    assert figures["generated"]["ratio"] > 0 and 0 < figures["generated"]["p_value"] <= 1, stage
+    assert stage == "semantic" or figures["real"]["joins"] > 0, (stage, figures)
+  assert "window joins" in result.stdout
   # Melody lines: two held-out tunes, each with its caption and again with the other's
   # melody; the page plays each line's input beside its music, and the demo reports both.
   melody_records = sorted((r for r in records if r.get("melody_from")), key=lambda r: r["line"])

@@ -5,6 +5,7 @@ set must score like the real one) and the unconditional folder holds chords
 (so it must score worse); the shuffled baseline and MCC are recomputed here
 from the taggers' and fake MuLan's outputs, independently of eval/suite.py.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -19,7 +20,8 @@ from scipy import stats
 
 pytest.importorskip("musicnn", reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
 
-from musiclm_jax.audio import io as audio_io  # pylint: disable=g-import-not-at-top
+from musiclm_jax import cascade  # pylint: disable=g-import-not-at-top
+from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import pitch
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import label_judge
@@ -33,6 +35,10 @@ from conftest import binary_env
 RATE_HZ = 24_000
 SPLIT = "train"  # the micro corpus's largest split (6 clips)
 TAGGER = "MTT_musicnn"
+# Windows short enough for every stage to start new ones inside the 2 s clips.
+WINDOWS = dataclasses.asdict(cascade.Windows(
+    semantic_window_seconds=1.2, semantic_stride_seconds=0.6, coarse_window_seconds=0.8,
+    coarse_stride_seconds=0.4, fine_window_seconds=0.5, fine_stride_seconds=0.24))
 
 
 def _chord(seconds, root_hz):
@@ -50,7 +56,8 @@ def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RAT
     wav = f"audio/line{line:04d}_sample0.wav"
     audio_io.save_wav(os.path.join(folder, wav), clip, rate_hz)
     records.append({"line": line, "text": text, "seconds": len(clip) / rate_hz, "seed": line,
-                    "samples": [{"seed": line, "wav": wav}], "sample_rate_hz": record_rate_hz})
+                    "samples": [{"seed": line, "wav": wav}], "sample_rate_hz": record_rate_hz,
+                    "windows": WINDOWS})
     if line in melody_lines:
       records[-1].update(melody_from=f"melody{line}.wav", melody={"wav": wav})
   records.append({"line": len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
@@ -345,6 +352,15 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert "data:image/png;base64," in page and "shuffled prompts" in page
   assert "Coherence against length" in page and "True vs shuffled prompts" in page
   assert "FAD_musicnn" in result.stdout
+  # The generated clips are the real ones (as PCM16) with WINDOWS' joins, so the real clips at
+  # the same joins score alike: 1.2 s (semantic); 0.8, 1.2 s (coarse); 0.5 to 1.46 s (fine).
+  assert list(written["joins"]) == ["semantic", "coarse", "fine"]
+  for stage, joins_per_clip in (("semantic", 1), ("coarse", 2), ("fine", 5)):
+    generated, real = written["joins"][stage]["generated"], written["joins"][stage]["real"]
+    assert generated["joins"] == real["joins"] == 6 * joins_per_clip, (stage, generated, real)
+    assert generated["ratio"] == pytest.approx(real["ratio"], rel=0.1), (stage, generated, real)
+    assert 0 < generated["p_value"] <= 1
+  assert "window joins" in result.stdout and "Window joins" in page
 
   failed = _run_eval(f"--gin.SAMPLES_DIR='{tmp_path}'", f"--gin.DATASET='{corpus['dataset']}'",
                      f"--gin.DATA_DIR='{corpus['data_dir']}'", f"--gin.SPLIT='{SPLIT}'")
