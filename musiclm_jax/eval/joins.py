@@ -24,7 +24,6 @@ import numpy as np
 
 from musiclm_jax import cascade
 from musiclm_jax import musiclm_spec as spec
-from musiclm_jax.errors import UserError
 
 FRAME_SECONDS = 1 / spec.ACOUSTIC_RATE_HZ
 MARGIN_SECONDS = 0.5
@@ -47,7 +46,7 @@ def join_seconds(windows: dict | cascade.Windows, duration_seconds: float, stage
   and is left out.
   """
   if stage not in spec.STAGES:
-    raise UserError(f"stage must be one of {spec.STAGES}, got {stage!r}")
+    raise ValueError(f"stage must be one of {spec.STAGES}, got {stage!r}")
   if story_seconds and not np.isclose(sum(story_seconds), duration_seconds):
     raise ValueError(f"story segments {tuple(story_seconds)} do not sum to {duration_seconds} s")
   if isinstance(windows, dict):
@@ -93,11 +92,12 @@ def join_discontinuity(clips: Sequence[np.ndarray], sample_rate_hz: int,
   expectation when the joins are no different from the boundaries drawn.
   """
   rng = np.random.default_rng(seed)
+  frame_s = round(FRAME_SECONDS * sample_rate_hz) / sample_rate_hz  # boundary i is at (i + 1) frames
   pools, picked = [], []  # per clip: flux at its inner boundaries [n], which are joins [k]
   for audio, times in zip(clips, join_times):
     flux, boundary_s = boundary_flux(audio, sample_rate_hz)
-    inner = (boundary_s >= MARGIN_SECONDS) & (boundary_s <= len(audio) / sample_rate_hz - MARGIN_SECONDS)
-    frame_s = round(FRAME_SECONDS * sample_rate_hz) / sample_rate_hz  # boundary i is at (i + 1) frames
+    end_s = len(audio) / sample_rate_hz
+    inner = (boundary_s >= MARGIN_SECONDS) & (boundary_s <= end_s - MARGIN_SECONDS)
     nearest = np.unique(np.rint(np.asarray(times) / frame_s).astype(np.int64) - 1)
     nearest = nearest[(nearest >= 0) & (nearest < len(flux))]
     is_join = np.zeros(len(flux), bool)
