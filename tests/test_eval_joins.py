@@ -16,16 +16,16 @@ SMALL_WINDOWS = dataclasses.asdict(cascade.Windows(
     coarse_stride_seconds=1.0, fine_window_seconds=1.0, fine_stride_seconds=1.0))
 
 
-def _stitched(rng, pieces, noise=1e-6):
+def _stitched(rng, pieces, noise=1e-3):
   """Pieces of 1 s of sine waves of random frequency and phase, joined: seams at 1, 2, ... s.
-  The noise keeps the flux between frames of one piece above 0."""
+  The noise (-54 dB) keeps the flux between frames of one piece above 0."""
   t = np.arange(RATE_HZ) / RATE_HZ
   tone = np.concatenate([0.5 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t + rng.uniform(0, 2 * np.pi))
                          for _ in range(pieces)])
   return (tone + noise * rng.normal(size=len(tone))).astype(np.float32)
 
 
-def _steady(rng, seconds, noise=1e-6):
+def _steady(rng, seconds, noise=1e-3):
   """One sine wave throughout: no seam anywhere."""
   t = np.arange(round(seconds * RATE_HZ)) / RATE_HZ
   return (0.5 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t)

@@ -28,6 +28,7 @@ from musiclm_jax import musiclm_spec as spec
 FRAME_SECONDS = 1 / spec.ACOUSTIC_RATE_HZ
 MARGIN_SECONDS = 0.5
 DRAWS = 2000
+RELATIVE_FLOOR = 1e-3  # -60 dB below the clip's loudest bin
 
 
 class Stitching(NamedTuple):
@@ -68,13 +69,18 @@ def join_seconds(windows: dict | cascade.Windows, duration_seconds: float, stage
 def boundary_flux(audio: np.ndarray, sample_rate_hz: int,
                   frame_seconds: float = FRAME_SECONDS) -> tuple[np.ndarray, np.ndarray]:
   """audio [time] -> (flux [frames - 1], boundary time (s) [frames - 1]): the L2 distance of
-  log(1e-5 + |rfft|) of consecutive non-overlapping Hann-windowed frames, and where they meet."""
+  log(floor + |rfft|) of consecutive non-overlapping Hann-windowed frames, and where they meet.
+
+  The floor is RELATIVE_FLOOR of the clip's largest magnitude: with a fixed one, quiet
+  background noise far below the music would dominate the distance between frames.
+  """
   frame = round(frame_seconds * sample_rate_hz)
   frames = len(audio) // frame
   if frames < 2:
     return np.zeros(0), np.zeros(0)
   x = np.asarray(audio[:frames * frame], np.float64).reshape(frames, frame) * np.hanning(frame)
-  spectra = np.log(1e-5 + np.abs(np.fft.rfft(x, axis=1)))
+  magnitudes = np.abs(np.fft.rfft(x, axis=1))
+  spectra = np.log(max(RELATIVE_FLOOR * magnitudes.max(), 1e-12) + magnitudes)
   return (np.linalg.norm(np.diff(spectra, axis=0), axis=1),
           np.arange(1, frames) * frame / sample_rate_hz)
 
