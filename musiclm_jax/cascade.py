@@ -330,8 +330,9 @@ class Cascade:
     if start:
       semantic[:, :start], acoustic[:, :start * spec.ACOUSTIC_PER_SEMANTIC] = self._tokenize(
           rows, start)
-    mulan = np.stack([self.conditioning_tokenizer.text_tokens([text for text, _ in r.segments])
-                      for r in rows])  # [batch, segments, levels]
+    # One MuLan call for the batch: rows of a batch share their number of segments.
+    mulan = self.conditioning_tokenizer.text_tokens(
+        [text for r in rows for text, _ in r.segments]).reshape(len(rows), len(first.segments), -1)
     melody = None  # [batch, melody frames, levels]; rows of a batch share the melody's length
     if first.melody is not None:
       # Looped to the music's length: without it the last melody frames would stand for the rest.

@@ -9,6 +9,7 @@ Restoring takes the newest step that restores and holds only finite numbers
 (as T5X restores the latest good step); a step that fails is renamed to
 `<step>.corrupt-<time>` (orbax ignores that name) and kept for inspection.
 """
+import functools
 import time
 from typing import Any
 
@@ -44,8 +45,11 @@ def check_compatible(saved: dict[str, list[int]], expected: dict[str, list[int]]
           f"use a fresh model_dir or the config that wrote it")
 
 
+@functools.cache
 def _save_each_array_from_one_replica() -> None:
   """On CPU, orbax writes a replicated array from one replica, not split across replicas.
+
+  Registered once per process: the handler is global to orbax.
 
   Its default copies a replicated array to the host in slices, one per replica,
   to share the transfer out among accelerators; each slice is a device program

@@ -6,6 +6,7 @@ accumulated over micro-batches inside the step. `train` is the loop that a
 binary configures with gin: input, checkpoints, eval, metrics, NaN guard and
 SIGTERM handling.
 """
+import contextlib
 import os
 import signal
 import sys
@@ -204,11 +205,11 @@ def train(*,
      'tensorboard_dir': the TensorBoard event folder}.
   """
   _check_writable(model_dir)
-  # One writer per MODEL_DIR (process 0 speaks for a multi-host run).
-  lock = dir_lock.DirLock(model_dir) if jax.process_index() == 0 else None
-  if lock is not None:
-    lock.acquire()
-  try:
+  # One writer per MODEL_DIR (process 0 speaks for a multi-host run). Everything
+  # opened below is closed in reverse order however the run ends, the lock last.
+  with contextlib.ExitStack() as cleanup:
+    if jax.process_index() == 0:
+      cleanup.enter_context(dir_lock.DirLock(model_dir))
     partitioner = partitioner or partitioning.Partitioner()
     shard_index, num_shards = partitioner.host_shard()
     if learning_rate is None:
@@ -221,6 +222,7 @@ def train(*,
 
     checkpointer = checkpoints.Checkpointer(paths.join(model_dir, "checkpoints"),
                                             keep=keep_checkpoints, async_save=async_checkpointing)
+    cleanup.callback(checkpointer.close)
     batches = train_dataset_cfg.get_batches(shard_index, num_shards)
     first = next(batches)
     batch_spec = {k: jax.ShapeDtypeStruct((v.shape[0] * num_shards, *v.shape[1:]), v.dtype)
@@ -240,23 +242,21 @@ def train(*,
       on_ready()
 
     writer = metrics_lib.MetricsWriter(model_dir)
+    cleanup.callback(writer.flush)
     writer.truncate_after(start_step or 0)  # a crashed run logged steps no checkpoint holds
     peak_flops = (metrics_lib.peak_flops(partitioner.mesh.devices.flat, peak_flops_per_device)
                   if trainer.flops_per_step else 0.0)
     end_step = min(total_steps, stop_at_step or total_steps)
     step = int(state.step)
     preemption = _Preemption()
+    cleanup.callback(preemption.restore)
     stopping = False
     progress = tqdm.tqdm(total=end_step, initial=step, disable=not sys.stderr.isatty(), desc="train")
+    cleanup.callback(progress.close)
     pending: list[Mapping[str, jax.Array]] = []
     last_metrics: dict[str, float] = {}
     last_good_step = start_step
     window_start = time.perf_counter()
-  except BaseException:
-    if lock is not None:
-      lock.release()
-    raise
-  try:
     while step < end_step and not stopping:
       try:
         batch = next(batches)
@@ -292,13 +292,6 @@ def train(*,
       if eval_dataset_cfg is not None and eval_period and step % eval_period == 0:
         eval_metrics = evaluate(trainer, state, eval_dataset_cfg, eval_steps, shard_index, num_shards)
         writer.write(step, eval_metrics, prefix="eval")
-  finally:
-    progress.close()
-    writer.flush()
-    checkpointer.close()
-    preemption.restore()
-    if lock is not None:
-      lock.release()
   if stopping:
     logging.warning("SIGTERM: saved step %d to %s", step, checkpointer.directory)
   return {"step": step, "preempted": stopping, "last_metrics": last_metrics,

@@ -10,7 +10,7 @@ from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import memorization
 from musiclm_jax.eval import report as report_lib
-from musiclm_jax.eval import transport
+from musiclm_jax.layers import kmeans
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
 from numpy_params import model_params
@@ -45,7 +45,7 @@ def _examples(num_memorised, num_other, frames, seed=0):
 
 
 def _ground_cost(seed=0):
-  return transport.centroid_distances(np.random.default_rng(seed).normal(size=(VOCAB, 4)))
+  return kmeans.centroid_distances(np.random.default_rng(seed).normal(size=(VOCAB, 4)))
 
 
 def test_exact_matches_are_the_memorised_examples_at_every_prompt_length():
@@ -139,7 +139,7 @@ def test_report_prints_and_plots_the_study(tmp_path):
 
 
 def test_codes_beyond_the_k_means_clusters_are_as_far_as_the_farthest_centroids():
-  distances = transport.centroid_distances(np.array([[0.0], [1.0], [3.0]]))
+  distances = kmeans.centroid_distances(np.array([[0.0], [1.0], [3.0]]))
   cost = memorization.stage_ground_cost(distances, vocab_size=5)
   np.testing.assert_array_equal(cost[:3, :3], distances)
   assert cost[4, 0] == cost[0, 3] == cost[3, 4] == 3.0 and cost[3, 3] == cost[4, 4] == 0.0

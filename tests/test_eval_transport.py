@@ -5,6 +5,7 @@ from scipy import optimize
 
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import transport
+from musiclm_jax.layers import kmeans
 
 
 def _exact_transport_cost(a, b, cost):
@@ -23,7 +24,7 @@ def _exact_transport_cost(a, b, cost):
 def test_sinkhorn_matches_exact_optimal_transport(seed):
   rng = np.random.default_rng(seed)
   centroids = rng.normal(size=(7, 3))
-  cost = transport.centroid_distances(centroids)
+  cost = kmeans.centroid_distances(centroids)
   a, b = rng.integers(0, 5, size=7).astype(float), rng.integers(0, 5, size=7).astype(float)
   a[0] = b[1] = 3  # both non-empty
   exact = _exact_transport_cost(a, b, cost)
@@ -33,7 +34,7 @@ def test_sinkhorn_matches_exact_optimal_transport(seed):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_exact_token_transport_matches_linear_programming(seed):
   rng = np.random.default_rng(seed)
-  cost = transport.centroid_distances(rng.normal(size=(6, 3)))
+  cost = kmeans.centroid_distances(rng.normal(size=(6, 3)))
   tokens_a, tokens_b = rng.integers(0, 6, size=9), rng.integers(0, 6, size=9)
   histogram = lambda tokens: np.bincount(tokens, minlength=6).astype(float)
   assert transport.optimal_transport_cost(tokens_a, tokens_b, cost) == pytest.approx(
@@ -44,7 +45,7 @@ def test_exact_token_transport_matches_linear_programming(seed):
 
 def test_equal_histograms_cost_nothing():
   rng = np.random.default_rng(0)
-  ground_cost = transport.centroid_distances(rng.normal(size=(32, 4)))
+  ground_cost = kmeans.centroid_distances(rng.normal(size=(32, 4)))
   tokens = rng.integers(0, 32, size=125)
   assert transport.token_transport_cost(tokens, tokens, ground_cost) < 1e-3 * np.mean(ground_cost)
   # Order does not matter to a histogram.
@@ -56,7 +57,7 @@ def test_moving_one_code_to_a_neighbour_costs_its_share_times_the_distance():
   centroids = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 0.0], [0.0, 5.0]])
   tokens_a = np.array([0, 0, 2, 3, 2, 3, 2, 3])
   tokens_b = np.where(tokens_a == 0, 1, tokens_a)  # 2 of 8 tokens move 0.1
-  cost = transport.token_transport_cost(tokens_a, tokens_b, transport.centroid_distances(centroids))
+  cost = transport.token_transport_cost(tokens_a, tokens_b, kmeans.centroid_distances(centroids))
   assert cost == pytest.approx(2 / 8 * 0.1, rel=2e-2)
 
 

@@ -199,7 +199,7 @@ def test_sigterm_on_one_host_first_stops_both_at_the_same_step_and_resume_matche
   step = saved.pop()
   assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints")) == [step]
 
-  # The resumed pair hung in 2 of 3 CI runs (never here, in 12 runs at load 3-8),
+  # The resumed pair hung in 2 of 3 CI runs (never here, in 8 runs at load 3-6.5),
   # cause unknown: it gets a second try, and the first one's stacks are printed
   # as a warning so that a CI log says where it hung. Two hangs fail the test.
   for attempt in range(2):

@@ -1,6 +1,6 @@
 """Optimal transport between token histograms (Sinkhorn), for approximate-match memorization.
 
-  ground_cost = centroid_distances(centroids)                    # centroids [vocab, dim]
+  ground_cost = kmeans.centroid_distances(centroids)             # centroids [vocab, dim]
   cost = token_transport_cost(tokens_a, tokens_b, ground_cost)   # tokens [time]
 
 The paper (section 5) counts a generated continuation as an approximate match
@@ -43,14 +43,6 @@ def _checked_ids(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
     raise UserError(f"token ids span [{tokens.min()}, {tokens.max()}] but the k-means vocabulary "
                     f"has {vocab_size} centroids: use the centroids that made these tokens")
   return tokens
-
-
-def centroid_distances(centroids: np.ndarray) -> np.ndarray:
-  """centroids [vocab, dim] -> Euclidean distances [vocab, vocab], the ground cost between tokens."""
-  centroids = np.asarray(centroids, dtype=np.float64)
-  squared = np.sum(centroids ** 2, axis=1)
-  # |x|^2 + |y|^2 - 2 x.y can round below zero for equal centroids.
-  return np.sqrt(np.clip(squared[:, None] + squared[None, :] - 2 * centroids @ centroids.T, 0.0, None))
 
 
 def sinkhorn_cost(histogram_a: np.ndarray, histogram_b: np.ndarray, cost: np.ndarray,
@@ -106,7 +98,7 @@ def token_transport_cost(tokens_a: np.ndarray, tokens_b: np.ndarray, ground_cost
                          relative_epsilon: float = 1e-3) -> float:
   """Sinkhorn cost between the histograms of two token sequences [time].
 
-  ground_cost: [vocab, vocab], e.g. `centroid_distances(centroids)`, computed
+  ground_cost: [vocab, vocab], e.g. `kmeans.centroid_distances(centroids)`, computed
   once for all the pairs of a study.
   """
   vocab_size = np.asarray(ground_cost).shape[0]

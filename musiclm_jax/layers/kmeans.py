@@ -57,6 +57,14 @@ def inertia(vectors: jax.Array, centroids: jax.Array) -> jax.Array:
   return jnp.sum(jnp.min(squared_distances(vectors, centroids), axis=-1))
 
 
+def centroid_distances(centroids: np.ndarray) -> np.ndarray:
+  """centroids [vocab, dim] -> Euclidean distances [vocab, vocab] in float64 (numpy: exact for ground costs)."""
+  centroids = np.asarray(centroids, dtype=np.float64)
+  squared = np.sum(centroids ** 2, axis=1)
+  # |x|^2 + |y|^2 - 2 x.y can round below zero for equal centroids.
+  return np.sqrt(np.clip(squared[:, None] + squared[None, :] - 2 * centroids @ centroids.T, 0.0, None))
+
+
 def kmeans(vectors: jax.Array, num_clusters: int, iterations: int,
            rng: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Lloyd's k-means from centroids drawn among the vectors.
@@ -198,7 +206,7 @@ class Codebook:
 
   def distance_matrix(self) -> np.ndarray:
     """[clusters, clusters] Euclidean distances between centroids (token-to-token distances)."""
-    return np.sqrt(np.asarray(squared_distances(self.centroids, self.centroids)))
+    return centroid_distances(self.centroids)
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes one .npz (no pickles): arrays plus the metadata as a JSON string."""
