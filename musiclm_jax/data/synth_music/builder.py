@@ -44,7 +44,7 @@ TINY = SynthMusicConfig(
 # generalise rather than memorise? (docs/design.md §10).
 SMALL = SynthMusicConfig(
     name="small", spec=corpus.CorpusSpec(num_clips=800, clips_per_piece=2),
-    description="800 x 10 s clips (2.2 h) from 400 pieces; builds in ~4 min on 2 cores.")
+    description="800 x 10 s clips (2.2 h) from 400 pieces; builds in ~6 min on 2 cores (4x tiny).")
 QUICK = SynthMusicConfig(
     name="quick", spec=corpus.CorpusSpec(num_clips=24, clip_seconds=2.0, clips_per_piece=1,
                                               split_fractions=(0.2, 0.1)),
