@@ -36,6 +36,15 @@ def test_tiny_config_is_about_200_ten_second_clips():
   assert spec.total_seconds / 3600 < builder.LARGE.spec.total_seconds / 3600 / 10
 
 
+def test_small_config_is_four_tinies_split_alike():
+  tiny, small = builder.TINY.spec, builder.SMALL.spec
+  assert small == dataclasses.replace(tiny, num_clips=4 * tiny.num_clips)
+  assert "small" in [config.name for config in builder.SynthMusic.BUILDER_CONFIGS]
+  clips = {split: sum(p.num_clips for p in corpus.plan_pieces(small) if p.split == split)
+           for split in corpus.SPLITS}
+  assert clips == {"train": 640, "validation": 80, "test": 80}
+
+
 def test_melody_pair_has_the_same_notes_and_other_instruments():
   for plan in corpus.plan_pieces(SYNTH_MICRO_SPEC):
     piece = corpus.make_piece(plan, SYNTH_MICRO_SPEC)

@@ -1,6 +1,7 @@
 """synth_music: the embedded captioned music corpus, rendered offline.
 
   tfds build data/synth_music --config=tiny     # ~200 x 10 s clips
+  tfds build data/synth_music --config=small    # 800 x 10 s clips
   tfds build data/synth_music --config=large    # ~8 h
 
 Needs the `fluidsynth` program and a General MIDI soundfont (Debian packages
