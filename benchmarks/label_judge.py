@@ -15,12 +15,12 @@ import numpy as np
 
 from musiclm_jax.data.synth_music import builder
 from musiclm_jax.data.synth_music import corpus
+from musiclm_jax.eval import clip_sets
 from musiclm_jax.eval import coloured_noise
 from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import music_stats
 from musiclm_jax.eval import musicnn
 from musiclm_jax.eval import pitch_model
-from musiclm_jax.eval import suite
 
 data_dir = sys.argv[1]
 num_clips = int(sys.argv[2]) if len(sys.argv) > 2 else 100
@@ -30,10 +30,11 @@ config = builder.SynthMusicConfig(
                            split_fractions=(0.3, 0.0), melody_pair_fraction=0.0))
 builder.build_synth_music(data_dir, config)
 dataset = {"dataset": f"synth_music/{config.name}", "data_dir": data_dir}
-train = suite.read_judge_split(split="train", **dataset)
-held_out = suite.read_judge_split(split="validation", **dataset)
+train = clip_sets.read_judge_split(split="train", **dataset)
+held_out = clip_sets.read_judge_split(split="validation", **dataset)
 tagger = musicnn.MusicnnTagger("MTT_musicnn")
-judge = suite.train_judge(train, tagger)
+judge = label_judge.train(tagger, train.audio, train.sample_rate_hz, train.genre, train.instruments,
+                          train.mood)
 pitch = pitch_model.BasicPitch()
 
 

@@ -37,3 +37,12 @@ def test_grouped_by_length():
   np.testing.assert_allclose(result["10"]["drift"], expected)
   assert len(result["30"]["drift"]) == 10
   assert result["3"]["drift"] == [0.0] and result["3"]["mean_step"] is None
+
+
+def test_windows_per_clip_splits_stacked_windows_in_clip_order():
+  embeddings = np.arange(12.0).reshape(6, 2)
+  per_clip = coherence.windows_per_clip(embeddings, np.array([0, 0, 0, 1, 2, 2]))
+  assert len(per_clip) == 3
+  np.testing.assert_array_equal(per_clip[0], embeddings[:3])
+  np.testing.assert_array_equal(per_clip[1], embeddings[3:4])
+  np.testing.assert_array_equal(per_clip[2], embeddings[4:])

@@ -73,3 +73,22 @@ def test_save_load_round_trip_and_untrainable_labels(tmp_path):
     label_judge.fit(features, genres[1:], instruments, moods)
   with pytest.raises(UserError, match="train one with JUDGE_SPLIT"):
     label_judge.LabelJudge.load(str(tmp_path / "missing"))
+
+
+def test_train_fits_the_taggers_mean_penultimate_layer():
+  features, genres, instruments, moods = _clips(30, seed=4)
+
+  class Tagger:  # clip i's penultimate rows average to features[i]
+    model_name = "fake_tagger"
+
+    def __call__(self, audio, sample_rate_hz):
+      assert sample_rate_hz == 16_000
+      row = features[int(audio[0])]
+      return {"penultimate": np.stack([row - 1.0, row + 1.0])}
+
+  judge = label_judge.train(Tagger(), [np.full(4, i, np.float32) for i in range(30)], 16_000, genres,
+                            instruments, moods)
+  expected = label_judge.fit(features, genres, instruments, moods, feature_name="fake_tagger")
+  assert judge.feature_name == "fake_tagger" and judge.classes == expected.classes
+  for head, p in expected.probabilities(features).items():
+    np.testing.assert_allclose(judge.probabilities(features)[head], p, atol=1e-6)

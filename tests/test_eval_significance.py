@@ -48,3 +48,25 @@ def test_mismatched_or_empty_scores_are_one_line_errors():
     significance.permutation_p_value([1.0, 0.0], [1.0], paired=True)
   with pytest.raises(UserError, match="both groups"):
     significance.permutation_p_value([], [1.0], paired=False)
+
+
+def test_true_vs_shuffled_drops_unscored_clips_and_unshared_metrics():
+  nan = np.nan
+  true = {"MCC": np.array([0.9, 0.8, nan, 0.7]), "key_accuracy": np.array([1.0, 1.0, 0.0, nan]),
+          "tempo_accuracy": np.array([1.0, 0.0, 1.0, 1.0])}
+  shuffled = {"key_accuracy": np.array([0.0, nan, 0.0, 1.0]), "MCC": np.array([0.1, 0.2, 0.3, nan])}
+  paired = significance.true_vs_shuffled(true, shuffled, paired=True)
+  # Only metrics scored in both, in the true scores' order; paired: clips scored in both.
+  assert list(paired) == ["MCC", "key_accuracy"]
+  assert paired["MCC"] == {"p_value": significance.permutation_p_value([0.9, 0.8], [0.1, 0.2], True),
+                           "test": "paired", "clips": [2, 2]}
+  assert paired["key_accuracy"]["clips"] == [2, 2]
+  # Two samples: each group keeps its own scored clips.
+  separate = significance.true_vs_shuffled(true, shuffled, paired=False)
+  assert separate["MCC"] == {"p_value": significance.permutation_p_value([0.9, 0.8, 0.7],
+                                                                         [0.1, 0.2, 0.3], False),
+                             "test": "two-sample", "clips": [3, 3]}
+  assert separate["key_accuracy"]["clips"] == [3, 3]
+  # A metric with no clip scored in both is left out, not an error.
+  assert significance.true_vs_shuffled({"MCC": np.array([nan, 1.0])}, {"MCC": np.array([1.0, nan])},
+                                       paired=True) == {}

@@ -24,6 +24,8 @@ from musiclm_jax import cascade  # pylint: disable=g-import-not-at-top
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import pitch
 from musiclm_jax.errors import UserError
+from musiclm_jax.eval import clip_sets
+from musiclm_jax.eval import coherence
 from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import musicnn
 from musiclm_jax.eval import pitch_model
@@ -62,7 +64,7 @@ def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RAT
       records[-1].update(melody_from=f"melody{line}.wav", melody={"wav": wav})
   records.append({"line": len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
                   "sample_rate_hz": record_rate_hz})  # left out: no single prompt
-  with open(os.path.join(folder, suite.RESULTS_FILE), "w") as f:
+  with open(os.path.join(folder, clip_sets.RESULTS_FILE), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
   return str(folder)
 
@@ -97,7 +99,7 @@ def corpus(synth_music_micro):
 
 @pytest.fixture(scope="module")
 def reference(corpus):
-  return suite.read_reference(**corpus)
+  return clip_sets.read_reference(**corpus)
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +121,16 @@ def tagger():
 @pytest.fixture(scope="module")
 def judge(corpus, tagger):
   """Trained and scored on the same 6 clips: the real set's judge scores are training accuracy."""
-  return suite.train_judge(suite.read_judge_split(**corpus), tagger)
+  train = clip_sets.read_judge_split(**corpus)
+  return label_judge.train(tagger, train.audio, train.sample_rate_hz, train.genre, train.instruments,
+                           train.mood)
 
 
 @pytest.fixture(scope="module")
 def report(reference, folders, tagger, judge):
-  generated = suite.paired_set("generated", *suite.read_infer_folder(folders["generated"]), reference)
-  unconditional = suite.paired_set(
-      "unconditional", *suite.read_infer_folder(folders["unconditional"]), reference)
+  generated = clip_sets.paired_set("generated", *clip_sets.read_infer_folder(folders["generated"]), reference)
+  unconditional = clip_sets.paired_set(
+      "unconditional", *clip_sets.read_infer_folder(folders["unconditional"]), reference)
   try:
     pitch = pitch_model.BasicPitch()
   except UserError:
@@ -159,7 +163,7 @@ def test_perfect_codec_equals_the_real_set(report):
 
 
 def test_shuffled_kld_and_mcc_match_an_independent_computation(report, reference, folders, tagger):
-  generated, _, _ = suite.read_infer_folder(folders["generated"])  # the reference clips as PCM16
+  generated, _, _ = clip_sets.read_infer_folder(folders["generated"])  # the reference clips as PCM16
 
   def tags(clips):
     return np.stack([tagger(a, RATE_HZ)["tag_probabilities"].mean(axis=0) for a in clips])
@@ -212,7 +216,7 @@ def test_judge_learns_the_training_clips_and_noise_is_not_music(report):
 
 def test_every_metric_has_its_baselines_and_the_rest_says_why(report):
   for name, metric in report["metrics"].items():
-    assert set(metric["values"]) == set(suite.SETS), name
+    assert set(metric["values"]) == set(clip_sets.SETS), name
   # 6 clips of one 3 s window each: too few rows to extrapolate FAD.
   assert "FAD_inf_musicnn" in report["unavailable"]
   assert report["sets_not_given"] == {}
@@ -225,11 +229,12 @@ def test_per_window_metrics_of_long_clips_match_a_hand_made_reference(reference,
   clips = reference.audio
   window = len(clips[0])
   assert all(len(clip) == window for clip in clips)  # the micro corpus: one clip length
-  long_set = suite.ClipSet("generated", [np.concatenate(clips[:3]), np.concatenate(clips[3:5]),
+  long_set = clip_sets.ClipSet("generated", [np.concatenate(clips[:3]), np.concatenate(clips[3:5]),
                                          clips[5]], RATE_HZ, reference.texts[:3], np.arange(3))
   real_windows = np.concatenate([tagger(clip, RATE_HZ)["mean_pool"] for clip in clips])
   mulan = FakeMuLan()
-  result = suite.per_window_metrics(long_set, window / RATE_HZ, tagger, real_windows, mulan)
+  result = coherence.per_window_metrics(long_set.audio, RATE_HZ, long_set.texts, window / RATE_HZ,
+                                        tagger, real_windows, mulan)
   # Clip 2 is one window long: only clips 0 and 1 count, and clip 1 ends after two windows.
   assert result["clips"] == 2 and result["windows"] == [2, 2, 1]
   assert result["start_s"] == pytest.approx([0.0, window / RATE_HZ, 2 * window / RATE_HZ])
@@ -251,12 +256,13 @@ def test_per_window_metrics_of_long_clips_match_a_hand_made_reference(reference,
                                              for _, a in at]))
     cosine = np.sum(text * audio, 1) / np.linalg.norm(text, axis=1) / np.linalg.norm(audio, axis=1)
     assert result["MCC"][p] == pytest.approx(cosine.mean(), rel=1e-5)
-  assert suite.per_window_metrics(suite.cropped(long_set, window / RATE_HZ), window / RATE_HZ,
-                                  tagger, real_windows, mulan) is None
+  cropped = clip_sets.cropped(long_set, window / RATE_HZ)
+  assert coherence.per_window_metrics(cropped.audio, RATE_HZ, cropped.texts, window / RATE_HZ,
+                                      tagger, real_windows, mulan) is None
 
 
 def test_unpaired_prompts_make_paired_metrics_unavailable(reference, tagger):
-  clips = suite.paired_set("generated", [_chord(2.0, 220.0), _chord(2.0, 330.0)], RATE_HZ,
+  clips = clip_sets.paired_set("generated", [_chord(2.0, 220.0), _chord(2.0, 330.0)], RATE_HZ,
                            ["a prompt of no reference clip", "another one"], reference)
   result = suite.run_suite(clips, reference, taggers={TAGGER: tagger})
   assert "caption" in result["unavailable"][f"KLD_{TAGGER}"]
@@ -274,26 +280,46 @@ def _one_line(error):
 
 def test_input_errors_are_one_line(corpus, reference, folders, tmp_path):
   with pytest.raises(UserError) as e:
-    suite.read_infer_folder(str(tmp_path))
+    clip_sets.read_infer_folder(str(tmp_path))
   assert "no results.jsonl" in _one_line(e)
   with pytest.raises(UserError) as e:
-    suite.read_reference(**{**corpus, "split": "nonexistent"})
+    clip_sets.read_reference(**{**corpus, "split": "nonexistent"})
   assert "no split" in _one_line(e)
   with pytest.raises(UserError) as e:
-    suite.read_reference(**corpus, max_clips=3)
+    clip_sets.read_reference(**corpus, max_clips=3)
   assert "3 clip(s)" in _one_line(e)
   with pytest.raises(UserError) as e:
-    suite.read_reference("synth_music/micro", str(tmp_path), SPLIT)
+    clip_sets.read_reference("synth_music/micro", str(tmp_path), SPLIT)
   assert "prepare it first" in _one_line(e)
   mismatched = write_infer_folder(tmp_path / "rates", reference.texts[:2], reference.audio[:2],
                                   rate_hz=16_000)
   with pytest.raises(UserError) as e:
-    suite.read_infer_folder(mismatched)
+    clip_sets.read_infer_folder(mismatched)
   assert "16000 Hz but its record says 24000 Hz" in _one_line(e)
   one_prompt = write_infer_folder(tmp_path / "one", reference.texts[:1] * 2, reference.audio[:2])
   with pytest.raises(UserError) as e:
-    suite.read_infer_folder(one_prompt)
+    clip_sets.read_infer_folder(one_prompt)
   assert "1 text prompt(s)" in _one_line(e)
+
+
+def test_one_read_gives_the_text_lines_and_the_stitched_lines(reference, tmp_path, monkeypatch):
+  folder = write_infer_folder(tmp_path / "lines", reference.texts, reference.audio)
+  story = {"line": 99, "story": [[reference.texts[0], 1.0], [reference.texts[1], 1.0]],
+           "samples": [{"seed": 0, "wav": "audio/line0001_sample0.wav"}],
+           "sample_rate_hz": RATE_HZ, "windows": WINDOWS}
+  with open(os.path.join(folder, clip_sets.RESULTS_FILE), "a") as f:
+    f.write(json.dumps(story) + "\n")
+  read, real_read = [], audio_io.read_audio
+  monkeypatch.setattr(audio_io, "read_audio", lambda path: read.append(path) or real_read(path))
+  (audio, rate, texts), (stitched, stitched_rate, stitchings) = clip_sets.read_infer_lines(folder)
+  assert len(read) == len(set(read)) == 7  # 6 text lines and the story line, each WAV once
+  expected_audio, expected_rate, expected_texts = clip_sets.read_infer_folder(folder)
+  assert (rate, texts) == (expected_rate, expected_texts) == (RATE_HZ, reference.texts)
+  for clip, expected in zip(audio, expected_audio, strict=True):
+    np.testing.assert_array_equal(clip, expected)
+  assert stitched_rate == RATE_HZ and len(stitched) == 7
+  assert all(a is b for a, b in zip(stitched, audio))  # the text lines' arrays, not copies
+  assert stitchings[0] == (WINDOWS, (2.0,)) and stitchings[-1] == (WINDOWS, (1.0, 1.0))
 
 
 def test_memorization_needs_all_three_inputs(corpus, folders, tmp_path):
@@ -304,10 +330,10 @@ def test_memorization_needs_all_three_inputs(corpus, folders, tmp_path):
 
 
 def test_judge_input_errors_are_one_line(corpus, reference, monkeypatch, tmp_path):
-  unlabelled = suite.Reference(reference.audio, reference.sample_rate_hz, reference.texts, None, None)
-  monkeypatch.setattr(suite, "read_reference", lambda *args, **kwargs: unlabelled)
+  unlabelled = clip_sets.Reference(reference.audio, reference.sample_rate_hz, reference.texts, None, None)
+  monkeypatch.setattr(clip_sets, "read_reference", lambda *args, **kwargs: unlabelled)
   with pytest.raises(UserError) as e:
-    suite.read_judge_split(**corpus)
+    clip_sets.read_judge_split(**corpus)
   assert "no genre/instruments/mood labels to train the label judge on" in _one_line(e)
   with pytest.raises(UserError) as e:
     label_judge.LabelJudge.load(str(tmp_path / "judge"))
@@ -338,7 +364,7 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   # Lines 1-3 had their own clip as melody: it follows itself in every voiced frame (a clip
   # with none follows no tune: 0).
   voiced = [float(np.isfinite(pitch.pitch_contour(clip, RATE_HZ)[0]).any())
-            for clip in suite.read_infer_folder(folders["generated"])[0][:3]]
+            for clip in clip_sets.read_infer_folder(folders["generated"])[0][:3]]
   adherence = written["melody_adherence"]
   assert adherence["num_pairs"] == 3 and adherence["matched_per_pair"] == voiced
   assert adherence["matched"] > adherence["mismatched"]
@@ -371,6 +397,6 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
 
 def test_mood_class_is_the_word_group_a_caption_drew_from():
   # Captions name two of a (tempo class, mode) group's three words: both pairs are one class.
-  assert suite.mood_class(["melancholic", "sad"]) == suite.mood_class(["somber", "sad"])
-  assert suite.mood_class(["sad", "somber"]) != suite.mood_class(["calm", "tender"])
-  assert suite.mood_class(["eerie"]) == "eerie"  # words of no group stay their own class
+  assert clip_sets.mood_class(["melancholic", "sad"]) == clip_sets.mood_class(["somber", "sad"])
+  assert clip_sets.mood_class(["sad", "somber"]) != clip_sets.mood_class(["calm", "tender"])
+  assert clip_sets.mood_class(["eerie"]) == "eerie"  # words of no group stay their own class

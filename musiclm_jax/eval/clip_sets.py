@@ -2,6 +2,7 @@
 
   reference = read_reference("synth_music/tiny", "runs/demo/tfds", "validation")
   generated = paired_set("generated", *read_infer_folder("runs/demo/samples"), reference)
+  (audio, rate, texts), (stitched, _, stitchings) = read_infer_lines("runs/demo/samples")
 
 Clip sets, all scored by the same code against the same reference split:
   generated       the plain text lines of a musiclm-infer folder (story and
@@ -22,7 +23,8 @@ prompt text (prompt records carry no clip id); the paired metrics (KLD, tempo,
 key) average over a set's paired clips, use the reference clip's tags and
 labels, and are unavailable (with the reason) when no prompt is a caption.
 The window-join measure (eval/joins.py) reads the text and story lines at their
-full length with the windows they were generated in (`read_infer_windows`).
+full length with the windows they were generated in (`read_infer_lines`, which
+reads each WAV once for both).
 """
 import dataclasses
 import json
@@ -41,6 +43,7 @@ from musiclm_jax.errors import UserError
 from musiclm_jax.eval import coloured_noise
 from musiclm_jax.eval import fad
 from musiclm_jax.eval import joins
+from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import prompt_adherence
 
 RESULTS_FILE = inference.RESULTS_FILE
@@ -48,7 +51,6 @@ SETS = ("generated", "shuffled", "unconditional", "real", "codec", "noise")
 SET_TITLES = {"generated": "generated", "shuffled": "shuffled prompts",
               "unconditional": "unconditional", "real": "real (held-out)",
               "codec": "codec reconstruction", "noise": "coloured noise"}
-JUDGE_LABELS = ("genre", "instruments", "mood")
 
 
 @dataclasses.dataclass
@@ -77,7 +79,7 @@ class Reference:
 
   @property
   def has_judge_labels(self) -> bool:
-    return all(getattr(self, label) is not None for label in JUDGE_LABELS)
+    return all(getattr(self, label) is not None for label in label_judge.HEADS)
 
 
 def mood_class(words: Sequence[str]) -> str:
@@ -124,10 +126,15 @@ def _read_clips(samples_dir: str, name: str, keep: Callable[[dict], bool]
   return clips, rates.pop() if rates else None
 
 
-def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
-  """(audio [time] per clip, sample rate, prompt per clip) of the plain text lines of a musiclm-infer folder."""
-  clips, rate = _read_clips(samples_dir, name,
-                            lambda record: "text" in record and not record.get("continue_from"))
+def _is_text_line(record: dict) -> bool:
+  return "text" in record and not record.get("continue_from")
+
+
+def _text_clips(clips: list[tuple[dict, np.ndarray]], rate: int | None,
+                samples_dir: str) -> tuple[list[np.ndarray], int, list[str]]:
+  """(audio, rate, prompt per clip) of the plain text lines among `_read_clips`' clips; a
+  one-line error when they are too few for FAD or the shuffled-prompt baseline."""
+  clips = [(record, audio) for record, audio in clips if _is_text_line(record)]
   texts = [record["text"] for record, _ in clips]
   if len(clips) < fad.MIN_CLIPS or len(set(texts)) < 2:
     raise UserError(f"{samples_dir} has {len(clips)} clip(s) of {len(set(texts))} text prompt(s): "
@@ -136,15 +143,23 @@ def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[n
   return [audio for _, audio in clips], rate, texts
 
 
-def read_infer_windows(samples_dir: str) -> tuple[list[np.ndarray], int | None, list[joins.Stitching]]:
-  """(audio [time] per clip, sample rate (None: no clip), how each was stitched from windows)
-  of the text and story lines of a musiclm-infer folder; a continuation's first windows
-  continue its prompt audio, and its lines are left out."""
+def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
+  """(audio [time] per clip, sample rate, prompt per clip) of the plain text lines of a musiclm-infer folder."""
+  return _text_clips(*_read_clips(samples_dir, name, _is_text_line), samples_dir)
+
+
+def read_infer_lines(samples_dir: str) -> tuple[tuple[list[np.ndarray], int, list[str]],
+                                                tuple[list[np.ndarray], int | None, list[joins.Stitching]]]:
+  """One read of the text and story lines of a musiclm-infer folder (each WAV decoded once):
+  (`read_infer_folder`'s (audio, rate, prompts) of its plain text lines, (audio [time] per
+  clip, sample rate (None: no clip), how each was stitched from windows) of its text and
+  story lines). A continuation's first windows continue its prompt audio, and its lines are
+  left out of both."""
   clips, rate = _read_clips(samples_dir, "generated", lambda record: not record.get("continue_from"))
   stitchings = [joins.Stitching(record["windows"], tuple(s for _, s in record["story"])
                                 if "story" in record else (record["seconds"],))
                 for record, _ in clips]
-  return [audio for _, audio in clips], rate, stitchings
+  return _text_clips(clips, rate, samples_dir), ([audio for _, audio in clips], rate, stitchings)
 
 
 def read_melody_pairs(samples_dir: str) -> tuple[list[np.ndarray], list[np.ndarray], int | None]:
@@ -175,9 +190,9 @@ def read_reference(dataset: str, data_dir: str | None, split: str,
   if split not in builder.info.splits:
     raise UserError(f"{dataset} has no split {split!r}: use one of {sorted(builder.info.splits)}")
   features = builder.info.features
-  has_labels = {key: key in features for key in ("tempo_bpm", "key") + JUDGE_LABELS}
+  has_labels = {key: key in features for key in ("tempo_bpm", "key") + label_judge.HEADS}
   audio, texts, tempo, keys = [], [], [], []
-  labels = {label: [] for label in JUDGE_LABELS}
+  labels = {label: [] for label in label_judge.HEADS}
   examples = builder.as_dataset(split=split, shuffle_files=False)
   for example in examples.take(max_clips or -1).as_numpy_iterator():
     caption = example["caption"].decode() if "caption" in features else ""
@@ -189,7 +204,7 @@ def read_reference(dataset: str, data_dir: str | None, split: str,
       tempo.append(float(example["tempo_bpm"]))
     if has_labels["key"]:
       keys.append(example["key"].decode())
-    for label in (label for label in JUDGE_LABELS if has_labels[label]):
+    for label in (label for label in label_judge.HEADS if has_labels[label]):
       value = example[label]
       words = tuple(w.decode() for w in value) if isinstance(value, np.ndarray) else (value.decode(),)
       labels[label].append({"instruments": words, "mood": mood_class(words)}.get(label, words[0]))
@@ -199,6 +214,15 @@ def read_reference(dataset: str, data_dir: str | None, split: str,
   return Reference(audio, feature.sample_rate, texts, tempo if has_labels["tempo_bpm"] else None,
                    keys if has_labels["key"] else None,
                    **{label: values if has_labels[label] else None for label, values in labels.items()})
+
+
+def read_judge_split(dataset: str, data_dir: str | None, split: str) -> Reference:
+  """The clips of a split the label judge trains on; a one-line error if it has no labels for it."""
+  reference = read_reference(dataset, data_dir, split)
+  if not reference.has_judge_labels:
+    raise UserError(f"{dataset} {split} has no {'/'.join(label_judge.HEADS)} labels to train the "
+                    f"label judge on: set JUDGE_SPLIT=None, or use a labelled corpus (synth_music)")
+  return reference
 
 
 def paired_set(name: str, audio: list[np.ndarray], sample_rate_hz: int, texts: list[str],

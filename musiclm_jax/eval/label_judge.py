@@ -1,6 +1,7 @@
 """A judge of synth_music's labels that is not MuLan: logistic regressions on frozen musicnn features.
 
   judge = fit(features, genres, instruments, moods)    # features [clips, D], e.g. musicnn penultimate
+  judge = train(tagger, audio, 24_000, genres, instruments, moods)  # fit on a tagger's features
   judge.save("judge")                                  # judge.npz (weights) + judge.json (classes)
   judge = LabelJudge.load("judge")
   scores = clip_scores(judge, features, genres, instruments, moods)   # per clip: 0/1, F1
@@ -22,6 +23,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 from scipy import special
+from tqdm import tqdm
 
 from musiclm_jax.errors import UserError
 
@@ -136,6 +138,15 @@ def fit(features: np.ndarray, genres: Sequence[str], instruments: Sequence[Seque
                     "train the judge on a larger split")
   weights["instruments"], biases["instruments"] = _fit_logistic(x, present[:, varies], False, c)
   return LabelJudge(feature_name, mean, std, classes, weights, biases)
+
+
+def train(tagger, audio: Sequence[np.ndarray], sample_rate_hz: int, genres: Sequence[str],
+          instruments: Sequence[Sequence[str]], moods: Sequence[str]) -> LabelJudge:
+  """A judge fitted to labelled clips (audio [time] each) on a musicnn tagger's
+  (`eval/musicnn.MusicnnTagger`) mean penultimate layer, named by the tagger's model."""
+  features = [tagger(clip, sample_rate_hz)["penultimate"].mean(axis=0)
+              for clip in tqdm(audio, desc="label judge features", unit="clip")]
+  return fit(np.stack(features), genres, instruments, moods, feature_name=tagger.model_name)
 
 
 def tag_f1(predicted: Sequence[str], labelled: Sequence[str]) -> float:

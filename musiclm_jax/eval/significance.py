@@ -1,6 +1,7 @@
 """Is generated music closer to its own prompt than to another's? Permutation-test p-values.
 
   p = permutation_p_value(true_scores, shuffled_scores, paired=True)
+  tests = true_vs_shuffled({"MCC": true_mcc, ...}, {"MCC": shuffled_mcc, ...}, paired=True)
 
 Per-clip adherence scores (genre correct, tag F1, MuLan cosine, tempo or key
 correct) of music scored against its own prompt and against a shuffled prompt.
@@ -71,3 +72,28 @@ def permutation_p_value(true_scores, shuffled_scores, paired: bool, seed: int = 
   # A tolerance so that relabellings equal to the observed one in exact arithmetic count.
   at_least = np.sum(null >= observed - 1e-12 * max(1.0, abs(observed)))
   return float(at_least / len(null)) if exact else float((at_least + 1) / (len(null) + 1))
+
+
+def true_vs_shuffled(true_scores: dict[str, np.ndarray], shuffled_scores: dict[str, np.ndarray],
+                     paired: bool, seed: int = 0) -> dict[str, dict]:
+  """{metric: {"p_value", "test", "clips"}} of every metric scored in both, in true_scores' order.
+
+  Scores are per clip ([clips], NaN where a clip has none, e.g. its prompt is no reference
+  caption). Paired: both are the same clips, and only clips with a score in both count; a
+  metric with no clip left in either group is left out.
+  """
+  result = {}
+  for metric, true in true_scores.items():
+    if metric not in shuffled_scores:
+      continue
+    shuffled = shuffled_scores[metric]
+    if paired:
+      both = ~np.isnan(true) & ~np.isnan(shuffled)
+      true, shuffled = true[both], shuffled[both]
+    else:
+      true, shuffled = true[~np.isnan(true)], shuffled[~np.isnan(shuffled)]
+    if len(true) and len(shuffled):
+      result[metric] = {"p_value": permutation_p_value(true, shuffled, paired, seed),
+                        "test": "paired" if paired else "two-sample",
+                        "clips": [int(len(true)), int(len(shuffled))]}
+  return result

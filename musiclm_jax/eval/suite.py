@@ -4,6 +4,7 @@
                     data_dir="runs/demo/tfds", split="validation", output_dir="runs/demo/eval")
 
 Clip sets (generated, shuffled, unconditional, real, codec, noise): eval/clip_sets.py.
+This module runs the measures of the eval/ modules on them and gathers the report.
 
 Metrics (`METRICS` says which way is better):
   FAD_musicnn, FAD_mulan   each set's embeddings against the whole reference
@@ -25,6 +26,9 @@ coherence: per clip length, how FAD's musicnn embedding drifts from a clip's fir
 window over its later ones and how large its neighbour steps are (eval/coherence.py),
 for the generated clips at their full length and for the real and noise clips.
 
+per_window: FAD and MCC of each reference-clip-long window of the generated clips
+against its position (eval/coherence.py).
+
 joins: per cascade stage, spectral flux at the generated clips' window joins over flux
 elsewhere with a permutation p-value, and the same of the real clips at the joins a clip
 of their length would have (eval/joins.py).
@@ -44,14 +48,10 @@ from tqdm import tqdm
 
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.errors import UserError
+from musiclm_jax.eval import clip_sets
 from musiclm_jax.eval import coherence
-from musiclm_jax.eval import joins
-# The clip sets, also part of this module's API (callers and tests use suite.ClipSet, ...).
-from musiclm_jax.eval.clip_sets import (JUDGE_LABELS, RESULTS_FILE, SET_TITLES, SETS, ClipSet,
-                                        Reference, codec_set, cropped, mood_class, noise_set,
-                                        paired_set, read_infer_folder, read_infer_windows,
-                                        read_melody_pairs, read_reference, real_set, shuffled_set)
 from musiclm_jax.eval import fad
+from musiclm_jax.eval import joins
 from musiclm_jax.eval import kld
 from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import melody
@@ -73,9 +73,6 @@ METRICS = {"FAD_musicnn": False, "FAD_inf_musicnn": False, "FAD_mulan": False,
            "key_accuracy": True, "key_weighted_score": True,
            "judge_genre_accuracy": True, "judge_instrument_f1": True, "judge_mood_accuracy": True,
            "spectral_flatness": None, "notes_per_second": None, "pitch_salience": None}
-# Per-clip adherence scores (see `clip_scores`) whose true-vs-shuffled p-value is reported.
-TESTED_METRICS = ("MCC", "judge_genre_accuracy", "judge_instrument_f1", "judge_mood_accuracy",
-                  "tempo_accuracy", "key_accuracy")
 JUDGE_FILE = "judge"  # OUTPUT_DIR/judge.npz and judge.json: a judge trained on JUDGE_SPLIT
 DEFAULT_TAGGERS = ("MTT_musicnn", "MSD_musicnn")
 # Below this many embedding rows per set, FAD at a quarter of them has too few
@@ -102,7 +99,7 @@ class Features:
   pitch_salience: np.ndarray | None
 
 
-def extract_features(clips: ClipSet, taggers: dict[str, Any], mulan: Any | None,
+def extract_features(clips: clip_sets.ClipSet, taggers: dict[str, Any], mulan: Any | None,
                      progress: tqdm, pitch: pitch_model.BasicPitch | None = None) -> Features:
   """Runs every embedder and estimator on each clip of a set (the first tagger gives FAD's windows)."""
   windows, clip_of_window, tempo, keys, mulan_audio = [], [], [], [], []
@@ -142,13 +139,13 @@ def _split_halves(features: Features) -> tuple[np.ndarray, np.ndarray]:
   return features.musicnn_windows[even], features.musicnn_windows[~even]
 
 
-def clip_scores(clip_set: ClipSet, features: Features, reference: Reference,
+def clip_scores(clip_set: clip_sets.ClipSet, features: Features, reference: clip_sets.Reference,
                 judge: label_judge.LabelJudge | None,
                 mulan_cosine: np.ndarray | None) -> dict[str, np.ndarray]:
-  """Per-clip adherence scores [clips] of the TESTED_METRICS that can be computed here: MCC
-  (mulan_cosine [clips]: prompt text against clip audio), the judge's genre, instrument and
-  mood scores and tempo and key correct against the paired reference clip's labels (NaN
-  for a clip whose prompt is no reference caption)."""
+  """Per-clip adherence scores [clips], those of them that can be computed here, whose
+  true-vs-shuffled p-value is reported: MCC (mulan_cosine [clips]: prompt text against clip
+  audio), the judge's genre, instrument and mood scores and tempo and key correct against
+  the paired reference clip's labels (NaN for a clip whose prompt is no reference caption)."""
   scores = {} if mulan_cosine is None else {"MCC": np.asarray(mulan_cosine, np.float64)}
   paired = clip_set.reference_index >= 0
   index = clip_set.reference_index[paired]
@@ -163,7 +160,7 @@ def clip_scores(clip_set: ClipSet, features: Features, reference: Reference,
   if judge is not None and reference.has_judge_labels:
     judged = label_judge.clip_scores(
         judge, features.penultimate[judge.feature_name][paired],
-        *[[getattr(reference, label)[i] for i in index] for label in JUDGE_LABELS])
+        *[[getattr(reference, label)[i] for i in index] for label in label_judge.HEADS])
     scores.update({"judge_genre_accuracy": spread(judged["genre_correct"]),
                    "judge_instrument_f1": spread(judged["instrument_f1"]),
                    "judge_mood_accuracy": spread(judged["mood_correct"])})
@@ -178,31 +175,8 @@ def clip_scores(clip_set: ClipSet, features: Features, reference: Reference,
   return scores
 
 
-def true_vs_shuffled_p_values(scores: dict[str, dict[str, np.ndarray]], paired: bool,
-                              seed: int = 0) -> dict[str, dict]:
-  """{metric: {"p_value", "test", "clips"}} of generated (own prompts) against shuffled prompts.
-
-  scores: clip_scores of the "generated" and "shuffled" sets. Paired: both are the same
-  clips, and only clips with a score in both count.
-  """
-  result = {}
-  for metric in TESTED_METRICS:
-    if metric not in scores["generated"] or metric not in scores["shuffled"]:
-      continue
-    true, shuffled = scores["generated"][metric], scores["shuffled"][metric]
-    if paired:
-      both = ~np.isnan(true) & ~np.isnan(shuffled)
-      true, shuffled = true[both], shuffled[both]
-    else:
-      true, shuffled = true[~np.isnan(true)], shuffled[~np.isnan(shuffled)]
-    if len(true) and len(shuffled):
-      result[metric] = {"p_value": significance.permutation_p_value(true, shuffled, paired, seed),
-                        "test": "paired" if paired else "two-sample",
-                        "clips": [int(len(true)), int(len(shuffled))]}
-  return result
-
-
-def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], reference: Reference,
+def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Features],
+                    reference: clip_sets.Reference,
                     mulan: Any | None, seed: int = 0,
                     judge: label_judge.LabelJudge | None = None) -> tuple[dict, dict, dict, dict]:
   """(metrics {name: {set: value}}, unavailable {name: reason}, fad_curves {set: fad_infinity()},
@@ -234,7 +208,8 @@ def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], ref
   if mulan is not None:
     for name, clip_set in sets.items():
       text = mulan.text_embeddings(clip_set.texts)
-      cosines[name] = np.sum(_normalise(text) * _normalise(features[name].mulan_audio), axis=-1)
+      cosines[name] = np.sum(coherence.unit_rows(text)
+                             * coherence.unit_rows(features[name].mulan_audio), axis=-1)
   scores = {name: clip_scores(s, features[name], reference, judge, cosines[name])
             for name, s in sets.items()}
   if mulan is not None:
@@ -261,7 +236,7 @@ def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], ref
   if judge is None:
     reason = "no label judge: set JUDGE_SPLIT (e.g. 'train', trains one) or JUDGE_PATH"
   elif not reference.has_judge_labels:
-    reason = f"the reference split has no {'/'.join(JUDGE_LABELS)} labels"
+    reason = f"the reference split has no {'/'.join(label_judge.HEADS)} labels"
   else:
     reason = None
   for metric in ("judge_genre_accuracy", "judge_instrument_f1", "judge_mood_accuracy"):
@@ -298,68 +273,13 @@ def compute_metrics(sets: dict[str, ClipSet], features: dict[str, Features], ref
   return metrics, unavailable, curves, scores
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _windows_per_clip(features: Features) -> list[np.ndarray]:
-  """The first tagger's window embeddings of each clip, [windows, D] each, in clip order."""
-  clips = int(features.clip_of_window.max()) + 1
-  return [features.musicnn_windows[features.clip_of_window == i] for i in range(clips)]
-
-
-def coherence_report(sets: dict[str, tuple[ClipSet, list[np.ndarray]]], window_seconds: float) -> dict:
-  """{set: coherence.coherence_by_length} of (clips, their window embeddings [windows, D] each)."""
-  return {name: coherence.coherence_by_length(
-              [(len(audio) / clips.sample_rate_hz, windows) for audio, windows in zip(clips.audio, per_clip)],
-              window_seconds)
-          for name, (clips, per_clip) in sets.items()}
-
-
-def per_window_metrics(clips: ClipSet, window_seconds: float, tagger: Any,
-                       real_windows: np.ndarray, mulan: Any | None) -> dict | None:
-  """Metrics of each `window_seconds` window position of the clips longer than one window.
-
-  Returns {"window_seconds", "clips", "start_s": [...], "windows": [clips per position],
-  "MCC": [...] (None without MuLan), "FAD_musicnn": [...] (None where a position has fewer
-  musicnn rows than a covariance needs), "fad_rows": [...]}, or None when no clip is longer.
-  A position's FAD is its windows' musicnn rows against `real_windows` [rows, D], the real
-  set's; its MCC the mean cosine of each window's audio and its clip's prompt text.
-  """
-  window = round(window_seconds * clips.sample_rate_hz)
-  long_clips = [i for i, audio in enumerate(clips.audio) if len(audio) > window]
-  if not long_clips:
-    return None
-  positions: list[list[tuple[int, np.ndarray]]] = []
-  for i in long_clips:
-    for p in range(len(clips.audio[i]) // window):
-      if p == len(positions):
-        positions.append([])
-      positions[p].append((i, clips.audio[i][p * window:(p + 1) * window]))
-  result = {"window_seconds": window_seconds, "clips": len(long_clips),
-            "start_s": [p * window_seconds for p in range(len(positions))],
-            "windows": [len(at) for at in positions], "MCC": [], "FAD_musicnn": [], "fad_rows": []}
-  for at in positions:
-    rows = np.concatenate([tagger(audio, clips.sample_rate_hz)["mean_pool"] for _, audio in at])
-    result["fad_rows"].append(len(rows))
-    result["FAD_musicnn"].append(fad.frechet_audio_distance(real_windows, rows)
-                                 if len(rows) >= fad.MIN_CLIPS else None)
-    if mulan is None:
-      result["MCC"].append(None)
-      continue
-    audio = [audio_io.resample(a, clips.sample_rate_hz, mulan.sample_rate_hz) for _, a in at]
-    cosine = np.sum(_normalise(mulan.text_embeddings([clips.texts[i] for i, _ in at]))
-                    * _normalise(mulan.audio_embeddings(np.stack(audio))), axis=-1)
-    result["MCC"].append(float(np.mean(cosine)))
-  return result
-
-
-def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | None = None,
-              unconditional: ClipSet | None = None, taggers: dict[str, Any],
+def run_suite(generated: clip_sets.ClipSet, reference: clip_sets.Reference, *,
+              shuffled: clip_sets.ClipSet | None = None,
+              unconditional: clip_sets.ClipSet | None = None, taggers: dict[str, Any],
               mulan: Any | None = None, codec: Any | None = None,
               judge: label_judge.LabelJudge | None = None,
               pitch: pitch_model.BasicPitch | None = None,
-              full_length_generated: ClipSet | None = None, seed: int = 0) -> dict:
+              full_length_generated: clip_sets.ClipSet | None = None, seed: int = 0) -> dict:
   """Every metric on every clip set; the report eval.json holds (see module docstring).
 
   judge: a label judge over the penultimate features of one of `taggers`; pitch:
@@ -368,10 +288,10 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
   (None: the generated set as given).
   """
   sets = {"generated": generated,
-          "shuffled": shuffled_set(shuffled or generated, reference, seed),
-          "unconditional": unconditional, "real": real_set(reference),
-          "codec": codec_set(reference, codec) if codec is not None else None,
-          "noise": noise_set(reference, seed)}
+          "shuffled": clip_sets.shuffled_set(shuffled or generated, reference, seed),
+          "unconditional": unconditional, "real": clip_sets.real_set(reference),
+          "codec": clip_sets.codec_set(reference, codec) if codec is not None else None,
+          "noise": clip_sets.noise_set(reference, seed)}
   missing = {"unconditional": "no UNCONDITIONAL_DIR given (musiclm-infer with GUIDANCE_SCALE=0.0)",
              "codec": "no SOUNDSTREAM_EXPORT_DIR given"}
   sets_given = {name: s for name, s in sets.items() if s is not None}
@@ -385,7 +305,9 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
   metrics, unavailable, curves, scores = compute_metrics(sets_given, features, reference, mulan,
                                                          seed, judge)
   first_tagger = next(iter(taggers.values()))
-  coherence_sets = {name: (sets[name], _windows_per_clip(features[name]))
+  window_seconds = first_tagger.window_frames * first_tagger.hop_length / first_tagger.sample_rate_hz
+  coherence_sets = {name: (sets[name], coherence.windows_per_clip(features[name].musicnn_windows,
+                                                                 features[name].clip_of_window))
                     for name in ("generated", "real", "noise")}
   if full_length_generated is not None:
     # Clips no longer than the cropped ones have the cropped set's windows already.
@@ -396,21 +318,26 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
             zip(full_length_generated.audio, generated.audio, coherence_sets["generated"][1]),
             total=len(generated.audio), desc="full-length clips", unit="clip")])
   clip_seconds = max(len(a) for a in reference.audio) / reference.sample_rate_hz
-  per_window = per_window_metrics(full_length_generated or generated, clip_seconds, first_tagger,
-                                  features["real"].musicnn_windows, mulan)
+  long_clips = full_length_generated or generated
+  per_window = coherence.per_window_metrics(long_clips.audio, long_clips.sample_rate_hz,
+                                            long_clips.texts, clip_seconds, first_tagger,
+                                            features["real"].musicnn_windows, mulan)
   if per_window is None:
     unavailable["per_window"] = (f"no generated clip is longer than the reference clips "
                                  f"({clip_seconds:g} s): generate longer ones")
-  return {"sets": {name: {"title": SET_TITLES[name], "clips": len(s.audio),
+  return {"sets": {name: {"title": clip_sets.SET_TITLES[name], "clips": len(s.audio),
                           "paired_clips": int(np.sum(s.reference_index >= 0))}
                    for name, s in sets_given.items()},
-          "sets_not_given": {name: missing[name] for name in SETS if sets[name] is None},
+          "sets_not_given": {name: missing[name] for name in clip_sets.SETS if sets[name] is None},
           "metrics": {name: {"higher_is_better": METRICS[name], "values": metrics[name]}
                       for name in METRICS if name in metrics},
           "unavailable": unavailable, "fad_curves": curves,
-          "p_values": true_vs_shuffled_p_values(scores, paired=shuffled is None, seed=seed),
-          "coherence": coherence_report(coherence_sets, first_tagger.window_frames
-                                        * first_tagger.hop_length / first_tagger.sample_rate_hz),
+          "p_values": significance.true_vs_shuffled(scores["generated"], scores["shuffled"],
+                                                     paired=shuffled is None, seed=seed),
+          "coherence": {name: coherence.coherence_by_length(
+                            [(len(audio) / clips.sample_rate_hz, windows)
+                             for audio, windows in zip(clips.audio, per_clip)], window_seconds)
+                        for name, (clips, per_clip) in coherence_sets.items()},
           "per_window": per_window,
           "notes": {"FAD real": "real-vs-real FAD between the even and the odd clips of the split",
                     "FAD shuffled": "the shuffled set is the generated set scored against other "
@@ -419,23 +346,6 @@ def run_suite(generated: ClipSet, reference: Reference, *, shuffled: ClipSet | N
                                 "their own prompts than shuffled-prompt clips against theirs",
                     "closer to real": "spectral flatness, notes per second and pitch salience are "
                                       "better the closer they are to the real set's"}}
-
-
-def read_judge_split(dataset: str, data_dir: str | None, split: str) -> Reference:
-  """The clips of a split the label judge trains on; a one-line error if it has no labels for it."""
-  reference = read_reference(dataset, data_dir, split)
-  if not reference.has_judge_labels:
-    raise UserError(f"{dataset} {split} has no {'/'.join(JUDGE_LABELS)} labels to train the label "
-                    f"judge on: set JUDGE_SPLIT=None, or use a labelled corpus (synth_music)")
-  return reference
-
-
-def train_judge(reference: Reference, tagger: musicnn.MusicnnTagger) -> label_judge.LabelJudge:
-  """A label judge fitted to a labelled split's clips, on the tagger's mean penultimate layer."""
-  features = [tagger(audio, reference.sample_rate_hz)["penultimate"].mean(axis=0)
-              for audio in tqdm(reference.audio, desc="label judge features", unit="clip")]
-  return label_judge.fit(np.stack(features), reference.genre, reference.instruments,
-                         reference.mood, feature_name=tagger.model_name)
 
 
 def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str, output_dir: str,
@@ -461,15 +371,17 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   # Every input is read and checked before any model loads. Generated clips are cut to the
   # reference's clip length: every set is scored on the same duration, and a long
   # generation's windows do not outweigh the other clips' in FAD.
-  reference = read_reference(dataset, data_dir, split, max_reference_clips)
+  reference = clip_sets.read_reference(dataset, data_dir, split, max_reference_clips)
   clip_seconds = max(len(a) for a in reference.audio) / reference.sample_rate_hz
 
   def infer_set(folder, name):
-    return cropped(paired_set(name, *read_infer_folder(folder, name), reference), clip_seconds)
+    return clip_sets.cropped(
+        clip_sets.paired_set(name, *clip_sets.read_infer_folder(folder, name), reference),
+        clip_seconds)
 
-  full_length_generated = paired_set("generated", *read_infer_folder(samples_dir), reference)
-  stitched_audio, stitched_rate, stitchings = read_infer_windows(samples_dir)
-  generated = cropped(full_length_generated, clip_seconds)
+  text_lines, (stitched_audio, stitched_rate, stitchings) = clip_sets.read_infer_lines(samples_dir)
+  full_length_generated = clip_sets.paired_set("generated", *text_lines, reference)
+  generated = clip_sets.cropped(full_length_generated, clip_seconds)
   shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
   unconditional = infer_set(unconditional_dir, "unconditional") if unconditional_dir else None
   if bool(mulan_export_dir) != bool(mulan_rvq_path):
@@ -488,7 +400,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     memorization_parts = memorization.load_inputs(
         memorization_token_cache_dir, memorization_semantic_export_dir, memorization_kmeans_path,
         memorization_examples)
-  judge_reference = read_judge_split(dataset, data_dir, judge_split) if judge_split else None
+  judge_reference = (clip_sets.read_judge_split(dataset, data_dir, judge_split) if judge_split
+                     else None)
   judge = label_judge.LabelJudge.load(judge_path) if judge_path else None
   if judge is not None and judge.feature_name not in taggers:
     raise UserError(f"the label judge at {judge_path} reads {judge.feature_name} features: add it "
@@ -501,7 +414,9 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   tagger_models = {name: musicnn.MusicnnTagger(name) for name in taggers}
   os.makedirs(output_dir, exist_ok=True)
   if judge_reference is not None:
-    judge = train_judge(judge_reference, tagger_models[taggers[0]])
+    judge = label_judge.train(tagger_models[taggers[0]], judge_reference.audio,
+                              judge_reference.sample_rate_hz, judge_reference.genre,
+                              judge_reference.instruments, judge_reference.mood)
     judge.save(os.path.join(output_dir, JUDGE_FILE))
   try:
     pitch = pitch_model.BasicPitch()
@@ -517,7 +432,7 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     report["unavailable"]["joins"] = figures
   else:
     report["joins"] = figures
-  generated_for_melody, melodies, melody_rate = read_melody_pairs(samples_dir)
+  generated_for_melody, melodies, melody_rate = clip_sets.read_melody_pairs(samples_dir)
   if len(melodies) < 2:
     report["unavailable"]["melody_adherence"] = (
         f"{len(melodies)} generated clip(s) with a melody_from input: the mismatched-melody "
