@@ -9,10 +9,10 @@ protocols and each stage is a `StageLM(model, params)`; `load_musiclm` builds
 one from export folders (what gin/musiclm.gin wires).
 
 Every stage samples in windows of its training length (`Windows`, by default
-the paper's crops and strides from `musiclm_spec`). The first window of a stage
-samples all its frames at once; later windows keep the last (window - stride)
-of what was sampled as prefix and sample `stride` new frames, so any duration
-is one continuous token stream. A window holds exactly
+the paper's crops and strides from `musiclm_spec`) as `window_plan` plans them.
+The first window of a stage samples all its frames at once; later windows keep
+the last (window - stride) of what was sampled as prefix and sample `stride`
+new frames, so any duration is one continuous token stream. A window holds exactly
 what the stage was trained on (`lm.py`, `data/token_layout.py`):
 
   semantic  [M | S(prefix)]                      -> S(new)
@@ -50,6 +50,7 @@ from musiclm_jax import gin_models
 from musiclm_jax import musiclm_spec as spec
 from musiclm_jax import paths as paths_lib  # `paths` names the folders checked in load_cascade
 from musiclm_jax import tokenizers
+from musiclm_jax import window_plan
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import lm
@@ -65,58 +66,9 @@ class StageLM(NamedTuple):
   params: Any
 
 
-@dataclasses.dataclass(frozen=True)
-class Windows:
-  """Window and stride of each stage, and of the SoundStream decoder, in seconds.
-
-  The semantic and coarse windows must be whole semantic frames (40 ms), the
-  fine and decoder windows whole acoustic frames (20 ms). The decoder runs on
-  `decode_window_seconds` at a time with `decode_context_seconds` of codes on
-  each side that are decoded and dropped, which is exact for context at least
-  the decoder's receptive field.
-  """
-  semantic_window_seconds: float = spec.PAPER_CROP_SECONDS["semantic"]
-  semantic_stride_seconds: float = spec.PAPER_STRIDE_SECONDS["semantic"]
-  coarse_window_seconds: float = spec.PAPER_CROP_SECONDS["coarse"]
-  coarse_stride_seconds: float = spec.PAPER_STRIDE_SECONDS["coarse"]
-  fine_window_seconds: float = spec.PAPER_CROP_SECONDS["fine"]
-  fine_stride_seconds: float = spec.PAPER_STRIDE_SECONDS["fine"]
-  decode_window_seconds: float = 10.0
-  decode_context_seconds: float = 1.0
-
-  def frames(self, name: str) -> tuple[int, int]:
-    """(window, stride) of 'semantic', 'coarse' (semantic frames), 'fine' or 'decode' (acoustic).
-
-    For 'decode' the second number is the context on each side.
-    """
-    rate = spec.SEMANTIC_RATE_HZ if name in ("semantic", "coarse") else spec.ACOUSTIC_RATE_HZ
-    fields = (f"{name}_window_seconds", f"{name}_{'context' if name == 'decode' else 'stride'}_seconds")
-    out = []
-    for field in fields:
-      seconds = getattr(self, field)
-      frames = round(seconds * rate)
-      smallest = 0 if field == "decode_context_seconds" else 1
-      if frames < smallest or abs(frames - seconds * rate) > 1e-6:
-        raise UserError(f"Windows.{field} = {seconds} is not a {'positive ' * smallest}whole "
-                        f"number of {1000 // rate} ms frames: change it")
-      out.append(frames)
-    if name != "decode" and out[1] > out[0]:
-      raise UserError(f"Windows.{name}_stride_seconds exceeds {name}_window_seconds: "
-                      "windows would skip frames")
-    return out[0], out[1]
-
-  def check(self, max_length: int) -> None:
-    """UserError if a window is not whole frames or does not fit `max_length` tokens."""
-    window = {name: self.frames(name)[0] for name in spec.STAGES + ("decode",)}
-    mulan, coarse, fine = (token_layout.MULAN.num_levels, token_layout.COARSE.num_levels,
-                           token_layout.FINE.num_levels)
-    tokens = {"semantic": 1 + mulan + window["semantic"],
-              "coarse": 1 + mulan + window["coarse"] * (1 + spec.ACOUSTIC_PER_SEMANTIC * coarse),
-              "fine": 1 + window["fine"] * (coarse + fine)}  # BOS + a full window
-    for name, length in tokens.items():
-      if length > max_length:
-        raise UserError(f"a {name} window is {length} tokens, more than max_length {max_length}: "
-                        f"shorten Windows.{name}_window_seconds or raise max_length")
+# The stage windows' owner is window_plan (JAX-free, for eval/joins.py too); gin binds them
+# as cascade.Windows.* (gin/musiclm.gin, demo.py, README), and Cascade takes them.
+Windows = window_plan.Windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +103,10 @@ class Request:
 
   def boundaries(self) -> tuple[int, ...]:
     """Semantic frames where segments 1, 2, ... start."""
-    ends = np.cumsum([s for _, s in self.segments])[:-1]
-    return tuple(round(float(t) * spec.SEMANTIC_RATE_HZ) for t in ends)
+    return window_plan.segment_boundaries([s for _, s in self.segments])
 
   def num_semantic_frames(self) -> int:
-    return int(np.ceil(self.seconds * spec.SEMANTIC_RATE_HZ - 1e-6))
+    return window_plan.num_semantic_frames(self.seconds)
 
   def num_samples(self) -> int:
     return round(self.seconds * SAMPLE_RATE_HZ)
@@ -192,21 +143,6 @@ class Generation:
   chunks: list[Chunk]
   batch_seconds: float
   stage_seconds: dict[str, float]
-
-
-def plan_chunks(num_frames: int, window: int, stride: int, start: int = 0,
-                boundaries: Sequence[int] = ()) -> list[tuple[int, int, int]]:
-  """(prefix_start, start, end) of each window sampling frames [start, num_frames).
-
-  A window ends at `start + stride` (or fills the first `window` frames), at a
-  boundary, or at the end; its prefix is what fits before it in `window` frames.
-  """
-  out = []
-  while start < num_frames:
-    end = min([num_frames, max(start + stride, window)] + [b for b in boundaries if b > start])
-    out.append((max(0, end - window), start, end))
-    start = end
-  return out
 
 
 def window_key(seed: int, stage: str, index: int) -> jax.Array:
@@ -343,8 +279,7 @@ class Cascade:
     chunks, stage_seconds = [], {}
     for stage, run in (("semantic", lambda: self._semantic(rows, mulan, semantic, start, melody)),
                        ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start)),
-                       ("fine", lambda: self._fine(rows, coarse, fine,
-                                                   start * spec.ACOUSTIC_PER_SEMANTIC))):
+                       ("fine", lambda: self._fine(rows, coarse, fine, start))):
       stage_started = time.perf_counter()
       chunks += run()
       stage_seconds[stage] = time.perf_counter() - stage_started
@@ -358,11 +293,10 @@ class Cascade:
   def _semantic(self, rows, mulan, semantic, start, melody) -> list[Chunk]:
     """Fills semantic [batch, frames] from frame `start` on (melody [batch, frames, levels] or None)."""
     layout = self.stages["semantic"].model.stage.layout
-    window, stride = self.windows.frames("semantic")
     boundaries = rows[0].boundaries()
     chunks = []
-    for i, (prefix, begin, end) in enumerate(plan_chunks(semantic.shape[1], window, stride, start,
-                                                         boundaries)):
+    for i, (prefix, begin, end) in enumerate(window_plan.stage_chunks(
+        self.windows, "semantic", semantic.shape[1], start, boundaries)):
       segment = _segment(begin, boundaries)
       parts = [layout.encode("mulan", mulan[:, segment])]
       if self.follows_melody:
@@ -376,12 +310,11 @@ class Cascade:
   def _coarse(self, rows, mulan, semantic, coarse, start) -> list[Chunk]:
     """Fills coarse [batch, 2 * frames, 4] from semantic frame `start` on."""
     layout = self.stages["coarse"].model.stage.layout
-    window, stride = self.windows.frames("coarse")
     boundaries = rows[0].boundaries()
     per = spec.ACOUSTIC_PER_SEMANTIC
     chunks = []
-    for i, (prefix, begin, end) in enumerate(plan_chunks(semantic.shape[1], window, stride, start,
-                                                         boundaries)):
+    for i, (prefix, begin, end) in enumerate(window_plan.stage_chunks(
+        self.windows, "coarse", semantic.shape[1], start, boundaries)):
       segment = _segment(begin, boundaries)
       prompt = np.concatenate([layout.encode("mulan", mulan[:, segment]),
                                layout.encode_stream("semantic", semantic[:, prefix:end, None]),
@@ -392,11 +325,11 @@ class Cascade:
     return chunks
 
   def _fine(self, rows, coarse, fine, start) -> list[Chunk]:
-    """Fills fine [batch, acoustic frames, 8] from acoustic frame `start` on."""
+    """Fills fine [batch, acoustic frames, 8] from semantic frame `start` on."""
     layout = self.stages["fine"].model.stage.layout
-    window, stride = self.windows.frames("fine")
     chunks = []
-    for i, (prefix, begin, end) in enumerate(plan_chunks(coarse.shape[1], window, stride, start)):
+    for i, (prefix, begin, end) in enumerate(window_plan.stage_chunks(
+        self.windows, "fine", coarse.shape[1] // spec.ACOUSTIC_PER_SEMANTIC, start)):
       prompt = np.concatenate([layout.encode_stream("coarse", coarse[:, prefix:end]),
                                layout.encode_stream("fine", fine[:, prefix:begin])], 1)
       ids = self._sample("fine", rows, i, prompt, (end - begin) * fine.shape[-1])

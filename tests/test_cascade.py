@@ -45,21 +45,6 @@ def musiclm():
   return make_cascade()
 
 
-def test_plan_chunks_paper_windows_boundaries_and_continuation():
-  # 60 s of semantic tokens: 30 s first, then 15 s at a time with 15 s of prefix (paper).
-  assert cascade_lib.plan_chunks(1500, 750, 375) == [(0, 0, 750), (375, 750, 1125),
-                                                     (750, 1125, 1500)]
-  # A story boundary at 20 s ends the first window there; the next keeps a full window.
-  assert cascade_lib.plan_chunks(1500, 750, 375, boundaries=[500]) == [
-      (0, 0, 500), (125, 500, 875), (500, 875, 1250), (750, 1250, 1500)]
-  # 5 s of prompt audio: the first window fills up to 30 s.
-  assert cascade_lib.plan_chunks(800, 750, 375, start=125) == [(0, 125, 750), (50, 750, 800)]
-  for plan in (cascade_lib.plan_chunks(97, 10, 3, 4, [30, 31, 60]),
-               cascade_lib.plan_chunks(7, 10, 5)):
-    starts, ends = [s for _, s, _ in plan], [e for _, _, e in plan]
-    assert starts[1:] == ends[:-1] and all(e - p <= 10 for p, _, e in plan)
-
-
 def test_text_to_audio_has_the_requested_length_and_valid_tokens(musiclm):
   [generation] = musiclm.generate([cascade_lib.Request.from_text("calm piano", 0.79, seed=3)],
                                   batch_size=2)

@@ -5,13 +5,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from musiclm_jax import cascade
+from musiclm_jax import window_plan
 from musiclm_jax.eval import joins
 from musiclm_jax.eval import report as report_lib
 
 RATE_HZ = 24_000
 # Small windows for short test clips: joins every second (fine), from 2 s (coarse), at 4 s (semantic).
-SMALL_WINDOWS = dataclasses.asdict(cascade.Windows(
+SMALL_WINDOWS = dataclasses.asdict(window_plan.Windows(
     semantic_window_seconds=4.0, semantic_stride_seconds=2.0, coarse_window_seconds=2.0,
     coarse_stride_seconds=1.0, fine_window_seconds=1.0, fine_stride_seconds=1.0))
 
@@ -39,16 +39,16 @@ def test_join_times_of_the_default_windows_in_a_30_s_clip():
               "fine": [3.0, 4.5, 6.0, 7.5, 9.0, 10.5, 12.0, 13.5, 15.0, 16.5, 18.0, 19.5, 21.0, 22.5,
                        24.0, 25.5, 27.0, 28.5]}
   for stage, times in expected.items():
-    np.testing.assert_allclose(joins.join_seconds(cascade.Windows(), 30.0, stage), times, err_msg=stage)
+    np.testing.assert_allclose(joins.join_seconds(window_plan.Windows(), 30.0, stage), times, err_msg=stage)
     # The dict form musiclm-infer records hold.
     np.testing.assert_allclose(
-        joins.join_seconds(dataclasses.asdict(cascade.Windows()), 30.0, stage), times, err_msg=stage)
+        joins.join_seconds(dataclasses.asdict(window_plan.Windows()), 30.0, stage), times, err_msg=stage)
   # A story of two 15 s segments: the coarse window after 10 s ends at the segment boundary,
   # and the window starting there is a prompt change, not a seam; fine windows ignore segments.
-  np.testing.assert_allclose(joins.join_seconds(cascade.Windows(), 30.0, "coarse", (15.0, 15.0)),
+  np.testing.assert_allclose(joins.join_seconds(window_plan.Windows(), 30.0, "coarse", (15.0, 15.0)),
                              [10.0, 20.0, 25.0])
-  np.testing.assert_allclose(joins.join_seconds(cascade.Windows(), 30.0, "semantic", (15.0, 15.0)), [])
-  np.testing.assert_allclose(joins.join_seconds(cascade.Windows(), 30.0, "fine", (15.0, 15.0)),
+  np.testing.assert_allclose(joins.join_seconds(window_plan.Windows(), 30.0, "semantic", (15.0, 15.0)), [])
+  np.testing.assert_allclose(joins.join_seconds(window_plan.Windows(), 30.0, "fine", (15.0, 15.0)),
                              expected["fine"])
 
 
@@ -82,16 +82,16 @@ def test_one_join_p_value_is_the_share_of_boundaries_as_rough():
 
 
 def test_clips_shorter_than_a_window_have_no_joins():
-  assert joins.join_seconds(cascade.Windows(), 2.5, "fine").size == 0
+  assert joins.join_seconds(window_plan.Windows(), 2.5, "fine").size == 0
   rng = np.random.default_rng(2)
   short = [_stitched(rng, 2), _stitched(rng, 2)]
   assert joins.join_discontinuity(short, RATE_HZ, [np.zeros(0)] * 2) is None
-  reason = joins.joins_report(short, [joins.Stitching(dataclasses.asdict(cascade.Windows()), (2.0,))] * 2,
+  reason = joins.joins_report(short, [joins.Stitching(dataclasses.asdict(window_plan.Windows()), (2.0,))] * 2,
                               RATE_HZ, short, RATE_HZ)
   assert isinstance(reason, str) and "shortest window, fine, is 3 s" in reason
   # A 3.2 s clip has a fine join at 3 s, too near its end to count.
   clip = _stitched(rng, 4)[:round(3.2 * RATE_HZ)]
-  assert joins.join_discontinuity([clip], RATE_HZ, [joins.join_seconds(cascade.Windows(), 3.2, "fine")]) is None
+  assert joins.join_discontinuity([clip], RATE_HZ, [joins.join_seconds(window_plan.Windows(), 3.2, "fine")]) is None
 
 
 def test_report_gives_generated_and_real_figures_per_stage(tmp_path):

@@ -20,7 +20,7 @@ from scipy import stats
 
 pytest.importorskip("musicnn", reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
 
-from musiclm_jax import cascade  # pylint: disable=g-import-not-at-top
+from musiclm_jax import window_plan  # pylint: disable=g-import-not-at-top
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import pitch
 from musiclm_jax.errors import UserError
@@ -38,7 +38,7 @@ RATE_HZ = 24_000
 SPLIT = "train"  # the micro corpus's largest split (6 clips)
 TAGGER = "MTT_musicnn"
 # Windows short enough for every stage to start new ones inside the 2 s clips.
-WINDOWS = dataclasses.asdict(cascade.Windows(
+WINDOWS = dataclasses.asdict(window_plan.Windows(
     semantic_window_seconds=1.2, semantic_stride_seconds=0.6, coarse_window_seconds=0.8,
     coarse_stride_seconds=0.4, fine_window_seconds=0.5, fine_stride_seconds=0.24))
 

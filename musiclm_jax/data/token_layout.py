@@ -16,13 +16,14 @@ and the coarse stage. To move tokens between stages, `decode` with one layout
 and `encode` with the other.
 
 Everything works on numpy arrays (host code) and jax arrays (jitted code).
-Inputs that are not being traced are validated, with a one-line error.
+Inputs that are not being traced are validated, with a one-line error. The
+module does not import JAX itself: host code that only needs the layouts'
+facts (musiclm_spec, window_plan, eval/joins.py) does not load it.
 """
 import dataclasses
+import sys
 from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 PAD_ID = 0
@@ -52,12 +53,19 @@ FINE = TokenKind("fine", num_levels=8, codebook_size=1024)
 KINDS = {kind.name: kind for kind in (MULAN, MELODY, SEMANTIC, COARSE, FINE)}
 
 
+def _jax():
+  """The jax module if something imported it, else None: without it there is no jax array."""
+  return sys.modules.get("jax")
+
+
 def _array_module(x):
-  return jnp if isinstance(x, jax.Array) else np
+  jax = _jax()
+  return jax.numpy if jax is not None and isinstance(x, jax.Array) else np
 
 
 def _is_traced(x) -> bool:
-  return isinstance(x, jax.core.Tracer)
+  jax = _jax()
+  return jax is not None and isinstance(x, jax.core.Tracer)
 
 
 class TokenLayout:

@@ -4,7 +4,7 @@
   figures = join_discontinuity(clips, 24_000, [times] * len(clips))
   figures["ratio"], figures["p_value"]
 
-A long generation is stitched from windows (`cascade.Windows`, `cascade.plan_chunks`);
+A long generation is stitched from windows (`window_plan`, as the cascade plans them);
 each stage starts its later windows from a prefix of the previous one, and a
 seam the prefix does not smooth over is a jump in the sound. The measure is
 spectral flux: the L2 distance of the log magnitude spectra of consecutive
@@ -22,8 +22,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from musiclm_jax import cascade
 from musiclm_jax import musiclm_spec as spec
+from musiclm_jax import window_plan
 
 FRAME_SECONDS = 1 / spec.ACOUSTIC_RATE_HZ
 MARGIN_SECONDS = 0.5
@@ -32,13 +32,13 @@ RELATIVE_FLOOR = 1e-3  # -60 dB below the clip's loudest bin
 
 
 class Stitching(NamedTuple):
-  """How one clip was generated: the cascade's windows (`dataclasses.asdict(cascade.Windows())`,
+  """How one clip was generated: the cascade's windows (`dataclasses.asdict(window_plan.Windows())`,
   as results.jsonl records hold them) and its segments' seconds (one for a plain text line)."""
   windows: dict
   segment_seconds: tuple[float, ...]
 
 
-def join_seconds(windows: dict | cascade.Windows, duration_seconds: float, stage: str,
+def join_seconds(windows: dict | window_plan.Windows, duration_seconds: float, stage: str,
                  story_seconds: Sequence[float] = ()) -> np.ndarray:
   """The times [joins] (s) at which `stage` starts a new window in a clip of `duration_seconds`.
 
@@ -51,19 +51,13 @@ def join_seconds(windows: dict | cascade.Windows, duration_seconds: float, stage
   if story_seconds and not np.isclose(sum(story_seconds), duration_seconds):
     raise ValueError(f"story segments {tuple(story_seconds)} do not sum to {duration_seconds} s")
   if isinstance(windows, dict):
-    windows = cascade.Windows(**windows)
-  request = cascade.Request(tuple(("", s) for s in story_seconds or (duration_seconds,)))
-  window, stride = windows.frames(stage)
-  # As Cascade._generate_batch plans them: fine windows count acoustic frames and ignore segments.
-  if stage == "fine":
-    rate_hz, num_frames, boundaries = (spec.ACOUSTIC_RATE_HZ,
-                                       request.num_semantic_frames() * spec.ACOUSTIC_PER_SEMANTIC, ())
-  else:
-    rate_hz, num_frames, boundaries = (spec.SEMANTIC_RATE_HZ, request.num_semantic_frames(),
-                                       request.boundaries())
-  starts = [start for _, start, _ in cascade.plan_chunks(num_frames, window, stride, 0, boundaries)
-            if start and start not in boundaries]
-  return np.asarray(starts, np.float64) / rate_hz
+    windows = window_plan.Windows(**windows)
+  boundaries = window_plan.segment_boundaries(story_seconds or (duration_seconds,))
+  chunks = window_plan.stage_chunks(windows, stage, window_plan.num_semantic_frames(duration_seconds),
+                                    boundaries=boundaries)
+  segment_starts = window_plan.stage_boundaries(stage, boundaries)
+  starts = [start for _, start, _ in chunks if start and start not in segment_starts]
+  return np.asarray(starts, np.float64) / window_plan.frame_rate_hz(stage)
 
 
 def boundary_flux(audio: np.ndarray, sample_rate_hz: int,
