@@ -9,6 +9,8 @@ import os
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
+from musiclm_jax import html_page
+
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 70em; }
 .prompt { border-top: 1px solid #ccc; padding: 1em 0; }
@@ -73,12 +75,9 @@ def _prompt_html(record: dict) -> str:
 def write_index(path: str, prompts_file: str, records: list[dict]) -> str:
   """Writes the page for results records (ok or error, in line order); returns `path`."""
   num_errors = sum("error" in r for r in records)
-  body = "\n".join(_prompt_html(r) for r in records)
-  page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>MusicLM samples</title>"
-          f"<style>{_STYLE}</style></head><body>\n<h1>MusicLM samples</h1>\n"
-          f"<p class='settings'>prompts: {html.escape(os.path.abspath(prompts_file))}; "
-          f"{len(records) - num_errors} prompt(s), {num_errors} error(s); settings of each line "
-          f"in results.jsonl</p>\n{body}\n</body></html>\n")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write(page)
-  return path
+  prompts = "\n".join(_prompt_html(r) for r in records)
+  return html_page.write_page(
+      path, "MusicLM samples", _STYLE,
+      f"<p class='settings'>prompts: {html.escape(os.path.abspath(prompts_file))}; "
+      f"{len(records) - num_errors} prompt(s), {num_errors} error(s); settings of each line "
+      f"in results.jsonl</p>\n{prompts}")

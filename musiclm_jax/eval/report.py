@@ -10,6 +10,7 @@ import math
 
 from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
+from musiclm_jax import html_page
 from musiclm_jax.eval import fad
 
 _STYLE = """
@@ -272,16 +273,11 @@ def write_html(path: str, report: dict) -> str:
   inputs = html.escape(", ".join(f"{k}={v}" for k, v in report.get("inputs", {}).items()))
   melody = "".join(f"<h2>Melody adherence</h2><p>{html.escape(line)}</p>"
                    for line in _melody_lines(report))
-  page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>musiclm-eval</title>"
-          f"<style>{_STYLE}</style></head><body>\n<h1>musiclm-eval</h1>\n"
-          f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
-          f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
-          f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
-          f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
-          f"{_coherence_html(report)}\n{_joins_html(report)}\n{_memorization_html(report)}\n"
-          f"{_per_window_html(report)}\n"
-          f"{melody}\n"
-          f"</body></html>\n")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write(page)
-  return path
+  return html_page.write_page(
+      path, "musiclm-eval", _STYLE,
+      f"<p class='note'>{inputs}</p>\n<table><tr><th>metric</th>{head}</tr>{rows}</table>\n"
+      f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
+      f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
+      f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
+      f"{_coherence_html(report)}\n{_joins_html(report)}\n{_memorization_html(report)}\n"
+      f"{_per_window_html(report)}\n{melody}")
