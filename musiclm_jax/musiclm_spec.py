@@ -9,7 +9,7 @@ Where each kind of token lives in a stage's vocabulary (and how many levels and
 codes it has) is `data/token_layout`'s business; which kinds condition a stage
 and which it predicts is here. At inference each stage samples in windows of
 its training crop and advances by half a window (the paper gives 15 s for the
-semantic stage), so every window is in-distribution (`cascade.Windows`).
+semantic stage), so every window is in-distribution (`window_plan.Windows`).
 """
 from musiclm_jax.audio import rates
 from musiclm_jax.data import token_layout
