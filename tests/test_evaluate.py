@@ -304,9 +304,10 @@ def test_input_errors_are_one_line(corpus, reference, folders, tmp_path):
 
 def test_one_read_gives_the_text_lines_and_the_stitched_lines(reference, tmp_path, monkeypatch):
   folder = write_infer_folder(tmp_path / "lines", reference.texts, reference.audio)
+  audio_io.save_wav(os.path.join(folder, "audio", "story.wav"), reference.audio[0], RATE_HZ)
   story = {"line": 99, "story": [[reference.texts[0], 1.0], [reference.texts[1], 1.0]],
-           "samples": [{"seed": 0, "wav": "audio/line0001_sample0.wav"}],
-           "sample_rate_hz": RATE_HZ, "windows": WINDOWS}
+           "samples": [{"seed": 0, "wav": "audio/story.wav"}], "sample_rate_hz": RATE_HZ,
+           "windows": WINDOWS}
   with open(os.path.join(folder, clip_sets.RESULTS_FILE), "a") as f:
     f.write(json.dumps(story) + "\n")
   read, real_read = [], audio_io.read_audio
