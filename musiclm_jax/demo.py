@@ -30,6 +30,7 @@ from absl import flags
 
 import numpy as np
 
+from musiclm_jax import results_file
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import rates
 from musiclm_jax.data import melody_pairs
@@ -319,15 +320,14 @@ class Pipeline:
   def write_melody_adherence(self) -> None:
     """Melody adherence of the melody lines' music (eval/melody.py), as JSON in the samples."""
     samples_dir = self.path("samples")
-    with open(os.path.join(samples_dir, "results.jsonl")) as f:
-      records = {r["line"]: r for r in map(json.loads, f)}
+    records = {r["line"]: r for r in results_file.read(samples_dir)}
     # As written (24 kHz): generated music may clip or be silent, which load_audio refuses.
     load = lambda path: audio_io.to_mono(audio_io.read_audio(path)[0])
 
     def music(line: int) -> np.ndarray:
       if "samples" not in records.get(line, {}):
         raise UserError(f"prompt line {line} (a melody line) has no music: see "
-                        f"{samples_dir}/results.jsonl")
+                        f"{os.path.join(samples_dir, results_file.NAME)}")
       return load(os.path.join(samples_dir, records[line]["samples"][0]["wav"]))
 
     # Piece i's lines: its own melody, then the next piece's (`write_melodies`).

@@ -50,12 +50,12 @@ from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec
 from musiclm_jax import paths
 from musiclm_jax import report_html
+from musiclm_jax import results_file
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import pitch
 from musiclm_jax.audio import validation
 from musiclm_jax.errors import UserError
 
-RESULTS_FILE = "results.jsonl"
 INDEX_FILE = "index.html"
 AUDIO_DIR = "audio"
 RUN_FILE = "run.json"  # what a resumed run must match: the prompts file's hash and the settings
@@ -347,7 +347,7 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
   if process_count > 1:
     output.mark_done()
     _merge_processes(output_dir, prompts_file, process_count)
-  results_path = os.path.join(output_dir, RESULTS_FILE)
+  results_path = os.path.join(output_dir, results_file.NAME)
   return {"results_path": results_path, "index_path": os.path.join(output_dir, INDEX_FILE),
           "num_ok": num_ok,
           "errors": [f"line {e['line']}: {e['error']}" for e in sorted(failed, key=lambda e: e["line"])]}
@@ -410,18 +410,17 @@ def _merge_processes(output_dir: str, prompts_file: str, process_count: int) -> 
   records = []
   for folder in folders:
     prefix = os.path.basename(folder)
-    with open(os.path.join(folder, RESULTS_FILE), encoding="utf-8") as f:
-      for record in map(json.loads, f):
-        for sample in record.get("samples", ()):
-          sample.update({key: f"{prefix}/{sample[key]}" for key in ("wav", "spectrogram")})
-        records.append(record)
+    for record in results_file.read(folder, "process"):
+      for sample in record.get("samples", ()):
+        sample.update({key: f"{prefix}/{sample[key]}" for key in ("wav", "spectrogram")})
+      records.append(record)
   records.sort(key=lambda r: r["line"])
   # Two processes finishing together both merge: each writes its own temporary file.
   temp = f"{_TEMP_SUFFIX}.{os.getpid()}"
   with _writing(output_dir):
-    with open(os.path.join(output_dir, RESULTS_FILE) + temp, "w", encoding="utf-8") as f:
+    with open(os.path.join(output_dir, results_file.NAME) + temp, "w", encoding="utf-8") as f:
       f.writelines(map(_json_line, records))
-    os.replace(os.path.join(output_dir, RESULTS_FILE) + temp, os.path.join(output_dir, RESULTS_FILE))
+    os.replace(os.path.join(output_dir, results_file.NAME) + temp, os.path.join(output_dir, results_file.NAME))
     report_html.write_index(os.path.join(output_dir, INDEX_FILE) + temp, prompts_file, records)
     os.replace(os.path.join(output_dir, INDEX_FILE) + temp, os.path.join(output_dir, INDEX_FILE))
 
@@ -464,13 +463,13 @@ class _Output:
   def __init__(self, output_dir: str, prompts_file: str):
     self.output_dir = output_dir
     self.prompts_file = prompts_file
-    self.results_path = os.path.join(output_dir, RESULTS_FILE)
+    self.results_path = os.path.join(output_dir, results_file.NAME)
     self.index_path = os.path.join(output_dir, INDEX_FILE)
     self.records: list[dict] = []
 
   def claim(self, if_output_exists: str, run: dict, config_text: str | None) -> set[int]:
     """Checks and prepares the folder; returns the lines already recorded (when resuming)."""
-    names = (RESULTS_FILE, INDEX_FILE, AUDIO_DIR, RUN_FILE, DONE_FILE)
+    names = (results_file.NAME, INDEX_FILE, AUDIO_DIR, RUN_FILE, DONE_FILE)
     if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
       raise UserError(f"OUTPUT_DIR {self.output_dir} is a file, not a folder: choose a folder")
     used = os.path.isdir(self.output_dir) and any(

@@ -20,7 +20,8 @@ from scipy import stats
 
 pytest.importorskip("musicnn", reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
 
-from musiclm_jax import window_plan  # pylint: disable=g-import-not-at-top
+from musiclm_jax import results_file  # pylint: disable=g-import-not-at-top
+from musiclm_jax import window_plan
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import pitch
 from musiclm_jax.errors import UserError
@@ -64,7 +65,7 @@ def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RAT
       records[-1].update(melody_from=f"melody{line}.wav", melody={"wav": wav})
   records.append({"line": len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
                   "sample_rate_hz": record_rate_hz})  # left out: no single prompt
-  with open(os.path.join(folder, clip_sets.RESULTS_FILE), "w") as f:
+  with open(os.path.join(folder, results_file.NAME), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
   return str(folder)
 
@@ -308,7 +309,7 @@ def test_one_read_gives_the_text_lines_and_the_stitched_lines(reference, tmp_pat
   story = {"line": 99, "story": [[reference.texts[0], 1.0], [reference.texts[1], 1.0]],
            "samples": [{"seed": 0, "wav": "audio/story.wav"}], "sample_rate_hz": RATE_HZ,
            "windows": WINDOWS}
-  with open(os.path.join(folder, clip_sets.RESULTS_FILE), "a") as f:
+  with open(os.path.join(folder, results_file.NAME), "a") as f:
     f.write(json.dumps(story) + "\n")
   read, real_read = [], audio_io.read_audio
   monkeypatch.setattr(audio_io, "read_audio", lambda path: read.append(path) or real_read(path))

@@ -17,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PURE_PACKAGES = ("musiclm_jax.layers", "musiclm_jax.models")
 FORBIDDEN_MODULES = ("tensorflow", "gin", "seqio", "librosa", "soundfile")
 JAX_FREE_MODULES = ("musiclm_jax.data.token_layout", "musiclm_jax.musiclm_spec",
-                    "musiclm_jax.window_plan", "musiclm_jax.eval.joins")
+                    "musiclm_jax.window_plan", "musiclm_jax.eval.joins",
+                    "musiclm_jax.results_file")
 
 _PROBE = """
 import importlib, json, sys

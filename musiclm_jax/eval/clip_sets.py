@@ -27,14 +27,13 @@ full length with the windows they were generated in (`read_infer_lines`, which
 reads each WAV once for both).
 """
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from musiclm_jax import inference
+from musiclm_jax import results_file
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.data import caption_batches
 from musiclm_jax.data import tfds_audio
@@ -46,7 +45,6 @@ from musiclm_jax.eval import joins
 from musiclm_jax.eval import label_judge
 from musiclm_jax.eval import prompt_adherence
 
-RESULTS_FILE = inference.RESULTS_FILE
 SETS = ("generated", "shuffled", "unconditional", "real", "codec", "noise")
 SET_TITLES = {"generated": "generated", "shuffled": "shuffled prompts",
               "unconditional": "unconditional", "real": "real (held-out)",
@@ -91,28 +89,18 @@ def mood_class(words: Sequence[str]) -> str:
   return ", ".join(words)
 
 
-def _records(samples_dir: str, name: str = "generated") -> list[dict]:
-  """The records of a musiclm-infer folder's results.jsonl."""
-  path = os.path.join(samples_dir, RESULTS_FILE)
-  if not os.path.isfile(path):
-    raise UserError(f"no {RESULTS_FILE} in {samples_dir}: point the {name} folder at a "
-                    f"musiclm-infer OUTPUT_DIR")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def _read_clips(samples_dir: str, name: str, keep: Callable[[dict], bool]
                 ) -> tuple[list[tuple[dict, np.ndarray]], int | None]:
   """((record, mono audio [time]) of every sample of the kept records, their sample rate (None:
   no clip)); a one-line error for a missing or altered file or a folder of mixed rates."""
   clips, rates = [], set()
-  for record in _records(samples_dir, name):
+  for record in results_file.read(samples_dir, name):
     if "error" in record or not keep(record):
       continue
     for sample in record["samples"]:
       wav = os.path.join(samples_dir, sample["wav"])
       if not os.path.isfile(wav):
-        raise UserError(f"{wav} (line {record['line']} of {os.path.join(samples_dir, RESULTS_FILE)}) "
+        raise UserError(f"{wav} (line {record['line']} of {os.path.join(samples_dir, results_file.NAME)}) "
                         f"is missing: re-run musiclm-infer")
       samples, rate = audio_io.read_audio(wav)
       if rate != record["sample_rate_hz"]:
@@ -166,7 +154,7 @@ def read_melody_pairs(samples_dir: str) -> tuple[list[np.ndarray], list[np.ndarr
   """(generated audio [time], its melody input [time], sample rate) of every sample of the
   musiclm-infer records that have a melody_from input (None rate: no such record)."""
   generated, melodies, rate = [], [], None
-  for record in _records(samples_dir):
+  for record in results_file.read(samples_dir, "generated"):
     if "melody" not in record or "error" in record:
       continue
     melody, melody_rate = audio_io.read_audio(os.path.join(samples_dir, record["melody"]["wav"]))

@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from musiclm_jax import results_file
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.errors import UserError
 
@@ -32,13 +33,8 @@ _OUTPUT_PATH = flags.DEFINE_string("output_path", None, "Where the JSON result g
 
 def text_prompt_samples(samples_dir: str) -> list[tuple[str, str]]:
   """(prompt text, wav path) of every sample of every plain text line of results.jsonl."""
-  path = os.path.join(samples_dir, "results.jsonl")
-  if not os.path.isfile(path):
-    raise UserError(f"no results.jsonl in {samples_dir}: point at a musiclm-infer OUTPUT_DIR")
   pairs = []
-  with open(path) as f:
-    records = [json.loads(line) for line in f]
-  for record in sorted(records, key=lambda r: r["line"]):  # appended as lines finish
+  for record in results_file.read(samples_dir):
     if "text" in record and not record.get("continue_from") and "error" not in record:
       pairs += [(record["text"], os.path.join(samples_dir, s["wav"])) for s in record["samples"]]
   return pairs
