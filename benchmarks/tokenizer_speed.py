@@ -1,7 +1,7 @@
 r"""Tokenizer speed: seconds of 24 kHz audio tokenized per wall-clock second.
 
-  .venv/bin/python benchmarks/tokenizers.py                          # every tokenizer, tiny and paper
-  .venv/bin/python benchmarks/tokenizers.py --tokenizers=semantic --scales=tiny --seconds=10
+  .venv/bin/python benchmarks/tokenizer_speed.py                          # every tokenizer, tiny and paper
+  .venv/bin/python benchmarks/tokenizer_speed.py --tokenizers=semantic --scales=tiny --seconds=10
 
 Each tokenizer is built at a scale with random weights (speed does not depend
 on training), its tokenize function is jitted for one clip of --seconds, and one
