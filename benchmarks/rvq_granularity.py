@@ -9,7 +9,7 @@ understood as far as M_T lands on the codes M_A of matching music had. For each
 number of fitted codes per level in --codes (at most the training windows / 2,
 as gin/runs/fit_mulan_rvq.gin's min_vectors_per_code = 2 allows), and with and without removing each
 modality's mean (the train split's window and caption embeddings) before
-quantizing, this fits the 12-level RVQ on the train split's MuLan window
+quantizing, this fits an RVQ of the run's levels and codebook size on the train split's MuLan window
 embeddings exactly as musiclm-fit-mulan-rvq does (`rvq_fit.fit_rvq`, seed 0)
 and prints one JSON line per fit: per level, how often a held-out caption's
 code equals its own clip's (`own`) and the mean over the other clips
@@ -24,7 +24,6 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from musiclm_jax.data import caption_batches
 from musiclm_jax.eval import retrieval
 from musiclm_jax.tokenizers import conditioning
 from musiclm_jax.tokenizers import rvq_fit
@@ -38,29 +37,17 @@ _DATASET = flags.DEFINE_string("dataset", "synth_music/tiny", "Captioned TFDS da
 _EVAL_SPLITS = flags.DEFINE_list("eval_splits", ["validation", "test"], "Held-out splits, pooled.")
 _CODES = flags.DEFINE_list("codes", ["8", "32", "128", "1024"], "Fitted codes per level to try.")
 _LEVELS_SHOWN = flags.DEFINE_integer("levels_shown", 3, "Levels printed one by one.")
-_NUM_LEVELS = 12  # gin/runs/fit_mulan_rvq.gin
-_CODEBOOK_SIZE = 1024
-
-
-def _embeddings(tokenizer, split: str):
-  """(clips, audio [n, D] mean over windows, caption [n, D]) of one split, as retrieval reads it."""
-  clips = caption_batches.load_captioned_clips(_DATASET.value, _DATA_DIR.value, split,
-                                               sample_rate_hz=tokenizer.sample_rate_hz)
-  texts = [caption_batches.eval_text(clips, i) for i in range(len(clips.audio))]
-  length = min(len(a) for a in clips.audio)
-  audio = np.concatenate([tokenizer.audio_embeddings(np.stack([a[:length]])) for a in clips.audio])
-  text = np.concatenate([tokenizer.text_embeddings(texts[i:i + 16])
-                         for i in range(0, len(texts), 16)])
-  return clips, audio, text
 
 
 def main(argv):
   del argv
   tokenizer = conditioning.MuLanTokenizer.load(_EXPORT_DIR.value, _RVQ_PATH.value)
   model, params = tokenizer.model, tokenizer.params
-  train_clips, _, train_text = _embeddings(tokenizer, "train")
+  embeddings = lambda split: retrieval.split_embeddings(tokenizer, _DATASET.value, _DATA_DIR.value,
+                                                        split)
+  train_clips, _, train_text = embeddings("train")
   windows = rvq_fit.window_embeddings(model, params, train_clips.audio)
-  held_out = [_embeddings(tokenizer, split)[1:] for split in _EVAL_SPLITS.value]
+  held_out = [embeddings(split)[1:] for split in _EVAL_SPLITS.value]
   audio = np.concatenate([a for a, _ in held_out])
   text = np.concatenate([t for _, t in held_out])
   audio_mean, text_mean = windows.mean(axis=0), train_text.mean(axis=0)
@@ -78,7 +65,7 @@ def main(argv):
     min_vectors_per_code = max(2, len(windows) // codes)
     for centred in (False, True):
       shift_audio, shift_text = (audio_mean, text_mean) if centred else (0.0, 0.0)
-      quantizer, state = rvq_fit.fit_rvq(windows - shift_audio, _NUM_LEVELS, _CODEBOOK_SIZE,
+      quantizer, state = rvq_fit.fit_rvq(windows - shift_audio, tokenizer.num_levels, tokenizer.codebook_size,
                                          min_vectors_per_code)
       fitted = conditioning.MuLanTokenizer(model, params, quantizer, state)
       agreement = retrieval.token_agreement(fitted.tokens(text - shift_text),

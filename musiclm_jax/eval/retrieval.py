@@ -56,25 +56,31 @@ def token_agreement(text_tokens: np.ndarray, audio_tokens: np.ndarray) -> dict[s
                                    for q in range(audio_tokens.shape[1])]}
 
 
-def evaluate_split(tokenizer, dataset: str, data_dir: str | None, split: str,
-                   output_dir: str | None = None) -> dict:
-  """Retrieval and agreement of a `tokenizers.conditioning.MuLanTokenizer` on one split.
-
-  Every clip is embedded whole (mean over its windows) and paired with its
-  caption as written. Writes OUTPUT_DIR/retrieval_<split>.json when given.
-  """
+def split_embeddings(tokenizer, dataset: str, data_dir: str | None, split: str):
+  """(clips, audio [n, D], text [n, D]): every clip embedded whole (mean over its windows,
+  cut to the split's shortest clip) and its caption as written, by a MuLanTokenizer."""
   clips = caption_batches.load_captioned_clips(dataset, data_dir, split,
                                                sample_rate_hz=tokenizer.sample_rate_hz)
   texts = [caption_batches.eval_text(clips, i) for i in range(len(clips.audio))]
   length = min(len(a) for a in clips.audio)
   audio = np.concatenate([tokenizer.audio_embeddings(np.stack([a[:length]])) for a in clips.audio])
   text = np.concatenate([tokenizer.text_embeddings(texts[i:i + 16]) for i in range(0, len(texts), 16)])
+  return clips, audio, text
+
+
+def evaluate_split(tokenizer, dataset: str, data_dir: str | None, split: str,
+                   output_dir: str | None = None) -> dict:
+  """Retrieval and agreement of a `tokenizers.conditioning.MuLanTokenizer` on one split.
+
+  Pairs as `split_embeddings` gives them. Writes OUTPUT_DIR/retrieval_<split>.json when given.
+  """
+  _, audio, text = split_embeddings(tokenizer, dataset, data_dir, split)
   result = {"dataset": dataset, "split": split,
             "retrieval": retrieval_metrics(audio, text),
             "token_agreement": token_agreement(tokenizer.tokens(text), tokenizer.tokens(audio)),
             "mean_cosine_own_pair": float(np.mean(np.sum(audio * text, axis=1))),
             "mean_cosine_random_pair": float((np.sum(text @ audio.T) - np.sum(audio * text))
-                                             / max(len(texts) * (len(texts) - 1), 1))}
+                                             / max(len(text) * (len(text) - 1), 1))}
   agreement = result["token_agreement"]
   result["token_agreement_mean"] = {k: float(np.mean(agreement[k]))
                                     for k in ("own_clip", "random_clip", "audio_audio_collision")}
