@@ -152,6 +152,10 @@ def test_generated_tokens_follow_their_prompt_or_not(data):
                                                                       *deaf)}
   for head in ("genre", "mood"):
     assert rows["semantic"][head]["p_value"] > 0.05 and rows["M_T"][head]["p_value"] > 0.05
+  # Clips with only some representations (a semantic stage sampled alone) get those rows only.
+  partial = [{name: codes[name] for name in ("M_T", "semantic")} for codes in faithful[1]]
+  rows = token_probes.probe_generated(probes, train, held_out, faithful[0], partial)
+  assert [r["representation"] for r in rows] == ["M_T", "semantic"]
   with pytest.raises(UserError, match="needs 2 captions"):
     token_probes.probe_generated(probes, train, held_out, ["nobody's caption"] * 2, faithful[1][:2])
 

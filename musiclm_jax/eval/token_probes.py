@@ -232,7 +232,8 @@ def read_generated(samples_dir: str) -> tuple[list[str], list[Codes]]:
 def probe_generated(probes: dict[str, label_judge.LabelJudge], train: Sequence[token_cache.Record],
                     held_out: Sequence[token_cache.Record], texts: Sequence[str],
                     clips: Sequence[Codes], seed: int = 0) -> list[dict]:
-  """One row per representation of GENERATED_REPRESENTATIONS that was probed: per head the
+  """One row per representation of GENERATED_REPRESENTATIONS that was probed and every generated
+  clip has (`Codes`: e.g. only M_T and semantic of a semantic stage sampled alone): per head the
   generated clips' score against their prompt's clip's labels and against a shuffled prompt's,
   the majority baseline and the paired permutation p-value that true > shuffled.
 
@@ -251,7 +252,7 @@ def probe_generated(probes: dict[str, label_judge.LabelJudge], train: Sequence[t
   labels, train_labels = record_labels(held_out), record_labels(train)
   kept = [clips[i] for i in paired]
   rows = []
-  for name in [n for n in GENERATED_REPRESENTATIONS if n in probes]:
+  for name in _shared_representations(kept, [n for n in GENERATED_REPRESENTATIONS if n in probes]):
     judge = probes[name]
     x = features(kept, name)
     scores = pairwise_scores(judge, x, labels)
