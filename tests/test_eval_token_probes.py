@@ -12,6 +12,7 @@ from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import clip_sets
 from musiclm_jax.eval import label_judge
+from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import token_probes
 
 GENRES = ("rock", "jazz", "folk")
@@ -183,5 +184,21 @@ def test_read_generated_reads_the_tokens_infer_saved(tmp_path, data):
     token_probes.read_generated(str(tmp_path))
   records[0]["samples"].pop(0)
   (tmp_path / results_file.NAME).write_text("".join(json.dumps(r) + "\n" for r in records))
-  with pytest.raises(UserError, match="SAVE_TOKENS=True"):
-    token_probes.read_generated(str(tmp_path))
+  assert token_probes.read_generated(str(tmp_path)) == ([], [])
+
+
+def test_the_eval_report_prints_and_renders_the_probes(tmp_path, data):
+  train, held_out, probes = data
+  rows = token_probes.probe_real(probes, train, held_out) + token_probes.probe_generated(
+      probes, train, held_out, *_generated(held_out, token_probes.record_codes))
+  report = {"sets": {"generated": {"title": "generated", "clips": 61, "paired_clips": 60}},
+            "metrics": {}, "unavailable": {}, "sets_not_given": {}, "notes": {}, "fad_curves": {},
+            "coherence": {},
+            "token_probes": rows}
+  text = report_lib.headline(report)
+  semantic = rows[2]["genre"]
+  assert (f"semantic real (30 clips): genre_accuracy {semantic['score']:.2f} (majority "
+          f"{semantic['baseline']:.2f}, p ") in text
+  assert "semantic generated (60 clips): genre_accuracy" in text and "shuffled prompts" in text
+  page = open(report_lib.write_html(str(tmp_path / "eval.html"), report)).read()
+  assert "<h2>Token probes</h2>" in page and page.count("<td>generated</td>") == 4
