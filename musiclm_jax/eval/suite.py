@@ -465,11 +465,13 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     probe_train, probe_held_out, (prompts, codes) = probe_inputs
     probes = token_probes.fit_probes(probe_train)
     report["token_probes"] = token_probes.probe_real(probes, probe_train, probe_held_out, seed)
-    if prompts:
+    try:
+      if not prompts:
+        raise UserError(token_probes.NO_TOKENS)
       report["token_probes"] += token_probes.probe_generated(probes, probe_train, probe_held_out,
                                                              prompts, codes, seed)
-    else:
-      report["unavailable"]["token_probes of generated tokens"] = token_probes.NO_TOKENS
+    except UserError as e:  # the rest of the report stands: say why this part is missing
+      report["unavailable"]["token_probes of generated tokens"] = str(e)
   if judge_split == split:
     report["notes"]["label judge"] = ("trained on SPLIT itself: the real set's judge scores are its "
                                       "training accuracy, not a held-out one")
