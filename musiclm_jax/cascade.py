@@ -136,6 +136,8 @@ class Generation:
   batch_seconds: wall time of the batch the request ran in.
   stage_seconds: the part of it each step took: semantic, coarse, fine, decode
     (compiles included).
+  mulan_text: M_T [segments, mulan_levels], the codes each segment's windows were
+    conditioned on.
   """
   audio: np.ndarray
   semantic: np.ndarray
@@ -143,6 +145,7 @@ class Generation:
   chunks: list[Chunk]
   batch_seconds: float
   stage_seconds: dict[str, float]
+  mulan_text: np.ndarray
 
 
 def window_key(seed: int, stage: str, index: int) -> jax.Array:
@@ -288,7 +291,7 @@ class Cascade:
     stage_seconds["decode"] = time.perf_counter() - stage_started
     seconds = time.perf_counter() - started
     return [Generation(audio[i, :r.num_samples()], semantic[i], acoustic[i], chunks, seconds,
-                       stage_seconds) for i, r in enumerate(requests)]
+                       stage_seconds, np.asarray(mulan[i])) for i, r in enumerate(requests)]
 
   def _semantic(self, rows, mulan, semantic, start, melody) -> list[Chunk]:
     """Fills semantic [batch, frames] from frame `start` on (melody [batch, frames, levels] or None)."""

@@ -225,6 +225,8 @@ class Pipeline:
              _binding("FINE_EXPORT_DIR", stages["fine"]), _binding("SECONDS", mode.prompt_seconds),
              # A step reruns only when unfinished, maybe after its models changed: start afresh.
              _binding("IF_OUTPUT_EXISTS", "overwrite"),
+             # The tokens too, for the eval's token probes.
+             _binding("SAVE_TOKENS", True),
              *[_binding(f"cascade.Windows.{stage}_window_seconds", seconds)
                for stage, seconds in mode.stage_crop_seconds.items()],
              *[_binding(f"cascade.Windows.{stage}_stride_seconds", seconds)
@@ -254,7 +256,9 @@ class Pipeline:
         _binding("TAGGERS", mode.eval_taggers), _binding("JUDGE_SPLIT", "train"),
         # The paper's memorization study on the semantic stage's own training examples.
         _binding("MEMORIZATION_SEMANTIC_EXPORT_DIR", stages["semantic"]),
-        _binding("MEMORIZATION_TOKEN_CACHE_DIR", cache), _binding("MEMORIZATION_KMEANS_PATH", kmeans)]])
+        _binding("MEMORIZATION_TOKEN_CACHE_DIR", cache), _binding("MEMORIZATION_KMEANS_PATH", kmeans),
+        # Which token stream of the chain carries the captions' labels (real and generated).
+        _binding("PROBE_TOKEN_CACHE_DIR", cache)]])
     return {"seconds": time.perf_counter() - start, "index": os.path.join(samples, "index.html"),
             "adherence": adherence, "eval": evaluation}
 

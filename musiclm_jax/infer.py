@@ -9,7 +9,9 @@ r"""musiclm-infer: text prompts in, 24 kHz music out, through the MusicLM cascad
 Prompts: one per line, plain text or JSON (see musiclm_jax/inference.py); "melody_from"
 lines also need MELODY_EXPORT_DIR and MELODY_RVQ_PATH (gin/musiclm.gin).
 Knobs: SECONDS, NUM_SAMPLES, SEED, TOP_K, TOP_P, GUIDANCE_SCALE, BATCH_SIZE,
-USE_CACHE and `cascade.Windows` (gin/runs/infer.gin, gin/musiclm.gin).
+USE_CACHE and `cascade.Windows` (gin/runs/infer.gin, gin/musiclm.gin). SAVE_TOKENS=True
+also writes each sample's tokens (M_T, semantic, acoustic) as audio/*.npz beside its
+WAV, named in its record (for eval/token_probes.py).
 
 OUTPUT_DIR gets audio/*.wav and *.png, index.html, results.jsonl (per line:
 settings, seeds, files, timings, or the line's error), run.json and

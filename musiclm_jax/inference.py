@@ -60,6 +60,8 @@ INDEX_FILE = "index.html"
 AUDIO_DIR = "audio"
 RUN_FILE = "run.json"  # what a resumed run must match: the prompts file's hash and the settings
 DONE_FILE = "done"  # in a process's folder of a multi-process run: its share is finished
+# The files a sample's record may name (tokens: with save_tokens), relative to the output folder.
+_SAMPLE_FILES = ("wav", "spectrogram", "tokens")
 _TEMP_SUFFIX = ".tmp"
 _FIELDS = ("text", "story", "seconds", "seed", "num_samples", "temperature", "top_k", "top_p",
            "guidance_scale", "continue_from", "melody_from")
@@ -281,7 +283,7 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
           max_seconds: float = 300.0, max_text_chars: int = 1000,
           max_num_samples: int = MAX_NUM_SAMPLES,
           if_output_exists: str = "refuse", config_text: str | None = None,
-          process_index: int = 0, process_count: int = 1) -> dict:
+          process_index: int = 0, process_count: int = 1, save_tokens: bool = False) -> dict:
   """Generates every good line of `prompts_file` into `output_dir`.
 
   With process_count > 1 (one call per process of a pod), process i takes the
@@ -296,6 +298,9 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
     if_output_exists: what to do when output_dir holds results: 'refuse'
       (UserError), 'resume' (skip the lines recorded there) or 'overwrite'.
     config_text: written to output_dir/config.gin once output_dir is claimed.
+    save_tokens: also write each sample's tokens (`results_file.write_tokens`: the M_T,
+      semantic and acoustic codes it was made from) as audio/*.npz, named in its record
+      as "tokens", for eval/token_probes.py.
 
   Returns {'results_path', 'index_path', 'num_ok', 'errors' (one string per
   line that failed in this run)}: output_dir's files, written by now unless
@@ -323,7 +328,10 @@ def infer(*, load_cascade: Callable[[], cascade_lib.Cascade], prompts_file: str,
   run = {"prompts_sha256": _sha256(prompts_file), "defaults": dataclasses.asdict(defaults),
          "max_seconds": max_seconds, "max_text_chars": max_text_chars,
          "max_num_samples": max_num_samples}
-  output = _Output(_process_dir(output_dir, process_index, process_count), prompts_file)
+  if save_tokens:  # only when on, so folders made before the option existed still resume
+    run["save_tokens"] = True
+  output = _Output(_process_dir(output_dir, process_index, process_count), prompts_file,
+                   save_tokens)
   if process_count > 1 and os.path.exists(os.path.join(output_dir, RUN_FILE)):
     raise UserError(f"OUTPUT_DIR {output_dir} holds a one-process run: give a multi-process run "
                     "a new folder")
@@ -412,7 +420,7 @@ def _merge_processes(output_dir: str, prompts_file: str, process_count: int) -> 
     prefix = os.path.basename(folder)
     for record in results_file.read(folder, "process"):
       for sample in record.get("samples", ()):
-        sample.update({key: f"{prefix}/{sample[key]}" for key in ("wav", "spectrogram")})
+        sample.update({key: f"{prefix}/{sample[key]}" for key in _SAMPLE_FILES if key in sample})
       records.append(record)
   records.sort(key=lambda r: r["line"])
   # Two processes finishing together both merge: each writes its own temporary file.
@@ -460,9 +468,10 @@ class _Output:
   that say how to resume.
   """
 
-  def __init__(self, output_dir: str, prompts_file: str):
+  def __init__(self, output_dir: str, prompts_file: str, save_tokens: bool = False):
     self.output_dir = output_dir
     self.prompts_file = prompts_file
+    self.save_tokens = save_tokens
     self.results_path = os.path.join(output_dir, results_file.NAME)
     self.index_path = os.path.join(output_dir, INDEX_FILE)
     self.records: list[dict] = []
@@ -522,7 +531,7 @@ class _Output:
     """Removes temporary files and any audio no record names: the records describe the folder."""
     recorded = {os.path.join(self.output_dir, s[key]) for r in self.records
                 for s in tuple(r.get("samples", ())) + ((r["melody"],) if "melody" in r else ())
-                for key in ("wav", "spectrogram")}
+                for key in _SAMPLE_FILES if key in s}
     for path in glob.glob(os.path.join(self.output_dir, AUDIO_DIR, "*")):
       if os.path.basename(path).startswith("line") and path not in recorded:
         os.remove(path)
@@ -544,16 +553,23 @@ class _Output:
       self._write_atomically(os.path.join(self.output_dir, DONE_FILE), "")
 
   def write_sample(self, prompt: Prompt, index: int, generation: cascade_lib.Generation) -> dict:
-    """Writes a sample's WAV and spectrogram under temporary names; `publish` renames them."""
+    """Writes a sample's WAV and spectrogram (and tokens) under temporary names; `publish`
+    renames them."""
     name = f"line{prompt.line:04d}_sample{index}"
     wav, png = os.path.join(AUDIO_DIR, name + ".wav"), os.path.join(AUDIO_DIR, name + ".png")
     sample = {"seed": prompt.requests[index].seed, "wav": wav, "spectrogram": png,
               "num_audio_samples": int(generation.audio.shape[0]),
               "batch_seconds": round(generation.batch_seconds, 3)}
+    if self.save_tokens:
+      sample["tokens"] = os.path.join(AUDIO_DIR, name + ".npz")
     try:
       with _writing(os.path.join(self.output_dir, wav)):
         audio_io.save_wav(self._temp(wav), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
         report_html.save_spectrogram(self._temp(png), generation.audio, cascade_lib.SAMPLE_RATE_HZ)
+        if self.save_tokens:
+          with open(self._temp(sample["tokens"]), "wb") as f:
+            results_file.write_tokens(f, generation.mulan_text, generation.semantic,
+                                      generation.acoustic)
     except BaseException:
       self.discard([sample])  # no half-written file stays behind
       raise
@@ -571,14 +587,14 @@ class _Output:
 
   def publish(self, samples: list[dict]) -> list[dict]:
     for sample in samples:
-      for key in ("wav", "spectrogram"):
+      for key in (key for key in _SAMPLE_FILES if key in sample):
         with _writing(os.path.join(self.output_dir, sample[key])):
           os.replace(self._temp(sample[key]), os.path.join(self.output_dir, sample[key]))
     return samples
 
   def discard(self, samples: list[dict | None]) -> None:
     for sample in filter(None, samples):
-      for key in ("wav", "spectrogram"):
+      for key in (key for key in _SAMPLE_FILES if key in sample):
         if os.path.exists(self._temp(sample[key])):
           os.remove(self._temp(sample[key]))
 

@@ -57,6 +57,12 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
     assert figures["generated"]["ratio"] > 0 and 0 < figures["generated"]["p_value"] <= 1, stage
     assert stage == "semantic" or figures["real"]["joins"] > 0, (stage, figures)
   assert "window joins" in result.stdout
+  # Token probes: every stream of the real held-out clips, and the generated clips' tokens.
+  probes = {(row["source"], row["representation"]) for row in evaluation["token_probes"]}
+  assert {("real", "semantic"), ("real", "fine"), ("generated", "semantic"),
+          ("generated", "coarse")} <= probes, evaluation["unavailable"]
+  assert all("tokens" in sample for record in records for sample in record["samples"])
+  assert "token probes" in result.stdout
   # Melody lines: two held-out tunes, each with its caption and again with the other's
   # melody; the page plays each line's input beside its music, and the demo reports both.
   melody_records = sorted((r for r in records if r.get("melody_from")), key=lambda r: r["line"])

@@ -92,3 +92,17 @@ def test_train_fits_the_taggers_mean_penultimate_layer():
   assert judge.feature_name == "fake_tagger" and judge.classes == expected.classes
   for head, p in expected.probabilities(features).items():
     np.testing.assert_allclose(judge.probabilities(features)[head], p, atol=1e-6)
+
+
+def test_constant_features_get_zero_weights_and_change_nothing():
+  features, genres, instruments, moods = _clips(40, seed=5)
+  padded = np.concatenate([np.zeros((40, 3)), features, np.full((40, 2), 0.25)], axis=1)
+  judge = label_judge.fit(features, genres, instruments, moods)
+  padded_judge = label_judge.fit(padded, genres, instruments, moods)
+  for head in label_judge.HEADS:
+    np.testing.assert_array_equal(padded_judge.weights[head][[0, 1, 2, 11, 12]], 0.0)
+    np.testing.assert_allclose(padded_judge.weights[head][3:11], judge.weights[head], atol=1e-6)
+  held_out = _clips(10, seed=6)[0]
+  padded_held_out = np.concatenate([np.ones((10, 3)), held_out, np.zeros((10, 2))], axis=1)
+  for head, p in padded_judge.probabilities(padded_held_out).items():
+    np.testing.assert_allclose(p, judge.probabilities(held_out)[head], atol=1e-6)

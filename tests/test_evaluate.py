@@ -363,6 +363,7 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert (out / "judge.npz").is_file() and (out / "judge.json").is_file()
   assert "training accuracy" in written["notes"]["label judge"]  # JUDGE_SPLIT is SPLIT here
   assert "MEMORIZATION_SEMANTIC_EXPORT_DIR" in written["unavailable"]["memorization"]
+  assert "PROBE_TOKEN_CACHE_DIR" in written["unavailable"]["token_probes"]
   # Lines 1-3 had their own clip as melody: it follows itself in every voiced frame (a clip
   # with none follows no tune: 0).
   voiced = [float(np.isfinite(pitch.pitch_contour(clip, RATE_HZ)[0]).any())

@@ -4,10 +4,12 @@ import glob
 import json
 import os
 
+import numpy as np
 import pytest
 
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import inference
+from musiclm_jax import results_file
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.errors import UserError
 from test_cascade import SECONDS, make_cascade
@@ -39,7 +41,7 @@ def _files_on_disk(tmp_path) -> set[str]:
 
 def _files_recorded(tmp_path) -> set[str]:
   return {s[key] for r in _records(tmp_path).values() for s in r.get("samples", ())
-          for key in ("wav", "spectrogram")}
+          for key in ("wav", "spectrogram", "tokens") if key in s}
 
 
 def _never_load():
@@ -139,6 +141,55 @@ def test_an_interrupted_run_records_exactly_the_wavs_on_disk_and_resumes(tmp_pat
   assert _files_on_disk(tmp_path) == _files_recorded(tmp_path)
   assert (tmp_path / "out" / _records(tmp_path)[1]["samples"][0]["wav"]).read_bytes() == first_wav
   assert (tmp_path / "out" / "index.html").read_text().count("<h3>line") == 4
+
+
+class _RecordingCascade(cascade_lib.Cascade):
+  """The tiny cascade, keeping every Generation it returns by its request's first text and seed."""
+
+  def __init__(self):
+    base = make_cascade()
+    super().__init__(base.conditioning_tokenizer, base.acoustic_tokenizer, *base.stages.values(),
+                     semantic_tokenizer=base.semantic_tokenizer, windows=base.windows)
+    self.generations = {}
+
+  def _generate_batch(self, requests, batch_size):
+    generations = super()._generate_batch(requests, batch_size)
+    for request, generation in zip(requests, generations):
+      self.generations[request.segments[0][0], request.seed] = generation
+    return generations
+
+
+def test_save_tokens_writes_each_samples_tokens_named_in_its_record_and_resumes(tmp_path):
+  cascade = _RecordingCascade()
+  lines = ["calm piano", {"text": "soft strings", "num_samples": 2, "seed": 5}, "loud drums"]
+  with pytest.raises(KeyboardInterrupt):
+    _infer(tmp_path, lines, load_cascade=lambda: _FailingCascade(
+        KeyboardInterrupt(), lambda requests, _: requests[0].segments[0][0] == "loud drums"),
+        batch_size=1, save_tokens=True)
+  assert _files_on_disk(tmp_path) == _files_recorded(tmp_path)
+  with pytest.raises(UserError, match="cannot resume"):  # the other lines would have no tokens
+    _infer(tmp_path, None, if_output_exists="resume", batch_size=1)
+  _infer(tmp_path, None, load_cascade=lambda: cascade, if_output_exists="resume", batch_size=1,
+         save_tokens=True)
+  records = _records(tmp_path)
+  assert _files_on_disk(tmp_path) == _files_recorded(tmp_path)
+  assert [len(r["samples"]) for r in records.values()] == [1, 2, 1]
+  generation = cascade.generations["loud drums", 0]
+  tokens = results_file.read_tokens(str(tmp_path / "out"), records[3]["samples"][0]["tokens"])
+  np.testing.assert_array_equal(tokens["semantic"], generation.semantic)
+  np.testing.assert_array_equal(tokens["acoustic"], generation.acoustic)
+  np.testing.assert_array_equal(
+      tokens["mulan_text"], cascade.conditioning_tokenizer.text_tokens(["loud drums"]))
+  assert tokens["acoustic"].shape == (2 * len(tokens["semantic"]), 12)
+  for sample in records[2]["samples"]:
+    assert results_file.read_tokens(str(tmp_path / "out"), sample["tokens"])["semantic"].shape == (
+        generation.semantic.shape)
+
+
+def test_without_save_tokens_no_tokens_are_written(tmp_path):
+  _infer(tmp_path, ["calm piano"])
+  assert "tokens" not in _records(tmp_path)[1]["samples"][0]
+  assert not glob.glob(str(tmp_path / "out" / "audio" / "*.npz"))
 
 
 def test_a_used_output_dir_is_refused_untouched_then_resumed_or_overwritten(tmp_path):

@@ -227,13 +227,19 @@ def cropped(clips: ClipSet, seconds: float) -> ClipSet:
   return dataclasses.replace(clips, audio=[a[:samples] for a in clips.audio])
 
 
-def shuffled_set(clips: ClipSet, reference: Reference, seed: int = 0) -> ClipSet:
-  """The same clips, each given another prompt (a derangement of the distinct prompts) and its pairing."""
-  prompts = sorted(set(clips.texts))
+def shuffled_prompts(texts: Sequence[str], seed: int = 0) -> list[str]:
+  """Each text [clips] replaced by another of them: a derangement of the distinct texts, so
+  clips of one prompt all get the same other prompt (2 or more distinct texts)."""
+  prompts = sorted(set(texts))
   order = prompt_adherence.derangement(len(prompts), seed)
   other = {prompts[i]: prompts[j] for i, j in enumerate(order)}
+  return [other[text] for text in texts]
+
+
+def shuffled_set(clips: ClipSet, reference: Reference, seed: int = 0) -> ClipSet:
+  """The same clips, each given another prompt (`shuffled_prompts`) and its pairing."""
   return paired_set("shuffled", clips.audio, clips.sample_rate_hz,
-                    [other[text] for text in clips.texts], reference)
+                    shuffled_prompts(clips.texts, seed), reference)
 
 
 def real_set(reference: Reference) -> ClipSet:

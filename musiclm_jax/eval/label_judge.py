@@ -5,6 +5,7 @@
   judge.save("judge")                                  # judge.npz (weights) + judge.json (classes)
   judge = LabelJudge.load("judge")
   scores = clip_scores(judge, features, genres, instruments, moods)   # per clip: 0/1, F1
+  predicted = predict(judge, features)                 # per clip: genre, mood, instruments heard
 
 Three heads over the same standardised features, each an L2-regularised
 logistic regression fitted to its exact optimum (L-BFGS): genre and mood are
@@ -23,6 +24,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 from scipy import special
+import threadpoolctl
 from tqdm import tqdm
 
 from musiclm_jax.errors import UserError
@@ -100,8 +102,11 @@ def _fit_logistic(x: np.ndarray, targets: np.ndarray, multinomial: bool,
     gradient = np.concatenate([(c * x.T @ residual + weights).ravel(), c * residual.sum(axis=0)])
     return loss, gradient
 
-  result = optimize.minimize(loss_and_gradient, np.zeros(dims * classes + classes), jac=True,
-                             method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-9})
+  # L-BFGS takes hundreds of steps on vectors of a few thousand numbers: multithreaded BLAS
+  # spends more on waking its threads than on the work, on a shared machine 100 times more.
+  with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+    result = optimize.minimize(loss_and_gradient, np.zeros(dims * classes + classes), jac=True,
+                               method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-9})
   return result.x[:dims * classes].reshape(dims, classes), result.x[dims * classes:]
 
 
@@ -119,8 +124,18 @@ def fit(features: np.ndarray, genres: Sequence[str], instruments: Sequence[Seque
   features = np.asarray(features, np.float64)
   _check_rows(features, {"genre": genres, "instruments": instruments, "mood": moods})
   mean, std = features.mean(axis=0), features.std(axis=0)
-  std = np.where(std < _MIN_STD, 1.0, std)
-  x = (features - mean) / std
+  constant = std < _MIN_STD
+  std = np.where(constant, 1.0, std)
+  # A constant feature standardises to 0, where every head's optimal weight is 0: it is left
+  # out of the optimisation (sparse features, e.g. bags of tokens, are mostly such columns).
+  x = ((features - mean) / std)[:, ~constant]
+
+  def fit_head(targets: np.ndarray, multinomial: bool) -> tuple[np.ndarray, np.ndarray]:
+    used_weights, bias = _fit_logistic(x, targets, multinomial, c)
+    head_weights = np.zeros((len(constant), targets.shape[1]))
+    head_weights[~constant] = used_weights
+    return head_weights, bias
+
   classes, weights, biases = {}, {}, {}
   for head, values in (("genre", genres), ("mood", moods)):
     classes[head] = sorted(set(values))
@@ -128,7 +143,7 @@ def fit(features: np.ndarray, genres: Sequence[str], instruments: Sequence[Seque
       raise UserError(f"the training clips have one {head} ({classes[head][0]!r}): a judge needs "
                       f"two or more; train on a larger split")
     targets = np.asarray([[v == k for k in classes[head]] for v in values], np.float64)
-    weights[head], biases[head] = _fit_logistic(x, targets, True, c)
+    weights[head], biases[head] = fit_head(targets, True)
   every_tag = sorted({t for tags in instruments for t in tags})
   present = np.asarray([[tag in set(tags) for tag in every_tag] for tags in instruments], np.float64)
   varies = (present.min(axis=0) == 0) & (present.max(axis=0) == 1)
@@ -136,7 +151,7 @@ def fit(features: np.ndarray, genres: Sequence[str], instruments: Sequence[Seque
   if not classes["instruments"]:
     raise UserError("no instrument is present in some training clips and absent in others: "
                     "train the judge on a larger split")
-  weights["instruments"], biases["instruments"] = _fit_logistic(x, present[:, varies], False, c)
+  weights["instruments"], biases["instruments"] = fit_head(present[:, varies], False)
   return LabelJudge(feature_name, mean, std, classes, weights, biases)
 
 
@@ -157,19 +172,35 @@ def tag_f1(predicted: Sequence[str], labelled: Sequence[str]) -> float:
   return 2 * len(predicted & labelled) / (len(predicted) + len(labelled))
 
 
+def predict(judge: LabelJudge, features: np.ndarray) -> dict[str, list]:
+  """features [clips, D] -> per head [clips]: the genre and mood predicted (str) and the
+  instruments heard (a tuple of the judge's tags whose probability reaches TAG_THRESHOLD)."""
+  probabilities = judge.probabilities(features)
+  predicted = {head: np.asarray(judge.classes[head])[probabilities[head].argmax(axis=1)].tolist()
+               for head in ("genre", "mood")}
+  tags = np.asarray(judge.classes["instruments"])
+  predicted["instruments"] = [tuple(tags[row >= TAG_THRESHOLD].tolist())
+                              for row in probabilities["instruments"]]
+  return predicted
+
+
+def score_predictions(judge: LabelJudge, predicted: dict[str, Sequence], genres: Sequence[str],
+                      instruments: Sequence[Sequence[str]],
+                      moods: Sequence[str]) -> dict[str, np.ndarray]:
+  """Per clip [clips]: genre_correct and mood_correct (0/1), instrument_f1 (over the judge's
+  tags) of `predict`'s predictions (or any of that shape) against the clips' labels."""
+  scores = {f"{head}_correct": (np.asarray(predicted[head]) == np.asarray(values)).astype(np.float64)
+            for head, values in (("genre", genres), ("mood", moods))}
+  known = set(judge.classes["instruments"])
+  scores["instrument_f1"] = np.asarray([
+      tag_f1(heard, [t for t in labelled if t in known])
+      for heard, labelled in zip(predicted["instruments"], instruments)])
+  return scores
+
+
 def clip_scores(judge: LabelJudge, features: np.ndarray, genres: Sequence[str],
                 instruments: Sequence[Sequence[str]], moods: Sequence[str]) -> dict[str, np.ndarray]:
   """Per clip [clips]: genre_correct and mood_correct (0/1), instrument_f1 (over the judge's tags)."""
   features = np.asarray(features, np.float64)
   _check_rows(features, {"genre": genres, "instruments": instruments, "mood": moods})
-  probabilities = judge.probabilities(features)
-  scores = {}
-  for head, values in (("genre", genres), ("mood", moods)):
-    predicted = np.asarray(judge.classes[head])[probabilities[head].argmax(axis=1)]
-    scores[f"{head}_correct"] = (predicted == np.asarray(values)).astype(np.float64)
-  tags = np.asarray(judge.classes["instruments"])
-  known = set(judge.classes["instruments"])
-  scores["instrument_f1"] = np.asarray([
-      tag_f1(tags[row >= TAG_THRESHOLD], [t for t in labelled if t in known])
-      for row, labelled in zip(probabilities["instruments"], instruments)])
-  return scores
+  return score_predictions(judge, predict(judge, features), genres, instruments, moods)

@@ -100,6 +100,25 @@ def _joins_lines(report: dict) -> list[str]:
               for stage, pair in joins.items())]
 
 
+def _token_probe_cell(figures: dict) -> str:
+  shuffled = (f" / shuffled prompts {figures['shuffled_prompts']:.2f}"
+              if "shuffled_prompts" in figures else "")
+  return (f"{figures['metric']} {figures['score']:.2f}{shuffled} (majority "
+          f"{figures['baseline']:.2f}, p {_format(figures['p_value'])})")
+
+
+def _token_probe_lines(report: dict) -> list[str]:
+  """The token probes (eval/token_probes.py): one line per representation and source."""
+  rows = report.get("token_probes")
+  if not rows:
+    return []
+  return ["token probes (label judge heads on bags of tokens, fitted on the cache's training "
+          "clips; p: shuffled labels for real, true > shuffled prompts for generated):"] + [
+      f"  {row['representation']} {row['source']} ({row['clips']} clips): "
+      + "  ".join(_token_probe_cell(row[head]) for head in ("genre", "instruments", "mood"))
+      for row in rows]
+
+
 def headline(report: dict) -> str:
   """The metric table as fixed-width text: one row per metric, one column per clip set."""
   columns = _columns(report)
@@ -113,6 +132,7 @@ def headline(report: dict) -> str:
   lines += _per_window_lines(report)
   lines += _melody_lines(report)
   lines += _joins_lines(report)
+  lines += _token_probe_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
   return "\n".join(lines)
@@ -255,6 +275,22 @@ def _joins_html(report: dict) -> str:
           f"<th>joins in clips</th></tr>{rows}</table>")
 
 
+def _token_probes_html(report: dict) -> str:
+  """The token probes as a table: representation and source, then per head its score cell."""
+  lines = _token_probe_lines(report)
+  if not lines:
+    return ""
+  rows = "".join(f"<tr><td>{html.escape(row['representation'])}</td><td>{row['source']}</td>"
+                 f"<td>{row['clips']}</td>"
+                 + "".join(f"<td>{html.escape(_token_probe_cell(row[head]))}</td>"
+                           for head in ("genre", "instruments", "mood")) + "</tr>"
+                 for row in report["token_probes"])
+  return (f"<h2>Token probes</h2><p class='note'>{html.escape(lines[0])} Where a representation "
+          "of real audio falls to the majority baseline, no stage after it can carry that label."
+          "</p><table><tr><th>tokens</th><th>source</th><th>clips</th><th>genre</th>"
+          f"<th>instruments</th><th>mood</th></tr>{rows}</table>")
+
+
 def write_html(path: str, report: dict) -> str:
   """Writes the report as one page; returns `path`."""
   columns = _columns(report)
@@ -280,4 +316,4 @@ def write_html(path: str, report: dict) -> str:
       f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
       f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
       f"{_coherence_html(report)}\n{_joins_html(report)}\n{_memorization_html(report)}\n"
-      f"{_per_window_html(report)}\n{melody}")
+      f"{_per_window_html(report)}\n{melody}\n{_token_probes_html(report)}")

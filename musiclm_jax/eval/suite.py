@@ -33,6 +33,11 @@ joins: per cascade stage, spectral flux at the generated clips' window joins ove
 elsewhere with a permutation p-value, and the same of the real clips at the joins a clip
 of their length would have (eval/joins.py).
 
+token_probes: with a token cache of the reference corpus, the label judge's heads fitted on
+bags of each token stream (M_T, M_A, semantic, coarse, fine) of its train split, scored on
+SPLIT's real tokens and, when musiclm-infer saved them (SAVE_TOKENS), on the generated
+clips' tokens against their prompt's and a shuffled prompt's labels (eval/token_probes.py).
+
 p_values: for each per-clip adherence score (MCC, the judge's, tempo and key
 correct), a one-sided permutation test that the generated clips score higher
 against their own prompts than the shuffled set against others (paired over
@@ -61,6 +66,7 @@ from musiclm_jax.eval import musicnn
 from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import significance
+from musiclm_jax.eval import token_probes
 from musiclm_jax.tokenizers import acoustic
 from musiclm_jax.tokenizers import conditioning
 
@@ -357,6 +363,7 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
              memorization_semantic_export_dir: str | None = None,
              memorization_token_cache_dir: str | None = None,
              memorization_kmeans_path: str | None = None, memorization_examples: int = 32,
+             probe_token_cache_dir: str | None = None, probe_train_split: str = "train",
              seed: int = 0) -> dict:
   """Checks the inputs, runs `run_suite`, writes OUTPUT_DIR/eval.json and eval.html; returns the report.
 
@@ -367,6 +374,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   memorization_*: the semantic stage export, the token cache it trained on and the k-means
   file of its tokens: the memorization study (eval/memorization.py) on the cache's first
   `memorization_examples` training examples; all three or none (off).
+  probe_token_cache_dir: a token cache of `dataset` with SPLIT and `probe_train_split`: the
+  token probes (eval/token_probes.py); None: off.
   """
   # Every input is read and checked before any model loads. Generated clips are cut to the
   # reference's clip length: every set is scored on the same duration, and a long
@@ -400,6 +409,11 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     memorization_parts = memorization.load_inputs(
         memorization_token_cache_dir, memorization_semantic_export_dir, memorization_kmeans_path,
         memorization_examples)
+  probe_inputs = None  # (train records, SPLIT's records, generated (prompts, codes))
+  if probe_token_cache_dir:
+    probe_inputs = (token_probes.read_records(probe_token_cache_dir, probe_train_split),
+                    token_probes.read_records(probe_token_cache_dir, split),
+                    token_probes.read_generated(samples_dir))
   judge_reference = (clip_sets.read_judge_split(dataset, data_dir, judge_split) if judge_split
                      else None)
   judge = label_judge.LabelJudge.load(judge_path) if judge_path else None
@@ -445,6 +459,19 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
                                              "MEMORIZATION_TOKEN_CACHE_DIR and MEMORIZATION_KMEANS_PATH")
   else:
     report["memorization"] = memorization.memorization_study(*memorization_parts, seed=seed)
+  if probe_inputs is None:
+    report["unavailable"]["token_probes"] = "no PROBE_TOKEN_CACHE_DIR"
+  else:
+    probe_train, probe_held_out, (prompts, codes) = probe_inputs
+    probes = token_probes.fit_probes(probe_train)
+    report["token_probes"] = token_probes.probe_real(probes, probe_train, probe_held_out, seed)
+    try:
+      if not prompts:
+        raise UserError(token_probes.NO_TOKENS)
+      report["token_probes"] += token_probes.probe_generated(probes, probe_train, probe_held_out,
+                                                             prompts, codes, seed)
+    except UserError as e:  # the rest of the report stands: say why this part is missing
+      report["unavailable"]["token_probes of generated tokens"] = str(e)
   if judge_split == split:
     report["notes"]["label judge"] = ("trained on SPLIT itself: the real set's judge scores are its "
                                       "training accuracy, not a held-out one")
@@ -455,7 +482,9 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
                       "judge_split": judge_split, "judge_path": judge_path,
                       "memorization_semantic_export_dir": memorization_semantic_export_dir,
                       "memorization_token_cache_dir": memorization_token_cache_dir,
-                      "memorization_kmeans_path": memorization_kmeans_path, "seed": seed,
+                      "memorization_kmeans_path": memorization_kmeans_path,
+                      "probe_token_cache_dir": probe_token_cache_dir,
+                      "probe_train_split": probe_train_split, "seed": seed,
                       "clip_seconds": clip_seconds}
   with open(os.path.join(output_dir, EVAL_JSON), "w") as f:
     json.dump(report, f, indent=1)
