@@ -15,7 +15,8 @@ prompt's clip's labels and against a shuffled prompt's, with the paired permutat
 With --semantic_export_dir, the same for the semantic stage alone (no coarse or fine stage
 needed): for each held-out clip it samples --seconds of S from [its caption's M_T] in one
 window, as the cascade's first semantic window does (NULL melody for a stage trained with
-melody; the paper's temperature; --samples_per_caption draws), and probes M_T and that S.
+melody; --temperature, the paper's by default; --guidance_scale, off by default;
+--samples_per_caption draws), and probes M_T and that S.
 Each line also carries the 1-minute load average. (--generated_dir, not --samples_dir:
 eval/prompt_adherence.py, which the probes import, defines that flag.)
 """
@@ -47,12 +48,16 @@ _SAMPLES_PER_CAPTION = flags.DEFINE_integer("samples_per_caption", 1, "S drawn p
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Seconds of S sampled per caption (one window: "
                               "at most the stage's training crop).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Rows sampled at once.")
+_TEMPERATURE = flags.DEFINE_float("temperature", musiclm_spec.PAPER_TEMPERATURES["semantic"],
+                                  "Sampling temperature of --semantic_export_dir (default the paper's).")
+_GUIDANCE_SCALE = flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale of "
+                                     "--semantic_export_dir's sampling (default off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds the sampling, the permutations and the prompt "
                              "derangement.")
 
 
 def sample_semantic(stage_lm: cascade.StageLM, mulan_text: np.ndarray, seconds: float,
-                    batch_size: int, seed: int) -> np.ndarray:
+                    batch_size: int, seed: int, knobs: decoding.SamplingConfig) -> np.ndarray:
   """S [clips, frames] sampled from [M_T | NULL melody, if the stage reads melody] for
   mulan_text [clips, mulan_levels], one batch_size-row batch (one key) at a time."""
   model, params = stage_lm
@@ -61,7 +66,6 @@ def sample_semantic(stage_lm: cascade.StageLM, mulan_text: np.ndarray, seconds: 
     raise UserError(f"--semantic_export_dir holds a {model.stage.name} stage: export the "
                     f"semantic stage")
   frames = window_plan.num_semantic_frames(seconds)
-  knobs = decoding.SamplingConfig(temperature=musiclm_spec.PAPER_TEMPERATURES["semantic"])
   sample = jax.jit(lambda prompt, key: model.predict_batch(
       params, {"prompt_tokens": prompt}, key, decode_fn=decoding.temperature_sample,
       num_steps=frames, **knobs.predict_kwargs()))
@@ -87,7 +91,9 @@ def sampled_semantic_clips(held_out, seed: int) -> tuple[list[str], list[dict]]:
   texts, clips = [], []
   for draw in range(_SAMPLES_PER_CAPTION.value):
     semantic = sample_semantic(stage_lm, mulan_text, _SECONDS.value, _BATCH_SIZE.value,
-                               seed + draw)
+                               seed + draw, decoding.SamplingConfig(
+                                   temperature=_TEMPERATURE.value,
+                                   guidance_scale=_GUIDANCE_SCALE.value))
     for record, s in zip(held_out, semantic):
       texts.append(token_probes.record_text(record))
       clips.append({"M_T": record.mulan_text[None], "semantic": s[:, None]})
@@ -120,4 +126,5 @@ def main(argv):
 
 if __name__ == "__main__":
   gin_utils.run(main, usage="configure with --token_cache_dir, --train_split, --split, "
-                "--generated_dir, --semantic_export_dir, --samples_per_caption, --seconds, --batch_size, --seed")
+                "--generated_dir, --semantic_export_dir, --samples_per_caption, --seconds, --temperature, "
+                "--guidance_scale, --batch_size, --seed")
