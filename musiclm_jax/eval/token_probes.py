@@ -253,14 +253,19 @@ def probe_generated(probes: dict[str, label_judge.LabelJudge], train: Sequence[t
   for name in _shared_representations(kept, [n for n in GENERATED_REPRESENTATIONS if n in probes]):
     judge = probes[name]
     x = features(kept, name)
-    scores = pairwise_scores(judge, x, labels)
-    baseline = label_judge.score_predictions(
-        judge, majority_predictions(judge, train_labels, len(x)),
-        *[[labels[h][j] for j in own] for h in label_judge.HEADS])
-    rows_index = np.arange(len(x))
+    predicted = label_judge.predict(judge, x)
+
+    def scored(predictions: dict[str, list], index: np.ndarray) -> dict[str, np.ndarray]:
+      """Clip i's predictions against the labels of held-out clip index[i] (only the true and
+      the shuffled prompt's columns of `pairwise_scores`' matrix are needed here)."""
+      return label_judge.score_predictions(
+          judge, predictions, *[[labels[h][j] for j in index] for h in label_judge.HEADS])
+
+    true_scores, shuffled_scores = scored(predicted, own), scored(predicted, other)
+    baseline = scored(majority_predictions(judge, train_labels, len(x)), own)
     heads = {}
     for head, (metric, key) in METRICS.items():
-      true, shuffled = scores[head][rows_index, own], scores[head][rows_index, other]
+      true, shuffled = true_scores[key], shuffled_scores[key]
       heads[head] = {"metric": metric, "score": float(true.mean()),
                      "shuffled_prompts": float(shuffled.mean()),
                      "baseline": float(np.mean(baseline[key])),
