@@ -130,7 +130,21 @@ def test_a_row_is_aimed_from_the_components_bytes_on_another_chip():
   first, slope_gib = memory_rows.aim([v5e], "semantic", 30.75)
   assert first == int(10 + (30.75 - 15.20) / slope) == 33 and slope_gib == pytest.approx(slope)
   assert memory_rows.aim([v5e], "coarse", 30.75) is None
-  assert memory_rows.least_flops_per_row([v5e], "semantic") == 1.9
+  assert memory_rows.least_flops_per_row([v5e], "semantic", "v5e:4x4") == 1.9
+  assert memory_rows.least_flops_per_row([v5e], "semantic", "v5e:2x2") == 1.9  # same chip
+
+
+def test_the_recompute_reference_comes_from_the_same_chip_only():
+  from musiclm_jax.tools import memory_rows  # pylint: disable=g-import-not-at-top
+  # MuLan's rows as measured: v4's compiler counts more FLOPs per row at batch 1 than
+  # v5e's at 61; a v5e reference would call every v4 batch a recompute.
+  v5e = _row("mulan", "v5e:4x4", [
+      {"batch_per_replica": 61, "verdict": "fits", "total_gib": 15.68, "compiled_flops_per_row": 1.0}])
+  v4 = _row("mulan", "v4:2x2x4", [
+      {"batch_per_replica": 1, "verdict": "fits", "total_gib": 2.0, "compiled_flops_per_row": 1.3}])
+  assert memory_rows.least_flops_per_row([v5e], "mulan", "v4:2x2x4") is None
+  assert memory_rows.least_flops_per_row([v5e, v4], "mulan", "v4:2x2x4") == 1.3
+  assert memory_rows.least_flops_per_row([v5e, v4], "mulan", "v5e:4x4") == 1.0
 
 
 def test_the_table_names_every_try_and_the_rows_not_measured():

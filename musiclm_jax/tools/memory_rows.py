@@ -23,9 +23,14 @@ def aim(rows: list[dict], component: str, hbm_gib: float) -> tuple[int, float] |
   return (max(int(crossing), 1), (c2 - c1) / (n2 - n1)) if crossing else None
 
 
-def least_flops_per_row(rows: list[dict], component: str) -> float | None:
-  """The compiler's FLOPs per row in the component's rows without recompute (None if none)."""
-  return min((t["compiled_flops_per_row"] for r in rows if r["component"] == component
+def least_flops_per_row(rows: list[dict], component: str, topology: str) -> float | None:
+  """The compiler's FLOPs per row in the component's rows without recompute on `topology`'s
+  chip (None if none). Only the same chip: another chip's compiler counts the same step
+  differently (the v4 compiler counted more per row at batch 1 than v5e's at 61, so a v5e
+  reference made every v4 batch look recomputed)."""
+  chip = topology.split(":")[0]
+  return min((t["compiled_flops_per_row"] for r in rows
+              if r["component"] == component and r["topology"].split(":")[0] == chip
               for t in r.get("tries", ()) if t["verdict"] in ("fits", "over HBM")), default=None)
 
 

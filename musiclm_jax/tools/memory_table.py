@@ -77,7 +77,7 @@ def main(argv):
     first, slope_gib = memory_rows.aim(measured, component, hbm_gib) or (_FIRST_BATCH.value, None)
     row = measure_row(topology, component, scale, model_parallel, flags.FLAGS.mfu, first,
                       slope_gib and slope_gib * 2**30,
-                      memory_rows.least_flops_per_row(measured, component))
+                      memory_rows.least_flops_per_row(measured, component, topology))
     with open(records, "a") as f:
       f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
