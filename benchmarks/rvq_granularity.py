@@ -60,19 +60,17 @@ def main(argv):
                     "modality_mean_distance": float(np.linalg.norm(audio_mean - text_mean)),
                     "load_average": load}))
   for codes in (int(c) for c in _CODES.value):
-    # At least 2 windows a code, as gin/runs/fit_mulan_rvq.gin fits (1 would put a code on
-    # every window at level 1 and leave the levels after it quantizing zeros).
-    min_vectors_per_code = max(2, len(windows) // codes)
     for centred in (False, True):
       shift_audio, shift_text = (audio_mean, text_mean) if centred else (0.0, 0.0)
-      quantizer, state = rvq_fit.fit_rvq(windows - shift_audio, tokenizer.num_levels, tokenizer.codebook_size,
-                                         min_vectors_per_code)
+      # At least 2 windows a code, as gin/runs/fit_mulan_rvq.gin fits.
+      quantizer, state = rvq_fit.fit_rvq(windows - shift_audio, tokenizer.num_levels,
+                                         tokenizer.codebook_size, max_fitted_codes=codes)
       fitted = conditioning.MuLanTokenizer(model, params, quantizer, state)
       agreement = retrieval.token_agreement(fitted.tokens(text - shift_text),
                                             fitted.tokens(audio - shift_audio))
       shown = _LEVELS_SHOWN.value
       print(json.dumps({
-          "fitted_codes_per_level": min(codes, len(windows) // min_vectors_per_code),
+          "fitted_codes_per_level": min(codes, len(windows) // 2),
           "centred": centred,
           "own_clip_first_levels": [round(x, 3) for x in agreement["own_clip"][:shown]],
           "random_clip_first_levels": [round(x, 3) for x in agreement["random_clip"][:shown]],

@@ -10,6 +10,7 @@ import pytest
 import numpy_params
 from musiclm_jax import checkpoints
 from musiclm_jax import gin_models
+from musiclm_jax.errors import UserError
 from musiclm_jax.eval import retrieval
 from musiclm_jax.tokenizers import conditioning
 from musiclm_jax.tokenizers import rvq_fit
@@ -80,6 +81,25 @@ def test_fit_rvq_with_fewer_vectors_than_codes():
   assert all(a >= b - 1e-7 for a, b in zip(errors, errors[1:])) and errors[-1] < 0.1 * errors[0]
   again = rvq_fit.fit_rvq(x, num_levels=12, codebook_size=1024, min_vectors_per_code=2)[1]
   np.testing.assert_array_equal(state["codebooks"], again["codebooks"])
+
+
+def test_fit_rvq_caps_the_fitted_codes_and_the_cap_makes_level_1_a_clustering_of_the_data():
+  # 5 far-apart clusters (one-hot centres, small noise); 200 // 2 = 100 codes without the cap.
+  rng = np.random.default_rng(0)
+  cluster = np.arange(200) % 5
+  x = (np.eye(8)[cluster] + 0.02 * rng.normal(size=(200, 8))).astype(np.float32)
+  quantizer, state = rvq_fit.fit_rvq(x, num_levels=4, codebook_size=64, max_fitted_codes=5)
+  codes = np.asarray(quantizer.encode(state, jnp.asarray(x)[:, None])[:, 0])
+  assert codes.max() < 5 and state["codebooks"].shape == (4, 64, 8)
+  # 5 level-1 codes on 5 clusters: each cluster's vectors share one code (an independent
+  # reference: the cluster each vector was drawn from).
+  for c in range(5):
+    assert len(np.unique(codes[cluster == c, 0])) == 1
+  assert len(np.unique(codes[:, 0])) == 5
+  uncapped = rvq_fit.fit_rvq(x, num_levels=4, codebook_size=64)
+  assert np.asarray(uncapped[0].encode(uncapped[1], jnp.asarray(x)[:, None])[:, 0])[:, 0].max() >= 5
+  with pytest.raises(UserError, match="max_fitted_codes 65 is outside"):
+    rvq_fit.fit_rvq(x, num_levels=4, codebook_size=64, max_fitted_codes=65)
 
 
 def test_rvq_file_round_trip(tmp_path):

@@ -10,7 +10,13 @@ index). So a few hundred training clips give valid, deterministic ids in
 clusters than points, which would put one code on every embedding at level 1
 and leave the 11 levels after it quantizing exact zeros. With paper-scale
 data (K' = K) nothing changes.
+
+`max_fitted_codes` caps K' on purpose: a small MuLan places a caption near its
+clip but not in the same one of 1024 cells, so text and audio share level-1
+codes only when the cells are coarse (docs/design.md section 10: with 8 codes a
+held-out caption gets its clip's level-1 code 0.79 of the time, with 1024 0.03).
 """
+
 import os
 from typing import Sequence
 
@@ -20,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax.data import caption_batches
+from musiclm_jax.errors import UserError
 from musiclm_jax.layers import rvq as rvq_lib
 from musiclm_jax.models import mulan
 from musiclm_jax.models.base import Params
@@ -28,17 +35,21 @@ from musiclm_jax.tokenizers import conditioning
 
 def fit_rvq(embeddings: np.ndarray, num_levels: int = 12, codebook_size: int = 1024,
             min_vectors_per_code: int = 2, kmeans_iterations: int = 20,
-            seed: int = 0) -> tuple[rvq_lib.ResidualVQ, rvq_lib.State]:
+            seed: int = 0, max_fitted_codes: int | None = None
+            ) -> tuple[rvq_lib.ResidualVQ, rvq_lib.State]:
   """A `num_levels` x `codebook_size` RVQ fitted by per-level k-means on embeddings [n, D].
 
-  Only min(codebook_size, n // min_vectors_per_code) codes per level are
-  fitted when data is scarce; the rest copy code 0 and are never emitted
-  (see the module docstring).
+  Only min(codebook_size, max_fitted_codes, n // min_vectors_per_code) codes
+  per level are fitted; the rest copy code 0 and are never emitted (see the
+  module docstring). max_fitted_codes None: as many as the data allows.
   """
   embeddings = np.asarray(embeddings, np.float32)
   n, dim = embeddings.shape
-  fitted = max(1, min(codebook_size, n // min_vectors_per_code))
-  if fitted < codebook_size:
+  if max_fitted_codes is not None and not 1 <= max_fitted_codes <= codebook_size:
+    raise UserError(f"max_fitted_codes {max_fitted_codes} is outside [1, {codebook_size}]: "
+                    "bind it within the codebook size, or None for as many as the data allows")
+  fitted = max(1, min(codebook_size, max_fitted_codes or codebook_size, n // min_vectors_per_code))
+  if fitted < min(codebook_size, max_fitted_codes or codebook_size):
     logging.warning("fitting %d of %d codes per level: %d embeddings are too few for more "
                     "(min_vectors_per_code=%d)", fitted, codebook_size, n, min_vectors_per_code)
   small = rvq_lib.ResidualVQ(num_levels, fitted, dim, kmeans_iterations=kmeans_iterations)
@@ -70,7 +81,8 @@ def window_embeddings(model: mulan.MuLanModel, params: Params, clips: Sequence[n
 def fit_rvq_on_dataset(*, export_dir: str, rvq_path: str, dataset: str, data_dir: str | None,
                        split: str = "train", num_levels: int = 12, codebook_size: int = 1024,
                        min_vectors_per_code: int = 2, kmeans_iterations: int = 20,
-                       seed: int = 0) -> conditioning.MuLanTokenizer:
+                       seed: int = 0, max_fitted_codes: int | None = None
+                       ) -> conditioning.MuLanTokenizer:
   """Fits the RVQ on MuLan audio embeddings of every window of a TFDS split; saves it to RVQ_PATH.
 
   Windows (10 s every 1 s at paper scale), not whole-clip means, are what the
@@ -83,7 +95,7 @@ def fit_rvq_on_dataset(*, export_dir: str, rvq_path: str, dataset: str, data_dir
   embeddings = window_embeddings(model, params, clips.audio)
   logging.info("fitting the RVQ on %d window embeddings of %d clips", len(embeddings), len(clips.audio))
   quantizer, state = fit_rvq(embeddings, num_levels, codebook_size, min_vectors_per_code,
-                             kmeans_iterations, seed)
+                             kmeans_iterations, seed, max_fitted_codes)
   conditioning.save_rvq(rvq_path, quantizer, state)
   return conditioning.MuLanTokenizer(model, params, quantizer, state)
 
