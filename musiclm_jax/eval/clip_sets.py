@@ -24,11 +24,12 @@ key) average over a set's paired clips, use the reference clip's tags and
 labels, and are unavailable (with the reason) when no prompt is a caption.
 The window-join measure (eval/joins.py) reads the text and story lines at their
 full length with the windows they were generated in (`read_infer_lines`, which
-reads each WAV once for both).
+reads each WAV once for both); story adherence (eval/story.py) reads the story
+lines with their segments (`read_stories`).
 """
 import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -78,6 +79,12 @@ class Reference:
   @property
   def has_judge_labels(self) -> bool:
     return all(getattr(self, label) is not None for label in label_judge.HEADS)
+
+
+class Story(NamedTuple):
+  """One story line's clip: audio [time] and its segments' (text, seconds), in order."""
+  audio: np.ndarray
+  segments: tuple[tuple[str, float], ...]
 
 
 def mood_class(words: Sequence[str]) -> str:
@@ -148,6 +155,17 @@ def read_infer_lines(samples_dir: str) -> tuple[tuple[list[np.ndarray], int, lis
                                 if "story" in record else (record["seconds"],))
                 for record, _ in clips]
   return _text_clips(clips, rate, samples_dir), ([audio for _, audio in clips], rate, stitchings)
+
+
+def read_stories(samples_dir: str) -> tuple[list[Story], int | None]:
+  """(every sample of the story lines of a musiclm-infer folder, their sample rate (None: no
+  story clip)). A continuation's story starts with its prompt audio, not its first segment's
+  music, and is left out. Story WAVs are few: reading them apart from `read_infer_lines`
+  costs little."""
+  clips, rate = _read_clips(samples_dir, "generated",
+                            lambda record: "story" in record and not record.get("continue_from"))
+  return [Story(audio, tuple((text, float(seconds)) for text, seconds in record["story"]))
+          for record, audio in clips], rate
 
 
 def read_melody_pairs(samples_dir: str) -> tuple[list[np.ndarray], list[np.ndarray], int | None]:

@@ -100,6 +100,25 @@ def _joins_lines(report: dict) -> list[str]:
               for stage, pair in joins.items())]
 
 
+def _story_cell(figures: dict | str) -> str:
+  if isinstance(figures, str):
+    return figures
+  skipped = "".join(f", {n} skipped: {why}" for why, n in figures["skipped"].items())
+  return (f"own segment {figures['own_segment_accuracy']:.2f} / other segment "
+          f"{figures['other_segment_accuracy']:.2f} (p {_format(figures['p_value'])}, "
+          f"{figures['stories']} stories, {figures['windows']} windows{skipped})")
+
+
+def _story_lines(report: dict) -> list[str]:
+  """Story adherence (eval/story.py): the judge's genre per window against the segments."""
+  story = report.get("story")
+  if not story:
+    return []
+  return [f"story (judge's genre per {story['generated']['window_seconds']:.3g} s window inside "
+          f"a segment; higher own than other is adherence): generated "
+          f"{_story_cell(story['generated'])}; real {_story_cell(story['real'])}"]
+
+
 def _token_probe_cell(figures: dict) -> str:
   shuffled = (f" / shuffled prompts {figures['shuffled_prompts']:.2f}"
               if "shuffled_prompts" in figures else "")
@@ -132,6 +151,7 @@ def headline(report: dict) -> str:
   lines += _per_window_lines(report)
   lines += _melody_lines(report)
   lines += _joins_lines(report)
+  lines += _story_lines(report)
   lines += _token_probe_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
@@ -275,6 +295,39 @@ def _joins_html(report: dict) -> str:
           f"<th>joins in clips</th></tr>{rows}</table>")
 
 
+def _story_html(report: dict) -> str:
+  """Own and other segment accuracy of the generated and real stories, and each generated
+  story's timeline: per window its start, the genre predicted and its segment."""
+  story = report.get("story")
+  if not story:
+    return ""
+
+  def row(name, figures):
+    if isinstance(figures, str):
+      return f"<tr><td>{name}</td><td colspan='6'>{html.escape(figures)}</td></tr>"
+    skipped = "; ".join(f"{n} {why}" for why, n in figures["skipped"].items()) or "none"
+    return (f"<tr><td>{name}</td><td>{figures['stories']}</td><td>{figures['windows']}</td>"
+            f"<td>{_format(figures['own_segment_accuracy'])}</td>"
+            f"<td>{_format(figures['other_segment_accuracy'])}</td>"
+            f"<td>{_format(figures['p_value'])}</td><td>{html.escape(skipped)}</td></tr>")
+
+  timelines = "".join(
+      "<li>" + html.escape(" | ".join(f"{k}: {s['genre']} ({s['seconds']:g} s)"
+                                      for k, s in enumerate(timeline["segments"])))
+      + ": " + html.escape(", ".join(f"{start:g} s {genre} [{k}]" for start, genre, k in zip(
+          timeline["start_s"], timeline["predicted"], timeline["segment"]))) + "</li>"
+      for timeline in story["generated"]["timelines"])
+  return ("<h2>Story mode</h2><p class='note'>The label judge's genre of each "
+          f"{story['generated']['window_seconds']:.3g} s window that lies inside one segment of a "
+          "story line, against its own segment's caption genre and against the other segment's "
+          "(the control); p: one-sided paired sign-flip test over windows. Real: the same stories "
+          "made of their captions' real clips.</p><table><tr><th>audio</th><th>stories scored</th>"
+          "<th>windows</th><th>own segment</th><th>other segment</th><th>p</th><th>skipped</th>"
+          f"</tr>{row('generated', story['generated'])}{row('real', story['real'])}</table>"
+          f"<p class='note'>Generated timelines (segment index: genre; window start, genre "
+          f"predicted [its segment]):</p><ul>{timelines}</ul>")
+
+
 def _token_probes_html(report: dict) -> str:
   """The token probes as a table: representation and source, then per head its score cell."""
   lines = _token_probe_lines(report)
@@ -315,5 +368,6 @@ def write_html(path: str, report: dict) -> str:
       f"<h2>True vs shuffled prompts</h2><ul>{p_values}</ul>\n"
       f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
       f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
-      f"{_coherence_html(report)}\n{_joins_html(report)}\n{_memorization_html(report)}\n"
+      f"{_coherence_html(report)}\n{_joins_html(report)}\n{_story_html(report)}\n"
+      f"{_memorization_html(report)}\n"
       f"{_per_window_html(report)}\n{melody}\n{_token_probes_html(report)}")

@@ -38,6 +38,10 @@ bags of each token stream (M_T, M_A, semantic, coarse, fine) of its train split,
 SPLIT's real tokens and, when musiclm-infer saved them (SAVE_TOKENS), on the generated
 clips' tokens against their prompt's and a shuffled prompt's labels (eval/token_probes.py).
 
+story: with a label judge, per story line of the generated folder, the judge's genre per
+tagger window inside a segment against its own segment's and the other segment's, with a
+p-value, and the same of the stories rebuilt from real clips (eval/story.py).
+
 p_values: for each per-clip adherence score (MCC, the judge's, tempo and key
 correct), a one-sided permutation test that the generated clips score higher
 against their own prompts than the shuffled set against others (paired over
@@ -66,6 +70,7 @@ from musiclm_jax.eval import musicnn
 from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import significance
+from musiclm_jax.eval import story
 from musiclm_jax.eval import token_probes
 from musiclm_jax.tokenizers import acoustic
 from musiclm_jax.tokenizers import conditioning
@@ -80,6 +85,7 @@ METRICS = {"FAD_musicnn": False, "FAD_inf_musicnn": False, "FAD_mulan": False,
            "judge_genre_accuracy": True, "judge_instrument_f1": True, "judge_mood_accuracy": True,
            "spectral_flatness": None, "notes_per_second": None, "pitch_salience": None}
 JUDGE_FILE = "judge"  # OUTPUT_DIR/judge.npz and judge.json: a judge trained on JUDGE_SPLIT
+NO_JUDGE = "no label judge: set JUDGE_SPLIT (e.g. 'train', trains one) or JUDGE_PATH"
 DEFAULT_TAGGERS = ("MTT_musicnn", "MSD_musicnn")
 # Below this many embedding rows per set, FAD at a quarter of them has too few
 # rows for a covariance worth extrapolating from.
@@ -240,7 +246,7 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
       unavailable[metric] = reason
     return metrics, unavailable, curves, scores
   if judge is None:
-    reason = "no label judge: set JUDGE_SPLIT (e.g. 'train', trains one) or JUDGE_PATH"
+    reason = NO_JUDGE
   elif not reference.has_judge_labels:
     reason = f"the reference split has no {'/'.join(label_judge.HEADS)} labels"
   else:
@@ -389,6 +395,7 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
         clip_seconds)
 
   text_lines, (stitched_audio, stitched_rate, stitchings) = clip_sets.read_infer_lines(samples_dir)
+  stories, story_rate = clip_sets.read_stories(samples_dir)
   full_length_generated = clip_sets.paired_set("generated", *text_lines, reference)
   generated = clip_sets.cropped(full_length_generated, clip_seconds)
   shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
@@ -446,6 +453,15 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     report["unavailable"]["joins"] = figures
   else:
     report["joins"] = figures
+  if judge is None:  # without story lines, their absence is the reason
+    figures = NO_JUDGE if stories else story.NO_STORIES
+  else:
+    figures = story.story_report(stories, story_rate, reference, tagger_models[judge.feature_name],
+                                 judge, seed)
+  if isinstance(figures, str):
+    report["unavailable"]["story"] = figures
+  else:
+    report["story"] = figures
   generated_for_melody, melodies, melody_rate = clip_sets.read_melody_pairs(samples_dir)
   if len(melodies) < 2:
     report["unavailable"]["melody_adherence"] = (
