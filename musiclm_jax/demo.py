@@ -4,7 +4,7 @@ Builds the synth_music corpus, trains every component at tiny scale with the
 same binaries a user runs (musiclm-train, -export, -tokenize, -infer and the
 tokenizer fitting binaries; the melody embedder and a semantic stage on
 [M | melody]), and generates music for a few held-out captions, a 60 s long
-generation, a two-segment story and held-out captions with a hummed or
+generation, a two-segment story (captions of two genres) and held-out captions with a hummed or
 whistled melody (their piece's, and another's as the control), ending with
 the path of the generated index.html, checks that the music follows its
 prompts and its melody, and musiclm-eval's table: every metric next to its
@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Iterable
 
 from absl import flags
 
@@ -272,15 +273,17 @@ class Pipeline:
     print(f"[corpus] {self.timings[-1][1]:.0f} s", flush=True)
 
   def write_prompts(self) -> tuple[str, str]:
-    """(held-out captions, the same plus one long generation, a two-segment story and the
-    melody lines of `write_melodies`), as JSON-lines prompt files."""
+    """(held-out captions, the same plus one long generation, a two-segment story of two
+    genres (`story_captions`) and the melody lines of `write_melodies`), as JSON-lines
+    prompt files."""
     captions = [ex["caption"].decode() for ex in self.corpus.as_dataset(split="validation").take(
         self.mode.num_captions).as_numpy_iterator()]
     caption_lines = [{"text": c, "seed": i} for i, c in enumerate(captions)]
+    story = story_captions(self.corpus.as_dataset(split="validation").as_numpy_iterator(),
+                           self.dataset)
     lines = caption_lines + [
         {"text": captions[0], "seconds": self.mode.long_seconds, "seed": 100},
-        {"story": [[captions[0], self.mode.story_seconds],
-                   [captions[-1], self.mode.story_seconds]], "seed": 200}]
+        {"story": [[caption, self.mode.story_seconds] for caption in story], "seed": 200}]
     self.first_melody_line = len(lines) + 1  # line numbers count from 1, as musiclm-infer's
     lines += self.write_melodies()
     paths = self.path("captions.jsonl"), self.path("prompts.jsonl")
@@ -341,6 +344,21 @@ class Pipeline:
         [load(path) for path in self.melodies], rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
     with open(self.path("samples", MELODY_ADHERENCE), "w") as f:
       json.dump(result, f, indent=1)
+
+
+def story_captions(examples: Iterable[dict], dataset: str) -> tuple[str, str]:
+  """The story's two segments: the first held-out caption and the first later one of another
+  genre, so the label judge's genre over time has a change to follow (eval/story.py).
+  examples: the held-out split's, as numpy dicts with "caption" and "genre" (bytes)."""
+  first = None  # (caption, genre)
+  for example in examples:
+    caption, genre = example["caption"].decode(), example["genre"].decode()
+    if first is None:
+      first = (caption, genre)
+    elif genre != first[1]:
+      return first[0], caption
+  raise UserError(f"{dataset} validation has no two clips of different genres: the story line "
+                  f"needs them; build a larger corpus")
 
 
 def adherence_summary(result: dict) -> str:

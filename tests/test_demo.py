@@ -1,4 +1,5 @@
-"""`make demo --quick`: the whole chain, corpus to index.html, through the real binaries."""
+"""`make demo --quick`: the whole chain, corpus to index.html, through the real binaries; the
+story line's choice of captions."""
 import json
 import os
 import subprocess
@@ -8,6 +9,8 @@ import pytest
 import soundfile
 
 import conftest
+from musiclm_jax import demo
+from musiclm_jax.errors import UserError
 
 
 def _demo(output_dir):
@@ -57,6 +60,8 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
     assert figures["generated"]["ratio"] > 0 and 0 < figures["generated"]["p_value"] <= 1, stage
     assert stage == "semantic" or figures["real"]["joins"] > 0, (stage, figures)
   assert "window joins" in result.stdout
+  # The story's two segments are of two genres, but at 2 s each no 3 s judge window fits in one.
+  assert "no 2.99 s window inside one segment" in evaluation["unavailable"]["story"]
   # Token probes: every stream of the real held-out clips, and the generated clips' tokens.
   probes = {(row["source"], row["representation"]) for row in evaluation["token_probes"]}
   assert {("real", "semantic"), ("real", "fine"), ("generated", "semantic"),
@@ -88,3 +93,12 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   for step in ("soundstream", "w2v_bert", "mulan", "melody", "melody_rvq", "tokenize",
                "semantic", "generate", "generate_unconditional", "melody_adherence", "eval"):
     assert f"[{step}] done earlier" in rerun.stdout
+
+
+def test_story_is_the_first_caption_and_the_first_later_one_of_another_genre():
+  examples = [{"caption": b"first", "genre": b"rock"}, {"caption": b"same genre", "genre": b"rock"},
+              {"caption": b"other genre", "genre": b"jazz"}, {"caption": b"later", "genre": b"pop"}]
+  assert demo.story_captions(iter(examples), "synth_music/quick") == ("first", "other genre")
+  with pytest.raises(UserError) as e:
+    demo.story_captions(iter(examples[:2]), "synth_music/quick")
+  assert "no two clips of different genres" in str(e.value) and "\n" not in str(e.value)

@@ -30,8 +30,8 @@ def _features(audio, rate):
 
 
 class FakeTagger:
-  """A 1 s window (100 frames of 10 samples at 1 kHz) whose penultimate features are `_features`."""
-  window_frames, hop_length, sample_rate_hz = 100, 10, 1000
+  """1 s input windows whose penultimate features are `_features`."""
+  window_seconds = 1.0
 
   def __call__(self, audio, rate):
     return {"penultimate": _features(audio, rate)[None]}
@@ -112,7 +112,7 @@ def test_stories_that_cannot_show_a_change_are_skipped_and_counted(judge):
   assert "1 with segments of one genre" in reason and "at least 1 s" in reason
 
 
-def test_report_scores_real_stories_of_the_same_captions_looped_to_the_segments(judge):
+def test_report_scores_real_stories_of_the_same_captions_looped_to_the_segments(judge, tmp_path):
   texts = list(GENRE_OF)
   reference = clip_sets.Reference([_audio(GENRE_OF[t], 1.5, 100 + i) for i, t in enumerate(texts)],
                                   RATE_HZ, texts, None, None, genre=[GENRE_OF[t] for t in texts])
@@ -131,7 +131,10 @@ def test_report_scores_real_stories_of_the_same_captions_looped_to_the_segments(
   unlabelled = clip_sets.Reference(reference.audio, RATE_HZ, texts, None, None)
   assert "no genre labels" in story.story_report(generated, RATE_HZ, unlabelled, FakeTagger(), judge)
 
-  page = {"story": figures, "metrics": {}, "unavailable": {}, "sets": {}, "sets_not_given": {}}
-  line, = report_lib._story_lines(page)
+  report = {"sets": {"generated": {"title": "generated", "clips": 1, "paired_clips": 1}},
+            "metrics": {}, "unavailable": {}, "sets_not_given": {}, "notes": {}, "fad_curves": {},
+            "story": figures}
+  line = report_lib.headline(report)
   assert "own segment 0.00 / other segment 0.00" in line and "real own segment 1.00" in line
-  assert "Story mode" in report_lib._story_html(page) and "0 s C [0]" in report_lib._story_html(page)
+  page = open(report_lib.write_html(str(tmp_path / "eval.html"), report)).read()
+  assert "Story mode" in page and "0 s C [0]" in page

@@ -32,6 +32,7 @@ from musiclm_jax.eval import musicnn
 from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import prompt_adherence
 from musiclm_jax.eval import report as report_lib
+from musiclm_jax.eval import story
 from musiclm_jax.eval import suite
 from conftest import binary_env
 
@@ -324,6 +325,37 @@ def test_one_read_gives_the_text_lines_and_the_stitched_lines(reference, tmp_pat
   assert stitchings[0] == (WINDOWS, (2.0,)) and stitchings[-1] == (WINDOWS, (1.0, 1.0))
 
 
+def test_story_lines_are_read_and_judged_per_window_like_real_clips(reference, tagger, judge,
+                                                                     tmp_path):
+  # Two reference clips of different genres, each looped to a 6 s segment: the generated
+  # story is the real pseudo-story (as PCM16), so both must be judged alike.
+  first = 0
+  second = next(i for i, genre in enumerate(reference.genre) if genre != reference.genre[first])
+  segments = [[reference.texts[first], 6.0], [reference.texts[second], 6.0]]
+  folder = write_infer_folder(tmp_path / "story", reference.texts, reference.audio)
+  audio_io.save_wav(os.path.join(folder, "audio", "story.wav"), np.concatenate(
+      [np.resize(reference.audio[i], 6 * RATE_HZ) for i in (first, second)]), RATE_HZ)
+  record = {"line": 98, "story": segments, "samples": [{"seed": 0, "wav": "audio/story.wav"}],
+            "sample_rate_hz": RATE_HZ, "windows": WINDOWS}
+  with open(os.path.join(folder, results_file.NAME), "a") as f:
+    f.writelines(json.dumps(r) + "\n"
+                 for r in (record, {**record, "line": 99, "continue_from": "intro.wav"}))
+  stories, rate = clip_sets.read_stories(folder)
+  assert rate == RATE_HZ and len(stories) == 1  # the continuation starts with its prompt audio
+  assert stories[0].segments == tuple(map(tuple, segments))
+  figures = story.story_report(stories, rate, reference, tagger, judge)
+  generated, real = figures["generated"], figures["real"]
+  # 12 s in 2.992 s windows: two inside segment 0, the third straddles 6 s, the fourth in 1.
+  assert generated["windows"] == real["windows"] == 3
+  assert generated["timelines"][0]["segment"] == [0, 0, 1]
+  assert generated["timelines"][0]["predicted"] == real["timelines"][0]["predicted"]
+  # Trained on these very clips, the judge hears each segment's genre.
+  assert real["own_segment_accuracy"] == 1.0 and real["other_segment_accuracy"] == 0.0
+  page = {"sets": {"generated": {"title": "generated", "clips": 1, "paired_clips": 1}},
+          "metrics": {}, "unavailable": {}, "sets_not_given": {}, "story": figures}
+  assert "story (judge's genre per 2.99 s window" in report_lib.headline(page)
+
+
 def test_memorization_needs_all_three_inputs(corpus, folders, tmp_path):
   with pytest.raises(UserError) as e:
     suite.evaluate(samples_dir=folders["generated"], **corpus, output_dir=str(tmp_path),
@@ -390,6 +422,7 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
     assert generated["ratio"] == pytest.approx(real["ratio"], rel=0.1), (stage, generated, real)
     assert 0 < generated["p_value"] <= 1
   assert "window joins" in result.stdout and "Window joins" in page
+  assert written["unavailable"]["story"] == story.NO_STORIES  # its story line has no samples
 
   failed = _run_eval(f"--gin.SAMPLES_DIR='{tmp_path}'", f"--gin.DATASET='{corpus['dataset']}'",
                      f"--gin.DATA_DIR='{corpus['data_dir']}'", f"--gin.SPLIT='{SPLIT}'")

@@ -167,6 +167,11 @@ class MusicnnTagger:
     self.variables = load_variables(model_name, self.network, self.window_frames, self.mel_bands)
     self._apply = jax.jit(self.network.apply)
 
+  @property
+  def window_seconds(self) -> float:
+    """The length of one input window (3 s: 187 frames of 256 samples at 16 kHz)."""
+    return self.window_frames * self.hop_length / self.sample_rate_hz
+
   def log_mel(self, audio: np.ndarray) -> jnp.ndarray:
     """audio [time] at `sample_rate_hz` -> log10(1 + 10000 mel) [frames, mel_bands]."""
     mel = spectral.mel_spectrogram(jnp.asarray(audio, jnp.float32), self.sample_rate_hz,

@@ -44,11 +44,6 @@ ONE_SEGMENT = "one segment"
 SAME_GENRE = "segments of one genre"
 
 
-def tagger_window_seconds(tagger) -> float:
-  """The length of a musicnn tagger's (`eval/musicnn.MusicnnTagger`) input window in seconds."""
-  return tagger.window_frames * tagger.hop_length / tagger.sample_rate_hz
-
-
 def window_segments(num_samples: int, sample_rate_hz: int, segment_seconds: Sequence[float],
                     window_seconds: float) -> tuple[np.ndarray, np.ndarray]:
   """(start [windows] in samples, segment index [windows]) of the consecutive `window_seconds`
@@ -80,7 +75,7 @@ def story_adherence(stories: Sequence[clip_sets.Story], sample_rate_hz: int,
   no_window = f"no {window_seconds:.3g} s window inside one segment"
   skipped = dict.fromkeys((ONE_SEGMENT, NOT_A_CAPTION, SAME_GENRE, no_window), 0)
   own, other, timelines = [], [], []
-  for i, story in enumerate(stories):
+  for story in stories:
     texts = [text for text, _ in story.segments]
     if len(texts) < 2:
       skipped[ONE_SEGMENT] += 1
@@ -89,7 +84,8 @@ def story_adherence(stories: Sequence[clip_sets.Story], sample_rate_hz: int,
       skipped[NOT_A_CAPTION] += 1
       continue
     genres = np.asarray([genre_of[text] for text in texts])
-    partner = prompt_adherence.derangement(len(texts), seed + i)  # [segments]
+    # One pairing per segment count: a story and its real rebuild get the same control.
+    partner = prompt_adherence.derangement(len(texts), seed)  # [segments]
     if np.any(genres == genres[partner]):
       skipped[SAME_GENRE] += 1
       continue
@@ -144,7 +140,7 @@ def story_report(stories: Sequence[clip_sets.Story], sample_rate_hz: int | None,
   if reference.genre is None:
     return "the reference split has no genre labels"
   genre_of = dict(zip(reference.texts, reference.genre))
-  window_seconds = tagger_window_seconds(tagger)
+  window_seconds = tagger.window_seconds
 
   def window_features(audio, rate):  # one window in: one row of penultimate features
     return tagger(audio, rate)["penultimate"].mean(axis=0)

@@ -317,7 +317,7 @@ def run_suite(generated: clip_sets.ClipSet, reference: clip_sets.Reference, *,
   metrics, unavailable, curves, scores = compute_metrics(sets_given, features, reference, mulan,
                                                          seed, judge)
   first_tagger = next(iter(taggers.values()))
-  window_seconds = first_tagger.window_frames * first_tagger.hop_length / first_tagger.sample_rate_hz
+  window_seconds = first_tagger.window_seconds
   coherence_sets = {name: (sets[name], coherence.windows_per_clip(features[name].musicnn_windows,
                                                                  features[name].clip_of_window))
                     for name in ("generated", "real", "noise")}
