@@ -4,8 +4,8 @@ Builds the synth_music corpus, trains every component at tiny scale with the
 same binaries a user runs (musiclm-train, -export, -tokenize, -infer and the
 tokenizer fitting binaries; the melody embedder and a semantic stage on
 [M | melody]), and generates music for a few held-out captions, a 60 s long
-generation, a two-segment story (captions of two genres) and held-out captions with a hummed or
-whistled melody (their piece's, and another's as the control), ending with
+generation, a two-segment story (captions of two genres) and held-out captions
+with a hummed or whistled melody (their piece's, and another's as the control), ending with
 the path of the generated index.html, checks that the music follows its
 prompts and its melody, and musiclm-eval's table: every metric next to its
 baselines (shuffled prompts, an unconditional run, real held-out audio and its

@@ -39,7 +39,7 @@ from musiclm_jax.eval import prompt_adherence
 from musiclm_jax.eval import significance
 
 NO_STORIES = "no story line in the musiclm-infer folder"
-NOT_A_CAPTION = "a segment is no reference caption"
+NOT_A_CAPTION = "a segment not a reference caption"
 ONE_SEGMENT = "one segment"
 SAME_GENRE = "segments of one genre"
 
