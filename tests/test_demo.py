@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile
 
 import conftest
 from musiclm_jax import demo
 from musiclm_jax.errors import UserError
+from musiclm_jax.tokenizers import conditioning
 
 
 def _demo(output_dir):
@@ -27,6 +29,14 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   records = [json.loads(line) for line in (samples / "results.jsonl").read_text().splitlines()]
   prompts = (tmp_path / "prompts.jsonl").read_text().splitlines()
   assert len(records) == len(prompts) and not any("error" in r for r in records)
+  # Design section 10's levers: guided prompt lines, an unguided unconditional baseline's,
+  # and a MuLan RVQ of at most 8 fitted codes per level.
+  assert all(json.loads(line)["guidance_scale"] == demo.PROMPT_GUIDANCE for line in prompts)
+  assert not any("guidance_scale" in json.loads(line)
+                 for line in (tmp_path / "captions.jsonl").read_text().splitlines())
+  _, rvq_state = conditioning.load_rvq(str(tmp_path / "mulan" / "rvq.npz"))
+  used = (np.asarray(rvq_state["cluster_size"]) > 0).sum(axis=1)
+  assert 1 < used.max() <= demo.MULAN_CODES_PER_LEVEL, used
   for record in records:
     for sample in record["samples"]:
       assert (samples / sample["wav"]).stat().st_size > 0
