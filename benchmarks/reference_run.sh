@@ -1,0 +1,97 @@
+#!/bin/bash
+# The text-adherence reference run (issue #15; docs/design.md section 10): the levers the
+# demo's small runs supported, on synth_music/small (636 training clips, 80 held out),
+# ending with musiclm-eval on 80 held-out captions, 8 two-genre stories and 40
+# unconditional clips. Every step is skipped when its output exists, and training resumes
+# from its checkpoints, so a stopped run is continued by running it again.
+#
+#   benchmarks/reference_run.sh RUN_DIR DEMO_DIR
+#
+# DEMO_DIR: a finished `make demo` folder (runs/demo): its w2v-BERT and k-means are the
+# semantic tokenizer here, and synth_music/small is built into its tfds folder.
+# What departs from the demo's chain, each measured alone in design section 10:
+#   MuLan 600 steps on small (not 300 on tiny); its RVQ fits 8 codes per level (paper:
+#   1024); the semantic stage is text-only (semantic_stage.gin) with 600 steps;
+#   classifier-free guidance 3 on the semantic stage; the codec trains 1500 steps on
+#   reconstruction losses (the demo: 500).
+set -euo pipefail
+R=$(realpath "$1"); D=$(realpath "$2")
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL=3 XLA_FLAGS=--xla_force_host_platform_device_count=1
+P=.venv/bin/python
+mkdir -p "$R"
+DATA=(--gin.DATA_DIR="'$D/tfds'" --gin.DATASET="'synth_music/small'")
+log() { echo "$(date +%T) $* (load $(cut -d' ' -f1 /proc/loadavg))"; }
+# step NAME OUTPUT COMMAND...: runs COMMAND (logging to RUN_DIR/NAME.log) unless OUTPUT exists.
+step() {
+  local name=$1 output=$2; shift 2
+  if [ -e "$output" ]; then log "$name: reused"; return; fi
+  log "$name"; "$@" >> "$R/$name.log" 2>&1
+}
+train() {  # train NAME EXPERIMENT BINDINGS...: train, then export to RUN_DIR/NAME/export
+  local name=$1 experiment=$2; shift 2
+  if [ -e "$R/$name/export" ]; then log "$name: reused"; return; fi
+  log "$name"
+  "$P" -m musiclm_jax.train --gin_file="experiments/$experiment.gin" --gin.MODEL_DIR="'$R/$name'" \
+    "$@" >> "$R/$name.log" 2>&1
+  "$P" -m musiclm_jax.export --gin_file=runs/export.gin --gin.MODEL_DIR="'$R/$name'" \
+    --gin.EXPORT_DIR="'$R/$name/export'" >> "$R/$name.log" 2>&1
+}
+trap 'log "failed: see the last step'"'"'s log in $R"' ERR
+
+step corpus "$D/tfds/synth_music/small" "$P" -c \
+  "from musiclm_jax.data.synth_music import builder; builder.build_synth_music('$D/tfds', 'small')"
+train soundstream soundstream_synth "${DATA[@]}" --gin.TRAIN_STEPS=1500 --gin.ADVERSARIAL_START_STEP=1500
+train mulan mulan_synth "${DATA[@]}" --gin.TRAIN_STEPS=600
+step rvq_8 "$R/rvq_8/rvq.npz" "$P" -m musiclm_jax.fit_mulan_rvq --gin_file=runs/fit_mulan_rvq.gin \
+  "${DATA[@]}" --gin.EXPORT_DIR="'$R/mulan/export'" --gin.OUTPUT_DIR="'$R/rvq_8'" \
+  --gin.FITTED_CODES_PER_LEVEL=8
+TOKENIZERS=(--gin.SOUNDSTREAM_EXPORT_DIR="'$R/soundstream/export'"
+            --gin.W2V_BERT_EXPORT_DIR="'$D/w2v_bert/export'" --gin.KMEANS_PATH="'$D/w2v_bert/kmeans.npz'"
+            --gin.MULAN_EXPORT_DIR="'$R/mulan/export'" --gin.MULAN_RVQ_PATH="'$R/rvq_8/rvq.npz'")
+step tokens "$R/tokens/metadata.json" "$P" -m musiclm_jax.tokenize_dataset \
+  --gin_file=runs/tokenize.gin "${DATA[@]}" "${TOKENIZERS[@]}" --gin.TOKEN_CACHE_DIR="'$R/tokens'"
+train semantic semantic_stage --gin.TOKEN_CACHE_DIR="'$R/tokens'" --gin.CROP_SECONDS=10.0 --gin.TRAIN_STEPS=600
+train coarse coarse_stage --gin.TOKEN_CACHE_DIR="'$R/tokens'" --gin.TRAIN_STEPS=400
+train fine fine_stage --gin.TOKEN_CACHE_DIR="'$R/tokens'" --gin.TRAIN_STEPS=400
+
+# Prompts: every held-out caption (seed = its index), 8 stories of two captions of
+# different genres, and the first 40 captions again without guidance for the
+# unconditional baseline (musiclm-infer's GUIDANCE_SCALE = 0 keeps only the NULL logits).
+step prompts "$R/prompts.jsonl" "$P" - "$D/tfds" "$R" <<'EOF'
+import json, sys
+import tensorflow_datasets as tfds
+data_dir, run = sys.argv[1:]
+rows = list(tfds.load("synth_music/small", data_dir=data_dir, split="validation").as_numpy_iterator())
+captions, genres = [r["caption"].decode() for r in rows], [r["genre"].decode() for r in rows]
+guidance = {"semantic": 3.0}
+lines = [{"text": c, "seed": i, "guidance_scale": guidance} for i, c in enumerate(captions)]
+for i in range(0, len(captions), 10):
+  j = next(k for k in range(i + 1, len(captions)) if genres[k] != genres[i])
+  lines.append({"story": [[captions[i], 10.0], [captions[j], 10.0]], "seed": 200 + i,
+                "guidance_scale": guidance})
+with open(f"{run}/captions_unconditional.jsonl", "w") as f:
+  f.writelines(json.dumps({"text": c, "seed": i}) + "\n" for i, c in enumerate(captions[:40]))
+with open(f"{run}/prompts.jsonl", "w") as f:
+  f.writelines(json.dumps(line) + "\n" for line in lines)
+EOF
+INFER=("$P" -m musiclm_jax.infer --gin_file=runs/infer.gin "${TOKENIZERS[@]}"
+       --gin.SEMANTIC_EXPORT_DIR="'$R/semantic/export'" --gin.COARSE_EXPORT_DIR="'$R/coarse/export'"
+       --gin.FINE_EXPORT_DIR="'$R/fine/export'" --gin.SECONDS=10.0 --gin.BATCH_SIZE=8
+       --gin.IF_OUTPUT_EXISTS="'resume'" --gin.SAVE_TOKENS=True
+       # The demo's windows: each stage's crop, so every window is in-distribution.
+       --gin.cascade.Windows.semantic_window_seconds=10.0 --gin.cascade.Windows.semantic_stride_seconds=5.0
+       --gin.cascade.Windows.coarse_window_seconds=2.0 --gin.cascade.Windows.coarse_stride_seconds=1.0
+       --gin.cascade.Windows.fine_window_seconds=1.0 --gin.cascade.Windows.fine_stride_seconds=0.48)
+step generate "$R/samples/index.html" "${INFER[@]}" --gin.PROMPTS_FILE="'$R/prompts.jsonl'" \
+  --gin.OUTPUT_DIR="'$R/samples'"
+step generate_unconditional "$R/samples_unconditional/index.html" "${INFER[@]}" \
+  --gin.PROMPTS_FILE="'$R/captions_unconditional.jsonl'" --gin.OUTPUT_DIR="'$R/samples_unconditional'" \
+  --gin.GUIDANCE_SCALE=0.0
+step eval "$R/eval/eval.json" "$P" -m musiclm_jax.evaluate --gin_file=runs/eval.gin "${DATA[@]}" \
+  --gin.SPLIT="'validation'" --gin.SAMPLES_DIR="'$R/samples'" \
+  --gin.UNCONDITIONAL_DIR="'$R/samples_unconditional'" --gin.OUTPUT_DIR="'$R/eval'" \
+  --gin.MULAN_EXPORT_DIR="'$R/mulan/export'" --gin.MULAN_RVQ_PATH="'$R/rvq_8/rvq.npz'" \
+  --gin.SOUNDSTREAM_EXPORT_DIR="'$R/soundstream/export'" --gin.JUDGE_SPLIT="'train'" \
+  --gin.PROBE_TOKEN_CACHE_DIR="'$R/tokens'"
+log done
