@@ -449,19 +449,13 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   # A long-clip measure like coherence, but of the text and story lines (their windows are known).
   figures = joins.joins_report(stitched_audio, stitchings, stitched_rate, reference.audio,
                                reference.sample_rate_hz, seed=seed)
-  if isinstance(figures, str):
-    report["unavailable"]["joins"] = figures
-  else:
-    report["joins"] = figures
+  _add_section(report, "joins", figures)
   if judge is None:  # without story lines, their absence is the reason
     figures = NO_JUDGE if stories else story.NO_STORIES
   else:
     figures = story.story_report(stories, story_rate, reference, tagger_models[judge.feature_name],
                                  judge, seed)
-  if isinstance(figures, str):
-    report["unavailable"]["story"] = figures
-  else:
-    report["story"] = figures
+  _add_section(report, "story", figures)
   generated_for_melody, melodies, melody_rate = clip_sets.read_melody_pairs(samples_dir)
   if len(melodies) < 2:
     report["unavailable"]["melody_adherence"] = (
@@ -506,3 +500,12 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     json.dump(report, f, indent=1)
   report_lib.write_html(os.path.join(output_dir, EVAL_HTML), report)
   return report
+
+
+def _add_section(report: dict, name: str, figures: dict | str) -> None:
+  """report[name] = figures, or, when figures is the one line saying why there are none,
+  report["unavailable"][name] = figures."""
+  if isinstance(figures, str):
+    report["unavailable"][name] = figures
+  else:
+    report[name] = figures

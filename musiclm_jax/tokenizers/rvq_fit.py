@@ -48,8 +48,9 @@ def fit_rvq(embeddings: np.ndarray, num_levels: int = 12, codebook_size: int = 1
   if max_fitted_codes is not None and not 1 <= max_fitted_codes <= codebook_size:
     raise UserError(f"max_fitted_codes {max_fitted_codes} is outside [1, {codebook_size}]: "
                     "bind it within the codebook size, or None for as many as the data allows")
-  fitted = max(1, min(codebook_size, max_fitted_codes or codebook_size, n // min_vectors_per_code))
-  if fitted < min(codebook_size, max_fitted_codes or codebook_size):
+  wanted = max_fitted_codes or codebook_size
+  fitted = max(1, min(wanted, n // min_vectors_per_code))
+  if fitted < wanted:
     logging.warning("fitting %d of %d codes per level: %d embeddings are too few for more "
                     "(min_vectors_per_code=%d)", fitted, codebook_size, n, min_vectors_per_code)
   small = rvq_lib.ResidualVQ(num_levels, fitted, dim, kmeans_iterations=kmeans_iterations)
