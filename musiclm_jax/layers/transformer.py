@@ -144,7 +144,10 @@ class DecoderLayer(nn.Module):
 
 
 def _attention_bias(rel_bias, query_positions, key_positions, segment_ids):
-  """Relative bias [(batch,) heads, q, k] + causal (+ segment) mask: float32 [batch or 1, heads, q, k]."""
+  """Relative bias [(batch,) heads, q, k] + causal (+ segment) mask.
+
+  Returns float32 [batch or 1, heads, q, k].
+  """
   allowed = key_positions[None, :] <= query_positions[:, None]
   bias = rel_bias + jnp.where(allowed, 0.0, _MASKED)
   if bias.ndim == 3:
