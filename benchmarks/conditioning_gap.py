@@ -31,19 +31,17 @@ import json
 import os
 
 from absl import flags
-import gin
 import jax
 import numpy as np
 
 from musiclm_jax import cascade
-from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
-from musiclm_jax import paths
 from musiclm_jax.data import pipeline
 from musiclm_jax.data import tasks
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import significance
+from musiclm_jax.eval import teacher_forcing
 
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "musiclm-export folder of a semantic or "
                                   "coarse stage.", required=True)
@@ -59,35 +57,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seeds each clip's crop with (seed, clip
 ROWS = ("own", "rolled", "null")
 
 
-def training_crop_seconds(export_dir: str) -> float | None:
-  """CROP_SECONDS of the stage's training run (None: the paper's crop), from its config.gin."""
-  with gin_models.isolated_gin_config():
-    gin_utils.parse_gin([paths.join(export_dir, "config.gin")], [])
-    try:
-      return gin.query_parameter("%CROP_SECONDS")
-    except ValueError:
-      raise UserError(f"{export_dir}/config.gin sets no CROP_SECONDS: export a stage trained "
-                      "with experiments/*_stage.gin") from None
-
-
-def read_clips(cache_dir: str, split: str, kind: str, num_clips: int) -> list[token_cache.Record]:
-  """The split's first `num_clips` records (0: all), each with a non-empty M of `kind`."""
-  token_cache.load_metadata(cache_dir)  # a one-line error for a folder that is no cache
-  reader = token_cache.SplitReader(cache_dir, split)
-  records = [reader[i] for i in range(min(num_clips or len(reader), len(reader)))]
-  if len(records) < 2:
-    raise UserError(f"the {split} split of {cache_dir} has {len(records)} record(s): rolling M "
-                    "needs 2")
-  if any(not len(getattr(r, kind)) for r in records):
-    raise UserError(f"{cache_dir} has {split} records without {kind} tokens: re-tokenize it with "
-                    "a MuLan tokenizer (and captions, for mulan_text)")
-  return records
-
-
 def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record], kind: str,
                      crop_seconds: float | None, own_melody: bool, seed: int) -> dict:
   """Per-clip CEs of the rows in ROWS and their paired gaps; see the module docstring."""
-  model, params = stage_lm
+  model = stage_lm.model
   stage = model.stage
   if stage is None or "mulan" not in stage.condition_kinds:
     raise UserError(f"the export holds a {getattr(stage, 'name', 'plain')} LM, which reads no "
@@ -98,9 +71,7 @@ def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record
                     "the melody tokenizer the stage was trained with")
   frames = tasks.crop_frames(stage.name, crop_seconds)
   length = tasks.feature_lengths(stage.name, crop_seconds, melody)["targets"]
-  # One clip's three rows at a time: loss_fn averages over its batch, so vmap gives one CE per row.
-  row_ce = jax.jit(jax.vmap(lambda row: model.loss_fn(
-      params, {key: value[None] for key, value in row.items()}, None)[1]["cross_entropy"]))
+  row_ce = teacher_forcing.row_cross_entropy(stage_lm)  # one clip's three rows at a time
   conditioning = [getattr(r, kind) for r in records]
   ce = {row: [] for row in ROWS}
   for i, record in enumerate(records):
@@ -128,11 +99,12 @@ def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record
 
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
-  records = read_clips(_TOKEN_CACHE_DIR.value, _SPLIT.value, _CONDITIONING.value, _NUM_CLIPS.value)
+  records = teacher_forcing.read_clips(_TOKEN_CACHE_DIR.value, _SPLIT.value, _CONDITIONING.value,
+                                       _NUM_CLIPS.value)
   stage_lm = cascade.load_stage(_EXPORT_DIR.value)
   result = conditioning_gap(stage_lm, records, _CONDITIONING.value,
-                            training_crop_seconds(_EXPORT_DIR.value), _MELODY.value == "own",
-                            _SEED.value)
+                            teacher_forcing.training_crop_seconds(_EXPORT_DIR.value),
+                            _MELODY.value == "own", _SEED.value)
   print(json.dumps({"benchmark": "conditioning_gap", "export_dir": _EXPORT_DIR.value,
                     "token_cache_dir": _TOKEN_CACHE_DIR.value, "split": _SPLIT.value,
                     "conditioning": _CONDITIONING.value, **result,

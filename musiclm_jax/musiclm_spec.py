@@ -50,18 +50,30 @@ def melody_frames(begin: int, end: int, num_melody_frames: int | None = None) ->
   return first, min(first + count, num_melody_frames)
 
 
+# Each kind's frame in 50 Hz acoustic frames, the stages' common clock (MuLan's tokens are
+# of the whole clip: no time), for stage LMs whose position bias reads frame times.
+FRAME_TICKS = {"mulan": 0, "melody": round(MELODY_HOP_SECONDS * ACOUSTIC_RATE_HZ),
+               "semantic": ACOUSTIC_PER_SEMANTIC, "coarse": 1, "fine": 1}
+
+
+def _stage(name: str, layout: token_layout.TokenLayout, target: str,
+           conditioning: tuple[str, ...] = ()) -> token_layout.StageConfig:
+  ticks = tuple((kind, FRAME_TICKS[kind]) for kind in layout.offsets)
+  return token_layout.StageConfig(name, layout, target, conditioning, ticks)
+
+
 def semantic_stage(melody: bool = False) -> token_layout.StageConfig:
-  return token_layout.StageConfig("semantic", token_layout.semantic_layout(melody), "semantic",
-                                  ("mulan", "melody") if melody else ("mulan",))
+  return _stage("semantic", token_layout.semantic_layout(melody), "semantic",
+                ("mulan", "melody") if melody else ("mulan",))
 
 
 def coarse_stage(melody: bool = False) -> token_layout.StageConfig:
-  return token_layout.StageConfig("coarse", token_layout.coarse_layout(melody), "coarse",
-                                  ("mulan", "melody") if melody else ("mulan",))
+  return _stage("coarse", token_layout.coarse_layout(melody), "coarse",
+                ("mulan", "melody") if melody else ("mulan",))
 
 
 def fine_stage() -> token_layout.StageConfig:
-  return token_layout.StageConfig("fine", token_layout.fine_layout(), "fine")
+  return _stage("fine", token_layout.fine_layout(), "fine")
 
 
 STAGE_CONFIGS = {"semantic": semantic_stage(), "coarse": coarse_stage(), "fine": fine_stage()}

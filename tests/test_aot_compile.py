@@ -163,3 +163,12 @@ def test_the_table_names_every_try_and_the_rows_not_measured():
           "| 327 s (load 15.3) | 0.256 s at 40% (322.7 TFLOP, analytic) | 10 fits 15.20, 11 refused |"
           ) in table
   assert table.endswith("Not measured yet: semantic on v4-32, mulan on v5p-8.\n")
+
+
+def test_a_topology_names_its_chip_and_an_unknown_one_is_a_one_line_error():
+  from musiclm_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from musiclm_jax.tools import tpu_chips  # pylint: disable=g-import-not-at-top
+  assert tpu_chips.generation("v4:2x2x4") == "v4" and tpu_chips.hbm_gib("v5e:4x4") == 15.75
+  with pytest.raises(UserError, match="unknown TPU generation in topology v9:2x2") as error:
+    tpu_chips.hbm_gib("v9:2x2")
+  assert "\n" not in str(error.value)

@@ -59,3 +59,42 @@ def test_bias_depends_only_on_offset():
   # bias as rows 30..31 of the full matrix.
   rows = module.apply(params, jnp.arange(30, 32), positions)
   np.testing.assert_array_equal(rows, full[:, 30:32])
+
+
+def _frame_reference(kinds):
+  """Frame times of BOS + streams laid out one after another, from their shapes alone.
+
+  kinds: (first id, frames, levels, ticks) per stream -> (ids [n], times [n]); stream k's
+  frame f level q has id first + q (its kind's range is [first, first + levels)).
+  """
+  ids, times = [0], [0]
+  for first, frames, levels, ticks in kinds:
+    for f in range(frames):
+      ids += [first + q for q in range(levels)]
+      times += [f * ticks] * levels
+  return np.array(ids), np.array(times)
+
+
+def test_frame_times_match_each_streams_own_frame_count_and_resume_from_counts():
+  # A coarse-stage-like row: 1 global token (no time), 3 frames at 2 ticks, 6 frames of 4 levels.
+  kinds = [(10, 1, 1, 0), (20, 3, 1, 2), (30, 6, 4, 1)]
+  ids, expected = _frame_reference(kinds)
+  clocks = tuple((first, first + levels, levels, ticks) for first, _, levels, ticks in kinds)
+  tokens = jnp.asarray(np.stack([ids, ids]))
+  times, counts = relative_position.frame_times(tokens, clocks)
+  np.testing.assert_array_equal(times, np.stack([expected, expected]))
+  np.testing.assert_array_equal(counts, [[1, 3, 24]] * 2)
+  # Fed in two pieces (a cache's prefill, then decoding), the times are the same.
+  head, head_counts = relative_position.frame_times(tokens[:, :9], clocks)
+  tail, _ = relative_position.frame_times(tokens[:, 9:], clocks, head_counts)
+  np.testing.assert_array_equal(np.concatenate([head, tail], axis=1), times)
+
+
+def test_batched_positions_give_each_rows_own_bias():
+  module = relative_position.RelativePositionBias(num_heads=3, bidirectional=True)
+  rows = jnp.asarray([[0, 0, 1, 1, 2], [0, 5, 10, 40, 200]])
+  params = module.init(jax.random.PRNGKey(0), rows[0], rows[0])
+  batched = module.apply(params, rows, rows)
+  assert batched.shape == (2, 3, 5, 5)
+  for row, positions in enumerate(rows):
+    np.testing.assert_array_equal(batched[row], module.apply(params, positions, positions))

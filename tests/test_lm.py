@@ -8,6 +8,7 @@ import pytest
 
 from musiclm_jax import musiclm_spec
 from musiclm_jax.data import token_layout
+from musiclm_jax.layers import relative_position
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
 from musiclm_jax.tools import param_count
@@ -34,11 +35,13 @@ def _stage_sequence(stage):
 STAGES = musiclm_spec.STAGE_CONFIGS
 
 
-@pytest.mark.parametrize("scan_layers", [True, False])
+@pytest.mark.parametrize("scan_layers,frame_positions", [(True, False), (False, False),
+                                                          (True, True)])
 @pytest.mark.parametrize("stage_name", list(STAGES))
-def test_cached_decoding_matches_full_forward(stage_name, scan_layers):
+def test_cached_decoding_matches_full_forward(stage_name, scan_layers, frame_positions):
   stage = STAGES[stage_name]
-  model = lm.DecoderOnlyLM(dataclasses.replace(TINY, scan_layers=scan_layers), stage)
+  model = lm.DecoderOnlyLM(dataclasses.replace(TINY, scan_layers=scan_layers), stage,
+                           frame_positions=frame_positions)
   tokens, prefix_length = _stage_sequence(stage)
   length = tokens.shape[1]
   assert length > 16 + 8  # offsets beyond the 16 exact buckets, into the log-spaced ones
@@ -213,3 +216,34 @@ def test_conditioning_dropout_drops_rows_at_its_rate():
   # Binomial(256, 0.25): mean 64, sd 6.9; bounds of 4 sd, and the draws differ per key.
   assert all(36 <= k <= 92 for k in dropped), dropped
   assert len({round(k) for k in dropped}) > 1
+
+
+def test_frame_positions_let_a_fine_token_find_its_own_coarse_frame():
+  """With index offsets a fine token's own coarse frame is 4 T + 4 t + q - j tokens back,
+  past the bias's 128-token horizon: in the last bucket, with most other frames (a bag of
+  frames); with frame times its own frame is at offset 0, the others told apart."""
+  stage = STAGES["fine"]
+  frames = 50
+  tokens = np.concatenate([random_stream(stage.layout, "coarse", frames, 0),
+                           random_stream(stage.layout, "fine", frames, 1)])[None]
+  coarse = np.arange(4 * frames)
+  fine_of_frame_7 = 4 * frames + 8 * 7 + np.arange(8)
+  index_bucket = np.asarray(relative_position.relative_position_bucket(
+      coarse[None, :] - fine_of_frame_7[:, None], bidirectional=False))
+  last = index_bucket.max()
+  assert (index_bucket[:, 4 * 7:4 * 8] == last).all() and (index_bucket == last).mean() > 0.5
+  clocks = stage.frame_clocks()
+  times, _ = relative_position.frame_times(jnp.asarray(tokens), clocks)
+  times = np.asarray(times)[0]
+  offsets = times[coarse][None, :] - times[fine_of_frame_7][:, None]
+  assert (offsets[:, 4 * 7:4 * 8] == 0).all() and np.count_nonzero(offsets == 0) == 8 * 4
+  frame_bucket = relative_position.relative_position_bucket(offsets, bidirectional=True)
+  assert len(np.unique(frame_bucket[0, ::4])) > 16
+
+
+def test_frame_positions_need_a_stage_with_frame_ticks():
+  with pytest.raises(ValueError, match="needs a stage"):
+    lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=256), frame_positions=True)
+  bare = token_layout.StageConfig("fine", token_layout.fine_layout(), "fine")
+  with pytest.raises(ValueError, match="no frame_ticks"):
+    lm.DecoderOnlyLM(TINY, bare, frame_positions=True)

@@ -178,19 +178,33 @@ class StageConfig:
   """Which kinds of a layout condition the stage and which one it predicts.
 
   Kinds of the layout that are neither conditioning nor target are the prefix
-  (no loss, never dropped).
+  (no loss, never dropped). frame_ticks: (kind, ticks per frame) for every
+  kind, on one clock, so frame f of each kind is at time f * ticks (0: a
+  kind with no time, like MuLan's); () when the stage's clock is not known.
   """
   name: str
   layout: TokenLayout
   target_kind: str
   condition_kinds: tuple[str, ...] = ()
+  frame_ticks: tuple[tuple[str, int], ...] = ()
 
   def __post_init__(self):
     for kind in (self.target_kind,) + tuple(self.condition_kinds):
       self.layout.kind(kind)
+    if self.frame_ticks and sorted(k for k, _ in self.frame_ticks) != sorted(self.layout.offsets):
+      raise ValueError(f"{self.name}: frame_ticks {self.frame_ticks} must name each kind of "
+                       f"{self.layout} once.")
     if self.target_kind in self.condition_kinds:
       raise ValueError(f"{self.name}: the target kind {self.target_kind!r} cannot also "
                        "be conditioning.")
+
+  def frame_clocks(self) -> tuple[tuple[int, int, int, int], ...]:
+    """(first id, end id, levels, ticks per frame) of each kind: a Transformer's frame_clocks."""
+    if not self.frame_ticks:
+      raise ValueError(f"the {self.name} stage has no frame_ticks.")
+    ticks = dict(self.frame_ticks)
+    return tuple(self.layout.id_range(kind.name) + (kind.num_levels, ticks[kind.name])
+                 for kind in self.layout.kinds)
 
 
 def semantic_layout(melody: bool = False) -> TokenLayout:

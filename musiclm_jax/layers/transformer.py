@@ -7,6 +7,8 @@ shared by all layers together with the causal/segment mask.
 Cached decoding (`decode=True`) keeps a 'cache' collection in the Decoder:
   key, value  [layers, batch, max_length, heads, kv]   (compute dtype)
   index       int32 scalar: how many positions are filled
+  with `frame_clocks` also key_times int32 [batch, max_length] (each slot's
+  frame time) and frame_counts int32 [batch, clocks] (tokens of each kind so far)
 Create it by initialising with tokens of shape [batch, max_length] and
 `decode=True` (see `musiclm_jax.models.lm.DecoderOnlyLM.init_cache`), then call
 with `decode=True` and `mutable=['cache']` on any number of new tokens: they
@@ -48,6 +50,12 @@ class TransformerConfig:
     target kind, which is all its loss and its sampler ever read; None: the
     whole vocabulary. Input embeddings always cover the whole vocabulary.
   head_dim: None means d_model // num_heads.
+  frame_clocks: None: the relative position bias measures index offsets (T5,
+    AudioLM). Else one (first id, end id, levels, ticks per frame) per token
+    kind (`relative_position.frame_times`): it measures frame-time offsets,
+    both ways (a token may attend to an earlier-placed token of a later frame),
+    per row, so the bias is [batch, heads, q, k], the size of one layer's
+    attention logits. One sequence per row (no packing).
   remat_policy: one of REMAT_POLICIES: 'none' stores all activations, 'full'
     recomputes each layer in the backward pass, 'minimal' (alias
     'dots_with_no_batch_dims') keeps only weight matmul outputs.
@@ -63,6 +71,7 @@ class TransformerConfig:
   dropout_rate: float = 0.0
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
+  frame_clocks: tuple[tuple[int, int, int, int], ...] | None = None
   tie_embeddings: bool = False
   scan_layers: bool = True
   remat_policy: str = "none"
@@ -135,10 +144,11 @@ class DecoderLayer(nn.Module):
 
 
 def _attention_bias(rel_bias, query_positions, key_positions, segment_ids):
-  """Relative bias + causal (+ segment) mask: float32 [batch or 1, heads, q, k]."""
+  """Relative bias [(batch,) heads, q, k] + causal (+ segment) mask: float32 [batch or 1, heads, q, k]."""
   allowed = key_positions[None, :] <= query_positions[:, None]
   bias = rel_bias + jnp.where(allowed, 0.0, _MASKED)
-  bias = bias[None]
+  if bias.ndim == 3:
+    bias = bias[None]
   if segment_ids is not None:
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
     bias = bias + jnp.where(same, 0.0, _MASKED)[:, None]
@@ -192,10 +202,26 @@ class Decoder(nn.Module):
       query_positions = cache_index + query_positions
       key_positions = jnp.arange(cached_key.value.shape[2])
 
+    bias_queries, bias_keys = query_positions, key_positions
+    if cfg.frame_clocks:
+      if segment_ids is not None:
+        raise ValueError("frame_clocks count frames from the start of each row: "
+                         "train without packing.")
+      counts = None
+      if decode:
+        key_times = self.variable("cache", "key_times", jnp.zeros, (batch, length), jnp.int32)
+        frame_counts = self.variable("cache", "frame_counts", jnp.zeros,
+                                     (batch, len(cfg.frame_clocks)), jnp.int32)
+        counts = frame_counts.value
+      bias_queries, counts = relative_position.frame_times(tokens, cfg.frame_clocks, counts)
+      bias_keys = bias_queries
+      if decode:
+        bias_keys = jax.lax.dynamic_update_slice(key_times.value, bias_queries, (0, cache_index))
     rel_bias = relative_position.RelativePositionBias(
         cfg.num_heads, cfg.relative_attention_num_buckets,
-        cfg.relative_attention_max_distance, param_dtype=cfg.param_dtype,
-        name="relative_position_bias")(query_positions, key_positions)
+        cfg.relative_attention_max_distance, bidirectional=bool(cfg.frame_clocks),
+        param_dtype=cfg.param_dtype,
+        name="relative_position_bias")(bias_queries, bias_keys)
     bias = _attention_bias(rel_bias, query_positions, key_positions, segment_ids)
 
     x, kv_cache = self._layers(deterministic)(x, bias, kv_cache, cache_index)
@@ -203,6 +229,8 @@ class Decoder(nn.Module):
     if decode:
       cached_key.value, cached_value.value = kv_cache
       index.value = cache_index + length
+      if cfg.frame_clocks:
+        key_times.value, frame_counts.value = bias_keys, counts
 
     x = normalization.RMSNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                               name="final_norm")(x)

@@ -66,11 +66,17 @@ class DecoderOnlyLM(base.BaseModel):
       replacing the conditioning tokens by NULL_ID.
     melody_dropout_rate: per-example probability, in training only, of
       replacing the melody tokens alone by NULL_ID (independent of the above).
+    frame_positions: the relative position bias measures frame-time offsets
+      on the stage's clock (`StageConfig.frame_ticks`), not index offsets, so
+      a target token finds the prefix frames of its own time (beyond the
+      paper; AudioLM's index offsets saturate at 128 tokens, closer than any
+      acoustic stage's prefix frame is to its target).
   """
 
   def __init__(self, transformer_config: transformer.TransformerConfig,
                stage: token_layout.StageConfig | None = None, z_loss: float = 0.0,
-               condition_dropout_rate: float = 0.0, melody_dropout_rate: float = 0.0):
+               condition_dropout_rate: float = 0.0, melody_dropout_rate: float = 0.0,
+               frame_positions: bool = False):
     if stage is not None:
       layout_vocab = stage.layout.vocab_size
       if transformer_config.vocab_size not in (None, layout_vocab):
@@ -82,10 +88,13 @@ class DecoderOnlyLM(base.BaseModel):
       if transformer_config.logits_ids not in (None, target_ids):
         raise ValueError(f"logits_ids {transformer_config.logits_ids} is not the {stage.name} "
                          f"stage's target ids {target_ids}; leave it None.")
-      transformer_config = dataclasses.replace(transformer_config, vocab_size=layout_vocab,
-                                               logits_ids=target_ids)
+      transformer_config = dataclasses.replace(
+          transformer_config, vocab_size=layout_vocab, logits_ids=target_ids,
+          frame_clocks=stage.frame_clocks() if frame_positions else None)
     elif transformer_config.vocab_size is None:
       raise ValueError("DecoderOnlyLM needs transformer_config.vocab_size or a stage.")
+    elif frame_positions:
+      raise ValueError("frame_positions needs a stage (its kinds' frame clocks).")
     if condition_dropout_rate and (stage is None or not stage.condition_kinds):
       raise ValueError("condition_dropout_rate needs a stage with condition_kinds.")
     if melody_dropout_rate and (stage is None or "melody" not in stage.condition_kinds):

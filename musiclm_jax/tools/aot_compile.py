@@ -57,6 +57,7 @@ from musiclm_jax.errors import UserError
 from musiclm_jax.models import mulan
 from musiclm_jax.models import soundstream
 from musiclm_jax.tools import bisect_limit
+from musiclm_jax.tools import tpu_chips
 
 # Audio crops of the codec and w2v-BERT: neither paper gives one for music, so these are the
 # table's assumption (SoundStream's GAN trains on short crops, w2v-BERT on utterance-long
@@ -66,10 +67,6 @@ COMPONENTS = (*musiclm_spec.STAGES, "soundstream", "w2v_bert", "mulan")
 # Components that train with their own optimizer (the others take --optimizer).
 _OWN_OPTIMIZERS = {"soundstream": soundstream.gan_optimizer, "mulan": mulan.contrastive_optimizer}
 
-# HBM per chip as the TPU compiler counts it (programs beyond it are refused).
-TPU_HBM_GIB = {"v4": 30.75, "v5e": 15.75, "v5p": 95.74, "v6e": 31.25}
-# Generations whose chips pair two TensorCores into one device.
-_MEGACORE = ("v4", "v5p")
 # More FLOPs per row than the smallest batch's by this much: the compiler recomputes
 # (rematerializes) to fit, so the batch does not fit as configured.
 RECOMPUTE_TOLERANCE = 0.01
@@ -104,11 +101,8 @@ class DoesNotFitError(UserError):
 
 def tpu_devices(topology: str, num_slices: int = 1) -> Sequence[Any]:
   """The devices of a TPU topology such as 'v5e:4x4', without any TPU attached (needs libtpu)."""
-  generation = topology.split(":")[0]
-  if generation not in TPU_HBM_GIB:
-    raise UserError(f"unknown TPU generation in --topology={topology}: use one of "
-                    f"{', '.join(TPU_HBM_GIB)}, e.g. v5e:4x4")
-  kwargs = {"chip_config_name": "megacore"} if generation in _MEGACORE else {}
+  megacore = tpu_chips.generation(topology) in tpu_chips.MEGACORE_GENERATIONS
+  kwargs = {"chip_config_name": "megacore"} if megacore else {}
   if num_slices > 1:
     kwargs["num_slices"] = num_slices
   try:
@@ -292,7 +286,7 @@ def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: 
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   devices = tpu_devices(_TOPOLOGY.value, _NUM_SLICES.value) if _TOPOLOGY.value else None
-  hbm_gib = TPU_HBM_GIB[_TOPOLOGY.value.split(":")[0]] if _TOPOLOGY.value else None
+  hbm_gib = tpu_chips.hbm_gib(_TOPOLOGY.value) if _TOPOLOGY.value else None
   kwargs = dict(optimizer=_OPTIMIZER.value, bindings=_BINDINGS.value, mfu=_MFU.value)
   if _FIND_MAX_BATCH.value:
     if devices is None:

@@ -5,9 +5,8 @@ aot_compile define command-line flags).
 """
 from musiclm_jax import musiclm_spec
 from musiclm_jax.tools import bisect_limit
+from musiclm_jax.tools import tpu_chips
 
-# The names TPU slices are rented by.
-TOPOLOGY_NAMES = {"v5e:4x4": "v5e-16", "v4:2x2x4": "v4-32", "v5p:2x2x1": "v5p-8"}
 
 
 def aim(rows: list[dict], component: str, hbm_gib: float) -> tuple[int, float] | None:
@@ -28,9 +27,9 @@ def least_flops_per_row(rows: list[dict], component: str, topology: str) -> floa
   chip (None if none). Only the same chip: another chip's compiler counts the same step
   differently (the v4 compiler counted more per row at batch 1 than v5e's at 61, so a v5e
   reference made every v4 batch look recomputed)."""
-  chip = topology.split(":")[0]
+  chip = tpu_chips.generation(topology)
   return min((t["compiled_flops_per_row"] for r in rows
-              if r["component"] == component and r["topology"].split(":")[0] == chip
+              if r["component"] == component and tpu_chips.generation(r["topology"]) == chip
               for t in r.get("tries", ()) if t["verdict"] in ("fits", "over HBM")), default=None)
 
 
@@ -41,7 +40,7 @@ def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:
            "| per chip: argument / temp / total (peak) GiB | compile | step at MFU | batches tried |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
-    where = f"{TOPOLOGY_NAMES.get(r['topology'], r['topology'])} ({r['hbm_gib']} GiB)"
+    where = f"{tpu_chips.TOPOLOGY_NAMES.get(r['topology'], r['topology'])} ({r['hbm_gib']} GiB)"
     if "does_not_fit" in r:
       lines.append(f"| {r['component']} | {where} | | | does not fit: {r['does_not_fit']} | | | | |")
       continue
@@ -57,7 +56,8 @@ def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:
         f"| {gib['argument']:.2f} / {gib['temp']:.2f} / {gib['total']:.2f} ({gib['peak']:.2f}) "
         f"| {r['compile_seconds']:.0f} s (load {r.get('load_average', '?')}) | {step} | {tries} |")
   measured = {(r["component"], r["topology"]) for r in rows}
-  missing = [f"{c} on {TOPOLOGY_NAMES.get(t, t)}" for c, t in expected if (c, t) not in measured]
+  missing = [f"{c} on {tpu_chips.TOPOLOGY_NAMES.get(t, t)}" for c, t in expected
+             if (c, t) not in measured]
   if missing:
     lines.append(f"\nNot measured yet: {', '.join(missing)}.")
   return "\n".join(lines) + "\n"

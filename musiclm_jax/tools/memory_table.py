@@ -27,6 +27,7 @@ from absl import flags
 from musiclm_jax import gin_utils
 from musiclm_jax.tools import aot_compile
 from musiclm_jax.tools import memory_rows
+from musiclm_jax.tools import tpu_chips
 
 # The chips MusicLM users rent: v5e-16, v4-32 (megacore), v5p-8 (megacore).
 DEFAULT_TOPOLOGIES = ("v5e:4x4", "v4:2x2x4", "v5p:2x2x1")
@@ -48,7 +49,7 @@ def measure_row(topology: str, component: str, scale: str, model_parallel: int, 
                 flops_per_row: float | None = None) -> dict:
   """One row: find_max_batch's report, or what did not fit (a batch of 1 per replica)."""
   devices = aot_compile.tpu_devices(topology)
-  hbm_gib = aot_compile.TPU_HBM_GIB[topology.split(":")[0]]
+  hbm_gib = tpu_chips.hbm_gib(topology)
   row = {"topology": topology, "component": component, "scale": scale, "hbm_gib": hbm_gib,
          "model_parallel": model_parallel}
   try:
@@ -72,7 +73,7 @@ def main(argv):
     rows = _read_rows(records)
     if (topology, component, scale, model_parallel) in rows:
       continue
-    hbm_gib = aot_compile.TPU_HBM_GIB[topology.split(":")[0]]
+    hbm_gib = tpu_chips.hbm_gib(topology)
     measured = list(rows.values())
     first, slope_gib = memory_rows.aim(measured, component, hbm_gib) or (_FIRST_BATCH.value, None)
     row = measure_row(topology, component, scale, model_parallel, flags.FLAGS.mfu, first,

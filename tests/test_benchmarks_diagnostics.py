@@ -1,0 +1,106 @@
+"""The issue #15 diagnostics: count-table information per acoustic level, and the prefix gap."""
+import numpy as np
+import pytest
+
+from musiclm_jax import cascade
+from musiclm_jax import musiclm_spec
+from musiclm_jax.data import tasks
+from musiclm_jax.data import token_cache
+from musiclm_jax.data import token_layout
+from musiclm_jax.errors import UserError
+from musiclm_jax.eval import teacher_forcing
+from musiclm_jax.eval import token_information
+from musiclm_jax.layers import transformer
+from musiclm_jax.models import lm
+from numpy_params import model_params
+
+CODES = 16
+TINY = transformer.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32)
+CROP_SECONDS = 0.2  # 5 semantic, 10 acoustic frames
+
+
+def _synthetic_clips(num_clips: int, seed: int) -> tuple[list, list]:
+  """Clips of 40 frames: level 1 uniform, level 2 == level 1, level 3 independent of both."""
+  rng = np.random.default_rng(seed)
+  acoustic, semantic = [], []
+  for _ in range(num_clips):
+    first, independent = rng.integers(0, CODES, size=(2, 40))
+    acoustic.append(np.stack([first, first, independent], axis=1))
+    semantic.append(rng.integers(0, CODES, size=20))
+  return acoustic, semantic
+
+
+def test_token_information_finds_a_copied_level_and_no_more():
+  rows = token_information.level_information(*_synthetic_clips(60, 0), *_synthetic_clips(20, 1),
+                                             acoustic_codes=CODES, semantic_codes=CODES)
+  unigram = [row["unigram"]["ce"] for row in rows]
+  np.testing.assert_allclose(unigram, np.log(CODES), atol=0.05)  # uniform codes
+  copied = rows[1]
+  for name in ("level_1", "previous_level"):  # level 2's level 1 is also its level q - 1
+    assert copied[name]["ce"] < 0.1 * unigram[1], name
+    assert copied[name]["weight"] >= 0.9, name
+  independent = rows[2]
+  for name in ("level_1", "previous_level", "previous_frame", "semantic"):
+    assert abs(independent[name]["ce"] - unigram[2]) < 0.02, name
+  assert rows[0]["level_1"] is None and rows[0]["previous_level"] is None
+
+
+def test_token_information_previous_frame_stays_within_a_clip():
+  acoustic = np.arange(12).reshape(6, 2) % CODES
+  contexts = token_information.clip_contexts(acoustic, np.arange(3), 1, CODES)
+  np.testing.assert_array_equal(contexts["previous_frame"], [CODES, 1, 3, 5, 7, 9])
+  np.testing.assert_array_equal(contexts["semantic"], [0, 0, 1, 1, 2, 2])
+  # A level that steps down one code a frame is predicted from its previous frame.
+  clips = [np.repeat(np.arange(CODES)[:, None], 2, axis=1)[::-1] for _ in range(40)]
+  rows = token_information.level_information(
+      clips[:30], [np.zeros(8, int)] * 30, clips[30:], [np.zeros(8, int)] * 10,
+      acoustic_codes=CODES, semantic_codes=CODES)
+  assert rows[0]["previous_frame"]["ce"] < 0.2 < rows[0]["unigram"]["ce"]
+
+
+def _record(index: int, coarse_seed: int, frames: int = 20) -> token_cache.Record:
+  """A 0.4 s clip: coarse levels drawn from coarse_seed, fine levels and S from the index."""
+  rng = np.random.default_rng(100 + index)
+  coarse = np.random.default_rng(coarse_seed).integers(
+      0, token_layout.COARSE.codebook_size, (frames, token_layout.COARSE.num_levels))
+  fine = rng.integers(0, token_layout.FINE.codebook_size, (frames, token_layout.FINE.num_levels))
+  return token_cache.Record(
+      clip_id=f"clip{index}", mulan=rng.integers(0, token_layout.MULAN.codebook_size,
+                                                 token_layout.MULAN.num_levels),
+      semantic=rng.integers(0, token_layout.SEMANTIC.codebook_size, frames // 2),
+      acoustic=np.concatenate([coarse, fine], axis=1).astype(np.int32), num_samples=frames * 480)
+
+
+@pytest.mark.parametrize("stage_name", ["coarse", "fine"])
+def test_rolled_row_differs_from_own_in_the_prefix_only(stage_name):
+  stage = musiclm_spec.STAGE_CONFIGS[stage_name]
+  records = [_record(0, coarse_seed=0), _record(1, coarse_seed=1)]
+  frames = tasks.crop_frames(stage_name, CROP_SECONDS)
+  own, rolled = teacher_forcing.prefix_rows(stage, frames, *records, seed=[0, 0])
+  # The next clip's own crop from the same generator holds the prefix tokens rolled reads.
+  next_own, _ = teacher_forcing.prefix_rows(stage, frames, records[1], records[0], seed=[0, 0])
+  prefix = np.asarray(stage.layout.contains(teacher_forcing.prefix_kind(stage), own))
+  assert own.shape == rolled.shape and prefix.any() and not prefix.all()
+  np.testing.assert_array_equal(rolled[~prefix], own[~prefix])  # conditioning and targets
+  np.testing.assert_array_equal(rolled[prefix], next_own[prefix])
+  assert (rolled[prefix] != own[prefix]).mean() > 0.9
+
+
+def test_prefix_gap_of_a_tiny_fine_stage():
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.fine_stage())
+  stage_lm = cascade.StageLM(model, model_params(model))
+  # Clips 0 and 1 share their coarse levels: rolling clip 0 changes nothing.
+  records = [_record(0, coarse_seed=0), _record(1, coarse_seed=0), _record(2, coarse_seed=2)]
+  result = teacher_forcing.prefix_gap(stage_lm, records, CROP_SECONDS, seed=0)
+  own, rolled = result["per_clip"]["own"], result["per_clip"]["rolled"]
+  assert result["prefix"] == "coarse" and result["clips"] == 3
+  assert abs(rolled[0] - own[0]) < 1e-4
+  assert abs(rolled[1] - own[1]) > 1e-3 and abs(rolled[2] - own[2]) > 1e-3
+  assert result["gap_rolled_minus_own"] == pytest.approx(np.mean(np.subtract(rolled, own)),
+                                                         abs=1e-4)
+  assert 0 < result["p_rolled_above_own"] <= 1
+
+
+def test_prefix_gap_rejects_a_semantic_stage():
+  with pytest.raises(UserError, match="reads no prefix"):
+    teacher_forcing.prefix_kind(musiclm_spec.semantic_stage())
