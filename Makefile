@@ -25,8 +25,11 @@ demo: install
 	$(BIN)/python -m musiclm_jax.demo
 
 # Whole files per worker, in collection order: tests/conftest.py puts the slowest first.
+# A test still running after 20 minutes (the slowest, the quick demo, takes ~14 on the
+# slow machine) dumps every thread's stack: a hang is then diagnosed from CI's log.
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 \
+	  -o faulthandler_timeout=1200 tests
 
 install: $(STAMP) system-deps
 
