@@ -1,6 +1,6 @@
 """Story mode adherence: does the label judge's genre over time follow a story's segments?
 
-  stories, rate = clip_sets.read_stories("runs/demo/samples")
+  _, (_, rate, _), stories = clip_sets.read_infer_lines("runs/demo/samples")
   figures = story_report(stories, rate, reference, tagger, judge)   # or one line saying why not
   figures["generated"]["own_segment_accuracy"], figures["real"]["own_segment_accuracy"]
 
