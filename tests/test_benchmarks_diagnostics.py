@@ -1,4 +1,7 @@
-"""The issue #15 diagnostics: count-table information per acoustic level, and the prefix gap."""
+"""The issue #15 diagnostics: count-table information per acoustic level, the prefix gap and
+the conditioning gap."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -76,10 +79,12 @@ def test_rolled_row_differs_from_own_in_the_prefix_only(stage_name):
   stage = musiclm_spec.STAGE_CONFIGS[stage_name]
   records = [_record(0, coarse_seed=0), _record(1, coarse_seed=1)]
   frames = tasks.crop_frames(stage_name, CROP_SECONDS)
-  own, rolled = teacher_forcing.prefix_rows(stage, frames, *records, seed=[0, 0])
+  kind = teacher_forcing.prefix_kind(stage)
+  own, rolled = teacher_forcing.prefix_rows(stage, kind, frames, *records, seed=[0, 0])
   # The next clip's own crop from the same generator holds the prefix tokens rolled reads.
-  next_own, _ = teacher_forcing.prefix_rows(stage, frames, records[1], records[0], seed=[0, 0])
-  prefix = np.asarray(stage.layout.contains(teacher_forcing.prefix_kind(stage), own))
+  next_own, _ = teacher_forcing.prefix_rows(stage, kind, frames, records[1], records[0],
+                                            seed=[0, 0])
+  prefix = np.asarray(stage.layout.contains(kind, own))
   assert own.shape == rolled.shape and prefix.any() and not prefix.all()
   np.testing.assert_array_equal(rolled[~prefix], own[~prefix])  # conditioning and targets
   np.testing.assert_array_equal(rolled[prefix], next_own[prefix])
@@ -104,3 +109,72 @@ def test_prefix_gap_of_a_tiny_fine_stage():
 def test_prefix_gap_rejects_a_semantic_stage():
   with pytest.raises(UserError, match="reads no prefix"):
     teacher_forcing.prefix_kind(musiclm_spec.semantic_stage())
+
+
+def _with_melody(record: token_cache.Record, seed: int) -> token_cache.Record:
+  """The record with melody tokens [1, melody_levels] (one 3 s melody frame covers 0.4 s)."""
+  melody = np.random.default_rng(seed).integers(
+      0, token_layout.MELODY.codebook_size, (1, token_layout.MELODY.num_levels))
+  return dataclasses.replace(record, melody=melody.astype(np.int32))
+
+
+@pytest.mark.parametrize("stage_name, melody", [("semantic", None), ("coarse", None),
+                                                ("semantic", "own"), ("semantic", "null")])
+def test_conditioning_rows_differ_in_m_only(stage_name, melody):
+  stage = (musiclm_spec.semantic_stage(melody=True) if melody
+           else musiclm_spec.STAGE_CONFIGS[stage_name])
+  model = lm.DecoderOnlyLM(TINY, stage)
+  records = [_with_melody(_record(i, coarse_seed=i), seed=i) for i in range(2)]
+  frames = tasks.crop_frames(stage_name, CROP_SECONDS)
+  own, rolled, null = teacher_forcing.conditioning_rows(model, frames, *records, "mulan", melody,
+                                                        seed=[0, 0])
+  next_own = teacher_forcing.conditioning_rows(model, frames, records[1], records[0], "mulan",
+                                               melody, seed=[0, 0])[0]
+  is_m = np.asarray(stage.layout.contains("mulan", own))
+  assert is_m.sum() == token_layout.MULAN.num_levels and own.shape == rolled.shape == null.shape
+  for row in (rolled, null):  # the crop, the melody and the targets are the same
+    np.testing.assert_array_equal(row[~is_m], own[~is_m])
+  np.testing.assert_array_equal(rolled[is_m], next_own[is_m])  # the next clip's M
+  assert (rolled[is_m] != own[is_m]).all()
+  assert (null[is_m] == token_layout.NULL_ID).all() and (own[is_m] != token_layout.NULL_ID).all()
+  if melody:  # the clip's melody tokens, or NULL_ID in their place
+    with_melody = teacher_forcing.conditioning_rows(model, frames, *records, "mulan", "own",
+                                                    seed=[0, 0])[0]
+    is_melody = np.asarray(stage.layout.contains("melody", with_melody))
+    assert is_melody.sum() == token_layout.MELODY.num_levels
+    expected = token_layout.NULL_ID if melody == "null" else with_melody[is_melody]
+    np.testing.assert_array_equal(own[is_melody], expected)
+    np.testing.assert_array_equal(own[~is_melody], with_melody[~is_melody])
+
+
+def test_conditioning_gap_of_a_tiny_semantic_stage():
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.semantic_stage())
+  stage_lm = cascade.StageLM(model, model_params(model))
+  # Clips 0 and 1 share their M: rolling clip 0 changes nothing.
+  records = [_record(0, coarse_seed=0), _record(1, coarse_seed=1), _record(2, coarse_seed=2)]
+  records[1] = dataclasses.replace(records[1], mulan=records[0].mulan)
+  result = teacher_forcing.conditioning_gap(stage_lm, records, "mulan", CROP_SECONDS,
+                                            own_melody=False, seed=0)
+  assert list(result) == ["stage", "melody", "crop_seconds", "condition_dropout_rate", "clips",
+                          "ce_own", "ce_rolled", "ce_null", "gap_rolled_minus_own",
+                          "p_rolled_above_own", "gap_null_minus_own", "p_null_above_own",
+                          "per_clip"]
+  assert result["stage"] == "semantic" and result["melody"] is None and result["clips"] == 3
+  per_clip = result["per_clip"]
+  assert per_clip["clip_id"] == ["clip0", "clip1", "clip2"]
+  own, rolled, null = (np.asarray(per_clip[row]) for row in ("own", "rolled", "null"))
+  assert abs(rolled[0] - own[0]) < 1e-4
+  assert abs(rolled[1] - own[1]) > 1e-3 and abs(rolled[2] - own[2]) > 1e-3
+  assert (abs(null - own) > 1e-3).all()
+  for row, values in (("own", own), ("rolled", rolled), ("null", null)):
+    assert result[f"ce_{row}"] == pytest.approx(values.mean(), abs=1e-4)
+  for row, values in (("rolled", rolled), ("null", null)):
+    assert result[f"gap_{row}_minus_own"] == pytest.approx(np.mean(values - own), abs=1e-4)
+    assert 0 < result[f"p_{row}_above_own"] <= 1
+
+
+def test_conditioning_gap_rejects_a_fine_stage():
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.fine_stage())
+  with pytest.raises(UserError, match="reads no MuLan tokens"):
+    teacher_forcing.conditioning_gap(cascade.StageLM(model, None), [], "mulan", CROP_SECONDS,
+                                     own_melody=False, seed=0)

@@ -29,12 +29,16 @@ def _features(audio, rate):
   return np.asarray([audio.mean(), audio.std()])
 
 
+def _batch_features(windows, rate):
+  return np.stack([_features(window, rate) for window in windows])
+
+
 class FakeTagger:
   """1 s input windows whose penultimate features are `_features`."""
   window_seconds = 1.0
 
-  def __call__(self, audio, rate):
-    return {"penultimate": _features(audio, rate)[None]}
+  def batched(self, clips, rate):  # each clip one input window
+    return {"penultimate": _batch_features(clips, rate)[:, None]}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def _story(segments, audio_genres, seed=0):
 
 
 def _adherence(stories, judge, seed=0):
-  return story.story_adherence(stories, RATE_HZ, GENRE_OF, _features, judge, 1.0, seed=seed)
+  return story.story_adherence(stories, RATE_HZ, GENRE_OF, _batch_features, judge, 1.0, seed=seed)
 
 
 def test_windows_straddling_a_boundary_or_the_end_are_left_out():
@@ -138,3 +142,20 @@ def test_report_scores_real_stories_of_the_same_captions_looped_to_the_segments(
   assert "own segment 0.00 / other segment 0.00" in line and "real own segment 1.00" in line
   page = open(report_lib.write_html(str(tmp_path / "eval.html"), report)).read()
   assert "Story mode" in page and "0 s C [0]" in page
+
+
+def test_one_tagger_call_per_story_gives_each_window_its_own_features():
+  pytest.importorskip("musicnn", reason="musicnn is not installed")
+  from musiclm_jax.eval import musicnn  # pylint: disable=g-import-not-at-top
+  tagger = musicnn.MusicnnTagger("MTT_musicnn")
+  rate = 24_000
+  window = round(tagger.window_seconds * rate)
+  t = np.arange(4 * window) / rate  # a tone gliding up, with noise: every window differs
+  audio = 0.3 * np.sin(2 * np.pi * (200 + 100 * t) * t) + np.random.default_rng(0).normal(
+      0, 0.05, len(t))
+  windows = audio.reshape(4, window).astype(np.float32)
+  batched = story.tagger_features(tagger, windows, rate)
+  one_by_one = np.stack([tagger(w, rate)["penultimate"].mean(axis=0) for w in windows])
+  assert batched.shape == (4, 200)
+  np.testing.assert_allclose(batched, one_by_one, rtol=1e-4, atol=1e-4)
+  assert np.abs(one_by_one - one_by_one[0]).max() > 0.1  # the windows' features differ

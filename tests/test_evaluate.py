@@ -314,7 +314,8 @@ def test_one_read_gives_the_text_lines_and_the_stitched_lines(reference, tmp_pat
     f.write(json.dumps(story) + "\n")
   read, real_read = [], audio_io.read_audio
   monkeypatch.setattr(audio_io, "read_audio", lambda path: read.append(path) or real_read(path))
-  (audio, rate, texts), (stitched, stitched_rate, stitchings) = clip_sets.read_infer_lines(folder)
+  (audio, rate, texts), (stitched, stitched_rate, stitchings), stories = (
+      clip_sets.read_infer_lines(folder))
   assert len(read) == len(set(read)) == 7  # 6 text lines and the story line, each WAV once
   expected_audio, expected_rate, expected_texts = clip_sets.read_infer_folder(folder)
   assert (rate, texts) == (expected_rate, expected_texts) == (RATE_HZ, reference.texts)
@@ -323,6 +324,8 @@ def test_one_read_gives_the_text_lines_and_the_stitched_lines(reference, tmp_pat
   assert stitched_rate == RATE_HZ and len(stitched) == 7
   assert all(a is b for a, b in zip(stitched, audio))  # the text lines' arrays, not copies
   assert stitchings[0] == (WINDOWS, (2.0,)) and stitchings[-1] == (WINDOWS, (1.0, 1.0))
+  assert len(stories) == 1 and stories[0].audio is stitched[-1]  # the story line's array
+  assert stories[0].segments == ((reference.texts[0], 1.0), (reference.texts[1], 1.0))
 
 
 def test_story_lines_are_read_and_judged_per_window_like_real_clips(reference, tagger, judge,
@@ -340,7 +343,7 @@ def test_story_lines_are_read_and_judged_per_window_like_real_clips(reference, t
   with open(os.path.join(folder, results_file.NAME), "a") as f:
     f.writelines(json.dumps(r) + "\n"
                  for r in (record, {**record, "line": 99, "continue_from": "intro.wav"}))
-  stories, rate = clip_sets.read_stories(folder)
+  _, (_, rate, _), stories = clip_sets.read_infer_lines(folder)
   assert rate == RATE_HZ and len(stories) == 1  # the continuation starts with its prompt audio
   assert stories[0].segments == tuple(map(tuple, segments))
   figures = story.story_report(stories, rate, reference, tagger, judge)

@@ -2,7 +2,7 @@
 
   reference = read_reference("synth_music/tiny", "runs/demo/tfds", "validation")
   generated = paired_set("generated", *read_infer_folder("runs/demo/samples"), reference)
-  (audio, rate, texts), (stitched, _, stitchings) = read_infer_lines("runs/demo/samples")
+  (audio, rate, texts), (stitched, _, stitchings), stories = read_infer_lines("runs/demo/samples")
 
 Clip sets, all scored by the same code against the same reference split:
   generated       the plain text lines of a musiclm-infer folder (story and
@@ -23,9 +23,9 @@ prompt text (prompt records carry no clip id); the paired metrics (KLD, tempo,
 key) average over a set's paired clips, use the reference clip's tags and
 labels, and are unavailable (with the reason) when no prompt is a caption.
 The window-join measure (eval/joins.py) reads the text and story lines at their
-full length with the windows they were generated in (`read_infer_lines`, which
-reads each WAV once for both); story adherence (eval/story.py) reads the story
-lines with their segments (`read_stories`).
+full length with the windows they were generated in, and story adherence
+(eval/story.py) the story lines with their segments: `read_infer_lines` gives
+both and the text lines, reading each WAV once.
 """
 import dataclasses
 import os
@@ -144,28 +144,22 @@ def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[n
 
 
 def read_infer_lines(samples_dir: str) -> tuple[tuple[list[np.ndarray], int, list[str]],
-                                                tuple[list[np.ndarray], int | None, list[joins.Stitching]]]:
+                                                tuple[list[np.ndarray], int | None, list[joins.Stitching]],
+                                                list[Story]]:
   """One read of the text and story lines of a musiclm-infer folder (each WAV decoded once):
   (`read_infer_folder`'s (audio, rate, prompts) of its plain text lines, (audio [time] per
   clip, sample rate (None: no clip), how each was stitched from windows) of its text and
-  story lines). A continuation's first windows continue its prompt audio, and its lines are
-  left out of both."""
+  story lines, every sample of its story lines with its segments, at that same rate). A
+  continuation's first windows continue its prompt audio (a story's, not its first segment's
+  music), and its lines are left out of all three."""
   clips, rate = _read_clips(samples_dir, "generated", lambda record: not record.get("continue_from"))
   stitchings = [joins.Stitching(record["windows"], tuple(s for _, s in record["story"])
                                 if "story" in record else (record["seconds"],))
                 for record, _ in clips]
-  return _text_clips(clips, rate, samples_dir), ([audio for _, audio in clips], rate, stitchings)
-
-
-def read_stories(samples_dir: str) -> tuple[list[Story], int | None]:
-  """(every sample of the story lines of a musiclm-infer folder, their sample rate (None: no
-  story clip)). A continuation's story starts with its prompt audio, not its first segment's
-  music, and is left out. Story WAVs are few: reading them apart from `read_infer_lines`
-  costs little."""
-  clips, rate = _read_clips(samples_dir, "generated",
-                            lambda record: "story" in record and not record.get("continue_from"))
-  return [Story(audio, tuple((text, float(seconds)) for text, seconds in record["story"]))
-          for record, audio in clips], rate
+  stories = [Story(audio, tuple((text, float(seconds)) for text, seconds in record["story"]))
+             for record, audio in clips if "story" in record]
+  return (_text_clips(clips, rate, samples_dir), ([audio for _, audio in clips], rate, stitchings),
+          stories)
 
 
 def read_melody_pairs(samples_dir: str) -> tuple[list[np.ndarray], list[np.ndarray], int | None]:

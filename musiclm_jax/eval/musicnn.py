@@ -4,6 +4,7 @@
   out = tagger(audio, sample_rate_hz)           # audio [time]
   out["tag_probabilities"]                      # [windows, 50], labels in tagger.labels
   out["mean_pool"], out["penultimate"]          # [windows, 753], [windows, 200]: FAD embeddings
+  tagger.batched(clips, sample_rate_hz)         # clips [clips, time]: each [clips, windows, ...]
 
 The `musicnn` 0.1.0 package (ISC) carries TF1 checkpoints of taggers trained on
 MagnaTagATune (MTT: 50 instrument/mood tags) and the Million Song Dataset (MSD:
@@ -193,15 +194,29 @@ class MusicnnTagger:
     """[windows, window_frames, mel_bands] -> the network's outputs, each [windows, ...]."""
     return self._apply(self.variables, log_mel_windows)
 
+  def _inputs(self, audio: np.ndarray, sample_rate_hz: int) -> jnp.ndarray:
+    """audio [time] at any rate -> the network's input [windows, window_frames, mel_bands]."""
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 1 or audio.size < self.n_fft:
+      raise UserError(f"musicnn takes one mono clip of at least {self.n_fft} samples, "
+                      f"got shape {audio.shape}: mix to mono and skip empty clips")
+    audio = io.resample(audio, sample_rate_hz, self.sample_rate_hz)
+    return self.windows(self.log_mel(audio))
+
   def __call__(self, audio: np.ndarray, sample_rate_hz: int) -> dict[str, np.ndarray]:
     """audio [time] at any rate -> per 3 s window:
       tag_probabilities [windows, labels], logits [windows, labels],
       mean_pool, max_pool [windows, 753] (mid-end features pooled over time),
       penultimate [windows, 200] (the last hidden layer).
     """
-    audio = np.asarray(audio, np.float32)
-    if audio.ndim != 1 or audio.size < self.n_fft:
-      raise UserError(f"musicnn takes one mono clip of at least {self.n_fft} samples, "
-                      f"got shape {audio.shape}: mix to mono and skip empty clips")
-    audio = io.resample(audio, sample_rate_hz, self.sample_rate_hz)
-    return jax.tree.map(np.asarray, self.apply(self.windows(self.log_mel(audio))))
+    return jax.tree.map(np.asarray, self.apply(self._inputs(audio, sample_rate_hz)))
+
+  def batched(self, clips: np.ndarray, sample_rate_hz: int) -> dict[str, np.ndarray]:
+    """clips [clips, time] of one length at any rate -> `__call__`'s outputs of each clip,
+    each [clips, windows, ...], from one network call (one compile per number of clips): the
+    windows of a story cost one dispatch, not one each. Each clip is cut and resampled on its
+    own, so its outputs are `__call__`'s, not those of a window of the longer clip."""
+    inputs = jnp.stack([self._inputs(clip, sample_rate_hz) for clip in clips])
+    outputs = self.apply(inputs.reshape(-1, *inputs.shape[2:]))
+    return jax.tree.map(lambda x: np.asarray(x).reshape(*inputs.shape[:2], *x.shape[1:]),
+                        outputs)

@@ -1,6 +1,6 @@
 """Story mode adherence: does the label judge's genre over time follow a story's segments?
 
-  stories, rate = clip_sets.read_stories("runs/demo/samples")
+  _, (_, rate, _), stories = clip_sets.read_infer_lines("runs/demo/samples")
   figures = story_report(stories, rate, reference, tagger, judge)   # or one line saying why not
   figures["generated"]["own_segment_accuracy"], figures["real"]["own_segment_accuracy"]
 
@@ -29,6 +29,7 @@ The same measure on real audio (`story_report`'s "real"): every story rebuilt fr
 its segments' reference clips, each cut (or looped, when shorter) to its segment's
 length: what a generator that played the captioned clips would score with this judge.
 """
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -58,6 +59,13 @@ def window_segments(num_samples: int, sample_rate_hz: int, segment_seconds: Sequ
   return starts[inside], first[inside]
 
 
+def tagger_features(tagger, windows: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+  """windows [windows, samples] -> the judge's features [windows, D] (musicnn: 200): the
+  tagger's (`eval/musicnn.MusicnnTagger`) penultimate layer of each, averaged over the tagger
+  windows in it (one, for windows of its input length), all in one network call."""
+  return tagger.batched(windows, sample_rate_hz)["penultimate"].mean(axis=1)
+
+
 def story_adherence(stories: Sequence[clip_sets.Story], sample_rate_hz: int,
                     genre_of: dict[str, str], window_features: Callable[[np.ndarray, int], np.ndarray],
                     judge: label_judge.LabelJudge, window_seconds: float,
@@ -65,7 +73,8 @@ def story_adherence(stories: Sequence[clip_sets.Story], sample_rate_hz: int,
   """The judge's genre per window against the stories' segments (see the module docstring).
 
   stories: audio [time] at sample_rate_hz each; genre_of: reference caption -> genre;
-  window_features: (audio [window samples], rate) -> the judge's features [D] of one window.
+  window_features: (audio [windows, window samples], rate) -> the judge's features
+  [windows, D], called once per story.
   Returns {"window_seconds", "own_segment_accuracy", "other_segment_accuracy", "p_value",
   "stories", "windows" (scored), "skipped": {reason: stories}, "timelines": per scored
   story {"segments": [{"text", "genre", "seconds"}], "start_s" [windows], "predicted"
@@ -94,8 +103,8 @@ def story_adherence(stories: Sequence[clip_sets.Story], sample_rate_hz: int,
     if not len(starts):
       skipped[no_window] += 1
       continue
-    features = np.stack([window_features(story.audio[s:s + window], sample_rate_hz)
-                         for s in starts])
+    features = window_features(np.stack([story.audio[s:s + window] for s in starts]),
+                               sample_rate_hz)
     predicted = np.asarray(label_judge.predict(judge, features)["genre"])
     own.append(predicted == genres[segment])
     other.append(predicted == genres[partner[segment]])
@@ -141,10 +150,7 @@ def story_report(stories: Sequence[clip_sets.Story], sample_rate_hz: int | None,
     return "the reference split has no genre labels"
   genre_of = dict(zip(reference.texts, reference.genre))
   window_seconds = tagger.window_seconds
-
-  def window_features(audio, rate):  # one window in: one row of penultimate features
-    return tagger(audio, rate)["penultimate"].mean(axis=0)
-
+  window_features = functools.partial(tagger_features, tagger)
   generated = story_adherence(stories, sample_rate_hz, genre_of, window_features, judge,
                               window_seconds, seed)
   if isinstance(generated, str):

@@ -394,8 +394,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
         clip_sets.paired_set(name, *clip_sets.read_infer_folder(folder, name), reference),
         clip_seconds)
 
-  text_lines, (stitched_audio, stitched_rate, stitchings) = clip_sets.read_infer_lines(samples_dir)
-  stories, story_rate = clip_sets.read_stories(samples_dir)
+  text_lines, (stitched_audio, stitched_rate, stitchings), stories = clip_sets.read_infer_lines(
+      samples_dir)
   full_length_generated = clip_sets.paired_set("generated", *text_lines, reference)
   generated = clip_sets.cropped(full_length_generated, clip_seconds)
   shuffled = infer_set(shuffled_dir, "shuffled") if shuffled_dir else None
@@ -453,8 +453,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   if judge is None:  # without story lines, their absence is the reason
     figures = NO_JUDGE if stories else story.NO_STORIES
   else:
-    figures = story.story_report(stories, story_rate, reference, tagger_models[judge.feature_name],
-                                 judge, seed)
+    figures = story.story_report(stories, stitched_rate, reference,
+                                 tagger_models[judge.feature_name], judge, seed)
   _add_section(report, "story", figures)
   generated_for_melody, melodies, melody_rate = clip_sets.read_melody_pairs(samples_dir)
   if len(melodies) < 2:

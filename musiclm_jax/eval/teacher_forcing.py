@@ -1,28 +1,34 @@
-"""Teacher-forced cross-entropy of a stage on crops of cached clips; does it read its prefix?
+"""Teacher-forced cross-entropy of a stage on crops of cached clips: does it read its M, its prefix?
 
   records = read_clips(cache_dir, "validation", None, num_clips=80)
   result = prefix_gap(cascade.load_stage(export_dir), records,
                       training_crop_seconds(export_dir), seed=0)
 
-What `benchmarks/conditioning_gap.py` (M swapped between clips) and
-`benchmarks/prefix_gap.py` (the prefix swapped) share: the stage's training
-crop length, the clips, one CE per row from the stage's own `loss_fn` (no
-dropout). Here too is the prefix gap, the prefix counterpart of the
-conditioning gap, kept out of the benchmark script so the tests import it.
+The cores of `benchmarks/conditioning_gap.py` (M swapped between clips) and
+`benchmarks/prefix_gap.py` (the prefix swapped), kept out of the scripts so the
+tests import them. Both draw, for each clip i, one crop of the stage's training
+length by `tasks.crop_ids` several times from the same generator (seeded with
+(seed, i)), so the rows share the crop and differ only in the swapped tokens,
+and score every row by one CE from the stage's own `loss_fn` (no dropout);
+`paired_row_gaps` reduces the rows the same way for both.
 
-A stage's prefix is the kind of its layout that is neither its target nor its
-conditioning (`token_layout.StageConfig`): S for the coarse stage [M | S | Ac],
-the coarse levels A[:, :4] for the fine stage [Ac | Af]; the semantic stage has
-none. For each clip i, one crop of the training length is drawn by
-`tasks.crop_ids` twice from the same generator, once from the clip as it is
-(own) and once from the clip with its prefix stream replaced by clip i + 1's
-(rolled), so the two rows share the crop, the conditioning and the targets and
-differ only in the prefix tokens. rolled − own > 0 means the stage's
-predictions depend on the prefix it reads. Whether that dependence helps on
-held-out clips is another question: own against the targets' code frequencies
-alone (the unigram of `eval/token_information.py`) answers it.
+Conditioning gap (semantic and coarse stage): M (the clip's M_A or its
+caption's M_T) is the clip's own (own), clip i + 1's (rolled) or NULL_ID in
+M's positions (null: the row classifier-free guidance subtracts).
+
+Prefix gap (coarse and fine stage): a stage's prefix is the kind of its layout
+that is neither its target nor its conditioning (`token_layout.StageConfig`):
+S for the coarse stage [M | S | Ac], the coarse levels A[:, :4] for the fine
+stage [Ac | Af]; the semantic stage has none. own is the clip as it is, rolled
+the clip with its prefix stream replaced by clip i + 1's; the conditioning and
+targets stay the clip's.
+
+rolled − own > 0 means the stage's predictions depend on the tokens swapped.
+Whether reading the prefix helps on held-out clips is another question: own
+against the targets' code frequencies alone (the unigram of
+`eval/token_information.py`) answers it.
 """
-from typing import Callable
+from typing import Callable, Sequence
 
 import gin
 import jax
@@ -38,7 +44,9 @@ from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import significance
+from musiclm_jax.models import lm
 
+CONDITIONING_ROWS = ("own", "rolled", "null")
 PREFIX_ROWS = ("own", "rolled")
 # Decimals of the reported CEs (nats): the fine stage's prefix gap was measured at 1e-4.
 DECIMALS = 5
@@ -80,6 +88,89 @@ def row_cross_entropy(stage_lm: cascade.StageLM) -> Callable[[pipeline.Batch], j
       params, {key: value[None] for key, value in row.items()}, None)[1]["cross_entropy"]))
 
 
+def paired_row_gaps(stage_lm: cascade.StageLM, records: Sequence[token_cache.Record],
+                    rows_of_clip: Callable[[int], Sequence[np.ndarray]], names: Sequence[str],
+                    length: int) -> dict:
+  """The CE of each clip's rows, reduced: means, paired gaps to the first row, their p-values.
+
+  rows_of_clip: clip index i -> ids [length] per row of `names`, the first being the clip's
+    own (one jitted call scores a clip's rows together). length: the targets' feature length.
+  Returns {'ce_<row>' (nats per target token, mean over clips) per row, then per other row
+  'gap_<row>_minus_<first>' (mean of the per-clip differences) and 'p_<row>_above_<first>'
+  (one-sided sign-flip permutation p over clips), 'per_clip': {'clip_id', <row> per row}},
+  CEs rounded to DECIMALS.
+  """
+  row_ce = row_cross_entropy(stage_lm)
+  ce = {name: [] for name in names}
+  for i in range(len(records)):
+    values = jax.device_get(row_ce(pipeline.decoder_features(rows_of_clip(i), length)))
+    for name, value in zip(names, values, strict=True):
+      ce[name].append(float(value))
+  first, *others = names
+  result = {f"ce_{name}": round(float(np.mean(ce[name])), DECIMALS) for name in names}
+  for name in others:
+    result[f"gap_{name}_minus_{first}"] = round(
+        float(np.mean(np.subtract(ce[name], ce[first]))), DECIMALS)
+    result[f"p_{name}_above_{first}"] = significance.permutation_p_value(ce[name], ce[first],
+                                                                        paired=True)
+  return {**result, "per_clip": {"clip_id": [r.clip_id for r in records],
+                                 **{name: [round(v, DECIMALS) for v in ce[name]]
+                                    for name in names}}}
+
+
+def conditioning_rows(model: lm.DecoderOnlyLM, frames: dict[str, int],
+                      record: token_cache.Record, other: token_cache.Record, kind: str,
+                      melody: str | None, seed: list[int]) -> tuple[np.ndarray, ...]:
+  """(own, rolled, null) ids [length] int32 of one crop of `record` by `tasks.crop_ids`, drawn
+  by a generator seeded with `seed` for each row, so all three share the crop.
+
+  kind: the M of the rows ('mulan' or 'mulan_text'): `record`'s, `other`'s, NULL_ID.
+  melody: None (the stage reads no melody), 'own' (the record's melody tokens) or 'null'
+  (NULL_ID in their place, as a text-only prompt), the same in every row.
+  """
+  name = model.stage.name
+  rows = [tasks.crop_ids(name, frames, m, record.semantic, record.acoustic,
+                         np.random.default_rng(seed), record.melody if melody else None)[0]
+          for m in (getattr(record, kind), getattr(other, kind))]
+  rows.append(np.asarray(model.remove_conditioning(rows[0][None], kinds=("mulan",)))[0])
+  if melody == "null":
+    rows = [np.asarray(model.remove_conditioning(row[None], kinds=("melody",)))[0]
+            for row in rows]
+  return tuple(rows)
+
+
+def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record], kind: str,
+                     crop_seconds: float | None, own_melody: bool, seed: int) -> dict:
+  """Per-clip CEs of the rows in CONDITIONING_ROWS, their paired gaps and one-sided sign-flip ps.
+
+  records: clips of one split, at least 2 (clip i gets clip i + 1's M, the last the first's),
+    each with a non-empty M of `kind` ('mulan' or 'mulan_text'). crop_seconds: the stage's
+    training crop (None: the paper's). own_melody: a stage on [M | melody] reads the clip's
+    melody tokens (else NULL ones).
+  Returns {'stage', 'melody' (None: the stage reads none), 'crop_seconds',
+  'condition_dropout_rate', 'clips', and `paired_row_gaps`' figures of (own, rolled, null)}.
+  """
+  model = stage_lm.model
+  stage = model.stage
+  if stage is None or "mulan" not in stage.condition_kinds:
+    raise UserError(f"the export holds a {getattr(stage, 'name', 'plain')} LM, which reads no "
+                    "MuLan tokens: point at a semantic or coarse stage")
+  melody = ("own" if own_melody else "null") if "melody" in stage.condition_kinds else None
+  if melody and any(r.melody is None for r in records):
+    raise UserError("the stage reads melody tokens and the token cache has none: tokenize with "
+                    "the melody tokenizer the stage was trained with")
+  frames = tasks.crop_frames(stage.name, crop_seconds)
+  length = tasks.feature_lengths(stage.name, crop_seconds, bool(melody))["targets"]
+
+  def rows_of_clip(i):
+    return conditioning_rows(model, frames, records[i], records[(i + 1) % len(records)], kind,
+                             melody, [seed, i])
+
+  return {"stage": stage.name, "melody": melody, "crop_seconds": crop_seconds,
+          "condition_dropout_rate": model.condition_dropout_rate, "clips": len(records),
+          **paired_row_gaps(stage_lm, records, rows_of_clip, CONDITIONING_ROWS, length)}
+
+
 def prefix_kind(stage: token_layout.StageConfig | None) -> str:
   """The kind of the stage's layout that is neither its target nor its conditioning:
   'semantic' (coarse stage) or 'coarse' (fine stage)."""
@@ -97,16 +188,15 @@ def _cyclic(codes: np.ndarray, frames: int) -> np.ndarray:
   return np.resize(codes, (frames,) + codes.shape[1:])
 
 
-def prefix_rows(stage: token_layout.StageConfig, frames: dict[str, int],
+def prefix_rows(stage: token_layout.StageConfig, kind: str, frames: dict[str, int],
                 record: token_cache.Record, other: token_cache.Record,
                 seed: list[int]) -> tuple[np.ndarray, np.ndarray]:
   """(own, rolled) ids [length] int32 of one crop of `record` by `tasks.crop_ids`.
 
-  rolled is drawn from `record` with its prefix stream replaced by `other`'s
-  (cut or cyclically repeated to the record's length, so the crop start, drawn
-  from that length by a generator seeded with `seed` for both rows, is the same).
+  kind: the stage's `prefix_kind`. rolled is drawn from `record` with its prefix stream
+  replaced by `other`'s (cut or cyclically repeated to the record's length, so the crop
+  start, drawn from that length by a generator seeded with `seed` for both rows, is the same).
   """
-  kind = prefix_kind(stage)
   semantic, acoustic = record.semantic, record.acoustic
   if kind == "semantic":
     semantic = _cyclic(other.semantic, len(semantic))
@@ -125,27 +215,17 @@ def prefix_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record],
 
   records: clips of one split, at least 2 (clip i is rolled with clip i + 1, the last with
     the first). crop_seconds: the stage's training crop (None: the paper's).
-  Returns {'stage', 'prefix', 'crop_seconds', 'clips', 'ce_own', 'ce_rolled' (nats per
-  target token, mean over clips), 'gap_rolled_minus_own', 'p_rolled_above_own',
-  'per_clip': {'clip_id', 'own', 'rolled'}}.
+  Returns {'stage', 'prefix', 'crop_seconds', 'clips', and `paired_row_gaps`' figures of
+  (own, rolled)}.
   """
   stage = stage_lm.model.stage
   kind = prefix_kind(stage)
   frames = tasks.crop_frames(stage.name, crop_seconds)
   length = tasks.feature_lengths(stage.name, crop_seconds)["targets"]
-  row_ce = row_cross_entropy(stage_lm)
-  ce = {row: [] for row in PREFIX_ROWS}
-  for i, record in enumerate(records):
-    rows = prefix_rows(stage, frames, record, records[(i + 1) % len(records)], [seed, i])
-    values = jax.device_get(row_ce(pipeline.decoder_features(rows, length)))
-    for row, value in zip(PREFIX_ROWS, values):
-      ce[row].append(float(value))
+
+  def rows_of_clip(i):
+    return prefix_rows(stage, kind, frames, records[i], records[(i + 1) % len(records)], [seed, i])
+
   return {"stage": stage.name, "prefix": kind, "crop_seconds": crop_seconds,
           "clips": len(records),
-          **{f"ce_{row}": round(float(np.mean(ce[row])), DECIMALS) for row in PREFIX_ROWS},
-          "gap_rolled_minus_own": round(float(np.mean(np.subtract(ce["rolled"], ce["own"]))),
-                                        DECIMALS),
-          "p_rolled_above_own": significance.permutation_p_value(ce["rolled"], ce["own"],
-                                                                 paired=True),
-          "per_clip": {"clip_id": [r.clip_id for r in records],
-                       **{row: [round(v, DECIMALS) for v in ce[row]] for row in PREFIX_ROWS}}}
+          **paired_row_gaps(stage_lm, records, rows_of_clip, PREFIX_ROWS, length)}
