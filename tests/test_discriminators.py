@@ -1,4 +1,5 @@
 """Discriminators and codec losses."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +33,35 @@ def test_every_discriminator_gives_logits_and_features():
   # Complex input: the STFT discriminators respond to a phase change the magnitude hides.
   shifted = apply(params, jnp.roll(audio, 1, axis=-1))
   assert not np.allclose(shifted[0][0], outputs[0][0])
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID", ((3, 5),)])
+def test_taps_conv_matches_the_lax_conv_and_its_gradients(padding):
+  # The waveform discriminators' first conv: 15 taps of one channel, as nn.Conv calls it.
+  audio = _noise(4, (2, 300, 1))
+  kernel = jax.random.normal(jax.random.key(5), (15, 1, 8))
+
+  def loss(conv, x, k):
+    y = conv(x, k, (1,), padding, lhs_dilation=(1,), rhs_dilation=(1,),
+             dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=1, precision=None)
+    return jnp.sum(jnp.sin(y)), y
+
+  for_both = [jax.jit(jax.value_and_grad(lambda x, k, c=conv: loss(c, x, k), argnums=(0, 1),
+                                         has_aux=True))
+              for conv in (jax.lax.conv_general_dilated, discriminators._taps_conv)]
+  (_, expected), expected_grads = for_both[0](audio, kernel)
+  (_, actual), actual_grads = for_both[1](audio, kernel)
+  assert actual.shape == expected.shape
+  np.testing.assert_allclose(actual, expected, atol=1e-5)
+  for a, e in zip(actual_grads, expected_grads):
+    np.testing.assert_allclose(a, e, atol=1e-4)
+
+
+def test_waveform_discriminator_params_keep_their_names_and_shapes():
+  # Checkpoints from before the first conv became `_taps_conv` still load.
+  init = discriminators.WaveDiscriminator(4, 16, 2).init
+  params = nn.unbox(jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, 480))))["params"]
+  assert params["Conv_0"]["kernel"].shape == (15, 1, 4) and params["Conv_0"]["bias"].shape == (4,)
 
 
 def test_hinge_losses():
