@@ -48,7 +48,8 @@ def _kernel_init(ndim: int):
   return nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
 
 
-def _taps_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, **unused) -> jax.Array:
+def _taps_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
+               rhs_dilation=None, feature_group_count=1, **unused) -> jax.Array:
   """`lax.conv_general_dilated` of a stride-1 1-D conv of one input channel, as a matmul of taps.
 
   XLA's TPU compiler spends ~100 s compiling the wide (15-tap) single-channel
@@ -57,9 +58,10 @@ def _taps_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, **unused
   lhs: [batch, time, 1] (NWC), rhs: [taps, 1, out] (WIO) -> [batch, frames, out];
   padding: 'SAME' / 'VALID' or one (low, high) pair, as nn.Conv passes it.
   """
-  del unused  # nn.Conv passes dilations, groups and precision: all 1 / default here.
-  if window_strides != (1,) or lhs.shape[-1] != 1:
-    raise ValueError("_taps_conv takes stride-1 convs of one input channel")
+  del unused  # nn.Conv's channels-last dimension numbers and default precision.
+  if (tuple(window_strides) != (1,) or lhs.shape[-1] != 1 or feature_group_count != 1
+      or any(d is not None and tuple(d) != (1,) for d in (lhs_dilation, rhs_dilation))):
+    raise ValueError("_taps_conv takes undilated stride-1 convs of one input channel")
   taps = rhs.shape[0]
   if isinstance(padding, str):
     padding = jax.lax.padtype_to_pads(lhs.shape[1:2], (taps,), window_strides, padding)
