@@ -172,3 +172,48 @@ def test_a_topology_names_its_chip_and_an_unknown_one_is_a_one_line_error():
   with pytest.raises(UserError, match="unknown TPU generation in topology v9:2x2") as error:
     tpu_chips.hbm_gib("v9:2x2")
   assert "\n" not in str(error.value)
+
+
+def _fake_compile(capacity: float, calls: list):
+  """A compiler of a component whose bytes per chip are 3 + 2 * batch, refusing programs
+  over 1.1 * capacity and recomputing (more FLOPs per row) from 9 rows up."""
+  def compile_batch(n):
+    calls.append(n)
+    total = 3.0 + 2.0 * n
+    if total > 1.1 * capacity:
+      return {"refused": f"needs {total}", "needed_bytes": total}
+    return {"report": {"compiled_flops": 5.0 * n * (1.5 if n >= 9 else 1.0),
+                       "per_device_bytes": {"total": total},
+                       "per_device_gib": {"total": total / 2**30}, "compile_seconds": 60.0}}
+  return compile_batch
+
+
+@pytest.mark.parametrize("capacity, expected", [(16.0, 6), (30.0, 8), (2.0, 0)])
+def test_an_interrupted_search_resumes_at_its_next_compile(capacity, expected):
+  from musiclm_jax.tools import max_batch  # pylint: disable=g-import-not-at-top
+  calls, outcomes = [], {}
+  best, reports, tries = max_batch.search(_fake_compile(capacity, calls), capacity,
+                                          on_try=outcomes.__setitem__)
+  assert best == expected and list(outcomes) == calls and set(reports) <= set(calls)
+  # 30: 9 and up recompute, so 8 is the largest that fits though 13 would by its bytes.
+  assert {t["verdict"] for t in tries} >= ({"refused"} if capacity == 2.0 else {"fits"})
+  for stopped_after in range(len(calls) + 1):
+    resumed_calls = []
+    done = {n: outcomes[n] for n in calls[:stopped_after]}
+    resumed = max_batch.search(_fake_compile(capacity, resumed_calls), capacity, done=done,
+                               on_try=lambda n, o: None)
+    assert resumed_calls == calls[stopped_after:]
+    assert resumed == (best, reports, tries)
+
+
+def test_tries_are_read_back_by_row_and_batch(tmp_path):
+  from musiclm_jax.tools import memory_rows  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "table.tries.jsonl")
+  assert memory_rows.read_tries(path) == {}
+  row = ("v5e:4x4", "soundstream", "paper", 1)
+  memory_rows.append_try(path, row, 1, {"report": {"compiled_flops": 2.0}})
+  memory_rows.append_try(path, ("v4:2x2x4", "soundstream", "paper", 1), 1, {"refused": "x"})
+  memory_rows.append_try(path, row, 4, {"refused": "too big", "needed_bytes": 9.0})
+  assert memory_rows.read_tries(path) == {
+      row: {1: {"report": {"compiled_flops": 2.0}}, 4: {"refused": "too big", "needed_bytes": 9.0}},
+      ("v4:2x2x4", "soundstream", "paper", 1): {1: {"refused": "x"}}}

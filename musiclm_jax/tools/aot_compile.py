@@ -19,7 +19,7 @@ chips of that TPU topology (`--num_slices` for multislice) and XLA's TPU compile
 does the work: the sizes are the chip's, and a program that does not fit its HBM
 is refused, reported as one line naming the chip, its HBM and the bytes needed.
 --find_max_batch asks the compiler for the largest batch per data-parallel replica
-that fits (accepted without recompute, per-chip total within HBM: `find_max_batch`),
+that fits (accepted without recompute, per-chip total within HBM: `max_batch.search`),
 each next try aimed by the bytes of the last ones (about 4 compiles).
 Every component's rows on three topologies: tools/memory_table.py.
 """
@@ -38,7 +38,7 @@ if __name__ == "__main__":
 import json
 import re
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import flags
 from absl import logging
@@ -56,7 +56,7 @@ from musiclm_jax.data import tasks
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import mulan
 from musiclm_jax.models import soundstream
-from musiclm_jax.tools import bisect_limit
+from musiclm_jax.tools import max_batch
 from musiclm_jax.tools import tpu_chips
 
 # Audio crops of the codec and w2v-BERT: neither paper gives one for music, so these are the
@@ -66,10 +66,6 @@ AUDIO_CROP_SECONDS = {"soundstream": 1.0, "w2v_bert": 10.0}
 COMPONENTS = (*musiclm_spec.STAGES, "soundstream", "w2v_bert", "mulan")
 # Components that train with their own optimizer (the others take --optimizer).
 _OWN_OPTIMIZERS = {"soundstream": soundstream.gan_optimizer, "mulan": mulan.contrastive_optimizer}
-
-# More FLOPs per row than the smallest batch's by this much: the compiler recomputes
-# (rematerializes) to fit, so the batch does not fit as configured.
-RECOMPUTE_TOLERANCE = 0.01
 
 _COMPONENT = flags.DEFINE_enum("component", "semantic", list(COMPONENTS), "What to compile.")
 _SCALE = flags.DEFINE_string("scale", "paper", "gin/scales/<scale>.gin (<component>_<scale>.gin "
@@ -235,48 +231,29 @@ def _hbm_shortfall(message: str) -> tuple[str, float | None]:
 
 def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: float,
                    model_parallel: int = 2, first: int = 1, slope_bytes: float | None = None,
-                   flops_per_row: float | None = None, **kwargs) -> dict:
+                   flops_per_row: float | None = None,
+                   done: Mapping[int, max_batch.Outcome] | None = None,
+                   on_try: Callable[[int, max_batch.Outcome], None] | None = None,
+                   **kwargs) -> dict:
   """The report of the largest batch (a multiple of the data-parallel replicas) that fits.
 
-  A batch fits when the TPU compiler accepts it without recomputing (its FLOPs per
-  row stay within `RECOMPUTE_TOLERANCE` of `flops_per_row`, default the smallest
-  batch's: pass an earlier search's when `first` is large) and its per-chip
-  total is within the chip's HBM: the compiler alone accepts programs whose summed
-  `memory_analysis` bytes exceed HBM (its temp buffer is an upper bound of the live
-  peak; README, memory table).
-  The bytes steer the search (`bisect_limit.largest_fitting_linear`, starting at
-  `first`, its second try aimed by `slope_bytes` per row when given), so a row takes
-  about 4 compiles, 2-3 when both come from earlier searches.
-  The report's `tries` lists every batch's verdict and bytes.
+  `max_batch.search` over this component's train step (what fits, the aim of each
+  try, `done` and `on_try` to resume an interrupted search): about 4 compiles, 2-3
+  when `first` and `slope_bytes` come from earlier searches. The report's `tries`
+  lists every batch's verdict and bytes.
   """
   replicas = len(devices) // model_parallel
-  capacity = hbm_gib * 2**30
-  reports, tries = {}, []
 
-  def measure(per_replica: int) -> tuple[bool, float | None]:
+  def compile_batch(per_replica: int) -> max_batch.Outcome:
     try:
-      report = compile_train_step(component, scale, per_replica * replicas,
-                                  model_parallel=model_parallel, devices=devices, **kwargs)
+      return {"report": compile_train_step(component, scale, per_replica * replicas,
+                                           model_parallel=model_parallel, devices=devices,
+                                           **kwargs)}
     except DoesNotFitError as e:
-      logging.info("batch %d per replica is refused: %s", per_replica, e)
-      tries.append({"batch_per_replica": per_replica, "verdict": "refused",
-                    "needed_gib": e.needed_bytes and round(e.needed_bytes / 2**30, 3)})
-      return False, e.needed_bytes
-    reports[per_replica] = report
-    smallest = min(reports)
-    reference = flops_per_row or reports[smallest]["compiled_flops"] / smallest
-    recomputes = report["compiled_flops"] / per_replica > (1 + RECOMPUTE_TOLERANCE) * reference
-    total = report["per_device_bytes"]["total"]
-    verdict = ("recomputes" if recomputes else "over HBM" if total > capacity else "fits")
-    logging.info("batch %d per replica: %s %s", per_replica, verdict, json.dumps(report))
-    tries.append({"batch_per_replica": per_replica, "verdict": verdict,
-                  "total_gib": report["per_device_gib"]["total"],
-                  "compiled_flops_per_row": report["compiled_flops"] / per_replica,
-                  "compile_seconds": report["compile_seconds"]})
-    # A recomputing program's bytes are off the line the others lie on.
-    return verdict == "fits", None if recomputes else total
+      return {"refused": str(e), "needed_bytes": e.needed_bytes}
 
-  best = bisect_limit.largest_fitting_linear(measure, capacity, first=first, slope=slope_bytes)
+  best, reports, tries = max_batch.search(compile_batch, hbm_gib * 2**30, first, slope_bytes,
+                                          flops_per_row, done, on_try)
   if not best:
     raise DoesNotFitError(f"{component} ({scale}) does not fit even 1 row per replica on "
                           f"{devices[0].device_kind}: raise --model_parallel")

@@ -1,8 +1,12 @@
-"""The memory table's rows (memory_table.py's .jsonl records): aiming a row's first compile, and the markdown.
+"""The memory table's rows (memory_table.py's .jsonl records): aiming a row's first compile,
+the file of its tries (to resume a row), and the markdown.
 
 A library module without flags, so that tests import it (memory_table and
 aot_compile define command-line flags).
 """
+import json
+import os
+
 from musiclm_jax import musiclm_spec
 from musiclm_jax.tools import bisect_limit
 from musiclm_jax.tools import tpu_chips
@@ -20,6 +24,29 @@ def aim(rows: list[dict], component: str, hbm_gib: float) -> tuple[int, float] |
   (n1, c1), (n2, c2) = sorted(points.items())[-2:]
   crossing = bisect_limit.line_crossing([(n1, c1), (n2, c2)], hbm_gib)
   return (max(int(crossing), 1), (c2 - c1) / (n2 - n1)) if crossing else None
+
+
+def read_tries(path: str) -> dict[tuple, dict[int, dict]]:
+  """{row key: {batch per replica: `max_batch` outcome}} of a tries .jsonl ({} if absent).
+
+  A row key is (topology, component, scale, model_parallel), as in the rows' .jsonl."""
+  tries = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in filter(str.strip, f):
+        t = json.loads(line)
+        key = (t["topology"], t["component"], t["scale"], t["model_parallel"])
+        tries.setdefault(key, {})[t["batch_per_replica"]] = t["outcome"]
+  return tries
+
+
+def append_try(path: str, key: tuple, batch_per_replica: int, outcome: dict) -> None:
+  """Adds one compiled batch's outcome to the tries .jsonl, as soon as it is known."""
+  topology, component, scale, model_parallel = key
+  with open(path, "a") as f:
+    f.write(json.dumps({"topology": topology, "component": component, "scale": scale,
+                        "model_parallel": model_parallel, "batch_per_replica": batch_per_replica,
+                        "outcome": outcome}) + "\n")
 
 
 def least_flops_per_row(rows: list[dict], component: str, topology: str) -> float | None:

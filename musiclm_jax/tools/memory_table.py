@@ -4,15 +4,17 @@ r"""The README's memory table: every trained component at a scale, compiled for 
 
 For each component × topology (`aot_compile.COMPONENTS`) the TPU compiler (libtpu,
 no TPU attached) finds the largest per-replica batch that fits
-(`aot_compile.find_max_batch`: accepted without recompute, per-chip total within
+(`max_batch.search`: accepted without recompute, per-chip total within
 HBM); the row gives per-chip argument / temp / total memory at that batch, the
 compile time, and the step time its FLOPs take at --mfu of the chips' published
 peak. A row's first try is aimed from the bytes of the component's rows on other
 topologies (or --first_batch), so most rows take 2 compiles. aot_compile's --scale,
 --mfu and --model_parallel apply (the model axis defaults to 1 here). Each row is
 appended to OUT's .jsonl as it finishes and rows already there are not redone, so
-an interrupted run resumes (and runs over other rows may share the file); the
-markdown, made from the whole .jsonl, names the rows still missing.
+an interrupted run resumes (and runs over other rows may share the file); each
+compile's outcome goes to OUT's .tries.jsonl as it finishes, so a row interrupted
+between compiles resumes at its next compile (SoundStream's take 40-80 minutes each
+here). The markdown, made from the whole .jsonl, names the rows still missing.
 """
 import os
 
@@ -45,17 +47,22 @@ flags.FLAGS.set_default("model_parallel", 1)
 
 
 def measure_row(topology: str, component: str, scale: str, model_parallel: int, mfu: float,
-                first: int = 1, slope_bytes: float | None = None,
+                tries_path: str, first: int = 1, slope_bytes: float | None = None,
                 flops_per_row: float | None = None) -> dict:
-  """One row: find_max_batch's report, or what did not fit (a batch of 1 per replica)."""
+  """One row: find_max_batch's report, or what did not fit (a batch of 1 per replica).
+
+  tries_path: a tries .jsonl (memory_rows.read_tries): this row's compiles found there
+  are not redone, and each new one is added to it."""
   devices = aot_compile.tpu_devices(topology)
   hbm_gib = tpu_chips.hbm_gib(topology)
   row = {"topology": topology, "component": component, "scale": scale, "hbm_gib": hbm_gib,
          "model_parallel": model_parallel}
+  key = (topology, component, scale, model_parallel)
   try:
-    row.update(aot_compile.find_max_batch(component, scale, devices, hbm_gib, model_parallel,
-                                          first=first, slope_bytes=slope_bytes,
-                                          flops_per_row=flops_per_row, mfu=mfu))
+    row.update(aot_compile.find_max_batch(
+        component, scale, devices, hbm_gib, model_parallel, first=first, slope_bytes=slope_bytes,
+        flops_per_row=flops_per_row, mfu=mfu, done=memory_rows.read_tries(tries_path).get(key),
+        on_try=lambda batch, outcome: memory_rows.append_try(tries_path, key, batch, outcome)))
   except aot_compile.DoesNotFitError as e:
     row["does_not_fit"] = str(e)
   # Compile times depend on what else the machine runs.
@@ -66,6 +73,7 @@ def measure_row(topology: str, component: str, scale: str, model_parallel: int, 
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   records = os.path.splitext(_OUT.value)[0] + ".jsonl"
+  tries_path = os.path.splitext(_OUT.value)[0] + ".tries.jsonl"
   scale, model_parallel = flags.FLAGS.scale, flags.FLAGS.model_parallel
   # Component by component: a component's first row aims the others' first tries.
   expected = [(c, t) for c in _COMPONENTS.value for t in _TOPOLOGIES.value]
@@ -76,8 +84,8 @@ def main(argv):
     hbm_gib = tpu_chips.hbm_gib(topology)
     measured = list(rows.values())
     first, slope_gib = memory_rows.aim(measured, component, hbm_gib) or (_FIRST_BATCH.value, None)
-    row = measure_row(topology, component, scale, model_parallel, flags.FLAGS.mfu, first,
-                      slope_gib and slope_gib * 2**30,
+    row = measure_row(topology, component, scale, model_parallel, flags.FLAGS.mfu, tries_path,
+                      first, slope_gib and slope_gib * 2**30,
                       memory_rows.least_flops_per_row(measured, component, topology))
     with open(records, "a") as f:
       f.write(json.dumps(row) + "\n")

@@ -1,0 +1,79 @@
+"""The largest batch per replica the TPU compiler fits, searched with resumable tries.
+
+  best, reports, tries = search(compile_batch, capacity_bytes, done=done, on_try=save)
+
+`compile_batch(per_replica)` compiles one batch and returns its outcome, a JSON-able
+dict: {"report": aot_compile's report} when the compiler accepts it, {"refused":
+message, "needed_bytes": per-chip bytes or None} when it refuses it for lack of HBM.
+A memory-table row takes 2-6 compiles, and SoundStream's at paper scale take 40-80
+minutes each on a 2-core host: more than a session has for a whole row. So each
+outcome goes to `on_try` as it finishes and is replayed from `done` on the next run;
+the search is deterministic given the outcomes (and its aim), so it asks again for
+the batches it asked for, in the same order, and an interrupted row resumes where it
+stopped.
+A library module without flags, so that tests import it.
+"""
+import json
+from typing import Callable, Mapping
+
+from absl import logging
+
+from musiclm_jax.tools import bisect_limit
+
+# More FLOPs per row than the smallest batch's by this much: the compiler recomputes
+# (rematerializes) to fit, so the batch does not fit as configured.
+RECOMPUTE_TOLERANCE = 0.01
+
+Outcome = dict
+
+
+def search(compile_batch: Callable[[int], Outcome], capacity_bytes: float, first: int = 1,
+           slope_bytes: float | None = None, flops_per_row: float | None = None,
+           done: Mapping[int, Outcome] | None = None,
+           on_try: Callable[[int, Outcome], None] | None = None) -> tuple[int, dict, list]:
+  """(largest batch per replica that fits or 0, {batch: report}, [each try's verdict]).
+
+  A batch fits when the TPU compiler accepts it without recomputing (its FLOPs per
+  row stay within `RECOMPUTE_TOLERANCE` of `flops_per_row`, default the smallest
+  batch's: pass an earlier search's when `first` is large) and its per-chip
+  total is within `capacity_bytes`: the compiler alone accepts programs whose summed
+  `memory_analysis` bytes exceed HBM (its temp buffer is an upper bound of the live
+  peak; README, memory table). The bytes steer the search
+  (`bisect_limit.largest_fitting_linear`, starting at `first`, its second try aimed by
+  `slope_bytes` per row when given). `done`: outcomes of batches compiled before,
+  used instead of compiling them again; `on_try(batch, outcome)` gets every new one.
+  """
+  done = dict(done or {})
+  reports, tries = {}, []
+
+  def measure(per_replica: int) -> tuple[bool, float | None]:
+    outcome = done.get(per_replica)
+    if outcome is None:
+      outcome = compile_batch(per_replica)
+      if on_try:
+        on_try(per_replica, outcome)
+    else:
+      logging.info("batch %d per replica: compiled before", per_replica)
+    if "refused" in outcome:
+      logging.info("batch %d per replica is refused: %s", per_replica, outcome["refused"])
+      needed = outcome.get("needed_bytes")
+      tries.append({"batch_per_replica": per_replica, "verdict": "refused",
+                    "needed_gib": needed and round(needed / 2**30, 3)})
+      return False, needed
+    report = reports[per_replica] = outcome["report"]
+    smallest = min(reports)
+    reference = flops_per_row or reports[smallest]["compiled_flops"] / smallest
+    recomputes = report["compiled_flops"] / per_replica > (1 + RECOMPUTE_TOLERANCE) * reference
+    total = report["per_device_bytes"]["total"]
+    verdict = "recomputes" if recomputes else "over HBM" if total > capacity_bytes else "fits"
+    logging.info("batch %d per replica: %s %s", per_replica, verdict, json.dumps(report))
+    tries.append({"batch_per_replica": per_replica, "verdict": verdict,
+                  "total_gib": report["per_device_gib"]["total"],
+                  "compiled_flops_per_row": report["compiled_flops"] / per_replica,
+                  "compile_seconds": report["compile_seconds"]})
+    # A recomputing program's bytes are off the line the others lie on.
+    return verdict == "fits", None if recomputes else total
+
+  best = bisect_limit.largest_fitting_linear(measure, capacity_bytes, first=first,
+                                             slope=slope_bytes)
+  return best, reports, tries
