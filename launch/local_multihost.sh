@@ -23,7 +23,10 @@ LOG_DIR="${LOG_DIR:-runs/local_multihost/logs}"
 
 mkdir -p "$LOG_DIR"
 export JAX_PLATFORMS=cpu
-export XLA_FLAGS="--xla_force_host_platform_device_count=$DEVICES_PER_PROCESS"
+# musiclm_jax/simulated_devices.py owns these flags and says why the scheduler one.
+XLA_FLAGS="$(PYTHONPATH="$REPO_DIR" python3 -c "from musiclm_jax import simulated_devices as s
+print(s.xla_flags($DEVICES_PER_PROCESS))")"
+export XLA_FLAGS
 # Cross-process collectives on CPU need gloo (the default CPU client has none).
 export JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo
 

@@ -4,13 +4,16 @@ import shutil
 import sys
 import tempfile
 
-# Must happen before JAX initialises its backend: sharding tests need a mesh. XLA:CPU
-# aborts the process when a device's thread reaches a collective too late after the
+from musiclm_jax import simulated_devices  # imports no jax
+
+# Must happen before JAX initialises its backend: sharding tests need a mesh, and
+# simulated_devices says why its scheduler flag keeps their collectives from deadlocking.
+# XLA:CPU aborts the process when a device's thread reaches a collective too late after the
 # others (its terminate timeout); on 2 cores shared with the other worker's binaries,
 # 8 device threads can be starved that long: one xdist worker died "Aborted" in a
 # sharded test that passes alone.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_cpu_collective_call_terminate_timeout_seconds=1800")
+os.environ.setdefault("XLA_FLAGS", simulated_devices.xla_flags(8) +
+                      " --xla_cpu_collective_call_terminate_timeout_seconds=1800")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 

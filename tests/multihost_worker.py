@@ -5,8 +5,10 @@ argv: process_id num_processes coordinator_port model_dir
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=4 "
-                           "--xla_cpu_collective_call_terminate_timeout_seconds=1800")  # conftest says why
+from musiclm_jax import simulated_devices  # imports no jax
+
+os.environ["XLA_FLAGS"] = (simulated_devices.xla_flags(4) +
+                           " --xla_cpu_collective_call_terminate_timeout_seconds=1800")  # conftest says why
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # pylint: disable=g-import-not-at-top
