@@ -274,9 +274,8 @@ def test_flops_per_batch_matches_compiler_count_unscanned():
 
 
 def test_flops_per_batch_same_when_scanned():
-  """Scanning changes nothing analytically; XLA counts a scanned body once (issue #17)."""
+  """Scanning changes nothing analytically, though XLA counts a scanned body once (0.6x here;
+  issue #17: the paper config scans, so its step time needs this count)."""
   spec = {"audio": jax.ShapeDtypeStruct((1, 8 * 24_000), jnp.float32)}
   unscanned = w2v_bert.W2vBertModel(_flops_config(scan_layers=False)).flops_per_batch(spec)
-  scanned = w2v_bert.W2vBertModel(_flops_config(scan_layers=True))
-  assert scanned.flops_per_batch(spec) == unscanned
-  assert _compiler_flops(scanned, spec) < 0.8 * unscanned
+  assert w2v_bert.W2vBertModel(_flops_config(scan_layers=True)).flops_per_batch(spec) == unscanned
