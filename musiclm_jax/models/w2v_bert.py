@@ -117,6 +117,17 @@ class W2vBertConfig:
     return -(-num_samples // self.input_hop_length)
 
 
+def _polyphase(from_hz: int, to_hz: int, zero_crossings: int = 16, rolloff: float = 0.945):
+  """`resample`'s filter geometry: (up, down, cutoff in cycles per input sample,
+  half width and per-phase start of the taps, kernel width in input samples)."""
+  g = math.gcd(from_hz, to_hz)
+  up, down = to_hz // g, from_hz // g
+  cutoff = 0.5 * min(1.0, up / down) * rolloff
+  half_width = int(math.ceil(zero_crossings / (2 * cutoff)))
+  bases = [(p * down) // up for p in range(up)]
+  return up, down, cutoff, half_width, bases, max(bases) + 2 * half_width + 2
+
+
 def resample(audio: jax.Array, from_hz: int, to_hz: int, zero_crossings: int = 16,
              rolloff: float = 0.945, kaiser_beta: float = 8.6) -> jax.Array:
   """Kaiser-windowed sinc resampling on device: [batch, time] -> [batch, ceil(time * to / from)].
@@ -127,12 +138,7 @@ def resample(audio: jax.Array, from_hz: int, to_hz: int, zero_crossings: int = 1
   """
   if from_hz == to_hz:
     return audio
-  g = math.gcd(from_hz, to_hz)
-  up, down = to_hz // g, from_hz // g
-  cutoff = 0.5 * min(1.0, up / down) * rolloff  # cycles per input sample
-  half_width = int(math.ceil(zero_crossings / (2 * cutoff)))
-  bases = [(p * down) // up for p in range(up)]
-  width = max(bases) + 2 * half_width + 2
+  up, down, cutoff, half_width, bases, width = _polyphase(from_hz, to_hz, zero_crossings, rolloff)
   kernel = np.zeros((width, up))
   for p in range(up):
     taps = np.arange(-half_width, half_width + 2)
@@ -148,6 +154,13 @@ def resample(audio: jax.Array, from_hz: int, to_hz: int, zero_crossings: int = 1
   y = jax.lax.conv_general_dilated(padded, jnp.asarray(kernel, jnp.float32)[:, None, :], (down,),
                                    "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
   return y[:, :steps].reshape(audio.shape[0], steps * up)[:, :num_out]
+
+
+def _resample_taps(config: W2vBertConfig) -> int:
+  """Kernel taps per output sample of the front end's `resample` (0 when the rates match)."""
+  if config.input_sample_rate_hz == config.sample_rate_hz:
+    return 0
+  return _polyphase(config.input_sample_rate_hz, config.sample_rate_hz)[-1]
 
 
 def sliding_mean(x: jax.Array, window: int) -> jax.Array:
@@ -389,6 +402,57 @@ class W2vBertModel(BaseModel):
 
   def num_frames(self, num_samples: int) -> int:
     return self.config.num_frames(num_samples)
+
+  def flops_per_batch(self, batch_spec: BatchSpec) -> float:
+    """Analytic FLOPs of one training step's forward + backward over `audio` [batch, samples].
+
+    Counted: every matmul and convolution of `_loss`, 2 FLOPs per multiply-add,
+    x3 for forward + backward (the input's gradient is not needed by the first
+    subsampling conv, but it is counted like the rest): the two subsampling
+    convs and the projection, per Conformer layer of both modules the two gated
+    FFNs (three matrices each), the q/k/v/o projections, the [length, length]
+    score and value matmuls, the conv module's three pointwise matrices and its
+    depthwise taps; the quantizer logits, code vector lookup (a one-hot matmul)
+    and projection, the contrastive projection and cosine logits against the
+    true target and every distractor, the MLM head. The log-mel front end
+    (resampling conv, mel filterbank) has no trained input: forward only.
+    Neglected: the FFT, elementwise ops, norms, softmaxes, the relative
+    position bias lookup, masking and negative sampling (gathers). Remat
+    recompute is not model FLOPs (MFU convention), so scan/remat settings do
+    not change the count.
+    """
+    c = self.config
+    cc = c.conformer
+    batch, samples = batch_spec["audio"].shape
+    frames = c.num_frames(samples)
+    tokens = batch * frames
+    d, width = cc.d_model, cc.num_heads * cc.kv_dim
+    # Resampled 16 kHz samples (rounded to whole frames first), each a `width`-tap
+    # polyphase sum: one multiply-add per kernel tap of its phase.
+    resampled = frames * SUBSAMPLING * c.mel_hop_length
+    mel_frames = frames * SUBSAMPLING
+    front_end = 2 * batch * mel_frames * (c.n_fft // 2 + 1) * c.num_mel_bins
+    front_end += 2 * batch * resampled * _resample_taps(c)
+    # SAME stride-2 convs: [4T, mel] -> [2T, ceil(mel/2)] -> [T, ceil(mel/4)].
+    bins_1 = -(-c.num_mel_bins // 2)
+    bins_2 = -(-bins_1 // 2)
+    ch = c.subsampling_channels
+    encoder = (2 * batch * 2 * frames * bins_1 * 9 * ch
+               + 2 * tokens * bins_2 * 9 * ch * ch + 2 * tokens * bins_2 * ch * d)
+    per_layer = (2 * 2 * tokens * 3 * d * cc.d_ff  # two gated FFNs
+                 + 2 * tokens * 4 * d * width  # q, k, v, o
+                 + 2 * 2 * batch * frames * frames * width  # scores, values
+                 + 2 * tokens * 3 * d * d  # conv module: GLU in (two), out
+                 + 2 * tokens * cc.conv_kernel_size * d)  # depthwise taps
+    layers = (c.contrastive_layers + c.mlm_layers) * per_layer
+    entries = c.num_codebooks * c.codebook_size
+    heads = (2 * tokens * d * entries  # quantizer logits
+             + 2 * tokens * entries * (c.codevector_dim // c.num_codebooks)  # one-hot lookup
+             + 2 * tokens * c.codevector_dim * c.codevector_dim  # quantizer projection
+             + 2 * tokens * d * c.codevector_dim  # contrastive projection
+             + 2 * tokens * (c.num_negatives + 1) * c.codevector_dim  # cosine logits
+             + 2 * tokens * d * entries)  # MLM head
+    return float(front_end + 3 * (encoder + layers + heads))
 
   def _loss(self, params: Params, batch: Batch, rng: jax.Array | None,
             temperature: jax.Array) -> tuple[jax.Array, Metrics]:

@@ -7,6 +7,7 @@ aot_compile define command-line flags).
 import json
 import os
 
+from musiclm_jax import metrics
 from musiclm_jax import musiclm_spec
 from musiclm_jax.tools import bisect_limit
 from musiclm_jax.tools import tpu_chips
@@ -58,6 +59,14 @@ def least_flops_per_row(rows: list[dict], component: str, topology: str) -> floa
   return min((t["compiled_flops_per_row"] for r in rows
               if r["component"] == component and tpu_chips.generation(r["topology"]) == chip
               for t in r.get("tries", ()) if t["verdict"] in ("fits", "over HBM")), default=None)
+
+
+def with_analytic_flops(row: dict, flops_per_step: float) -> dict:
+  """The row with an analytic FLOPs per step (e.g. a model's new `flops_per_batch` of the
+  row's batch) and the expected step time it gives at the row's MFU on its chips; no compile."""
+  peak = metrics.published_peak_flops(row["chip"]) * row["devices"]
+  return dict(row, flops_per_step=flops_per_step, flops_source="analytic",
+              expected_step_seconds=float(f"{flops_per_step / (row['mfu'] * peak):.3g}"))
 
 
 def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:

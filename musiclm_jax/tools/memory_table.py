@@ -39,6 +39,9 @@ _TOPOLOGIES = flags.DEFINE_list("topologies", list(DEFAULT_TOPOLOGIES), "TPU top
 _COMPONENTS = flags.DEFINE_list("components", list(aot_compile.COMPONENTS), "Components, in order.")
 _RENDER_ONLY = flags.DEFINE_bool("render_only", False, "Only remake the markdown from the .jsonl "
                                   "(e.g. while another run measures).")
+_REFRESH = flags.DEFINE_bool("refresh_step_times", False, "Re-derive the analytic FLOPs and step "
+                             "times of the stored rows of --components (shapes only, no compile), "
+                             "then render.")
 _FIRST_BATCH = flags.DEFINE_integer("first_batch", 1, "First batch per chip to try for a component "
                                     "no row has measured yet (the others' are aimed).")
 # aot_compile's --scale (paper), --mfu (0.4) and --model_parallel apply; the table's model
@@ -77,7 +80,9 @@ def main(argv):
   scale, model_parallel = flags.FLAGS.scale, flags.FLAGS.model_parallel
   # Component by component: a component's first row aims the others' first tries.
   expected = [(c, t) for c in _COMPONENTS.value for t in _TOPOLOGIES.value]
-  for component, topology in ([] if _RENDER_ONLY.value else expected):
+  if _REFRESH.value:
+    _refresh_step_times(records, set(_COMPONENTS.value))
+  for component, topology in ([] if _RENDER_ONLY.value or _REFRESH.value else expected):
     rows = _read_rows(records)
     if (topology, component, scale, model_parallel) in rows:
       continue
@@ -93,6 +98,21 @@ def main(argv):
   # The whole file: other runs may have added rows meanwhile.
   with open(_OUT.value, "w") as f:
     f.write(memory_rows.markdown(list(_read_rows(records).values()), expected))
+
+
+def _refresh_step_times(records: str, components: set[str]) -> None:
+  """Rewrites the .jsonl with the analytic step time of every measured row of `components`
+  whose model has an analytic count (rows of others, and unmeasured ones, are kept as they are)."""
+  rows = _read_rows(records)
+  for key, row in rows.items():
+    if row["component"] in components and "expected_step_seconds" in row:
+      model = aot_compile.build_component(row["component"], row["scale"])
+      flops = model.flops_per_batch(
+          aot_compile.batch_spec(row["component"], model, row["batch_size"], row["length"]))
+      if flops:
+        rows[key] = memory_rows.with_analytic_flops(row, flops)
+  with open(records, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows.values())
 
 
 def _read_rows(records: str) -> dict[tuple, dict]:
