@@ -109,6 +109,12 @@ def throughput(step_seconds: float, tokens_per_step: float, flops_per_step: floa
   return out
 
 
+def expected_step_seconds(flops_per_step: float, peak_flops: float, mfu: float) -> float:
+  """Seconds a step of `flops_per_step` takes on devices of `peak_flops` together at `mfu`
+  (the definition of MFU in `throughput`, solved for the step time), to 3 significant figures."""
+  return float(f"{flops_per_step / (mfu * peak_flops):.3g}")
+
+
 class MetricsWriter:
   """Appends scalars to MODEL_DIR/metrics.jsonl and TensorBoard event files.
 

@@ -202,8 +202,7 @@ def compile_train_step(component: str, scale: str, batch_size: int, length: int 
   # Simulated CPU devices have no peak worth dividing by.
   peak = metrics.peak_flops(devices) if devices[0].platform != "cpu" else 0.0
   if peak and flops:
-    seconds = flops / (mfu * peak)
-    report.update(mfu=mfu, expected_step_seconds=float(f"{seconds:.3g}"))
+    report.update(mfu=mfu, expected_step_seconds=metrics.expected_step_seconds(flops, peak, mfu))
   return report
 
 

@@ -66,7 +66,7 @@ def with_analytic_flops(row: dict, flops_per_step: float) -> dict:
   row's batch) and the expected step time it gives at the row's MFU on its chips; no compile."""
   peak = metrics.published_peak_flops(row["chip"]) * row["devices"]
   return dict(row, flops_per_step=flops_per_step, flops_source="analytic",
-              expected_step_seconds=float(f"{flops_per_step / (row['mfu'] * peak):.3g}"))
+              expected_step_seconds=metrics.expected_step_seconds(flops_per_step, peak, row["mfu"]))
 
 
 def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:
