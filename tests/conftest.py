@@ -14,7 +14,7 @@ from musiclm_jax import simulated_devices  # imports no jax
 # sharded test that passes alone.
 # Tests compile many tiny programs and run each a few steps, so XLA's backend optimisation
 # is a large share of their CPU time: level 0 ran test_lm + test_cascade in 55.8 s instead
-# of 88.5 s, and `make test` in 946 s instead of 1028 s (one idle machine; the binaries'
+# of 88.5 s, and `make test` in 827-946 s instead of 1028 s (one idle machine; the binaries'
 # runs, the quick demo's most of all, gain little). Programs a user runs keep the default.
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", simulated_devices.xla_flags(8) + " " + FAST_COMPILE_FLAGS +
