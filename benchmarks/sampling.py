@@ -1,7 +1,7 @@
 r"""Sampling speed of the semantic stage: 30 s of tokens, with and without the KV cache.
 
   .venv/bin/python benchmarks/sampling.py --scale=small
-  .venv/bin/python benchmarks/sampling.py --scale=tiny --no_full_recompute
+  .venv/bin/python benchmarks/sampling.py --scale=tiny --nofull_recompute
 
 Generates 750 semantic tokens (30 s at 25 Hz) after the 12 MuLan tokens, at
 batch 1, with the model's `predict_batch` and `decoding.temperature_sample`

@@ -1,11 +1,13 @@
 """Stage LMs: cached decoding, target-only loss, conditioning dropout, FLOPs."""
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec
 from musiclm_jax.data import token_layout
 from musiclm_jax.layers import relative_position
@@ -18,16 +20,18 @@ from numpy_params import random_stream
 TINY = transformer.TransformerConfig(d_model=64, num_layers=2, num_heads=4, d_ff=128)
 
 
-def _stage_sequence(stage):
+def _stage_sequence(stage, seed=0):
   """(tokens [1, length], number of conditioning + prefix tokens) for a short example."""
   layout = stage.layout
   if stage.name == "semantic":
-    parts = [random_stream(layout, "mulan", 1, 0), random_stream(layout, "semantic", 20, 1)]
+    parts = [random_stream(layout, "mulan", 1, seed),
+             random_stream(layout, "semantic", 20, seed + 1)]
   elif stage.name == "coarse":
-    parts = [random_stream(layout, "mulan", 1, 0), random_stream(layout, "semantic", 6, 1),
-             random_stream(layout, "coarse", 4, 2)]
+    parts = [random_stream(layout, "mulan", 1, seed),
+             random_stream(layout, "semantic", 6, seed + 1),
+             random_stream(layout, "coarse", 4, seed + 2)]
   else:
-    parts = [random_stream(layout, "coarse", 4, 0), random_stream(layout, "fine", 2, 1)]
+    parts = [random_stream(layout, "coarse", 4, seed), random_stream(layout, "fine", 2, seed + 1)]
   tokens = np.concatenate(parts)[None]
   return jnp.asarray(tokens), tokens.shape[1] - len(parts[-1])
 
@@ -42,14 +46,16 @@ def test_cached_decoding_matches_full_forward(stage_name, scan_layers, frame_pos
   stage = STAGES[stage_name]
   model = lm.DecoderOnlyLM(dataclasses.replace(TINY, scan_layers=scan_layers), stage,
                            frame_positions=frame_positions)
+  # Two different rows: the cache keeps each row's keys apart from the other's.
   tokens, prefix_length = _stage_sequence(stage)
+  tokens = jnp.concatenate([tokens, _stage_sequence(stage, seed=7)[0]])
   length = tokens.shape[1]
   assert length > 16 + 8  # offsets beyond the 16 exact buckets, into the log-spaced ones
   params = model_params(model, length)
   full = jax.jit(model.apply)(params, tokens)
 
   # Spare slots at the end must stay masked while they are still empty.
-  cache = model.init_cache(batch_size=1, max_length=length + 5)
+  cache = model.init_cache(batch_size=2, max_length=length + 5)
   prefill_logits, cache = jax.jit(model.prefill)(params, cache, tokens[:, :prefix_length])
   step = jax.jit(model.decode_step)
   step_logits = []
@@ -59,6 +65,37 @@ def test_cached_decoding_matches_full_forward(stage_name, scan_layers, frame_pos
   assert int(cache["index"]) == length
   incremental = jnp.concatenate([prefill_logits, jnp.stack(step_logits, axis=1)], axis=1)
   np.testing.assert_allclose(incremental, full, atol=2e-4, rtol=1e-4)
+
+
+def _while_bodies(hlo_text):
+  """{name: text} of the computations that compiled while loops run as their body."""
+  computations = {}
+  for block in hlo_text.split("\n\n"):
+    header = block.lstrip().split(" ", 1)[0]
+    computations[header.removeprefix("ENTRY").lstrip("%")] = block
+  names = re.findall(r"body=%?([\w.\-]+)", hlo_text)
+  return {name: computations.get(name, "") for name in names}
+
+
+def test_decoding_writes_each_layer_cache_in_place():
+  # An unrolled stack's decode loop must neither copy nor transpose a layer's cache per
+  # token: XLA:CPU did both when the cache was [batch, length, heads, kv] (stacked, or
+  # per layer), a third of a small-scale token's time. Cache slots (37) are a size no
+  # other array has.
+  stage = STAGES["semantic"]
+  model = lm.DecoderOnlyLM(dataclasses.replace(TINY, scan_layers=False), stage)
+  params = model_params(model)
+  prompt = jnp.asarray(random_stream(stage.layout, "mulan", 1, 0)[None], jnp.int32)
+  compiled = model._predict.lower(
+      model, params, prompt, jax.random.PRNGKey(0), None, {"temperature": np.float32(1.0)},
+      decode_fn=decoding.temperature_sample, num_steps=4, cached=True,
+      cache_length=37).compile().as_text()
+  bodies = _while_bodies(compiled)
+  assert bodies, "no while loop in the compiled sampler"
+  cache_shaped = re.compile(r"= f32\[[\d,]*\b37\b[\d,]*\]\S* (copy|fusion)\(")
+  copies = [line.strip() for body in bodies.values() for line in body.splitlines()
+            if cache_shaped.search(line) and "copy" in line.split("=")[0] + line.split("(")[0]]
+  assert not copies, copies
 
 
 def _semantic_batch(model):
@@ -173,7 +210,13 @@ def test_plain_lm_over_a_small_vocab():
            "decoder_loss_weights": jnp.ones(targets.shape).at[:, -3:].set(0)}
   loss, metrics = jax.jit(model.loss_fn)(model_params(model, 10), batch, jax.random.PRNGKey(0))
   assert np.isfinite(loss) and metrics["num_tokens"] == 2 * 7
-  assert model.init_cache(2, 10)["key"].shape == (2, 2, 10, 4, 16)
+  # 2 layers, batch 2 x 4 heads, head_dim 16, 10 slots: keys [rows, kv, slots], values
+  # [rows, slots, kv]; stacked for a scanned stack, one pair per layer for an unrolled one.
+  assert model.init_cache(2, 10)["key"].shape == (2, 8, 16, 10)
+  assert model.init_cache(2, 10)["value"].shape == (2, 8, 10, 16)
+  unrolled = lm.DecoderOnlyLM(dataclasses.replace(TINY, vocab_size=16, scan_layers=False))
+  cache = unrolled.init_cache(2, 10)
+  assert cache["key_1"].shape == (8, 16, 10) and cache["value_0"].shape == (8, 10, 16)
 
 
 def test_vocab_size_errors():

@@ -5,7 +5,10 @@ with ONE bias table per stack (as T5 does), computed once per forward pass and
 shared by all layers together with the causal/segment mask.
 
 Cached decoding (`decode=True`) keeps a 'cache' collection in the Decoder:
-  key, value  [layers, batch, max_length, heads, kv]   (compute dtype)
+  key, value  [layers, batch * heads, kv, max_length] and [layers, batch *
+              heads, max_length, kv] (compute dtype; `attention.cache_shapes`)
+              for a scanned stack; an unrolled one has key_<i>, value_<i>
+              per layer, without the layers axis
   index       int32 scalar: how many positions are filled
   with `frame_clocks` also key_times int32 [batch, max_length] (each slot's
   frame time) and frame_counts int32 [batch, clocks] (tokens of each kind so far)
@@ -196,14 +199,13 @@ class Decoder(nn.Module):
       if segment_ids is not None:
         raise ValueError("segment_ids (packing) is for training; decode one sequence "
                          "per batch row instead.")
-      cache_shape = (cfg.num_layers, batch, length, cfg.num_heads, cfg.kv_dim)
-      cached_key = self.variable("cache", "key", jnp.zeros, cache_shape, cfg.dtype)
-      cached_value = self.variable("cache", "value", jnp.zeros, cache_shape, cfg.dtype)
+      cache_vars = self._cache_variables(batch, length)
       index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
       cache_index = index.value
-      kv_cache = (cached_key.value, cached_value.value)
+      kv_cache = jax.tree.map(lambda v: v.value, cache_vars)
       query_positions = cache_index + query_positions
-      key_positions = jnp.arange(cached_key.value.shape[2])
+      # The cache's own size (from init_cache), not this call's token count.
+      key_positions = jnp.arange(jax.tree.leaves(kv_cache)[0].shape[-1])
 
     bias_queries, bias_keys = query_positions, key_positions
     if cfg.frame_clocks:
@@ -230,7 +232,8 @@ class Decoder(nn.Module):
     x, kv_cache = self._layers(deterministic)(x, bias, kv_cache, cache_index)
 
     if decode:
-      cached_key.value, cached_value.value = kv_cache
+      jax.tree.map(lambda var, value: setattr(var, "value", value), cache_vars, kv_cache,
+                   is_leaf=lambda x: isinstance(x, nn.Variable))
       index.value = cache_index + length
       if cfg.frame_clocks:
         key_times.value, frame_counts.value = bias_keys, counts
@@ -253,6 +256,24 @@ class Decoder(nn.Module):
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
     return logits.astype(jnp.float32)
 
+  def _cache_variables(self, batch: int, max_length: int):
+    """The 'cache' collection's key/value variables (`attention.cache_shapes`).
+
+    Stacked over a leading layers axis for a scanned stack; one (key, value)
+    pair per layer for an unrolled one, so that a decode step updates each
+    layer's cache in place instead of re-stacking them all (a copy of the
+    whole cache per token).
+    """
+    cfg = self.config
+    key_shape, value_shape = attention.cache_shapes(batch, cfg.num_heads, max_length, cfg.kv_dim)
+    if cfg.scan_layers:
+      return (self.variable("cache", "key", jnp.zeros, (cfg.num_layers, *key_shape), cfg.dtype),
+              self.variable("cache", "value", jnp.zeros, (cfg.num_layers, *value_shape),
+                            cfg.dtype))
+    return [(self.variable("cache", f"key_{i}", jnp.zeros, key_shape, cfg.dtype),
+             self.variable("cache", f"value_{i}", jnp.zeros, value_shape, cfg.dtype))
+            for i in range(cfg.num_layers)]
+
   def _layers(self, deterministic: bool):
     """The layer stack as one callable (x, bias, kv_cache, cache_index) -> (x, kv_cache)."""
     cfg = self.config
@@ -274,13 +295,11 @@ class Decoder(nn.Module):
               for i in range(cfg.num_layers)]
 
     def unrolled(x, bias, kv_cache, cache_index):
+      """kv_cache: None, or a list of per-layer (key, value)."""
       new_caches = []
       for i, layer in enumerate(layers):
-        layer_cache = None if kv_cache is None else (kv_cache[0][i], kv_cache[1][i])
-        x, layer_cache = layer(x, bias, layer_cache, cache_index)
+        x, layer_cache = layer(x, bias, None if kv_cache is None else kv_cache[i], cache_index)
         new_caches.append(layer_cache)
-      if kv_cache is None:
-        return x, None
-      return x, tuple(jnp.stack(parts) for parts in zip(*new_caches))
+      return x, None if kv_cache is None else new_caches
 
     return unrolled

@@ -276,7 +276,10 @@ class DecoderOnlyLM(base.BaseModel):
   def init_cache(self, batch_size: int, max_length: int):
     """An empty KV cache for `batch_size` rows of up to `max_length` tokens.
 
-    Pytree {'key', 'value': [layers, batch, max_length, heads, kv], 'index': int32 []}.
+    Pytree {'index': int32 []} plus, for a scanned stack, 'key' [layers,
+    batch * heads, kv, max_length] and 'value' [layers, batch * heads,
+    max_length, kv]; for an unrolled one, 'key_<i>' and 'value_<i>' per layer
+    without the layers axis (`layers.attention.cache_shapes`).
     Writing past max_length is not checked (dynamic_update_slice clamps).
     """
     tokens = jnp.zeros((batch_size, max_length), jnp.int32)
