@@ -83,6 +83,14 @@ class SoundStreamConfig:
                           decay=self.codebook_decay, dead_code_threshold=self.dead_code_threshold)
 
 
+def _elu(x):
+  """nn.elu within 2e-7, with exp(x) - 1 for expm1: XLA:CPU fuses the activation into the
+  pad of the strided conv after it and runs that fusion element by element, where expm1
+  costs ~10 ns per element (paper-size encode of 10 s: 18.3x -> 20.2x real time)."""
+  positive = x > 0
+  return jnp.where(positive, x, jnp.exp(jnp.where(positive, 0.0, x)) - 1)
+
+
 class ResidualUnit(nn.Module):
   """x + conv1(elu(conv7_dilated(elu(x)))): [batch, time, C] -> same."""
   dilation: int
@@ -92,8 +100,8 @@ class ResidualUnit(nn.Module):
   def __call__(self, x):
     c = self.config
     y = conv.Conv1d(x.shape[-1], 7, dilation=self.dilation, causal=c.causal,
-                    weight_norm=c.weight_norm, dtype=c.dtype)(nn.elu(x))
-    y = conv.Conv1d(x.shape[-1], 1, weight_norm=c.weight_norm, dtype=c.dtype)(nn.elu(y))
+                    weight_norm=c.weight_norm, dtype=c.dtype)(_elu(x))
+    y = conv.Conv1d(x.shape[-1], 1, weight_norm=c.weight_norm, dtype=c.dtype)(_elu(y))
     return x + y
 
 
@@ -110,8 +118,8 @@ class Encoder(nn.Module):
       for dilation in c.dilations:
         x = ResidualUnit(dilation, c)(x)
       x = nn.with_logical_constraint(x, ("batch", "length", None))
-      x = conv.Conv1d(c.channels * 2 ** (i + 1), 2 * stride, stride=stride, **conv_args)(nn.elu(x))
-    return conv.Conv1d(c.embedding_dim, 3, **conv_args)(nn.elu(x))
+      x = conv.Conv1d(c.channels * 2 ** (i + 1), 2 * stride, stride=stride, **conv_args)(_elu(x))
+    return conv.Conv1d(c.embedding_dim, 3, **conv_args)(_elu(x))
 
 
 class Decoder(nn.Module):
@@ -125,11 +133,11 @@ class Decoder(nn.Module):
     x = conv.Conv1d(c.channels * 2 ** len(c.strides), 7, **conv_args)(x)
     for i, stride in enumerate(reversed(c.strides)):
       channels = c.channels * 2 ** (len(c.strides) - i - 1)
-      x = conv.ConvTranspose1d(channels, 2 * stride, stride, **conv_args)(nn.elu(x))
+      x = conv.ConvTranspose1d(channels, 2 * stride, stride, **conv_args)(_elu(x))
       x = nn.with_logical_constraint(x, ("batch", "length", None))
       for dilation in c.dilations:
         x = ResidualUnit(dilation, c)(x)
-    return conv.Conv1d(1, 7, **conv_args)(nn.elu(x))[..., 0].astype(jnp.float32)
+    return conv.Conv1d(1, 7, **conv_args)(_elu(x))[..., 0].astype(jnp.float32)
 
 
 class Codec(nn.Module):
