@@ -28,6 +28,7 @@ import numpy as np
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import gin_models
 from musiclm_jax import musiclm_spec
+from musiclm_jax import xla_flags
 from musiclm_jax.data import token_layout
 from musiclm_jax.tokenizers import acoustic
 
@@ -65,6 +66,7 @@ def _musiclm(scale: str) -> cascade_lib.Cascade:
 
 def main(argv):
   del argv
+  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   results = []
   for scale in _SCALES.value:
     musiclm = _musiclm(scale)

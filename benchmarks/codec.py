@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import gin_models
+from musiclm_jax import xla_flags
 from musiclm_jax.models import soundstream
 
 _SCALES = flags.DEFINE_list("scales", ["tiny", "paper"], "gin/scales/soundstream_<scale>.gin")
@@ -45,6 +46,7 @@ def _model(scale: str) -> soundstream.SoundStreamModel:
 
 def main(argv):
   del argv
+  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   for scale in _SCALES.value:
     model = _model(scale)
     rate_hz = model.config.sample_rate_hz

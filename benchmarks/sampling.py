@@ -36,6 +36,7 @@ import numpy as np
 
 from musiclm_jax import decoding
 from musiclm_jax import gin_models
+from musiclm_jax import xla_flags
 from musiclm_jax.data import token_layout
 
 _SCALE = flags.DEFINE_string("scale", "small", "gin/scales/<scale>.gin")
@@ -82,6 +83,7 @@ def _floor_ms(params, dtype, passes: int = 10) -> float:
 
 def main(argv):
   del argv
+  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   model = gin_models.build_model(["models/semantic.gin", f"scales/{_SCALE.value}.gin"])
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), np.int32)}
   params = jax.jit(lambda rng: jax.tree.map(lambda x: x.unbox(), model.init(rng, spec),

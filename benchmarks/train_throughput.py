@@ -22,6 +22,7 @@ from musiclm_jax import metrics
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
+from musiclm_jax import xla_flags
 
 _SCALE = flags.DEFINE_string("scale", "small", "gin/scales/<scale>.gin")
 _STAGE = flags.DEFINE_string("stage", "semantic", "gin/models/<stage>.gin")
@@ -36,6 +37,7 @@ _BINDINGS = flags.DEFINE_multi_string("binding", [], "Extra gin bindings, e.g. "
 
 def main(argv):
   del argv
+  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   model = gin_models.build_model([f"models/{_STAGE.value}.gin", f"scales/{_SCALE.value}.gin"],
                                  _BINDINGS.value)
   rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ import gin
 
 from musiclm_jax import partitioning
 from musiclm_jax import paths
+from musiclm_jax import xla_flags
 from musiclm_jax.errors import UserError
 
 GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
@@ -123,8 +124,10 @@ def run(main: Callable[[Sequence[str]], None],
 
   Positional arguments are a UserError that ends with `usage`: binaries take flags only.
   An OSError is one line too: a full disk, a read-only folder, a file where a
-  folder should be or a missing permission is the user's to fix.
+  folder should be or a missing permission is the user's to fix. The project's XLA:CPU
+  flags (`xla_flags`) go into the environment first, before JAX starts its backend.
   """
+  xla_flags.set_cpu_flags()
   try:
     argv = rewrite_gin_args(sys.argv)
   except UserError as e:

@@ -5,6 +5,7 @@ import sys
 import tempfile
 
 from musiclm_jax import simulated_devices  # imports no jax
+from musiclm_jax import xla_flags  # imports no jax
 
 # Must happen before JAX initialises its backend: sharding tests need a mesh, and
 # simulated_devices says why its scheduler flag keeps their collectives from deadlocking.
@@ -16,9 +17,11 @@ from musiclm_jax import simulated_devices  # imports no jax
 # is a large share of their CPU time: level 0 ran test_lm + test_cascade in 55.8 s instead
 # of 88.5 s, and `make test` in 827-946 s instead of 1028 s (one idle machine; the binaries'
 # runs, the quick demo's most of all, gain little). Programs a user runs keep the default.
+# The project's XLA:CPU flags (`xla_flags`) are on, as in every binary.
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
-os.environ.setdefault("XLA_FLAGS", simulated_devices.xla_flags(8) + " " + FAST_COMPILE_FLAGS +
-                      " --xla_cpu_collective_call_terminate_timeout_seconds=1800")
+os.environ.setdefault("XLA_FLAGS", xla_flags.with_cpu_flags(
+    simulated_devices.xla_flags(8) + " " + FAST_COMPILE_FLAGS +
+    " --xla_cpu_collective_call_terminate_timeout_seconds=1800"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 

@@ -18,7 +18,8 @@ PURE_PACKAGES = ("musiclm_jax.layers", "musiclm_jax.models")
 FORBIDDEN_MODULES = ("tensorflow", "gin", "seqio", "librosa", "soundfile")
 JAX_FREE_MODULES = ("musiclm_jax.data.token_layout", "musiclm_jax.musiclm_spec",
                     "musiclm_jax.window_plan", "musiclm_jax.eval.joins",
-                    "musiclm_jax.results_file")
+                    "musiclm_jax.results_file", "musiclm_jax.xla_flags",
+                    "musiclm_jax.simulated_devices")
 
 _PROBE = """
 import importlib, json, sys
