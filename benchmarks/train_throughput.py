@@ -7,7 +7,9 @@ Builds the stage from gin (models/<stage>.gin + scales/<scale>.gin), trains it
 through `trainer.Trainer` on random tokens for --steps timed steps after
 --warmup_steps, and prints one JSON line. MFU is the model's analytic FLOPs
 (`flops_per_batch`) per second over the peak `metrics.peak_flops()`
-reports (on CPU: a float32 matmul measured once and cached).
+reports (on CPU: a float32 matmul measured once and cached, which the trainer
+logs against); `mfu_vs_peak_this_run` is over the same matmul measured in this
+run, after the steps, which is what to compare with another run's figures.
 """
 import json
 import time
@@ -61,10 +63,13 @@ def main(argv):
   step_seconds = (time.perf_counter() - start) / _STEPS.value
   peak = metrics.peak_flops(partitioner.mesh.devices.flat)
   rates = metrics.throughput(step_seconds, float(np.prod(shape)), trainer.flops_per_step, peak)
+  peak_this_run = metrics.measure_matmul_peak_flops()
+  rates["mfu_vs_peak_this_run"] = rates["tflops_per_second"] * 1e12 / peak_this_run
   params = sum(x.size for x in jax.tree.leaves(state.params))
   print(json.dumps({"benchmark": "train_throughput", "stage": _STAGE.value, "scale": _SCALE.value,
                     "batch_size": _BATCH.value, "length": _LENGTH.value, "params": params,
                     "devices": jax.device_count(), "peak_gflops": peak / 1e9,
+                    "peak_gflops_this_run": peak_this_run / 1e9,
                     "flops_per_step": trainer.flops_per_step, **rates}))
 
 
