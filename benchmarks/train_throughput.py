@@ -64,7 +64,8 @@ def main(argv):
   peak = metrics.peak_flops(partitioner.mesh.devices.flat)
   rates = metrics.throughput(step_seconds, float(np.prod(shape)), trainer.flops_per_step, peak)
   peak_this_run = metrics.measure_matmul_peak_flops()
-  rates["mfu_vs_peak_this_run"] = rates["tflops_per_second"] * 1e12 / peak_this_run
+  rates["mfu_vs_peak_this_run"] = metrics.throughput(
+      step_seconds, float(np.prod(shape)), trainer.flops_per_step, peak_this_run)["mfu"]
   params = sum(x.size for x in jax.tree.leaves(state.params))
   print(json.dumps({"benchmark": "train_throughput", "stage": _STAGE.value, "scale": _SCALE.value,
                     "batch_size": _BATCH.value, "length": _LENGTH.value, "params": params,

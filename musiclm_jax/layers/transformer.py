@@ -204,7 +204,8 @@ class Decoder(nn.Module):
       cache_index = index.value
       kv_cache = jax.tree.map(lambda v: v.value, cache_vars)
       query_positions = cache_index + query_positions
-      # The cache's own size (from init_cache), not this call's token count.
+      # The cache's own size (from init_cache), not this call's token count: the first
+      # leaf is a key cache, whose last axis is its slots (`attention.cache_shapes`).
       key_positions = jnp.arange(jax.tree.leaves(kv_cache)[0].shape[-1])
 
     bias_queries, bias_keys = query_positions, key_positions
