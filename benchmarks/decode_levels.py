@@ -1,0 +1,86 @@
+r"""What the codec's first N levels carry: a copy of a musiclm-infer folder, re-decoded.
+
+  .venv/bin/python benchmarks/decode_levels.py --infer_dir=runs/demo/samples \
+      --output_dir=/tmp/levels_4 --soundstream_export_dir=runs/demo/soundstream/export \
+      --levels=4 --source=tokens        # or --source=real --data_dir=runs/demo/tfds
+  # then musiclm-eval with SAMPLES_DIR=/tmp/levels_4 (JUDGE_PATH: the run's judge)
+
+Issue #15 asks where a prompt's information is lost; this isolates the link tokens →
+audio. The copy keeps the folder's results.jsonl (so musiclm-eval pairs each clip with
+its caption as before) and replaces each plain text line's WAVs:
+
+  tokens  the sample's own acoustic codes (musiclm-infer --gin.SAVE_TOKENS=True)
+          through the first N levels: is what the fine stage adds music, or noise?
+  real    the codec's codes of the held-out clip with that caption, through the first
+          N levels: the audio a perfect coarse stage (N = 4) would give, with no fine
+          stage. Lines whose caption is not in the split are left as generated.
+
+SoundStream trains with quantizer dropout, so N < 12 levels is an input its decoder
+was trained on. Spectrograms and token files are not copied (they would describe the
+old audio). Prints one JSON line.
+"""
+import json
+import os
+import shutil
+
+from absl import flags
+import numpy as np
+
+from musiclm_jax import gin_utils
+from musiclm_jax.audio import io as audio_io
+from musiclm_jax import results_file
+from musiclm_jax.errors import UserError
+from musiclm_jax.eval import clip_sets
+from musiclm_jax.tokenizers import acoustic
+
+_INFER_DIR = flags.DEFINE_string("infer_dir", None, "musiclm-infer folder.", required=True)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the copy goes (must not exist).",
+                                  required=True)
+_EXPORT_DIR = flags.DEFINE_string("soundstream_export_dir", None, "The run's codec export.",
+                                  required=True)
+_LEVELS = flags.DEFINE_integer("levels", 4, "Codec levels decoded (the first N).")
+_SOURCE = flags.DEFINE_enum("source", "tokens", ["tokens", "real"], "Whose codes: the "
+                            "samples' saved tokens, or each caption's real held-out clip.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS folder of the run's corpus (--source=real).")
+_DATASET = flags.DEFINE_string("dataset", "synth_music/tiny", "Its dataset (--source=real).")
+_SPLIT = flags.DEFINE_string("split", "validation", "Its held-out split (--source=real).")
+
+
+def main(argv):
+  del argv  # gin_utils.run rejected positional arguments
+  if os.path.exists(_OUTPUT_DIR.value):
+    raise UserError(f"{_OUTPUT_DIR.value} exists: give a new --output_dir")
+  codec = acoustic.SoundStreamTokenizer.load(_EXPORT_DIR.value)
+  if not 1 <= _LEVELS.value <= codec.num_levels:
+    raise UserError(f"--levels={_LEVELS.value}: the codec has 1 to {codec.num_levels} levels")
+  real = None
+  if _SOURCE.value == "real":
+    reference = clip_sets.read_reference(_DATASET.value, _DATA_DIR.value, _SPLIT.value)
+    real = dict(zip(reference.texts, reference.audio))
+  shutil.copytree(_INFER_DIR.value, _OUTPUT_DIR.value,
+                  ignore=shutil.ignore_patterns("*.png", "*.npz", "index.html"))
+  replaced = 0
+  for record in results_file.read(_OUTPUT_DIR.value, "generated"):
+    if "text" not in record or record.get("continue_from") or "error" in record:
+      continue
+    for sample in record["samples"]:
+      if real is None:  # a one-line error when the folder has no tokens
+        tokens = results_file.read_tokens(_INFER_DIR.value, sample.get("tokens", ""))
+        codes = tokens["acoustic"][None]
+      elif record["text"] in real:
+        codes = codec.encode(real[record["text"]][None])
+      else:
+        continue
+      audio = np.asarray(codec.model.decode(codec.params, codes, num_levels=_LEVELS.value))[0]
+      path = os.path.join(_OUTPUT_DIR.value, sample["wav"])
+      length = sample["num_audio_samples"]
+      audio_io.save_wav(path, np.pad(audio[:length], (0, max(0, length - len(audio)))),
+                         codec.sample_rate_hz)
+      replaced += 1
+  print(json.dumps({"benchmark": "decode_levels", "source": _SOURCE.value,
+                    "levels": _LEVELS.value, "samples_replaced": replaced,
+                    "output_dir": _OUTPUT_DIR.value}))
+
+
+if __name__ == "__main__":
+  gin_utils.run(main)
