@@ -27,8 +27,8 @@ from absl import flags
 import numpy as np
 
 from musiclm_jax import gin_utils
-from musiclm_jax.audio import io as audio_io
 from musiclm_jax import results_file
+from musiclm_jax.audio import io as audio_io
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import clip_sets
 from musiclm_jax.tokenizers import acoustic
@@ -56,6 +56,9 @@ def main(argv):
   real = None
   if _SOURCE.value == "real":
     reference = clip_sets.read_reference(_DATASET.value, _DATA_DIR.value, _SPLIT.value)
+    if reference.sample_rate_hz != codec.sample_rate_hz:
+      raise UserError(f"{_DATASET.value} is at {reference.sample_rate_hz} Hz, the codec at "
+                      f"{codec.sample_rate_hz} Hz: give the corpus the codec was trained on")
     real = dict(zip(reference.texts, reference.audio))
   shutil.copytree(_INFER_DIR.value, _OUTPUT_DIR.value,
                   ignore=shutil.ignore_patterns("*.png", "*.npz", "index.html"))
