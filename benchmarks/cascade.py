@@ -18,7 +18,6 @@ import json
 import os
 import zlib
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
@@ -27,8 +26,8 @@ import numpy as np
 
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import gin_models
+from musiclm_jax import gin_utils
 from musiclm_jax import musiclm_spec
-from musiclm_jax import xla_flags
 from musiclm_jax.data import token_layout
 from musiclm_jax.tokenizers import acoustic
 
@@ -66,7 +65,6 @@ def _musiclm(scale: str) -> cascade_lib.Cascade:
 
 def main(argv):
   del argv
-  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   results = []
   for scale in _SCALES.value:
     musiclm = _musiclm(scale)
@@ -91,4 +89,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # gin_utils.run also sets the binaries' XLA:CPU flags before JAX starts.
+  gin_utils.run(main, usage="configure with --scales, --batch_sizes, --seconds")

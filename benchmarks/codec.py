@@ -14,7 +14,6 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import gin_models
-from musiclm_jax import xla_flags
+from musiclm_jax import gin_utils
 from musiclm_jax.models import soundstream
 
 _SCALES = flags.DEFINE_list("scales", ["tiny", "paper"], "gin/scales/soundstream_<scale>.gin")
@@ -46,7 +45,6 @@ def _model(scale: str) -> soundstream.SoundStreamModel:
 
 def main(argv):
   del argv
-  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   for scale in _SCALES.value:
     model = _model(scale)
     rate_hz = model.config.sample_rate_hz
@@ -71,4 +69,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # gin_utils.run also sets the binaries' XLA:CPU flags before JAX starts.
+  gin_utils.run(main, usage="configure with --scales, --seconds, --repeats")

@@ -19,11 +19,13 @@ SoundStream trains with quantizer dropout, so N < 12 levels is an input its deco
 was trained on. Spectrograms and token files are not copied (they would describe the
 old audio). Prints one JSON line.
 """
+import functools
 import json
 import os
 import shutil
 
 from absl import flags
+import jax
 import numpy as np
 
 from musiclm_jax import gin_utils
@@ -41,7 +43,8 @@ _EXPORT_DIR = flags.DEFINE_string("soundstream_export_dir", None, "The run's cod
 _LEVELS = flags.DEFINE_integer("levels", 4, "Codec levels decoded (the first N).")
 _SOURCE = flags.DEFINE_enum("source", "tokens", ["tokens", "real"], "Whose codes: the "
                             "samples' saved tokens, or each caption's real held-out clip.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS folder of the run's corpus (--source=real).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None,
+                                "TFDS folder of the run's corpus (--source=real).")
 _DATASET = flags.DEFINE_string("dataset", "synth_music/tiny", "Its dataset (--source=real).")
 _SPLIT = flags.DEFINE_string("split", "validation", "Its held-out split (--source=real).")
 
@@ -62,6 +65,8 @@ def main(argv):
     real = dict(zip(reference.texts, reference.audio))
   shutil.copytree(_INFER_DIR.value, _OUTPUT_DIR.value,
                   ignore=shutil.ignore_patterns("*.png", "*.npz", "index.html"))
+  # Compiled once per clip length, not run op by op for every sample.
+  decode = jax.jit(functools.partial(codec.model.decode, num_levels=_LEVELS.value))
   replaced = 0
   for record in results_file.read(_OUTPUT_DIR.value, "generated"):
     if "text" not in record or record.get("continue_from") or "error" in record:
@@ -74,7 +79,7 @@ def main(argv):
         codes = codec.encode(real[record["text"]][None])
       else:
         continue
-      audio = np.asarray(codec.model.decode(codec.params, codes, num_levels=_LEVELS.value))[0]
+      audio = np.asarray(decode(codec.params, codes))[0]
       path = os.path.join(_OUTPUT_DIR.value, sample["wav"])
       length = sample["num_audio_samples"]
       audio_io.save_wav(path, np.pad(audio[:length], (0, max(0, length - len(audio)))),

@@ -29,14 +29,13 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from musiclm_jax import decoding
 from musiclm_jax import gin_models
-from musiclm_jax import xla_flags
+from musiclm_jax import gin_utils
 from musiclm_jax.data import token_layout
 
 _SCALE = flags.DEFINE_string("scale", "small", "gin/scales/<scale>.gin")
@@ -83,7 +82,6 @@ def _floor_ms(params, dtype, passes: int = 10) -> float:
 
 def main(argv):
   del argv
-  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   model = gin_models.build_model(["models/semantic.gin", f"scales/{_SCALE.value}.gin"])
   spec = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), np.int32)}
   params = jax.jit(lambda rng: jax.tree.map(lambda x: x.unbox(), model.init(rng, spec),
@@ -141,4 +139,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # gin_utils.run also sets the binaries' XLA:CPU flags before JAX starts.
+  gin_utils.run(main, usage="configure with --scale, --new_tokens, --window, --repeats, "
+                           "--full_recompute")

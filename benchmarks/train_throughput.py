@@ -14,17 +14,16 @@ run, after the steps, which is what to compare with another run's figures.
 import json
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from musiclm_jax import gin_models
+from musiclm_jax import gin_utils
 from musiclm_jax import metrics
 from musiclm_jax import optimizers
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
-from musiclm_jax import xla_flags
 
 _SCALE = flags.DEFINE_string("scale", "small", "gin/scales/<scale>.gin")
 _STAGE = flags.DEFINE_string("stage", "semantic", "gin/models/<stage>.gin")
@@ -39,7 +38,6 @@ _BINDINGS = flags.DEFINE_multi_string("binding", [], "Extra gin bindings, e.g. "
 
 def main(argv):
   del argv
-  xla_flags.set_cpu_flags()  # the binaries' XLA:CPU flags, before JAX starts
   model = gin_models.build_model([f"models/{_STAGE.value}.gin", f"scales/{_SCALE.value}.gin"],
                                  _BINDINGS.value)
   rng = np.random.default_rng(0)
@@ -75,4 +73,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # gin_utils.run also sets the binaries' XLA:CPU flags before JAX starts.
+  gin_utils.run(main, usage="configure with --scale, --stage, --batch_size, --length, --steps, "
+                           "--binding")

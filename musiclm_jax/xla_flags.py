@@ -1,7 +1,7 @@
 """XLA:CPU flags the project's programs run with; imports no jax, so it can run before JAX does.
 
-`gin_utils.run` (every binary) and the speed benchmarks set them first thing, before
-JAX starts its backend (its first computation or device query reads XLA_FLAGS).
+`gin_utils.run` (every binary, and the benchmarks that run through it) sets them first
+thing, before JAX starts its backend (its first computation or device query reads XLA_FLAGS).
 A flag whose option XLA_FLAGS already sets is left out: the user's own setting wins.
 """
 import os
