@@ -154,17 +154,21 @@ def window_key(seed: int, stage: str, index: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(key, spec.STAGES.index(stage)), index)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "cached", "max_length"))
-def _sample_rows(model, params, prompts, keys, sampling, *, num_steps, cached, max_length):
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "cached", "max_length",
+                                             "num_codes"))
+def _sample_rows(model, params, prompts, keys, sampling, *, num_steps, cached, max_length,
+                 num_codes):
   """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b].
 
   sampling: `SamplingConfig.predict_kwargs()` of each row, stacked ([batch] per knob) and
   traced: one compile serves every setting, and rows with different knobs share a batch.
+  num_codes: codes per level the stage may sample (`lm.DecoderOnlyLM.predict_batch`).
   """
   def one(prompt, key, knobs):
     return model.predict_batch(params, {"prompt_tokens": prompt[None]}, key,
                                decode_fn=decoding.temperature_sample, num_steps=num_steps,
-                               cached=cached, max_length=max_length, **knobs)[0]
+                               cached=cached, max_length=max_length, num_codes=num_codes,
+                               **knobs)[0]
   return jax.vmap(one)(prompts, keys, sampling)
 
 
@@ -347,9 +351,12 @@ class Cascade:
     keys = jnp.stack([window_key(r.seed, stage, index) for r in rows])
     sampling = jax.tree.map(lambda *knobs: np.stack(knobs),
                             *[r.stage_sampling(stage).predict_kwargs() for r in rows])
+    # The acoustic stages sample only codes the codec's books hold (they may be smaller
+    # than the layout's 1024: scales/soundstream_tiny.gin).
+    num_codes = None if stage == "semantic" else self.acoustic_tokenizer.codebook_size
     return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, sampling,
                                    num_steps=num_steps, cached=self.use_cache,
-                                   max_length=self.max_length))
+                                   max_length=self.max_length, num_codes=num_codes))
 
   def _tokenize(self, rows: list[Request], frames: int) -> tuple[np.ndarray, np.ndarray]:
     """The continuations' S [batch, frames] and A [batch, 2 * frames, levels]."""
@@ -499,11 +506,11 @@ def _check_components(cascade: Cascade) -> None:
                     f"{conditioning.codebook_size} codes; the stages read {mulan.num_levels} x "
                     f"{mulan.codebook_size}")
   if (acoustic.num_levels != coarse.num_levels + fine.num_levels
-      or acoustic.codebook_size != coarse.codebook_size):
-    # Sampled codes go to the decoder, so its books must hold every code the stages can sample.
+      or acoustic.codebook_size > coarse.codebook_size):
+    # Smaller books are fine: the stages then sample only the codes they hold (`_sample`).
     raise UserError(f"the acoustic tokenizer has {acoustic.num_levels} levels of "
                     f"{acoustic.codebook_size} codes; the stages sample "
-                    f"{coarse.num_levels + fine.num_levels} levels of {coarse.codebook_size}")
+                    f"{coarse.num_levels + fine.num_levels} levels of at most {coarse.codebook_size}")
   if acoustic.num_frames(SAMPLE_RATE_HZ) != spec.ACOUSTIC_RATE_HZ:
     raise UserError(f"the acoustic tokenizer must give {spec.ACOUSTIC_RATE_HZ} frames per "
                     f"second of {SAMPLE_RATE_HZ // 1000} kHz audio")

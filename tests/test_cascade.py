@@ -61,6 +61,15 @@ def test_text_to_audio_has_the_requested_length_and_valid_tokens(musiclm):
     assert any(c.prefix_start < c.start for c in chunks)
 
 
+def test_a_codec_with_smaller_books_gets_only_codes_it_holds():
+  """Random stage weights spread over all 1024 codes of a level; the codec holds 16."""
+  small = make_cascade(acoustic=fake_tokenizers.FakeAcousticTokenizer(codebook_size=16))
+  [generation] = small.generate([cascade_lib.Request.from_text("calm piano", 0.4, seed=3)])
+  assert generation.acoustic.max() < 16 and len(np.unique(generation.acoustic)) > 4
+  [wide] = make_cascade().generate([cascade_lib.Request.from_text("calm piano", 0.4, seed=3)])
+  assert wide.acoustic.max() >= 16
+
+
 def test_cached_and_full_recompute_give_the_same_tokens(musiclm):
   request = cascade_lib.Request.from_text("slow strings", 0.4, seed=11)
   [cached] = musiclm.generate([request], batch_size=2)
@@ -129,7 +138,7 @@ def test_continuation_starts_from_the_audio_tokens(musiclm):
 
 @pytest.mark.parametrize("change,message", [
     (dict(stages=("coarse", "coarse", "fine")), "the semantic stage slot holds a coarse model"),
-    (dict(codebook_size=256), "acoustic tokenizer has 12 levels of 256 codes"),
+    (dict(codebook_size=2048), "acoustic tokenizer has 12 levels of 2048 codes"),
     (dict(windows=cascade_lib.Windows(semantic_window_seconds=0.41)), "not a positive whole number"),
     (dict(windows=cascade_lib.Windows(fine_stride_seconds=4.0)), "exceeds fine_window_seconds"),
     (dict(max_length=512), "more than max_length 512"),

@@ -82,8 +82,9 @@ def test_level_ranges_check_can_fail():
   assert not _in_level_ranges(stage, prompt, shifted).all()
 
 
-def _greedy_reference(model, params, prompt, num_steps):
-  """Argmax within each position's level range, one full forward pass per token (numpy masks)."""
+def _greedy_reference(model, params, prompt, num_steps, num_codes=None):
+  """Argmax within each position's level range (its first `num_codes` codes), one full forward
+  pass per token (numpy masks)."""
   stage = model.stage
   apply = jax.jit(model.apply)
   rows = np.concatenate([np.zeros((prompt.shape[0], 1), np.int32), prompt], axis=1)
@@ -94,6 +95,8 @@ def _greedy_reference(model, params, prompt, num_steps):
     logits = np.asarray(apply(params, jnp.asarray(buffer)))[:, n + i - 1]
     ids = model.logits_offset + np.arange(logits.shape[-1])
     low, high = stage.layout.level_id_range(stage.target_kind, start + i)
+    if num_codes is not None:
+      high = low + num_codes
     allowed = (ids >= low[:, None]) & (ids < high[:, None])
     buffer[:, n + i] = ids[np.where(allowed, logits, -np.inf).argmax(axis=1)]
   return buffer[:, n:]
@@ -111,6 +114,24 @@ def test_top_k_1_tiny_top_p_and_near_zero_temperature_are_greedy(models):
       np.testing.assert_array_equal(tokens, greedy, err_msg=str(sampling))
   sampled = generate(model, params, prompt, jax.random.PRNGKey(0), num_steps=NUM_STEPS)
   assert not np.array_equal(sampled, greedy)
+
+
+def test_num_codes_samples_only_the_first_codes_of_each_level(models):
+  """A codec with smaller books than the layout's: its stages sample only codes it holds."""
+  model, params = models["coarse"]
+  prompt = _prompt(model.stage)
+  greedy = _greedy_reference(model, params, prompt, NUM_STEPS, num_codes=5)
+  assert not np.array_equal(greedy, _greedy_reference(model, params, prompt, NUM_STEPS))
+  tokens = generate(model, params, prompt, jax.random.PRNGKey(0), num_steps=NUM_STEPS,
+                    sampling=decoding.SamplingConfig(top_k=1), num_codes=5)
+  np.testing.assert_array_equal(tokens, greedy)
+  sampled = np.asarray(generate(model, params, prompt, jax.random.PRNGKey(0),
+                                num_steps=NUM_STEPS, num_codes=5))
+  layout = model.stage.layout
+  start = layout.contains("coarse", prompt).sum(axis=1, keepdims=True)
+  low, _ = layout.level_id_range("coarse", start + np.arange(NUM_STEPS))
+  assert ((sampled >= low) & (sampled < low + 5)).all()
+  assert len(np.unique(sampled - low)) > 1
 
 
 def test_sample_logits_keeps_only_the_top_k_and_the_top_p_nucleus():
@@ -213,6 +234,9 @@ def test_user_mistakes_are_one_line_errors(models):
     generate(model, params, bad, rng, num_steps=2)
   with pytest.raises(UserError, match="top_p must be in"):
     decoding.SamplingConfig(top_p=0.0)
+  for num_codes in (0, 1025):
+    with pytest.raises(UserError, match=f"num_codes {num_codes} needs a stage model and must be"):
+      generate(model, params, prompt, rng, num_steps=2, num_codes=num_codes)
   fine, fine_params = models["fine"]
   with pytest.raises(UserError, match="guidance_scale needs a stage model with conditioning"):
     generate(fine, fine_params, _prompt(fine.stage), rng, num_steps=2,

@@ -334,7 +334,7 @@ class DecoderOnlyLM(base.BaseModel):
   def predict_batch(self, params, batch, rng, *, decode_fn, num_steps: int,
                     guidance_scale=None, cached: bool = True,
                     max_length: int = DEFAULT_MAX_LENGTH, cache_length: int | None = None,
-                    **decode_kwargs):
+                    num_codes: int | None = None, **decode_kwargs):
     """Samples `num_steps` ids after each prompt; returns [batch, num_steps] int32.
 
     batch['prompt_tokens'] [batch, n] int32, no BOS: for a stage, its
@@ -357,6 +357,10 @@ class DecoderOnlyLM(base.BaseModel):
       cache_length: KV cache slots, default exactly what is needed (without
         the cache, the recomputed buffer is one longer). A fixed value times a
         token as it would run inside a longer generation.
+      num_codes: a stage samples only the first `num_codes` codes of each
+        level (None: the layout's codebook_size): the tokenizer whose codes
+        they become may have smaller books than the layout reserves, and a
+        code it lacks would decode to garbage.
       decode_kwargs: the sampler's knobs (temperature, top_k, top_p); may be traced.
     """
     prompt = batch["prompt_tokens"]
@@ -373,16 +377,21 @@ class DecoderOnlyLM(base.BaseModel):
     cache_length = needed_cache if cache_length is None else cache_length
     if cache_length < needed_cache:
       raise UserError(f"cache_length {cache_length} is too short for {needed_cache} tokens")
+    if num_codes is not None and (self.stage is None or not 1 <= num_codes <= self.stage.layout.kind(
+        self.stage.target_kind).codebook_size):
+      raise UserError(f"num_codes {num_codes} needs a stage model and must be in [1, its "
+                      "codebook size]: use the tokenizer's codebook size or None")
     if guidance_scale is not None and (self.stage is None or not self.stage.condition_kinds):
       raise UserError("guidance_scale needs a stage model with conditioning (semantic or coarse); "
                       "unset it for this model")
     return self._predict(params, prompt, rng, guidance_scale, decode_kwargs, decode_fn=decode_fn,
-                         num_steps=num_steps, cached=cached, cache_length=cache_length)
+                         num_steps=num_steps, cached=cached, cache_length=cache_length,
+                         num_codes=num_codes)
 
   @functools.partial(jax.jit, static_argnames=("self", "decode_fn", "num_steps", "cached",
-                                               "cache_length"))
+                                               "cache_length", "num_codes"))
   def _predict(self, params, prompt, rng, guidance_scale, decode_kwargs, *, decode_fn, num_steps,
-               cached, cache_length):
+               cached, cache_length, num_codes):
     """`predict_batch` after its checks: the model's functions for `decode_fn`."""
     batch = prompt.shape[0]
     guided = guidance_scale is not None
@@ -423,6 +432,7 @@ class DecoderOnlyLM(base.BaseModel):
 
     def constrain(logits, step):
       first_id, width = self.allowed_ids(first_position + step)
+      width = min(width, num_codes or width)
       if width < logits.shape[-1]:
         columns = (first_id - self.logits_offset)[:, None] + jnp.arange(width)
         logits = jnp.take_along_axis(logits, columns, axis=-1)
