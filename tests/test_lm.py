@@ -89,7 +89,7 @@ def test_decoding_writes_each_layer_cache_in_place():
   compiled = model._predict.lower(
       model, params, prompt, jax.random.PRNGKey(0), None, {"temperature": np.float32(1.0)},
       decode_fn=decoding.temperature_sample, num_steps=4, cached=True,
-      cache_length=37).compile().as_text()
+      cache_length=37, num_codes=None).compile().as_text()
   bodies = _while_bodies(compiled)
   assert bodies, "no while loop in the compiled sampler"
   cache_shaped = re.compile(r"= f32\[[\d,]*\b37\b[\d,]*\]\S* (copy|fusion)\(")
