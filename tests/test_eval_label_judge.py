@@ -75,6 +75,20 @@ def test_save_load_round_trip_and_untrainable_labels(tmp_path):
     label_judge.LabelJudge.load(str(tmp_path / "missing"))
 
 
+def test_genre_confusion_is_sklearns_confusion_matrix():
+  judge = label_judge.fit(*_clips(80, seed=1))
+  features, genres, _, _ = _clips(40, seed=5)
+  shifted = genres[1:] + genres[:1]  # labels the judge mostly gets wrong: off-diagonal counts
+  confusion = label_judge.genre_confusion(judge, np.concatenate([features, features[:1]]),
+                                         shifted + ["polka"])
+  predicted = [judge.classes["genre"][k] for k in judge.probabilities(features)["genre"].argmax(axis=1)]
+  assert confusion["classes"] == judge.classes["genre"]
+  # "polka" is no class of the judge's: its clip is not counted.
+  np.testing.assert_array_equal(confusion["counts"], metrics.confusion_matrix(
+      shifted, predicted, labels=judge.classes["genre"]))
+  assert np.trace(confusion["counts"]) < 0.6 * 40
+
+
 def test_train_fits_the_taggers_mean_penultimate_layer():
   features, genres, instruments, moods = _clips(30, seed=4)
 

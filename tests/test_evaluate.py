@@ -203,6 +203,12 @@ def test_shuffled_kld_and_mcc_match_an_independent_computation(report, reference
 def test_judge_learns_the_training_clips_and_noise_is_not_music(report):
   assert _value(report, "judge_genre_accuracy", "real") == 1.0  # its own training clips
   assert _value(report, "judge_mood_accuracy", "real") == 1.0
+  # So its genre confusion on real clips is diagonal; the generated clips are copies of them.
+  real = report["judge_genre_confusion"]["real"]["counts"]
+  assert np.sum(real) == 6 and np.trace(real) == 6
+  assert report["judge_genre_confusion"]["generated"] == report["judge_genre_confusion"]["real"]
+  assert np.trace(report["judge_genre_confusion"]["shuffled"]["counts"]) < 6  # other prompts' genres
+  assert "judge's genre on generated: " in report_lib.headline(report)
   assert _value(report, "FAD_musicnn", "noise") > 10 * _value(report, "FAD_musicnn", "generated")
   assert _value(report, "spectral_flatness", "noise") > _value(report, "spectral_flatness", "real")
   assert set(report["p_values"]) >= {"MCC", "judge_genre_accuracy", "judge_instrument_f1",
@@ -415,6 +421,7 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   page = (out / "eval.html").read_text()
   assert "data:image/png;base64," in page and "shuffled prompts" in page
   assert "Coherence against length" in page and "True vs shuffled prompts" in page
+  assert "The judge's genres" in page
   assert "FAD_musicnn" in result.stdout
   # The generated clips are the real ones (as PCM16) with WINDOWS' joins, so the real clips at
   # the same joins score alike: 1.2 s (semantic); 0.8, 1.2 s (coarse); 0.5 to 1.46 s (fine).

@@ -6,6 +6,7 @@
   judge = LabelJudge.load("judge")
   scores = clip_scores(judge, features, genres, instruments, moods)   # per clip: 0/1, F1
   predicted = predict(judge, features)                 # per clip: genre, mood, instruments heard
+  confusion = genre_confusion(judge, features, genres)  # labelled genre x predicted genre counts
 
 Three heads over the same standardised features, each an L2-regularised
 logistic regression fitted to its exact optimum (L-BFGS): genre and mood are
@@ -204,3 +205,16 @@ def clip_scores(judge: LabelJudge, features: np.ndarray, genres: Sequence[str],
   features = np.asarray(features, np.float64)
   _check_rows(features, {"genre": genres, "instruments": instruments, "mood": moods})
   return score_predictions(judge, predict(judge, features), genres, instruments, moods)
+
+
+def genre_confusion(judge: LabelJudge, features: np.ndarray, genres: Sequence[str]) -> dict:
+  """features [clips, D], genres [clips] (their labels) -> {"classes": the judge's genres,
+  "counts": [labelled, predicted] clips}; a labelled genre the judge has no class for is
+  skipped. It shows what a low genre accuracy is made of: on noise-like audio the judge
+  calls (nearly) every clip one genre, which the accuracy alone does not tell."""
+  classes = list(judge.classes["genre"])
+  counts = np.zeros((len(classes), len(classes)), np.int64)
+  for labelled, predicted in zip(genres, predict(judge, features)["genre"]):
+    if labelled in classes:
+      counts[classes.index(labelled), classes.index(predicted)] += 1
+  return {"classes": classes, "counts": counts.tolist()}

@@ -138,6 +138,19 @@ def _token_probe_lines(report: dict) -> list[str]:
       for row in rows]
 
 
+def _confusion_lines(report: dict) -> list[str]:
+  """Per set, the genre the judge predicts most and for how many of its paired clips: the
+  one number that tells a judge collapsing onto one class (noise-like audio) from one that
+  hears genres but the wrong ones."""
+  lines = []
+  for name, confusion in (report.get("judge_genre_confusion") or {}).items():
+    predicted = [sum(column) for column in zip(*confusion["counts"])]
+    top = max(range(len(predicted)), key=predicted.__getitem__)
+    lines.append(f"judge's genre on {name}: {confusion['classes'][top]} for {predicted[top]} of "
+                 f"{sum(predicted)} clips")
+  return lines
+
+
 def headline(report: dict) -> str:
   """The metric table as fixed-width text: one row per metric, one column per clip set."""
   columns = _columns(report)
@@ -152,6 +165,7 @@ def headline(report: dict) -> str:
   lines += _melody_lines(report)
   lines += _joins_lines(report)
   lines += _story_lines(report)
+  lines += _confusion_lines(report)
   lines += _token_probe_lines(report)
   lines += [f"{name}: unavailable, {reason}" for name, reason in report["unavailable"].items()]
   lines += [f"{name} set: not computed, {reason}" for name, reason in report["sets_not_given"].items()]
@@ -328,6 +342,23 @@ def _story_html(report: dict) -> str:
           f"predicted [its segment]):</p><ul>{timelines}</ul>")
 
 
+def _confusion_html(report: dict) -> str:
+  """Per set, the judge's genre confusion: rows the prompts' genres, columns its predictions."""
+  confusions = report.get("judge_genre_confusion")
+  if not confusions:
+    return ""
+  tables = []
+  for name, confusion in confusions.items():
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in confusion["classes"])
+    rows = "".join(f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td>{n}</td>" for n in counts)
+                   + "</tr>" for c, counts in zip(confusion["classes"], confusion["counts"]))
+    tables.append(f"<h3>{html.escape(report['sets'][name]['title'])}</h3><table><tr>"
+                  f"<th>labelled \\ predicted</th>{head}</tr>{rows}</table>")
+  return ("<h2>The judge's genres</h2><p class='note'>Clips per genre of the prompt (rows) and "
+          "genre the label judge predicts (columns). A column that takes every row is a judge "
+          f"hearing one genre in everything.</p>{''.join(tables)}")
+
+
 def _token_probes_html(report: dict) -> str:
   """The token probes as a table: representation and source, then per head its score cell."""
   lines = _token_probe_lines(report)
@@ -369,5 +400,6 @@ def write_html(path: str, report: dict) -> str:
       f"<h2>Not reported</h2><ul>{missing}</ul>\n<h2>Notes</h2><ul>{notes}</ul>\n"
       f"<h2>Plots</h2>{_bar_plots(report)}{_fad_curve_plot(report)}\n"
       f"{_coherence_html(report)}\n{_joins_html(report)}\n{_story_html(report)}\n"
+      f"{_confusion_html(report)}\n"
       f"{_memorization_html(report)}\n"
       f"{_per_window_html(report)}\n{melody}\n{_token_probes_html(report)}")

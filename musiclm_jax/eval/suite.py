@@ -38,6 +38,9 @@ bags of each token stream (M_T, M_A, semantic, coarse, fine) of its train split,
 SPLIT's real tokens and, when musiclm-infer saved them (SAVE_TOKENS), on the generated
 clips' tokens against their prompt's and a shuffled prompt's labels (eval/token_probes.py).
 
+judge_genre_confusion: with a label judge, per paired set, its genre predictions against
+the prompts' genres (labelled x predicted clip counts).
+
 story: with a label judge, per story line of the generated folder, the judge's genre per
 tagger window inside a segment against its own segment's and the other segment's, with a
 p-value, and the same of the stories rebuilt from real clips (eval/story.py).
@@ -285,6 +288,23 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
   return metrics, unavailable, curves, scores
 
 
+def genre_confusions(sets: dict[str, clip_sets.ClipSet], features: dict[str, Features],
+                     reference: clip_sets.Reference,
+                     judge: label_judge.LabelJudge | None) -> dict | None:
+  """Per set whose clips are paired with reference captions, the judge's genre confusion
+  (label_judge.genre_confusion: labelled x predicted counts); None without a judge or labels."""
+  if judge is None or not reference.has_judge_labels:
+    return None
+  confusion = {}
+  for name, clip_set in sets.items():
+    paired = clip_set.reference_index >= 0
+    if paired.any():
+      confusion[name] = label_judge.genre_confusion(
+          judge, features[name].penultimate[judge.feature_name][paired],
+          [reference.genre[i] for i in clip_set.reference_index[paired]])
+  return confusion or None
+
+
 def run_suite(generated: clip_sets.ClipSet, reference: clip_sets.Reference, *,
               shuffled: clip_sets.ClipSet | None = None,
               unconditional: clip_sets.ClipSet | None = None, taggers: dict[str, Any],
@@ -337,6 +357,9 @@ def run_suite(generated: clip_sets.ClipSet, reference: clip_sets.Reference, *,
   if per_window is None:
     unavailable["per_window"] = (f"no generated clip is longer than the reference clips "
                                  f"({clip_seconds:g} s): generate longer ones")
+  confusion = genre_confusions(sets_given, features, reference, judge)
+  if confusion is None:
+    unavailable["judge_genre_confusion"] = unavailable.get("judge_genre_accuracy", NO_JUDGE)
   return {"sets": {name: {"title": clip_sets.SET_TITLES[name], "clips": len(s.audio),
                           "paired_clips": int(np.sum(s.reference_index >= 0))}
                    for name, s in sets_given.items()},
@@ -351,6 +374,7 @@ def run_suite(generated: clip_sets.ClipSet, reference: clip_sets.Reference, *,
                              for audio, windows in zip(clips.audio, per_clip)], window_seconds)
                         for name, (clips, per_clip) in coherence_sets.items()},
           "per_window": per_window,
+          "judge_genre_confusion": confusion,
           "notes": {"FAD real": "real-vs-real FAD between the even and the odd clips of the split",
                     "FAD shuffled": "the shuffled set is the generated set scored against other "
                                     "prompts: set-level FAD equals the generated one",
