@@ -102,4 +102,4 @@ step eval "$R/eval/eval.json" "$P" -m musiclm_jax.evaluate --gin_file=runs/eval.
   --gin.MULAN_EXPORT_DIR="'$R/mulan/export'" --gin.MULAN_RVQ_PATH="'$R/rvq_8/rvq.npz'" \
   --gin.SOUNDSTREAM_EXPORT_DIR="'$R/soundstream/export'" --gin.JUDGE_SPLIT="'train'" \
   --gin.PROBE_TOKEN_CACHE_DIR="'$R/tokens'"
-log done
+log "done"

@@ -42,6 +42,14 @@ def test_every_launch_script_passes_shellcheck():
   assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_benchmark_scripts_pass_shellcheck():
+  scripts = sorted((pathlib.Path(REPO_DIR) / "benchmarks").glob("*.sh"))
+  assert scripts
+  result = subprocess.run([_shellcheck(), *map(str, scripts)], capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_shellcheck_fails_on_a_bad_script(tmp_path):
   bad = tmp_path / "bad.sh"
   bad.write_text("#!/usr/bin/env bash\nrm -rf $DIR/*\n")
