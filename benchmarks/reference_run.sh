@@ -13,10 +13,10 @@
 #   MuLan 600 steps on small (not 300 on tiny); its RVQ fits 8 codes per level (paper:
 #   1024); the semantic stage is text-only (semantic_stage.gin) with 600 steps;
 #   classifier-free guidance 3 on the semantic stage; the codec trains 1500 steps on
-#   reconstruction losses (the demo: 500) with commitment weight 0.25; the coarse stage
-#   trains 1500 steps (the demo: 300; at 400 its sampled tokens carried no genre). The
-#   fine stage keeps 400: its CE is flat from step 300 (this codec's fine levels hold
-#   nothing it can predict).
+#   reconstruction losses (the demo: 500) at learning rate 5e-4 and commitment weight 0.25;
+#   the coarse stage trains 1500 steps (the demo: 300; at 400 its sampled tokens carried no
+#   genre). The fine stage keeps 400: its CE is flat from step 300 (this codec's fine
+#   levels hold nothing it can predict).
 set -euo pipefail
 R=$(realpath "$1"); D=$(realpath "$2")
 cd "$(dirname "$0")/.."
@@ -44,12 +44,12 @@ trap 'log "failed: see the last step'"'"'s log in $R"' ERR
 
 step corpus "$D/tfds/synth_music/small" "$P" -c \
   "from musiclm_jax.data.synth_music import builder; builder.build_synth_music('$D/tfds', 'small')"
-# Commitment weight 0.25 (the demo: 1.0). With 1.0 the first SEED's codec on small collapsed
-# when the RVQ joined at step 150 (commitment loss 3.3, then codebook perplexity 1.5-5 and
-# held-out SI-SNR -38 dB through step 670), where SEEDs 1 and 2 did not; 0.25 trains at
-# SEEDs 0-2 (docs/design.md section 10).
+# Learning rate 5e-4 and commitment weight 0.25 (the demo: 1e-3 and 1.0). At the demo's
+# settings over 1500 steps the codec collapsed when its RVQ joined at step 150 (codebook
+# perplexity 1.5-5, held-out SI-SNR -38 dB through step 670), and at commitment 0.25 alone
+# too: the 1500-step cosine schedule is still at its peak there (docs/design.md section 10).
 train soundstream soundstream_synth "${DATA[@]}" --gin.TRAIN_STEPS=1500 --gin.ADVERSARIAL_START_STEP=1500 \
-  --gin.codec_losses.LossWeights.commitment=0.25
+  --gin.LEARNING_RATE=5e-4 --gin.codec_losses.LossWeights.commitment=0.25
 train mulan mulan_synth "${DATA[@]}" --gin.TRAIN_STEPS=600
 step rvq_8 "$R/rvq_8/rvq.npz" "$P" -m musiclm_jax.fit_mulan_rvq --gin_file=runs/fit_mulan_rvq.gin \
   "${DATA[@]}" --gin.EXPORT_DIR="'$R/mulan/export'" --gin.OUTPUT_DIR="'$R/rvq_8'" \
