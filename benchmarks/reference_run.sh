@@ -102,4 +102,7 @@ step eval "$R/eval/eval.json" "$P" -m musiclm_jax.evaluate --gin_file=runs/eval.
   --gin.MULAN_EXPORT_DIR="'$R/mulan/export'" --gin.MULAN_RVQ_PATH="'$R/rvq_8/rvq.npz'" \
   --gin.SOUNDSTREAM_EXPORT_DIR="'$R/soundstream/export'" --gin.JUDGE_SPLIT="'train'" \
   --gin.PROBE_TOKEN_CACHE_DIR="'$R/tokens'"
+step listening "$R/listening/index.html" env PYTHONPATH=. "$P" benchmarks/listening_page.py \
+  --infer_dir="$R/samples" --data_dir="$D/tfds" --dataset=synth_music/small \
+  --output_dir="$R/listening" --lines=4
 log "done"
