@@ -6,6 +6,7 @@ set must score like the real one) and the unconditional folder holds chords
 from the taggers' and fake MuLan's outputs, independently of eval/suite.py.
 """
 import dataclasses
+import html
 import json
 import os
 import pathlib
@@ -446,3 +447,36 @@ def test_mood_class_is_the_word_group_a_caption_drew_from():
   assert clip_sets.mood_class(["melancholic", "sad"]) == clip_sets.mood_class(["somber", "sad"])
   assert clip_sets.mood_class(["sad", "somber"]) != clip_sets.mood_class(["calm", "tender"])
   assert clip_sets.mood_class(["eerie"]) == "eerie"  # words of no group stay their own class
+
+
+def test_listening_page_pairs_each_line_with_its_captions_real_clip(corpus, reference, folders,
+                                                                     tmp_path):
+  """benchmarks/listening_page.py: the generated clips here are the reference clips, so each
+  line's two Vorbis files decode to the same audio; prompts that are no caption pair nothing."""
+  import soundfile  # pylint: disable=g-import-not-at-top
+
+  def run(infer_dir, output_dir):
+    return subprocess.run([sys.executable, "benchmarks/listening_page.py", f"--infer_dir={infer_dir}",
+                           f"--data_dir={corpus['data_dir']}", f"--dataset={corpus['dataset']}",
+                           f"--split={SPLIT}", f"--output_dir={output_dir}", "--lines=2"],
+                          capture_output=True, text=True, env=binary_env(), timeout=300,
+                          cwd=pathlib.Path(__file__).parents[1])
+
+  out = tmp_path / "page"
+  result = run(folders["generated"], out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads(result.stdout.splitlines()[-1])["lines"] == 2
+  page = (out / "index.html").read_text()
+  for line, text in enumerate(reference.texts[:2], start=1):
+    assert html.escape(text) in page
+    generated, rate = soundfile.read(out / f"line{line}_generated.ogg")
+    real, _ = soundfile.read(out / f"line{line}_real.ogg")
+    assert rate == RATE_HZ and len(generated) == len(real) == len(reference.audio[line - 1])
+    assert np.corrcoef(generated, real)[0, 1] > 0.99
+    assert np.corrcoef(generated, reference.audio[line - 1])[0, 1] > 0.9
+    assert (out / f"line{line}_real.png").is_file()
+  assert "line3_generated.ogg" not in page
+  uncaptioned = write_infer_folder(tmp_path / "uncaptioned", ["no caption", "nor this"],
+                                   reference.audio[:2])
+  result = run(uncaptioned, tmp_path / "none")
+  assert result.returncode != 0 and "prompts a caption" in result.stderr.strip().splitlines()[-1]
