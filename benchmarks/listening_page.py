@@ -51,9 +51,11 @@ def _clip(output_dir: str, name: str, audio: np.ndarray, sample_rate_hz: int) ->
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   reference = clip_sets.read_reference(_DATASET.value, _DATA_DIR.value, _SPLIT.value)
-  audio, rate, prompts = clip_sets.read_infer_folder(_INFER_DIR.value)
-  pairs = [(clip, prompt, reference.texts.index(prompt)) for clip, prompt in zip(audio, prompts)
-           if prompt in reference.texts][:_LINES.value]
+  clips = clip_sets.paired_set("generated", *clip_sets.read_infer_folder(_INFER_DIR.value),
+                               reference)
+  rate = clips.sample_rate_hz
+  pairs = [(clip, prompt, index) for clip, prompt, index
+           in zip(clips.audio, clips.texts, clips.reference_index) if index >= 0][:_LINES.value]
   if not pairs:
     raise UserError(f"no text line of {_INFER_DIR.value} prompts a caption of {_DATASET.value} "
                     f"{_SPLIT.value}: give the run's --dataset and --split")

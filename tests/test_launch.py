@@ -34,20 +34,22 @@ def _scripts():
                 if p.is_file() and (p.suffix in (".sh", ".sbatch") or p.name.endswith(".sh.template")))
 
 
-def test_every_launch_script_passes_shellcheck():
-  scripts = _scripts()
-  assert len(scripts) >= 8, scripts
+def _assert_shellcheck_clean(scripts):
   result = subprocess.run([_shellcheck(), "--external-sources", *map(str, scripts)],
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_launch_script_passes_shellcheck():
+  scripts = _scripts()
+  assert len(scripts) >= 8, scripts
+  _assert_shellcheck_clean(scripts)
+
+
 def test_benchmark_scripts_pass_shellcheck():
   scripts = sorted((pathlib.Path(REPO_DIR) / "benchmarks").glob("*.sh"))
   assert scripts
-  result = subprocess.run([_shellcheck(), *map(str, scripts)], capture_output=True, text=True,
-                          timeout=120)
-  assert result.returncode == 0, result.stdout + result.stderr
+  _assert_shellcheck_clean(scripts)
 
 
 def test_shellcheck_fails_on_a_bad_script(tmp_path):
