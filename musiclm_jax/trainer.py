@@ -278,6 +278,9 @@ def train(*,
         last_metrics = _log_window(writer, step, pending, elapsed, trainer, schedule, peak_flops)
         pending, window_start = [], time.perf_counter()
         progress.set_postfix(loss=f"{last_metrics['loss']:.4f}")
+        warning = model.metrics_warning(step, last_metrics)
+        if warning:
+          logging.warning("%s", warning)
         if not np.isfinite(last_metrics["loss"]):
           raise TrainingDivergedError(
               f"loss is {last_metrics['loss']} at step {step}; last good checkpoint: step "

@@ -9,6 +9,7 @@ from musiclm_jax import metrics as metrics_lib
 from musiclm_jax import partitioning
 from musiclm_jax import trainer as trainer_lib
 from musiclm_jax.data import audio_batches
+from musiclm_jax.layers import rvq
 from musiclm_jax.models import discriminators
 from musiclm_jax.models import soundstream
 
@@ -112,3 +113,20 @@ def test_resumed_codec_run_matches_an_uninterrupted_one(source, tmp_path):
   straight, resumed = losses("straight"), losses("resumed")
   assert sorted(resumed) == [1, 2, 3, 4]
   np.testing.assert_allclose([resumed[s] for s in (3, 4)], [straight[s] for s in (3, 4)], rtol=1e-5)
+
+
+def test_a_collapsed_codebook_is_warned_of_once_the_quantizer_has_had_its_grace_steps():
+  """Perplexity from `rvq.codebook_metrics` of codes as a collapsed RVQ gives them (two
+  codes per level) and as a training one does (spread over the codebook)."""
+  model = soundstream.SoundStreamModel(soundstream.SoundStreamConfig(), quantizer_start_step=150)
+  rng = np.random.default_rng(0)
+  mask = np.ones((8, 12), bool)
+  collapsed = rvq.codebook_metrics(rng.integers(0, 2, (8, 25, 12)), mask, 1024)
+  training = rvq.codebook_metrics(rng.integers(0, 1024, (8, 25, 12)), mask, 1024)
+  collapsed, training = ({k: float(v) for k, v in m.items()} for m in (collapsed, training))
+  grace_over = 150 + soundstream.COLLAPSE_GRACE_STEPS
+  assert "collapsed" in model.metrics_warning(grace_over, collapsed)
+  assert "LEARNING_RATE" in model.metrics_warning(grace_over, collapsed)
+  assert model.metrics_warning(grace_over - 1, collapsed) is None
+  assert model.metrics_warning(grace_over, training) is None
+  assert model.metrics_warning(grace_over, {"loss": 1.0}) is None  # eval-style metrics: no check

@@ -229,3 +229,16 @@ def test_a_model_can_bring_its_own_update():
   assert (step > 0).mean() > 0.5
   with pytest.raises(trainer_lib.UserError, match="grad_accum_steps"):
     trainer_lib.Trainer(SignSGDModel(), partitioner, optax.sgd(1.0), spec, grad_accum_steps=2)
+
+
+class _WarnsFromStep3(ContextMLPModel):
+  def metrics_warning(self, step, metrics):
+    return f"watched step {step} loss {metrics['loss']:.6f}" if step >= 3 else None
+
+
+def test_train_logs_the_models_metrics_warning_with_each_windows_metrics(tmp_path, caplog):
+  with caplog.at_level("WARNING"):
+    _train(tmp_path, 5, model=_WarnsFromStep3())
+  logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("watched")]
+  losses = _losses(tmp_path)
+  assert logged == [f"watched step {s} loss {losses[s]:.6f}" for s in (3, 4, 5)]

@@ -69,6 +69,15 @@ class BaseModel(abc.ABC):
     del state, batch, rng
     return None
 
+  def metrics_warning(self, step: int, metrics: Mapping[str, float]) -> str | None:
+    """Optional: a one-line warning when the logged train metrics (means over a log
+    window, unprefixed names) show a failure training will not undo, e.g. a codec whose
+    codebooks collapsed. The trainer logs it at every log window where it holds.
+    Default: None (no check).
+    """
+    del step, metrics
+    return None
+
   def flops_per_batch(self, batch_spec: BatchSpec) -> float:
     """Analytic FLOPs of one forward+backward pass over a batch of this shape.
 

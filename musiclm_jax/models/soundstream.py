@@ -33,6 +33,13 @@ from musiclm_jax.models.base import BaseModel, Batch, BatchSpec, Metrics, Params
 
 GENERATOR, DISCRIMINATOR, QUANTIZER = "generator", "discriminator", "quantizer"
 
+# A collapsed RVQ maps every frame to a few codes and decodes noise of the average
+# spectrum however long it trains. Measured (docs/design.md §10, "The codec can
+# collapse"): collapsed runs log a codebook perplexity of 1-15 from the join on,
+# runs that train 48 or more 50 steps after it.
+COLLAPSED_PERPLEXITY = 16.0
+COLLAPSE_GRACE_STEPS = 50
+
 
 @dataclasses.dataclass(frozen=True)
 class SoundStreamConfig:
@@ -285,6 +292,19 @@ class SoundStreamModel(BaseModel):
                                         jnp.concatenate([real, fake], axis=0))
     n = real.shape[0]
     return (jax.tree.map(lambda a: a[:n], outputs), jax.tree.map(lambda a: a[n:], outputs))
+
+  def metrics_warning(self, step: int, metrics) -> str | None:
+    """Warns of a collapsed RVQ: codebook perplexity under `COLLAPSED_PERPLEXITY`
+    (or a quarter of the codebook, for small ones) from `COLLAPSE_GRACE_STEPS` after
+    the quantizer joins."""
+    perplexity = metrics.get("codebook_perplexity")
+    threshold = min(COLLAPSED_PERPLEXITY, self.config.codebook_size / 4)
+    if (perplexity is None or step < self.quantizer_start_step + COLLAPSE_GRACE_STEPS
+        or perplexity >= threshold):
+      return None
+    return (f"codebook perplexity {perplexity:.1f} at step {step} (under {threshold:g}): the "
+            f"RVQ has collapsed and will decode noise; restart from scratch with a lower "
+            f"LEARNING_RATE (e.g. half) — docs/design.md §10")
 
   def loss_fn(self, params: Params, batch: Batch,
               rng: jax.Array | None) -> tuple[jax.Array, Metrics]:
