@@ -1,7 +1,7 @@
 r"""What does one context tell about each acoustic level? Held-out CE of count tables.
 
   .venv/bin/python benchmarks/token_information.py --token_cache_dir=runs/demo/tokens \
-      [--train_split=train] [--split=validation]
+      [--train_split=train] [--split=validation] [--generated_dir=runs/demo/samples]
 
 For every acoustic level q of the token cache (1..12 for the paper's codec), the
 cross-entropy in nats per token of the --split clips' level-q codes under count
@@ -16,6 +16,12 @@ for what a stage reading that context can reach (issue #15: on the reference
 run's codec, fine levels 5-12 given level 1 or the level before stay within
 0.01 nats of their unigram).
 
+With --generated_dir (a musiclm-infer folder that saved its tokens), the clips scored
+are the generated ones instead: how far their transitions are from what real clips
+do (issue #15: on the reference run, real held-out level 1 given its previous frame
+scores ~5 nats; sampled coarse tokens whose bags of codes carry the caption's genre
+score far higher, so their order is not music's).
+
 Prints one JSON line (per level, {ce, weight} per context; the token counts; the
 1-minute load), then the same as a table.
 """
@@ -23,16 +29,20 @@ import json
 import os
 
 from absl import flags
+import numpy as np
 
 from musiclm_jax import gin_utils
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import token_information
+from musiclm_jax.eval import token_probes
 
 _TOKEN_CACHE_DIR = flags.DEFINE_string("token_cache_dir", None, "musiclm-tokenize folder.",
                                        required=True)
 _TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "Split the tables are counted on.")
 _SPLIT = flags.DEFINE_string("split", "validation", "Held-out split they are scored on.")
+_GENERATED_DIR = flags.DEFINE_string("generated_dir", None, "musiclm-infer OUTPUT_DIR with "
+                                      "SAVE_TOKENS: score its text lines' tokens, not --split.")
 _HEADERS = {"unigram": "unigram", "level_1": "| level 1", "previous_level": "| level q-1",
             "previous_frame": "| previous frame", "semantic": "| S"}
 
@@ -47,6 +57,17 @@ def read_codes(cache_dir: str, split: str) -> tuple[list, list]:
   return [r.acoustic for r in records], [r.semantic for r in records]
 
 
+def read_generated(samples_dir: str) -> tuple[list, list]:
+  """(acoustic [T, levels] per sample, semantic [T // 2] per sample) of a musiclm-infer
+  folder's text lines (`token_probes.read_generated`)."""
+  _, clips = token_probes.read_generated(samples_dir)
+  if not clips:
+    raise UserError(f"{samples_dir} holds no saved tokens of a text line: run musiclm-infer "
+                    "with SAVE_TOKENS=True")
+  return ([np.concatenate([c["coarse"], c["fine"]], axis=1) for c in clips],
+          [c["semantic"][:, 0] for c in clips])
+
+
 def _cell(result: dict | None) -> str:
   return "–" if result is None else f"{result['ce']:.3f} (l {result['weight']})"
 
@@ -55,7 +76,8 @@ def main(argv):
   del argv  # gin_utils.run rejected positional arguments
   metadata = token_cache.load_metadata(_TOKEN_CACHE_DIR.value)
   train = read_codes(_TOKEN_CACHE_DIR.value, _TRAIN_SPLIT.value)
-  held_out = read_codes(_TOKEN_CACHE_DIR.value, _SPLIT.value)
+  held_out = (read_generated(_GENERATED_DIR.value) if _GENERATED_DIR.value
+              else read_codes(_TOKEN_CACHE_DIR.value, _SPLIT.value))
   rows = token_information.level_information(
       *train, *held_out, acoustic_codes=metadata.codebook_size("acoustic"),
       semantic_codes=metadata.codebook_size("semantic"))
@@ -64,6 +86,7 @@ def main(argv):
               for name, value in row.items()} for row in rows]
   print(json.dumps({"benchmark": "token_information", "token_cache_dir": _TOKEN_CACHE_DIR.value,
                     "train_split": _TRAIN_SPLIT.value, "split": _SPLIT.value,
+                    "generated_dir": _GENERATED_DIR.value,
                     "train_clips": len(train[0]), "held_out_clips": len(held_out[0]),
                     "held_out_tokens_per_level": sum(len(a) for a in held_out[0]),
                     "weights": token_information.WEIGHTS,
@@ -81,4 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  gin_utils.run(main, usage="configure with --token_cache_dir, --train_split, --split")
+  gin_utils.run(main, usage="configure with --token_cache_dir, --train_split, --split, --generated_dir")

@@ -1,12 +1,16 @@
 """The issue #15 diagnostics: count-table information per acoustic level, the prefix gap and
 the conditioning gap."""
 import dataclasses
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from musiclm_jax import cascade
 from musiclm_jax import musiclm_spec
+from musiclm_jax import results_file
 from musiclm_jax.data import tasks
 from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
@@ -15,7 +19,9 @@ from musiclm_jax.eval import teacher_forcing
 from musiclm_jax.eval import token_information
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
+from conftest import REPO_DIR, binary_env
 from numpy_params import model_params
+from test_tasks import write_cache
 
 CODES = 16
 TINY = transformer.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32)
@@ -59,6 +65,31 @@ def test_token_information_previous_frame_stays_within_a_clip():
       clips[:30], [np.zeros(8, int)] * 30, clips[30:], [np.zeros(8, int)] * 10,
       acoustic_codes=CODES, semantic_codes=CODES)
   assert rows[0]["previous_frame"]["ce"] < 0.2 < rows[0]["unigram"]["ce"]
+
+
+def test_token_information_scores_generated_copies_of_held_out_clips_as_the_split(tmp_path):
+  """benchmarks/token_information.py --generated_dir reads a musiclm-infer folder's tokens:
+  copies of the held-out split's clips, saved as infer saves them, score as that split."""
+  held_out = [r for r in write_cache(tmp_path / "cache", seed=3).values() if "validation" in r.clip_id]
+  samples = tmp_path / "samples"
+  (samples / "audio").mkdir(parents=True)
+  lines = []
+  for i, record in enumerate(held_out):
+    results_file.write_tokens(samples / "audio" / f"{i}.npz", record.mulan_text[None],
+                              record.semantic, record.acoustic)
+    lines.append({"line": i + 1, "text": record.caption,
+                  "samples": [{"wav": f"audio/{i}.wav", "tokens": f"audio/{i}.npz"}]})
+  (samples / results_file.NAME).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+  def run(*flags):
+    out = subprocess.run([sys.executable, "benchmarks/token_information.py",
+                          f"--token_cache_dir={tmp_path / 'cache'}", *flags], cwd=REPO_DIR,
+                         env=binary_env(), capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[0])
+
+  split, generated = run(), run(f"--generated_dir={samples}")
+  assert generated["held_out_clips"] == len(held_out) == split["held_out_clips"]
+  assert generated["levels"] == split["levels"] and len(split["levels"]) == 12
 
 
 def _record(index: int, coarse_seed: int, frames: int = 20) -> token_cache.Record:
