@@ -17,7 +17,7 @@ Keeping the codebook state in params (rather than a mutable Flax collection)
 means checkpoints, resume, sharding and export handle it with no special case.
 """
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -293,7 +293,7 @@ class SoundStreamModel(BaseModel):
     n = real.shape[0]
     return (jax.tree.map(lambda a: a[:n], outputs), jax.tree.map(lambda a: a[n:], outputs))
 
-  def metrics_warning(self, step: int, metrics) -> str | None:
+  def metrics_warning(self, step: int, metrics: Mapping[str, float]) -> str | None:
     """Warns of a collapsed RVQ: codebook perplexity under `COLLAPSED_PERPLEXITY`
     (or a quarter of the codebook, for small ones) from `COLLAPSE_GRACE_STEPS` after
     the quantizer joins."""
