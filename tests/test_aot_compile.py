@@ -110,7 +110,23 @@ def test_a_config_that_does_not_fit_the_chip_is_a_one_line_error():
   errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1, result.stderr[-3000:]
   assert "TPU v5 lite" in errors[0] and "of its 15.75 GiB HBM" in errors[0], errors[0]
-  assert re.search(r"needs \d+\.\d+ GiB", errors[0]), errors[0]
+  needed = re.search(r"needs (\d+\.\d+) GiB", errors[0])
+  assert needed, errors[0]
+  # stdout's JSON line carries the same refusal, its bytes for a search to aim with.
+  refusal = json.loads(result.stdout.strip().splitlines()[-1])
+  assert refusal["refused"] == errors[0].removeprefix("error: ")
+  assert refusal["needed_bytes"] / 2**30 == pytest.approx(float(needed.group(1)), abs=0.01)
+
+
+def test_a_compile_in_a_child_process_returns_its_report_and_a_failed_child_is_one_line():
+  pytest.importorskip("libtpu", reason="needs libtpu: pip install -e '.[tpu]'")
+  from musiclm_jax.tools import aot_compile  # pylint: disable=g-import-not-at-top
+  outcome = aot_compile.compile_in_child("semantic", "tiny", 4, "v5e:2x2", length=64)
+  report = outcome["report"]
+  assert (report["chip"], report["batch_size"], report["length"]) == ("TPU v5 lite", 4, 64)
+  assert 0 < report["per_device_bytes"]["total"] < report["hbm_gib"] * 2**30
+  with pytest.raises(aot_compile.UserError, match=r"failed in its child process \(exit 2;"):
+    aot_compile.compile_in_child("semantic", "tiny", 4, "v5e:2x2", bindings=["no_such.thing = 1"])
 
 
 def _row(component, topology, tries, **extra):

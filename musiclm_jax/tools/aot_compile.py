@@ -18,9 +18,13 @@ partitions, with sizes that match an accelerator's only approximately. With
 chips of that TPU topology (`--num_slices` for multislice) and XLA's TPU compiler
 does the work: the sizes are the chip's, and a program that does not fit its HBM
 is refused, reported as one line naming the chip, its HBM and the bytes needed.
+When the compiler refuses, the JSON line is {"refused": the error, "needed_bytes": per
+chip} and the error follows on stderr (exit 2).
 --find_max_batch asks the compiler for the largest batch per data-parallel replica
 that fits (accepted without recompute, per-chip total within HBM: `max_batch.search`),
-each next try aimed by the bytes of the last ones (about 4 compiles).
+each next try aimed by the bytes of the last ones (about 4 compiles), each compile in
+a process of its own: a compiled program's host memory outlives it in the process
+that compiled it (a SoundStream row grew one process from 3 to 27 GB).
 Every component's rows on three topologies: tools/memory_table.py.
 """
 import sys
@@ -37,6 +41,7 @@ if __name__ == "__main__":
 
 import json
 import re
+import subprocess
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -228,55 +233,85 @@ def _hbm_shortfall(message: str) -> tuple[str, float | None]:
   return f"it needs {need} {need_unit}iB of its {have} {have_unit}iB HBM", needed_bytes
 
 
-def find_max_batch(component: str, scale: str, devices: Sequence[Any], hbm_gib: float,
-                   model_parallel: int = 2, first: int = 1, slope_bytes: float | None = None,
+def find_max_batch(component: str, scale: str, topology: str, model_parallel: int = 2,
+                   num_slices: int = 1, first: int = 1, slope_bytes: float | None = None,
                    flops_per_row: float | None = None,
                    done: Mapping[int, max_batch.Outcome] | None = None,
                    on_try: Callable[[int, max_batch.Outcome], None] | None = None,
-                   **kwargs) -> dict:
+                   length: int | None = None, optimizer: str = "adamw", bindings=(),
+                   mfu: float = 0.4) -> dict:
   """The report of the largest batch (a multiple of the data-parallel replicas) that fits.
 
-  `max_batch.search` over this component's train step (what fits, the aim of each
-  try, `done` and `on_try` to resume an interrupted search): about 4 compiles, 2-3
-  when `first` and `slope_bytes` come from earlier searches. The report's `tries`
-  lists every batch's verdict and bytes.
+  `max_batch.search` over this component's train step on a TPU topology (what fits,
+  the aim of each try, `done` and `on_try` to resume an interrupted search): about
+  4 compiles, 2-3 when `first` and `slope_bytes` come from earlier searches, each in
+  a child process (`compile_in_child`). The report's `tries` lists every batch's
+  verdict and bytes.
   """
+  devices = tpu_devices(topology, num_slices)
   replicas = len(devices) // model_parallel
 
   def compile_batch(per_replica: int) -> max_batch.Outcome:
-    try:
-      return {"report": compile_train_step(component, scale, per_replica * replicas,
-                                           model_parallel=model_parallel, devices=devices,
-                                           **kwargs)}
-    except DoesNotFitError as e:
-      return {"refused": str(e), "needed_bytes": e.needed_bytes}
+    return compile_in_child(component, scale, per_replica * replicas, topology, num_slices,
+                            model_parallel, length, optimizer, bindings, mfu)
 
-  best, reports, tries = max_batch.search(compile_batch, hbm_gib * 2**30, first, slope_bytes,
-                                          flops_per_row, done, on_try)
+  best, reports, tries = max_batch.search(compile_batch, tpu_chips.hbm_gib(topology) * 2**30,
+                                          first, slope_bytes, flops_per_row, done, on_try)
   if not best:
     raise DoesNotFitError(f"{component} ({scale}) does not fit even 1 row per replica on "
                           f"{devices[0].device_kind}: raise --model_parallel")
   return dict(reports[best], max_batch_per_replica=best, tries=tries)
 
 
+def compile_in_child(component: str, scale: str, batch_size: int, topology: str,
+                     num_slices: int = 1, model_parallel: int = 2, length: int | None = None,
+                     optimizer: str = "adamw", bindings=(), mfu: float = 0.4) -> max_batch.Outcome:
+  """One compile for a TPU topology by this tool in a child process: {"report": ...} or
+  {"refused": ..., "needed_bytes": ...}. The child's host memory goes when it exits.
+
+  Raises:
+    UserError: the child failed otherwise, e.g. killed for lack of host memory.
+  """
+  args = [f"--component={component}", f"--scale={scale}", f"--batch_size={batch_size}",
+          f"--topology={topology}", f"--num_slices={num_slices}",
+          f"--model_parallel={model_parallel}", f"--optimizer={optimizer}", f"--mfu={mfu}",
+          *([f"--length={length}"] if length else []), *(f"--binding={b}" for b in bindings)]
+  child = subprocess.run([sys.executable, "-m", "musiclm_jax.tools.aot_compile", *args],
+                         stdout=subprocess.PIPE, text=True, check=False)
+  lines = child.stdout.strip().splitlines()
+  outcome = json.loads(lines[-1]) if child.returncode in (0, 2) and lines else {}
+  if child.returncode == 0:
+    return {"report": outcome}
+  if "refused" in outcome:
+    return outcome
+  # A negative code is the signal that stopped it: -9 is what the kernel's OOM killer sends.
+  raise UserError(f"compiling {component} with batch {batch_size} for {topology} failed in its "
+                  f"child process (exit {child.returncode}; -9 is often the host out of memory: "
+                  f"add swap); its stderr is above, and finished compiles are kept")
+
+
 def main(argv):
   del argv  # gin_utils.run rejected positional arguments
-  devices = tpu_devices(_TOPOLOGY.value, _NUM_SLICES.value) if _TOPOLOGY.value else None
-  hbm_gib = tpu_chips.hbm_gib(_TOPOLOGY.value) if _TOPOLOGY.value else None
+  topology = _TOPOLOGY.value
   kwargs = dict(optimizer=_OPTIMIZER.value, bindings=_BINDINGS.value, mfu=_MFU.value)
   if _FIND_MAX_BATCH.value:
-    if devices is None:
+    if topology is None:
       raise UserError("--find_max_batch needs --topology: only the TPU compiler refuses what does not fit")
-    report = find_max_batch(_COMPONENT.value, _SCALE.value, devices, hbm_gib, _MODEL_PARALLEL.value,
-                            length=_LENGTH.value, **kwargs)
+    report = find_max_batch(_COMPONENT.value, _SCALE.value, topology, _MODEL_PARALLEL.value,
+                            _NUM_SLICES.value, length=_LENGTH.value, **kwargs)
   else:
-    report = compile_train_step(_COMPONENT.value, _SCALE.value, _BATCH.value, _LENGTH.value,
-                                _MODEL_PARALLEL.value, devices=devices, **kwargs)
-  if _TOPOLOGY.value:
-    report.update(topology=_TOPOLOGY.value, num_slices=_NUM_SLICES.value,
-                  hbm_gib=hbm_gib)
+    devices = tpu_devices(topology, _NUM_SLICES.value) if topology else None
+    try:
+      report = compile_train_step(_COMPONENT.value, _SCALE.value, _BATCH.value, _LENGTH.value,
+                                  _MODEL_PARALLEL.value, devices=devices, **kwargs)
+    except DoesNotFitError as e:
+      # For compile_in_child (and other scripts): the refusal and its bytes, then the error.
+      print(json.dumps({"refused": str(e), "needed_bytes": e.needed_bytes}), flush=True)
+      raise
+  if topology:
+    report.update(topology=topology, num_slices=_NUM_SLICES.value,
+                  hbm_gib=tpu_chips.hbm_gib(topology))
   print(json.dumps(report))
-
 
 if __name__ == "__main__":
   gin_utils.run(main, usage="use --component, --scale, --batch_size and the other flags of --help")

@@ -56,14 +56,12 @@ def measure_row(topology: str, component: str, scale: str, model_parallel: int, 
 
   tries_path: a tries .jsonl (memory_rows.read_tries): this row's compiles found there
   are not redone, and each new one is added to it."""
-  devices = aot_compile.tpu_devices(topology)
-  hbm_gib = tpu_chips.hbm_gib(topology)
-  row = {"topology": topology, "component": component, "scale": scale, "hbm_gib": hbm_gib,
-         "model_parallel": model_parallel}
+  row = {"topology": topology, "component": component, "scale": scale,
+         "hbm_gib": tpu_chips.hbm_gib(topology), "model_parallel": model_parallel}
   key = (topology, component, scale, model_parallel)
   try:
     row.update(aot_compile.find_max_batch(
-        component, scale, devices, hbm_gib, model_parallel, first=first, slope_bytes=slope_bytes,
+        component, scale, topology, model_parallel, first=first, slope_bytes=slope_bytes,
         flops_per_row=flops_per_row, mfu=mfu, done=memory_rows.read_tries(tries_path).get(key),
         on_try=lambda batch, outcome: memory_rows.append_try(tries_path, key, batch, outcome)))
   except aot_compile.DoesNotFitError as e:
