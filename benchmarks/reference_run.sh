@@ -48,7 +48,7 @@ step corpus "$D/tfds/synth_music/small" "$P" -c \
 # settings over 1500 steps the codec collapsed when its RVQ joined at step 150 (codebook
 # perplexity 1.5-5, held-out SI-SNR -38 dB through step 670), and at commitment 0.25 alone
 # too: the 1500-step cosine schedule is still at its peak there (docs/design.md section 10).
-train soundstream soundstream_synth "${DATA[@]}" --gin.TRAIN_STEPS=1500 --gin.ADVERSARIAL_START_STEP=1500 \
+train soundstream soundstream_synth "${DATA[@]}" --gin.TRAIN_STEPS=1500 --gin.ADVERSARIAL_START_STEP=None \
   --gin.LEARNING_RATE=5e-4 --gin.codec_losses.LossWeights.commitment=0.25
 train mulan mulan_synth "${DATA[@]}" --gin.TRAIN_STEPS=600
 step rvq_8 "$R/rvq_8/rvq.npz" "$P" -m musiclm_jax.fit_mulan_rvq --gin_file=runs/fit_mulan_rvq.gin \

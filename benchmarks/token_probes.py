@@ -17,8 +17,7 @@ needed): for each held-out clip it samples --seconds of S from [its caption's M_
 window, as the cascade's first semantic window does (NULL melody for a stage trained with
 melody; --temperature, the paper's by default; --guidance_scale, off by default;
 --samples_per_caption draws), and probes M_T and that S.
-Each line also carries the 1-minute load average. (--generated_dir, not --samples_dir:
-eval/prompt_adherence.py, which the probes import, defines that flag.)
+Each line also carries the 1-minute load average.
 """
 import json
 import os

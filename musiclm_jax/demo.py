@@ -171,12 +171,13 @@ class Pipeline:
     self.build_corpus()
 
     # A GAN step costs ~8x a reconstruction step on CPU (1.3 s vs 10.8 s at tiny
-    # scale): the demo trains the codec on reconstruction losses only and leaves
-    # the adversarial phase to experiments/soundstream_synth.gin (its steps through
-    # the trainer: tests/test_codec_training.py). --quick's mel loss and RVQ join at
-    # step 1 (not at the experiment's start steps), so its 4 steps run both.
+    # scale): the demo trains the codec on reconstruction losses only (its step compiled
+    # without the discriminators) and leaves the adversarial phase to
+    # experiments/soundstream_synth.gin (its steps through the trainer:
+    # tests/test_codec_training.py). --quick's mel loss and RVQ join at step 1 (not at
+    # the experiment's start steps), so its 4 steps run both.
     soundstream = self.train_and_export("soundstream", "soundstream_synth", data + [
-        _binding("ADVERSARIAL_START_STEP", mode.train_steps["soundstream"])] + (
+        _binding("ADVERSARIAL_START_STEP", None)] + (
             [] if mode is FULL else [_binding("MEL_START_STEP", 1),
                                      _binding("QUANTIZER_START_STEP", 1)]))
 

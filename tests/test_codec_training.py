@@ -72,6 +72,16 @@ def test_gan_step_updates_generator_discriminator_and_codebooks(source):
   np.testing.assert_allclose(metrics1["reconstruction_loss"],
                              _reconstruction_loss_without_mel(model, metrics1), rtol=1e-5)
 
+  # A codec that is never adversarial (None) trains as one before its adversarial start, and
+  # its step is compiled without the discriminators.
+  never = trainer_lib.Trainer(_model(None, mel_start_step=1, quantizer_start_step=1), partitioner,
+                              soundstream.gan_optimizer(1e-3), spec)
+  never_state, _ = never.train_step(never.init_state(), partitioner.make_global_batch(first))
+  for a, b in zip(_leaves(never_state.params), _leaves(state1.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  convolutions = [t.lower_train_step().as_text().count("convolution") for t in (never, trainer)]
+  assert convolutions[0] < convolutions[1], convolutions
+
   state2, metrics2 = trainer.train_step(state1, partitioner.make_global_batch(next(batches)))
   state2 = jax.device_get(state2)
   assert _changed(state1.params["generator"], state2.params["generator"])

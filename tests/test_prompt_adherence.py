@@ -1,8 +1,12 @@
 """MuLan prompt adherence: the permutation test's p-values against exact enumeration."""
 import itertools
+import subprocess
+import sys
 
+from absl import flags
 import numpy as np
 
+import conftest
 from musiclm_jax.eval import prompt_adherence
 
 
@@ -38,3 +42,17 @@ def test_clips_that_match_their_prompts_are_significant_and_copies_of_one_clip_a
   same = np.tile(np.eye(8)[:1], (8, 1))  # every clip the same: nothing follows its prompt
   result = prompt_adherence.adherence(same, np.eye(8), np.arange(8))
   assert result["p_value_cosine"] == 1.0 and result["p_value_recall_at_1"] == 1.0
+
+
+def test_the_binary_is_one_line_on_a_folder_without_results_and_the_library_defines_no_flags(
+    tmp_path):
+  # The eval modules import this library: its flags are the binary's alone.
+  assert "samples_dir" not in flags.FLAGS
+  result = subprocess.run(
+      [sys.executable, "-m", "musiclm_jax.eval.prompt_adherence", f"--samples_dir={tmp_path}",
+       "--mulan_export_dir=unused", "--mulan_rvq_path=unused", f"--output_path={tmp_path}/a.json"],
+      capture_output=True, text=True, env=conftest.binary_env(), check=False, cwd=conftest.REPO_DIR)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: no results.jsonl in {tmp_path}: point the samples folder at a musiclm-infer "
+      "OUTPUT_DIR")

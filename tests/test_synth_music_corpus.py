@@ -45,6 +45,23 @@ def test_small_config_is_four_tinies_split_alike():
   assert clips == {"train": 640, "validation": 80, "test": 80}
 
 
+def test_extra_training_clips_keep_the_smaller_corpus_and_its_held_out_pieces():
+  small, bigger = builder.SMALL.spec, builder.SMALL_X4.spec
+  assert bigger == dataclasses.replace(small, extra_train_clips=3 * small.num_clips)
+  plans, base = corpus.plan_pieces(bigger), corpus.plan_pieces(small)
+  assert plans[:len(base)] == base
+  extra = plans[len(base):]
+  assert {p.split for p in extra} == {"train"}
+  assert sum(p.num_clips for p in extra) == bigger.extra_train_clips
+  assert bigger.total_seconds == 4 * small.total_seconds
+  # New pieces: no score of the smaller corpus again, every source its own.
+  assert len({p.source_id for p in plans}) == len(plans)
+  assert round(0.3 * len(extra)) == sum(p.kind != corpus.TEMPLATE for p in extra)
+  # The new templates go round every genre in turn, as the smaller corpus's do.
+  genres = [p.what for p in extra if p.kind == corpus.TEMPLATE]
+  assert len(set(genres[:10])) == 10 == len(set(genres))
+
+
 def test_melody_pair_has_the_same_notes_and_other_instruments():
   for plan in corpus.plan_pieces(SYNTH_MICRO_SPEC):
     piece = corpus.make_piece(plan, SYNTH_MICRO_SPEC)

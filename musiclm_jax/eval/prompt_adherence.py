@@ -17,18 +17,12 @@ single prompt.
 import json
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 
 from musiclm_jax import results_file
 from musiclm_jax.audio import io as audio_io
 from musiclm_jax.errors import UserError
-
-_SAMPLES_DIR = flags.DEFINE_string("samples_dir", None, "A musiclm-infer OUTPUT_DIR.")
-_MULAN_EXPORT_DIR = flags.DEFINE_string("mulan_export_dir", None, "MuLan export folder.")
-_MULAN_RVQ_PATH = flags.DEFINE_string("mulan_rvq_path", None, "MuLan's RVQ file.")
-_OUTPUT_PATH = flags.DEFINE_string("output_path", None, "Where the JSON result goes.")
 
 
 def text_prompt_samples(samples_dir: str) -> list[tuple[str, str]]:
@@ -91,23 +85,31 @@ def adherence(audio_embeddings: np.ndarray, text_embeddings: np.ndarray,
 
 
 def main(argv):
-  del argv
+  del argv  # gin_utils.run rejected positional arguments
   from musiclm_jax.tokenizers import conditioning  # pylint: disable=import-outside-toplevel
-  pairs = text_prompt_samples(_SAMPLES_DIR.value)
+  args = flags.FLAGS
+  pairs = text_prompt_samples(args.samples_dir)
   texts = sorted({text for text, _ in pairs})
   if len(texts) < 2:
-    raise UserError(f"{_SAMPLES_DIR.value} has fewer than 2 distinct text prompts: nothing to rank")
-  tokenizer = conditioning.MuLanTokenizer.load(_MULAN_EXPORT_DIR.value, _MULAN_RVQ_PATH.value)
+    raise UserError(f"{args.samples_dir} has fewer than 2 distinct text prompts: nothing to rank")
+  tokenizer = conditioning.MuLanTokenizer.load(args.mulan_export_dir, args.mulan_rvq_path)
   # Not load_audio: its checks would refuse a near-silent clip, which is a result here.
   audio = [audio_io.resample(audio_io.to_mono(samples), rate, tokenizer.sample_rate_hz)
            for samples, rate in (audio_io.read_audio(path) for _, path in pairs)]
   audio_embeddings = np.concatenate([tokenizer.audio_embeddings(a[None]) for a in audio])
   result = adherence(audio_embeddings, tokenizer.text_embeddings(texts),
                      np.asarray([texts.index(text) for text, _ in pairs]))
-  with open(_OUTPUT_PATH.value, "w") as f:
+  with open(args.output_path, "w") as f:
     json.dump(result, f, indent=1)
   print(json.dumps(result))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from musiclm_jax import gin_utils  # pylint: disable=g-import-not-at-top
+  # Defined here, not at import: the eval modules that import this library define their own.
+  flags.DEFINE_string("samples_dir", None, "A musiclm-infer OUTPUT_DIR.", required=True)
+  flags.DEFINE_string("mulan_export_dir", None, "MuLan export folder.", required=True)
+  flags.DEFINE_string("mulan_rvq_path", None, "MuLan's RVQ file.", required=True)
+  flags.DEFINE_string("output_path", None, "Where the JSON result goes.", required=True)
+  gin_utils.run(main, usage="use --samples_dir, --mulan_export_dir, --mulan_rvq_path and "
+                "--output_path")

@@ -195,11 +195,13 @@ class SoundStreamModel(BaseModel):
                discriminator_config: discriminators_lib.DiscriminatorConfig =
                discriminators_lib.DiscriminatorConfig(),
                loss_weights: codec_losses.LossWeights = codec_losses.LossWeights(),
-               adversarial_start_step: int = 0,
+               adversarial_start_step: int | None = 0,
                mel_fft_sizes: tuple[int, ...] = codec_losses.MEL_FFT_SIZES,
                mel_start_step: int = 0, quantizer_start_step: int = 0):
     """adversarial_start_step: before this step only the reconstruction losses train the
-    generator and the discriminators neither run nor train (a cheap warm-up).
+    generator and the discriminators neither run nor train (a cheap warm-up). None:
+    never, and the train step is compiled without them (a codec trained on
+    reconstruction alone, as the demo's is, compiles in less time).
     mel_fft_sizes: FFT sizes of the multi-scale mel loss.
     mel_start_step: before this step the mel loss has weight 0, so the waveform L1
     alone trains the generator. From scratch, the mel loss is fastest lowered by
@@ -328,8 +330,16 @@ class SoundStreamModel(BaseModel):
         lambda: self.rvq.seed(params[QUANTIZER], self.embed(params[GENERATOR], audio), seed_rng),
         lambda: params[QUANTIZER])
     mask = self.rvq.level_mask(audio.shape[0], mask_rng, self.config.quantizer_dropout_fraction)
-    adversarial_on = state.step >= self.adversarial_start_step
+    ever_adversarial = self.adversarial_start_step is not None
+    adversarial_on = ever_adversarial and state.step >= self.adversarial_start_step
     w = self.loss_weights
+
+    def when_adversarial(branch, off):
+      """branch from the adversarial start on, off before it (and always, never compiling
+      branch, when the codec is never adversarial)."""
+      if not ever_adversarial:
+        return off
+      return lambda *args: jax.lax.cond(adversarial_on, branch, off, *args)
 
     def adversarial_losses(decoded):
       real, fake = self._discriminate(params[DISCRIMINATOR], audio, decoded)
@@ -344,8 +354,8 @@ class SoundStreamModel(BaseModel):
       metrics["reconstruction_loss"] = loss
       # A cond, not a multiplication by 0: before the adversarial start the
       # discriminators cost nothing.
-      adversarial, matching = jax.lax.cond(adversarial_on, adversarial_losses,
-                                           lambda _: (jnp.zeros(()), jnp.zeros(())), decoded)
+      adversarial, matching = when_adversarial(adversarial_losses,
+                                               lambda _: (jnp.zeros(()), jnp.zeros(())))(decoded)
       loss += w.adversarial * adversarial + w.feature_matching * matching
       metrics.update(generator_adversarial=adversarial, feature_matching=matching)
       return loss, (metrics, decoded, embeddings)
@@ -356,10 +366,10 @@ class SoundStreamModel(BaseModel):
 
     (loss, (metrics, decoded, embeddings)), generator_grads = jax.value_and_grad(
         generator_loss, has_aux=True)(params[GENERATOR])
-    disc_loss, disc_grads = jax.lax.cond(
-        adversarial_on, jax.value_and_grad(discriminator_loss),
-        lambda p, _: (jnp.zeros(()), jax.tree.map(jnp.zeros_like, p)),
-        params[DISCRIMINATOR], jax.lax.stop_gradient(decoded))
+    disc_loss, disc_grads = when_adversarial(
+        jax.value_and_grad(discriminator_loss),
+        lambda p, _: (jnp.zeros(()), jax.tree.map(jnp.zeros_like, p)))(
+            params[DISCRIMINATOR], jax.lax.stop_gradient(decoded))
     grads = {GENERATOR: generator_grads, DISCRIMINATOR: disc_grads,
              QUANTIZER: jax.tree.map(jnp.zeros_like, quantizer_state)}
     new_state = state.apply_gradients(grads)

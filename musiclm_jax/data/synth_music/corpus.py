@@ -43,6 +43,9 @@ class CorpusSpec:
     seed: fixes everything drawn.
     sample_rate_hz: rate of the rendered audio.
     num_workers: fluidsynth processes at a time.
+    extra_train_clips: clips of more training pieces, planned after the num_clips'
+      from a stream of their own: they leave those clips' plan (and splits) as it is,
+      so a corpus with them holds out the same pieces as the one without.
   """
   num_clips: int
   clip_seconds: float = 10.0
@@ -53,14 +56,16 @@ class CorpusSpec:
   seed: int = 0
   sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   num_workers: int = 2
+  extra_train_clips: int = 0
 
   @property
   def num_pieces(self) -> int:
+    """Pieces of the num_clips (the extra training pieces not counted)."""
     return math.ceil(self.num_clips / self.clips_per_piece)
 
   @property
   def total_seconds(self) -> float:
-    return self.num_clips * self.clip_seconds
+    return (self.num_clips + self.extra_train_clips) * self.clip_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,25 +101,37 @@ def _split_of_each_piece(rng: np.random.Generator, spec: CorpusSpec) -> list[str
   return [splits[i] for i in rng.permutation(n)]
 
 
+# Seeds the extra training pieces' draws apart from the num_clips' stream.
+_EXTRA_STREAM = 3
+
+
 def plan_pieces(spec: CorpusSpec) -> list[PiecePlan]:
-  """Every source piece of the corpus, from `spec.seed` alone."""
+  """Every source piece of the corpus, from `spec.seed` alone: the num_clips' pieces, then
+  the extra training pieces (their scores are ones the others do not use)."""
   rng = np.random.default_rng(spec.seed)
   n = spec.num_pieces
-  n_scores = round(n * spec.score_fraction)
-  is_score = np.zeros(n, bool)
-  is_score[rng.permutation(n)[:n_scores]] = True
-  genres = list(styles.GENRES)
-  genre_order = [genres[i] for _ in range(math.ceil(n / len(genres)))
-                 for i in rng.permutation(len(genres))]
   score_kinds = (scores.CHORALE, scores.FOLK_TUNE)
+  is_score, genre_order = _kinds_of_pieces(rng, n, spec.score_fraction)
   score_paths = {}
   for kind in score_kinds:
     paths = scores.corpus_paths(kind)
     score_paths[kind] = [paths[i] for i in rng.permutation(len(paths))]
   splits = _split_of_each_piece(rng, spec)
   has_pair = rng.random(n) < spec.melody_pair_fraction
+  num_clips = [min(spec.clips_per_piece, spec.num_clips - i * spec.clips_per_piece)
+               for i in range(n)]
+  if spec.extra_train_clips:
+    extra_rng = np.random.default_rng([spec.seed, _EXTRA_STREAM])
+    m = math.ceil(spec.extra_train_clips / spec.clips_per_piece)
+    extra_is_score, extra_genres = _kinds_of_pieces(extra_rng, m, spec.score_fraction)
+    is_score = np.concatenate([is_score, extra_is_score])
+    genre_order += extra_genres
+    splits += ["train"] * m
+    has_pair = np.concatenate([has_pair, extra_rng.random(m) < spec.melody_pair_fraction])
+    num_clips += [min(spec.clips_per_piece, spec.extra_train_clips - i * spec.clips_per_piece)
+                  for i in range(m)]
   plans, templates_made, scores_made = [], 0, 0
-  for index in range(n):
+  for index, clips in enumerate(num_clips):
     if is_score[index]:
       kind = score_kinds[scores_made % 2]
       paths = score_paths[kind]
@@ -126,11 +143,20 @@ def plan_pieces(spec: CorpusSpec) -> list[PiecePlan]:
     else:
       kind, what = TEMPLATE, genre_order[templates_made]
       templates_made += 1
-    plans.append(PiecePlan(
-        index=index, kind=kind, what=what, split=splits[index],
-        num_clips=min(spec.clips_per_piece, spec.num_clips - index * spec.clips_per_piece),
-        has_melody_pair=bool(has_pair[index])))
+    plans.append(PiecePlan(index=index, kind=kind, what=what, split=splits[index],
+                           num_clips=clips, has_melody_pair=bool(has_pair[index])))
   return plans
+
+
+def _kinds_of_pieces(rng: np.random.Generator, n: int,
+                     score_fraction: float) -> tuple[np.ndarray, list[str]]:
+  """([n] whether each piece is a score, the genres the template pieces take in turn)."""
+  is_score = np.zeros(n, bool)
+  is_score[rng.permutation(n)[:round(n * score_fraction)]] = True
+  genres = list(styles.GENRES)
+  genre_order = [genres[i] for _ in range(math.ceil(n / len(genres)))
+                 for i in rng.permutation(len(genres))]
+  return is_score, genre_order[:n - is_score.sum()]
 
 
 def make_piece(plan: PiecePlan, spec: CorpusSpec) -> labels.Piece:
