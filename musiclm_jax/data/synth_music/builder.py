@@ -51,7 +51,7 @@ SMALL_X4 = SynthMusicConfig(
     name="small_x4", spec=corpus.CorpusSpec(num_clips=800, clips_per_piece=2,
                                             extra_train_clips=2400),
     description="small's 800 x 10 s clips and splits, and 2,400 more training clips from 1,200 "
-                "more pieces (8.9 h); builds in ~25 min on 2 cores.")
+                "more pieces (8.9 h); builds in ~11 min on 2 cores.")
 QUICK = SynthMusicConfig(
     name="quick", spec=corpus.CorpusSpec(num_clips=24, clip_seconds=2.0, clips_per_piece=1,
                                               split_fractions=(0.2, 0.1)),
