@@ -278,7 +278,8 @@ def compile_in_child(component: str, scale: str, batch_size: int, topology: str,
           *([f"--length={length}"] if length else []), *(f"--binding={b}" for b in bindings)]
   child = subprocess.run([sys.executable, "-m", "musiclm_jax.tools.aot_compile", *args],
                          stdout=subprocess.PIPE, text=True, check=False)
-  lines = child.stdout.strip().splitlines()
+  # The last JSON line: a line some library prints to stdout is not the outcome.
+  lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
   outcome = json.loads(lines[-1]) if child.returncode in (0, 2) and lines else {}
   if child.returncode == 0:
     return {"report": outcome}
@@ -312,6 +313,7 @@ def main(argv):
     report.update(topology=topology, num_slices=_NUM_SLICES.value,
                   hbm_gib=tpu_chips.hbm_gib(topology))
   print(json.dumps(report))
+
 
 if __name__ == "__main__":
   gin_utils.run(main, usage="use --component, --scale, --batch_size and the other flags of --help")

@@ -11,7 +11,6 @@ import numpy as np
 
 from musiclm_jax import metrics
 from musiclm_jax import musiclm_spec
-from musiclm_jax.tools import bisect_limit
 from musiclm_jax.tools import tpu_chips
 
 
@@ -27,8 +26,9 @@ def aim(rows: list[dict], component: str, hbm_gib: float) -> tuple[int, float] |
   if len(points) < 2:
     return None
   slope, intercept = np.polyfit(list(points), list(points.values()), 1)
-  crossing = bisect_limit.line_crossing([(0, intercept), (1, intercept + slope)], hbm_gib)
-  return (max(int(crossing), 1), float(slope)) if crossing else None
+  if slope <= 0:
+    return None
+  return max(int((hbm_gib - intercept) / slope), 1), float(slope)
 
 
 def read_tries(path: str) -> dict[tuple, dict[int, dict]]:
