@@ -120,13 +120,14 @@ def test_a_config_that_does_not_fit_the_chip_is_a_one_line_error():
 
 def test_a_compile_in_a_child_process_returns_its_report_and_a_failed_child_is_one_line():
   pytest.importorskip("libtpu", reason="needs libtpu: pip install -e '.[tpu]'")
-  from musiclm_jax.tools import aot_compile  # pylint: disable=g-import-not-at-top
-  outcome = aot_compile.compile_in_child("semantic", "tiny", 4, "v5e:2x2", length=64)
+  # max_batch, not aot_compile: this process may have imported another tool's --scale flag.
+  from musiclm_jax.tools import max_batch  # pylint: disable=g-import-not-at-top
+  outcome = max_batch.compile_in_child("semantic", "tiny", 4, "v5e:2x2", length=64)
   report = outcome["report"]
   assert (report["chip"], report["batch_size"], report["length"]) == ("TPU v5 lite", 4, 64)
   assert 0 < report["per_device_bytes"]["total"] < report["hbm_gib"] * 2**30
-  with pytest.raises(aot_compile.UserError, match=r"failed in its child process \(exit 2;"):
-    aot_compile.compile_in_child("semantic", "tiny", 4, "v5e:2x2", bindings=["no_such.thing = 1"])
+  with pytest.raises(max_batch.UserError, match=r"failed in its child process \(exit 2;"):
+    max_batch.compile_in_child("semantic", "tiny", 4, "v5e:2x2", bindings=["no_such.thing = 1"])
 
 
 def _row(component, topology, tries, **extra):

@@ -41,7 +41,6 @@ if __name__ == "__main__":
 
 import json
 import re
-import subprocess
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -245,15 +244,15 @@ def find_max_batch(component: str, scale: str, topology: str, model_parallel: in
   `max_batch.search` over this component's train step on a TPU topology (what fits,
   the aim of each try, `done` and `on_try` to resume an interrupted search): about
   4 compiles, 2-3 when `first` and `slope_bytes` come from earlier searches, each in
-  a child process (`compile_in_child`). The report's `tries` lists every batch's
+  a child process (`max_batch.compile_in_child`). The report's `tries` lists every batch's
   verdict and bytes.
   """
   devices = tpu_devices(topology, num_slices)
   replicas = len(devices) // model_parallel
 
   def compile_batch(per_replica: int) -> max_batch.Outcome:
-    return compile_in_child(component, scale, per_replica * replicas, topology, num_slices,
-                            model_parallel, length, optimizer, bindings, mfu)
+    return max_batch.compile_in_child(component, scale, per_replica * replicas, topology,
+                                      num_slices, model_parallel, length, optimizer, bindings, mfu)
 
   best, reports, tries = max_batch.search(compile_batch, tpu_chips.hbm_gib(topology) * 2**30,
                                           first, slope_bytes, flops_per_row, done, on_try)
@@ -261,34 +260,6 @@ def find_max_batch(component: str, scale: str, topology: str, model_parallel: in
     raise DoesNotFitError(f"{component} ({scale}) does not fit even 1 row per replica on "
                           f"{devices[0].device_kind}: raise --model_parallel")
   return dict(reports[best], max_batch_per_replica=best, tries=tries)
-
-
-def compile_in_child(component: str, scale: str, batch_size: int, topology: str,
-                     num_slices: int = 1, model_parallel: int = 2, length: int | None = None,
-                     optimizer: str = "adamw", bindings=(), mfu: float = 0.4) -> max_batch.Outcome:
-  """One compile for a TPU topology by this tool in a child process: {"report": ...} or
-  {"refused": ..., "needed_bytes": ...}. The child's host memory goes when it exits.
-
-  Raises:
-    UserError: the child failed otherwise, e.g. killed for lack of host memory.
-  """
-  args = [f"--component={component}", f"--scale={scale}", f"--batch_size={batch_size}",
-          f"--topology={topology}", f"--num_slices={num_slices}",
-          f"--model_parallel={model_parallel}", f"--optimizer={optimizer}", f"--mfu={mfu}",
-          *([f"--length={length}"] if length else []), *(f"--binding={b}" for b in bindings)]
-  child = subprocess.run([sys.executable, "-m", "musiclm_jax.tools.aot_compile", *args],
-                         stdout=subprocess.PIPE, text=True, check=False)
-  # The last JSON line: a line some library prints to stdout is not the outcome.
-  lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-  outcome = json.loads(lines[-1]) if child.returncode in (0, 2) and lines else {}
-  if child.returncode == 0:
-    return {"report": outcome}
-  if "refused" in outcome:
-    return outcome
-  # A negative code is the signal that stopped it: -9 is what the kernel's OOM killer sends.
-  raise UserError(f"compiling {component} with batch {batch_size} for {topology} failed in its "
-                  f"child process (exit {child.returncode}; -9 is often the host out of memory: "
-                  f"add swap); its stderr is above, and finished compiles are kept")
 
 
 def main(argv):
@@ -306,7 +277,7 @@ def main(argv):
       report = compile_train_step(_COMPONENT.value, _SCALE.value, _BATCH.value, _LENGTH.value,
                                   _MODEL_PARALLEL.value, devices=devices, **kwargs)
     except DoesNotFitError as e:
-      # For compile_in_child (and other scripts): the refusal and its bytes, then the error.
+      # For max_batch.compile_in_child: the refusal and its bytes, then the error.
       print(json.dumps({"refused": str(e), "needed_bytes": e.needed_bytes}), flush=True)
       raise
   if topology:

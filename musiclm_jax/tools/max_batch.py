@@ -10,14 +10,18 @@ minutes each on a 2-core host: more than a session has for a whole row. So each
 outcome goes to `on_try` as it finishes and is replayed from `done` on the next run;
 the search is deterministic given the outcomes (and its aim), so it asks again for
 the batches it asked for, in the same order, and an interrupted row resumes where it
-stopped.
+stopped. `compile_in_child` is aot_compile's `compile_batch`: each compile in a process of
+its own.
 A library module without flags, so that tests import it.
 """
 import json
+import subprocess
+import sys
 from typing import Callable, Mapping
 
 from absl import logging
 
+from musiclm_jax.errors import UserError
 from musiclm_jax.tools import bisect_limit
 
 # More FLOPs per row than the smallest batch's by this much: the compiler recomputes
@@ -77,3 +81,31 @@ def search(compile_batch: Callable[[int], Outcome], capacity_bytes: float, first
   best = bisect_limit.largest_fitting_linear(measure, capacity_bytes, first=first,
                                              slope=slope_bytes)
   return best, reports, tries
+
+
+def compile_in_child(component: str, scale: str, batch_size: int, topology: str,
+                     num_slices: int = 1, model_parallel: int = 2, length: int | None = None,
+                     optimizer: str = "adamw", bindings=(), mfu: float = 0.4) -> Outcome:
+  """One compile for a TPU topology by tools/aot_compile.py in a child process: {"report":
+  ...} or {"refused": ..., "needed_bytes": ...}. The child's host memory goes when it exits.
+
+  Raises:
+    UserError: the child failed otherwise, e.g. killed for lack of host memory.
+  """
+  args = [f"--component={component}", f"--scale={scale}", f"--batch_size={batch_size}",
+          f"--topology={topology}", f"--num_slices={num_slices}",
+          f"--model_parallel={model_parallel}", f"--optimizer={optimizer}", f"--mfu={mfu}",
+          *([f"--length={length}"] if length else []), *(f"--binding={b}" for b in bindings)]
+  child = subprocess.run([sys.executable, "-m", "musiclm_jax.tools.aot_compile", *args],
+                         stdout=subprocess.PIPE, text=True, check=False)
+  # The last JSON line: a line some library prints to stdout is not the outcome.
+  lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+  outcome = json.loads(lines[-1]) if child.returncode in (0, 2) and lines else {}
+  if child.returncode == 0:
+    return {"report": outcome}
+  if "refused" in outcome:
+    return outcome
+  # A negative code is the signal that stopped it: -9 is what the kernel's OOM killer sends.
+  raise UserError(f"compiling {component} with batch {batch_size} for {topology} failed in its "
+                  f"child process (exit {child.returncode}; -9 is often the host out of memory: "
+                  f"add swap); its stderr is above, and finished compiles are kept")
