@@ -118,18 +118,17 @@ def plan_pieces(spec: CorpusSpec) -> list[PiecePlan]:
     score_paths[kind] = [paths[i] for i in rng.permutation(len(paths))]
   splits = _split_of_each_piece(rng, spec)
   has_pair = rng.random(n) < spec.melody_pair_fraction
-  num_clips = [min(spec.clips_per_piece, spec.num_clips - i * spec.clips_per_piece)
-               for i in range(n)]
+  num_clips = _clips_of_each_piece(spec.num_clips, spec.clips_per_piece)
   if spec.extra_train_clips:
     extra_rng = np.random.default_rng([spec.seed, _EXTRA_STREAM])
-    m = math.ceil(spec.extra_train_clips / spec.clips_per_piece)
+    extra_clips = _clips_of_each_piece(spec.extra_train_clips, spec.clips_per_piece)
+    m = len(extra_clips)
     extra_is_score, extra_genres = _kinds_of_pieces(extra_rng, m, spec.score_fraction)
     is_score = np.concatenate([is_score, extra_is_score])
     genre_order += extra_genres
     splits += ["train"] * m
     has_pair = np.concatenate([has_pair, extra_rng.random(m) < spec.melody_pair_fraction])
-    num_clips += [min(spec.clips_per_piece, spec.extra_train_clips - i * spec.clips_per_piece)
-                  for i in range(m)]
+    num_clips += extra_clips
   plans, templates_made, scores_made = [], 0, 0
   for index, clips in enumerate(num_clips):
     if is_score[index]:
@@ -146,6 +145,11 @@ def plan_pieces(spec: CorpusSpec) -> list[PiecePlan]:
     plans.append(PiecePlan(index=index, kind=kind, what=what, split=splits[index],
                            num_clips=clips, has_melody_pair=bool(has_pair[index])))
   return plans
+
+
+def _clips_of_each_piece(num_clips: int, clips_per_piece: int) -> list[int]:
+  """Consecutive pieces of `clips_per_piece` clips (the last one shorter) holding `num_clips`."""
+  return [min(clips_per_piece, num_clips - start) for start in range(0, num_clips, clips_per_piece)]
 
 
 def _kinds_of_pieces(rng: np.random.Generator, n: int,
