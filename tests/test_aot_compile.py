@@ -182,12 +182,17 @@ def test_the_table_names_every_try_and_the_rows_not_measured():
       compile_seconds=327.4,
       load_average=15.3, expected_step_seconds=0.256, mfu=0.4, flops_per_step=3.227e14,
       flops_source="analytic")
+  # A row still being searched shows the compiler's answers so far, in batch order.
+  unfinished = {("semantic", "v4:2x2x4"): {
+      24: {"refused": "does not fit", "needed_bytes": 33e9},
+      1: {"report": {"per_device_gib": {"total": 1.951}}}}}
   table = memory_rows.markdown([row], [("semantic", "v5e:4x4"), ("semantic", "v4:2x2x4"),
-                                       ("mulan", "v5p:2x2x1")])
+                                       ("mulan", "v5p:2x2x1")], unfinished)
   assert ("| semantic | v5e-16 (15.75 GiB) | 417.5M | 762 tokens | 10 (160) | 4.67 / 10.49 / 15.20 (12.59) "
           "| 327 s (load 15.3) | 0.256 s at 40% (322.7 TFLOP, analytic) | 10 fits 15.20, 11 refused |"
           ) in table
-  assert table.endswith("Not measured yet: semantic on v4-32, mulan on v5p-8.\n")
+  assert table.endswith("Not measured yet: semantic on v4-32 (so far, batch per chip: 1 accepted "
+                        "at 1.95 GiB, 24 refused), mulan on v5p-8.\n")
 
 
 def test_a_topology_names_its_chip_and_an_unknown_one_is_a_one_line_error():

@@ -73,9 +73,12 @@ def with_analytic_flops(row: dict, flops_per_step: float) -> dict:
               expected_step_seconds=metrics.expected_step_seconds(flops_per_step, peak, row["mfu"]))
 
 
-def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:
+def markdown(rows: list[dict], expected: list[tuple[str, str]],
+             unfinished: dict[tuple[str, str], dict[int, dict]] | None = None) -> str:
   """The table, one line per row (sizes in GiB per chip at the largest batch that fits),
-  then the (component, topology) rows of `expected` not measured yet."""
+  then the (component, topology) rows of `expected` not measured yet, each with the
+  compiles it has so far (`unfinished`: {(component, topology): {batch per replica:
+  max_batch outcome}}, from the tries .jsonl): a row can take more than a session here."""
   lines = ["| component | topology (HBM per chip) | params | row | max batch per chip (global) "
            "| per chip: argument / temp / total (peak) GiB | compile | step at MFU | batches tried |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -96,8 +99,21 @@ def markdown(rows: list[dict], expected: list[tuple[str, str]]) -> str:
         f"| {gib['argument']:.2f} / {gib['temp']:.2f} / {gib['total']:.2f} ({gib['peak']:.2f}) "
         f"| {r['compile_seconds']:.0f} s (load {r.get('load_average', '?')}) | {step} | {tries} |")
   measured = {(r["component"], r["topology"]) for r in rows}
-  missing = [f"{c} on {tpu_chips.TOPOLOGY_NAMES.get(t, t)}" for c, t in expected
-             if (c, t) not in measured]
+  missing = [f"{c} on {tpu_chips.TOPOLOGY_NAMES.get(t, t)}"
+             + _compiled_so_far((unfinished or {}).get((c, t), {}))
+             for c, t in expected if (c, t) not in measured]
   if missing:
     lines.append(f"\nNot measured yet: {', '.join(missing)}.")
   return "\n".join(lines) + "\n"
+
+
+def _compiled_so_far(outcomes: dict[int, dict]) -> str:
+  """' (so far, batch per chip: 1 accepted at 1.95 GiB, 40 refused)' for a row's finished
+  compiles ('' if none): the compiler's answers, not yet the row's verdicts (those need the
+  whole search)."""
+  if not outcomes:
+    return ""
+  return " (so far, batch per chip: " + ", ".join(
+      f"{batch} refused" if "refused" in outcome else
+      f"{batch} accepted at {outcome['report']['per_device_gib']['total']:.2f} GiB"
+      for batch, outcome in sorted(outcomes.items())) + ")"

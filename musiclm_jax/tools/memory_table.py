@@ -94,8 +94,11 @@ def main(argv):
       f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
   # The whole file: other runs may have added rows meanwhile.
+  unfinished = {(component, topology): outcomes for (topology, component, row_scale, row_model),
+                outcomes in memory_rows.read_tries(tries_path).items()
+                if (row_scale, row_model) == (scale, model_parallel)}
   with open(_OUT.value, "w") as f:
-    f.write(memory_rows.markdown(list(_read_rows(records).values()), expected))
+    f.write(memory_rows.markdown(list(_read_rows(records).values()), expected, unfinished))
 
 
 def _refresh_step_times(records: str, components: set[str]) -> None:
