@@ -20,7 +20,6 @@ import os
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import gin
 import numpy as np
@@ -70,7 +69,7 @@ def _seconds_to_first_batch(batches_from, start_batch: int) -> float:
 
 
 def main(argv):
-  del argv
+  del argv  # gin_utils.run rejected positional arguments
   with tempfile.TemporaryDirectory() as cache_dir:
     _write_cache(cache_dir, _CLIPS.value, _CLIP_SECONDS.value)
     gin_utils.parse_gin(["experiments/semantic_stage.gin"],
@@ -102,4 +101,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # gin_utils.run also sets the binaries' XLA:CPU flags before JAX starts.
+  gin_utils.run(main, usage="configure with --clips, --clip_seconds, --replay_batches, --repeats")

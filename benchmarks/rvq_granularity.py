@@ -20,10 +20,10 @@ recall@1 of the embeddings themselves, which bounds what any quantization keeps.
 import json
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from musiclm_jax import gin_utils
 from musiclm_jax.eval import retrieval
 from musiclm_jax.tokenizers import conditioning
 from musiclm_jax.tokenizers import rvq_fit
@@ -40,7 +40,7 @@ _LEVELS_SHOWN = flags.DEFINE_integer("levels_shown", 3, "Levels printed one by o
 
 
 def main(argv):
-  del argv
+  del argv  # gin_utils.run rejected positional arguments
   tokenizer = conditioning.MuLanTokenizer.load(_EXPORT_DIR.value, _RVQ_PATH.value)
   model, params = tokenizer.model, tokenizer.params
   embeddings = lambda split: retrieval.split_embeddings(tokenizer, _DATASET.value, _DATA_DIR.value,
@@ -81,4 +81,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # gin_utils.run also sets the binaries' XLA:CPU flags before JAX starts.
+  gin_utils.run(main, usage="configure with --export_dir, --rvq_path, --data_dir, --dataset, "
+                "--eval_splits, --codes")

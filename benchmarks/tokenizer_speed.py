@@ -14,7 +14,6 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import gin
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import gin_models
+from musiclm_jax import gin_utils
 from musiclm_jax.layers import kmeans
 from musiclm_jax.models import w2v_bert
 from musiclm_jax.tokenizers import semantic
@@ -67,7 +67,7 @@ def _best_seconds(fn, audio) -> float:
 
 
 def main(argv):
-  del argv
+  del argv  # gin_utils.run rejected positional arguments
   num_samples = int(_SECONDS.value * SAMPLE_RATE_HZ)
   audio = np.random.default_rng(0).uniform(-0.5, 0.5, (1, num_samples)).astype(np.float32)
   for name in _TOKENIZERS.value:
@@ -83,4 +83,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # gin_utils.run also sets the binaries' XLA:CPU flags before JAX starts.
+  gin_utils.run(main, usage="configure with --tokenizers, --scales, --seconds, --repeats")
