@@ -3,6 +3,7 @@ import dataclasses
 import os
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from musiclm_jax.data.synth_music import builder
@@ -60,6 +61,28 @@ def test_extra_training_clips_keep_the_smaller_corpus_and_its_held_out_pieces():
   # The new templates go round every genre in turn, as the smaller corpus's do.
   genres = [p.what for p in extra if p.kind == corpus.TEMPLATE]
   assert len(set(genres[:10])) == 10 == len(set(genres))
+
+
+def test_extra_training_pieces_reuse_only_training_scores_once_the_corpus_runs_out():
+  # Every piece a score and one clip each: 1,000 extra pieces want 500 chorales, of 408.
+  spec = corpus.CorpusSpec(num_clips=100, clips_per_piece=1, score_fraction=1.0,
+                           extra_train_clips=1000)
+  with pytest.raises(ValueError, match="only 408 .* reuse_training_scores") as error:
+    corpus.plan_pieces(spec)
+  assert "\n" not in str(error.value)
+  plans = corpus.plan_pieces(dataclasses.replace(spec, reuse_training_scores=True))
+  assert plans[:100] == corpus.plan_pieces(dataclasses.replace(spec, extra_train_clips=0))
+  held_out = {p.what for p in plans if p.split != "train"}
+  first_train = {p.what for p in plans if p.split == "train" and not p.rendering}
+  again = [p for p in plans if p.rendering]
+  assert again and all(p.index >= 100 and p.split == "train" for p in again)
+  assert {p.what for p in again} <= first_train and not {p.what for p in again} & held_out
+  assert len({p.source_id for p in plans}) == len(plans)
+  # A reused score is rendered on its own draws (tempo, transposition, instruments).
+  first = next(p for p in plans if p.what == again[0].what and not p.rendering)
+  pieces = [corpus.make_piece(p, spec) for p in (first, again[0])]
+  drawn = [(p.tempo_bpm, p.key_tonic, [part.program for part in p.parts]) for p in pieces]
+  assert pieces[0].title == pieces[1].title and drawn[0] != drawn[1]
 
 
 def test_melody_pair_has_the_same_notes_and_other_instruments():

@@ -46,6 +46,10 @@ class CorpusSpec:
     extra_train_clips: clips of more training pieces, planned after the num_clips'
       from a stream of their own: they leave those clips' plan (and splits) as it is,
       so a corpus with them holds out the same pieces as the one without.
+    reuse_training_scores: once the extra pieces have used every score of a kind
+      (music21 holds 408 chorales), they render training pieces' scores again, at
+      their own tempo, transposition and instruments; never a held-out piece's score.
+      False: running out is an error.
   """
   num_clips: int
   clip_seconds: float = 10.0
@@ -57,6 +61,7 @@ class CorpusSpec:
   sample_rate_hz: int = rates.SOUNDSTREAM_SAMPLE_RATE_HZ
   num_workers: int = 2
   extra_train_clips: int = 0
+  reuse_training_scores: bool = False
 
   @property
   def num_pieces(self) -> int:
@@ -75,6 +80,8 @@ class PiecePlan:
   Attributes:
     kind: TEMPLATE, scores.CHORALE or scores.FOLK_TUNE.
     what: the genre for a template, the corpus path for a score.
+    rendering: 0 for a score's first piece, n for its n-th reuse
+      (CorpusSpec.reuse_training_scores).
   """
   index: int
   kind: str
@@ -82,12 +89,13 @@ class PiecePlan:
   split: str
   num_clips: int
   has_melody_pair: bool
+  rendering: int = 0
 
   @property
   def source_id(self) -> str:
     if self.kind == TEMPLATE:
       return f"template/{self.what}/{self.index:05d}"
-    return f"music21/{self.what}"
+    return f"music21/{self.what}" + (f"/rendering{self.rendering}" if self.rendering else "")
 
 
 def _split_of_each_piece(rng: np.random.Generator, spec: CorpusSpec) -> list[str]:
@@ -130,20 +138,31 @@ def plan_pieces(spec: CorpusSpec) -> list[PiecePlan]:
     has_pair = np.concatenate([has_pair, extra_rng.random(m) < spec.melody_pair_fraction])
     num_clips += extra_clips
   plans, templates_made, scores_made = [], 0, 0
+  training_scores = {kind: [] for kind in score_kinds}  # in the order pieces took them
   for index, clips in enumerate(num_clips):
+    rendering = 0
     if is_score[index]:
       kind = score_kinds[scores_made % 2]
-      paths = score_paths[kind]
-      if scores_made // 2 >= len(paths):
-        raise ValueError(f"only {len(paths)} {kind} scores in music21's corpus; lower "
-                         "score_fraction or num_clips.")
-      what = paths[scores_made // 2]
+      paths, used = score_paths[kind], scores_made // 2
       scores_made += 1
+      if used < len(paths):
+        what = paths[used]
+        if splits[index] == "train":
+          training_scores[kind].append(what)
+      elif spec.reuse_training_scores and index >= n and training_scores[kind]:
+        # Every score of the kind is taken, so the training list is complete.
+        rendering, position = divmod(used - len(paths), len(training_scores[kind]))
+        what, rendering = training_scores[kind][position], rendering + 1
+      else:
+        raise ValueError(f"only {len(paths)} {kind} scores in music21's corpus; lower "
+                         "score_fraction or num_clips, or reuse_training_scores for extra "
+                         "training clips.")
     else:
       kind, what = TEMPLATE, genre_order[templates_made]
       templates_made += 1
     plans.append(PiecePlan(index=index, kind=kind, what=what, split=splits[index],
-                           num_clips=clips, has_melody_pair=bool(has_pair[index])))
+                           num_clips=clips, has_melody_pair=bool(has_pair[index]),
+                           rendering=rendering))
   return plans
 
 
