@@ -151,8 +151,8 @@ def plan_pieces(spec: CorpusSpec) -> list[PiecePlan]:
           training_scores[kind].append(what)
       elif spec.reuse_training_scores and index >= n and training_scores[kind]:
         # Every score of the kind is taken, so the training list is complete.
-        rendering, position = divmod(used - len(paths), len(training_scores[kind]))
-        what, rendering = training_scores[kind][position], rendering + 1
+        cycle, position = divmod(used - len(paths), len(training_scores[kind]))
+        what, rendering = training_scores[kind][position], cycle + 1
       else:
         raise ValueError(f"only {len(paths)} {kind} scores in music21's corpus; lower "
                          "score_fraction or num_clips, or reuse_training_scores for extra "
