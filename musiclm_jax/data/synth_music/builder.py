@@ -58,7 +58,8 @@ SMALL_X16 = SynthMusicConfig(
     name="small_x16", spec=corpus.CorpusSpec(num_clips=800, clips_per_piece=2,
                                              extra_train_clips=9600, reuse_training_scores=True),
     description="small's 800 x 10 s clips and splits, and 9,600 more training clips from 4,800 "
-                "more pieces (29 h); builds in ~40 min on 2 cores.")
+                "more pieces (29 h); ~35 min to build on 2 cores at small_x4's rate (not yet "
+                "timed).")
 QUICK = SynthMusicConfig(
     name="quick", spec=corpus.CorpusSpec(num_clips=24, clip_seconds=2.0, clips_per_piece=1,
                                               split_fractions=(0.2, 0.1)),
