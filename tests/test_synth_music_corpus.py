@@ -77,7 +77,10 @@ def test_extra_training_pieces_reuse_only_training_scores_once_the_corpus_runs_o
   again = [p for p in plans if p.rendering]
   assert again and all(p.index >= 100 and p.split == "train" for p in again)
   assert {p.what for p in again} <= first_train and not {p.what for p in again} & held_out
-  assert len({p.source_id for p in plans}) == len(plans)
+  # Clip keys stay unique; a score's renderings keep its source id (one composition).
+  assert len({p.piece_id for p in plans}) == len(plans)
+  assert all(p.source_id == f"music21/{p.what}" for p in again)
+  assert len({p.source_id for p in plans}) == len(plans) - len(again)
   # A reused score is rendered on its own draws (tempo, transposition, instruments).
   first = next(p for p in plans if p.what == again[0].what and not p.rendering)
   pieces = [corpus.make_piece(p, spec) for p in (first, again[0])]

@@ -94,7 +94,7 @@ class SynthMusic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "audio": audio,
             "caption": tfds.features.Text(),
             "aspect_list": tfds.features.Sequence(tfds.features.Text()),
-            "source_id": tfds.features.Text(doc="Unique per source piece."),
+            "source_id": tfds.features.Text(doc="The composition; splits never share one."),
             "source": tfds.features.Text(doc="'template' or 'music21'."),
             "title": tfds.features.Text(),
             "genre": tfds.features.Text(),

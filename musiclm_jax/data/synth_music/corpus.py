@@ -93,9 +93,16 @@ class PiecePlan:
 
   @property
   def source_id(self) -> str:
+    """The composition: a score's renderings share it, so grouping by it (melody
+    negatives, held-out checks) never splits one score's music."""
     if self.kind == TEMPLATE:
       return f"template/{self.what}/{self.index:05d}"
-    return f"music21/{self.what}" + (f"/rendering{self.rendering}" if self.rendering else "")
+    return f"music21/{self.what}"
+
+  @property
+  def piece_id(self) -> str:
+    """Unique per planned piece: the source id, and the rendering of a reused score."""
+    return self.source_id + (f"/rendering{self.rendering}" if self.rendering else "")
 
 
 def _split_of_each_piece(rng: np.random.Generator, spec: CorpusSpec) -> list[str]:
@@ -311,7 +318,7 @@ def generate_examples(spec: CorpusSpec, split: str, soundfont: str,
       start_s = clip_index * spec.clip_seconds
       window = slice(clip_index * clip_length, (clip_index + 1) * clip_length)
       samples = item.audio[window]
-      source = f"{item.plan.source_id} clip {clip_index}"
+      source = f"{item.plan.piece_id} clip {clip_index}"
       try:
         validation.check_audio(samples, spec.sample_rate_hz, source=source)
       except validation.AudioError as error:
@@ -326,5 +333,5 @@ def generate_examples(spec: CorpusSpec, split: str, soundfont: str,
         pair = {"audio": item.pair_audio[window],
                 "caption": caption_lib.write_caption(pair_clip, rng).text,
                 "instruments": pair_clip.instruments, "parts": _parts_feature(pair_clip)}
-      yield f"{item.plan.source_id}/{clip_index}", clip_example(
+      yield f"{item.plan.piece_id}/{clip_index}", clip_example(
           clip, clip_index, samples, caption, pair)

@@ -83,7 +83,7 @@ class Piece:
   """A composed or transcribed piece, in seconds.
 
   Attributes:
-    source_id: unique per source piece; splits never share one.
+    source_id: the composition (a score rendered again keeps it); splits never share one.
     source: "template" or "music21".
     genre: e.g. "rock"; style refines it ("reel", "Bach chorale").
     ensemble: for scores, the name of the drawn ensemble ("string quartet").
