@@ -69,7 +69,7 @@ def main(argv):
   decode = jax.jit(functools.partial(codec.model.decode, num_levels=_LEVELS.value))
   replaced = 0
   for record in results_file.read(_OUTPUT_DIR.value, "generated"):
-    if "text" not in record or record.get("continue_from") or "error" in record:
+    if not results_file.is_text_line(record):
       continue
     for sample in record["samples"]:
       if real is None:  # a one-line error when the folder has no tokens

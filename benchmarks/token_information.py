@@ -29,13 +29,12 @@ import json
 import os
 
 from absl import flags
-import numpy as np
 
 from musiclm_jax import gin_utils
+from musiclm_jax import results_file
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import token_information
-from musiclm_jax.eval import token_probes
 
 _TOKEN_CACHE_DIR = flags.DEFINE_string("token_cache_dir", None, "musiclm-tokenize folder.",
                                        required=True)
@@ -59,13 +58,12 @@ def read_codes(cache_dir: str, split: str) -> tuple[list, list]:
 
 def read_generated(samples_dir: str) -> tuple[list, list]:
   """(acoustic [T, levels] per sample, semantic [T // 2] per sample) of a musiclm-infer
-  folder's text lines (`token_probes.read_generated`)."""
-  _, clips = token_probes.read_generated(samples_dir)
-  if not clips:
+  folder's text lines (`results_file.text_line_tokens`)."""
+  samples = results_file.text_line_tokens(samples_dir)
+  if not samples:
     raise UserError(f"{samples_dir} holds no saved tokens of a text line: run musiclm-infer "
                     "with SAVE_TOKENS=True")
-  return ([np.concatenate([c["coarse"], c["fine"]], axis=1) for c in clips],
-          [c["semantic"][:, 0] for c in clips])
+  return [t["acoustic"] for _, _, t in samples], [t["semantic"] for _, _, t in samples]
 
 
 def _cell(result: dict | None) -> str:

@@ -26,6 +26,12 @@ def read(folder: str, role: str = "samples") -> list[dict]:
   return sorted(records, key=lambda record: record["line"])
 
 
+def is_text_line(record: dict) -> bool:
+  """A finished plain text line: each sample has one prompt (not a story, a continuation of
+  given audio, or a line that failed)."""
+  return "text" in record and not record.get("continue_from") and "error" not in record
+
+
 # A sample's generated tokens (musiclm-infer with SAVE_TOKENS): codes without offsets, named as
 # the token cache's records name them (`data/token_cache.Record`), in one .npz beside its WAV.
 TOKEN_ARRAYS = ("mulan_text", "semantic", "acoustic")
@@ -50,3 +56,11 @@ def read_tokens(folder: str, relative_path: str) -> dict[str, np.ndarray]:
     if missing:
       raise UserError(f"{path} has no {', '.join(missing)}: it is not a musiclm-infer tokens file")
     return {name: arrays[name] for name in TOKEN_ARRAYS}
+
+
+def text_line_tokens(folder: str) -> list[tuple[str, str, dict[str, np.ndarray]]]:
+  """(prompt, tokens file, `read_tokens`) of every sample of the text lines (`is_text_line`) of
+  `folder` that saved its tokens, in line order."""
+  return [(record["text"], sample["tokens"], read_tokens(folder, sample["tokens"]))
+          for record in read(folder) if is_text_line(record)
+          for sample in record["samples"] if "tokens" in sample]

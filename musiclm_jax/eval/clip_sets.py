@@ -62,6 +62,16 @@ class ClipSet:
   texts: list[str]
   reference_index: np.ndarray
 
+  @property
+  def paired(self) -> np.ndarray:
+    """[clips] bool: the clip's prompt is a reference caption."""
+    return self.reference_index >= 0
+
+  @property
+  def paired_reference_index(self) -> np.ndarray:
+    """[paired clips] the reference clip of each paired clip, in clip order."""
+    return self.reference_index[self.paired]
+
 
 @dataclasses.dataclass
 class Reference:
@@ -121,15 +131,11 @@ def _read_clips(samples_dir: str, name: str, keep: Callable[[dict], bool]
   return clips, rates.pop() if rates else None
 
 
-def _is_text_line(record: dict) -> bool:
-  return "text" in record and not record.get("continue_from")
-
-
 def _text_clips(clips: list[tuple[dict, np.ndarray]], rate: int | None,
                 samples_dir: str) -> tuple[list[np.ndarray], int, list[str]]:
   """(audio, rate, prompt per clip) of the plain text lines among `_read_clips`' clips; a
   one-line error when they are too few for FAD or the shuffled-prompt baseline."""
-  clips = [(record, audio) for record, audio in clips if _is_text_line(record)]
+  clips = [(record, audio) for record, audio in clips if results_file.is_text_line(record)]
   texts = [record["text"] for record, _ in clips]
   if len(clips) < fad.MIN_CLIPS or len(set(texts)) < 2:
     raise UserError(f"{samples_dir} has {len(clips)} clip(s) of {len(set(texts))} text prompt(s): "
@@ -140,7 +146,7 @@ def _text_clips(clips: list[tuple[dict, np.ndarray]], rate: int | None,
 
 def read_infer_folder(samples_dir: str, name: str = "generated") -> tuple[list[np.ndarray], int, list[str]]:
   """(audio [time] per clip, sample rate, prompt per clip) of the plain text lines of a musiclm-infer folder."""
-  return _text_clips(*_read_clips(samples_dir, name, _is_text_line), samples_dir)
+  return _text_clips(*_read_clips(samples_dir, name, results_file.is_text_line), samples_dir)
 
 
 def read_infer_lines(samples_dir: str) -> tuple[tuple[list[np.ndarray], int, list[str]],

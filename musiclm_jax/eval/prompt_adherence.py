@@ -29,7 +29,7 @@ def text_prompt_samples(samples_dir: str) -> list[tuple[str, str]]:
   """(prompt text, wav path) of every sample of every plain text line of results.jsonl."""
   pairs = []
   for record in results_file.read(samples_dir):
-    if "text" in record and not record.get("continue_from") and "error" not in record:
+    if results_file.is_text_line(record):
       pairs += [(record["text"], os.path.join(samples_dir, s["wav"])) for s in record["samples"]]
   return pairs
 

@@ -162,8 +162,7 @@ def clip_scores(clip_set: clip_sets.ClipSet, features: Features, reference: clip
   audio), the judge's genre, instrument and mood scores and tempo and key correct against
   the paired reference clip's labels (NaN for a clip whose prompt is no reference caption)."""
   scores = {} if mulan_cosine is None else {"MCC": np.asarray(mulan_cosine, np.float64)}
-  paired = clip_set.reference_index >= 0
-  index = clip_set.reference_index[paired]
+  paired, index = clip_set.paired, clip_set.paired_reference_index
 
   def spread(values):  # [paired clips] -> [clips], NaN where unpaired
     out = np.full(len(paired), np.nan)
@@ -238,7 +237,7 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
     for metric in ("notes_per_second", "pitch_salience"):
       metrics[metric] = {name: float(getattr(f, metric).mean()) for name, f in features.items()}
 
-  paired = {name: s.reference_index >= 0 for name, s in sets.items()}
+  paired = {name: s.paired for name, s in sets.items()}
   if not paired["generated"].any():
     reason = ("no generated prompt is a caption of the reference split: prompt with its "
               "captions to pair clips")
@@ -263,7 +262,7 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
   scored = {name: s for name, s in sets.items() if paired[name].any()}
   for tagger, reference_tags in real.tags.items():
     metrics[f"KLD_{tagger}"] = {
-        name: kld.mean_kl_divergence(reference_tags[s.reference_index[paired[name]]],
+        name: kld.mean_kl_divergence(reference_tags[s.paired_reference_index],
                                      features[name].tags[tagger][paired[name]])
         for name, s in scored.items()}
   labels = {"tempo": reference.tempo_bpm, "key": reference.keys}
@@ -273,7 +272,7 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
         unavailable[metric] = f"the reference split has no {label} labels"
       continue
     for name, s in scored.items():
-      index = s.reference_index[paired[name]]
+      index = s.paired_reference_index
       if label == "tempo":
         agreement = music_stats.tempo_agreement(
             np.asarray(features[name].tempo_bpm)[paired[name]], np.asarray(values)[index])
@@ -297,11 +296,10 @@ def genre_confusions(sets: dict[str, clip_sets.ClipSet], features: dict[str, Fea
     return None
   confusion = {}
   for name, clip_set in sets.items():
-    paired = clip_set.reference_index >= 0
-    if paired.any():
+    if clip_set.paired.any():
       confusion[name] = label_judge.genre_confusion(
-          judge, features[name].penultimate[judge.feature_name][paired],
-          [reference.genre[i] for i in clip_set.reference_index[paired]])
+          judge, features[name].penultimate[judge.feature_name][clip_set.paired],
+          [reference.genre[i] for i in clip_set.paired_reference_index])
   return confusion or None
 
 
@@ -361,7 +359,7 @@ def run_suite(generated: clip_sets.ClipSet, reference: clip_sets.Reference, *,
   if confusion is None:
     unavailable["judge_genre_confusion"] = unavailable.get("judge_genre_accuracy", NO_JUDGE)
   return {"sets": {name: {"title": clip_sets.SET_TITLES[name], "clips": len(s.audio),
-                          "paired_clips": int(np.sum(s.reference_index >= 0))}
+                          "paired_clips": int(np.sum(s.paired))}
                    for name, s in sets_given.items()},
           "sets_not_given": {name: missing[name] for name in clip_sets.SETS if sets[name] is None},
           "metrics": {name: {"higher_is_better": METRICS[name], "values": metrics[name]}

@@ -214,17 +214,9 @@ def probe_real(probes: dict[str, label_judge.LabelJudge], train: Sequence[token_
 def read_generated(samples_dir: str) -> tuple[list[str], list[Codes]]:
   """(prompt per clip, its generated representations) of every sample of the plain text lines
   of a musiclm-infer folder that saved its tokens (none: NO_TOKENS says what to do)."""
-  texts, clips = [], []
-  for record in results_file.read(samples_dir):
-    if "error" in record or "text" not in record or record.get("continue_from"):
-      continue  # a story or a continuation has no single prompt
-    for sample in record["samples"]:
-      if "tokens" not in sample:
-        continue
-      texts.append(record["text"])
-      clips.append(clip_codes(**results_file.read_tokens(samples_dir, sample["tokens"]),
-                              clip=sample["tokens"]))
-  return texts, clips
+  samples = results_file.text_line_tokens(samples_dir)  # a story has no single prompt
+  return ([text for text, _, _ in samples],
+          [clip_codes(**tokens, clip=name) for _, name, tokens in samples])
 
 
 def probe_generated(probes: dict[str, label_judge.LabelJudge], train: Sequence[token_cache.Record],
