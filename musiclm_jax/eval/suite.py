@@ -237,8 +237,7 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
     for metric in ("notes_per_second", "pitch_salience"):
       metrics[metric] = {name: float(getattr(f, metric).mean()) for name, f in features.items()}
 
-  paired = {name: s.paired for name, s in sets.items()}
-  if not paired["generated"].any():
+  if not sets["generated"].paired.any():
     reason = ("no generated prompt is a caption of the reference split: prompt with its "
               "captions to pair clips")
     for tagger in real.tags:
@@ -258,12 +257,12 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
       unavailable[metric] = reason
     else:
       metrics[metric] = {name: float(np.nanmean(scores[name][metric]))
-                         for name, s in sets.items() if paired[name].any()}
-  scored = {name: s for name, s in sets.items() if paired[name].any()}
+                         for name, s in sets.items() if s.paired.any()}
+  scored = {name: s for name, s in sets.items() if s.paired.any()}
   for tagger, reference_tags in real.tags.items():
     metrics[f"KLD_{tagger}"] = {
         name: kld.mean_kl_divergence(reference_tags[s.paired_reference_index],
-                                     features[name].tags[tagger][paired[name]])
+                                     features[name].tags[tagger][s.paired])
         for name, s in scored.items()}
   labels = {"tempo": reference.tempo_bpm, "key": reference.keys}
   for label, values in labels.items():
@@ -275,11 +274,11 @@ def compute_metrics(sets: dict[str, clip_sets.ClipSet], features: dict[str, Feat
       index = s.paired_reference_index
       if label == "tempo":
         agreement = music_stats.tempo_agreement(
-            np.asarray(features[name].tempo_bpm)[paired[name]], np.asarray(values)[index])
+            np.asarray(features[name].tempo_bpm)[s.paired], np.asarray(values)[index])
         metrics.setdefault("tempo_accuracy", {})[name] = agreement["accuracy"]
         metrics.setdefault("tempo_octave_error", {})[name] = agreement["octave_error"]
       else:
-        estimated = [k for k, p in zip(features[name].keys, paired[name]) if p]
+        estimated = [k for k, p in zip(features[name].keys, s.paired) if p]
         agreement = music_stats.key_agreement(
             estimated, [music_stats.parse_key(values[i]) for i in index])
         metrics.setdefault("key_accuracy", {})[name] = agreement["accuracy"]
