@@ -18,6 +18,10 @@ MUSICNN_WHEEL := musicnn==0.1.0
 # musiclm_jax.eval.pitch_model runs the ONNX file through onnxruntime (setup.py) itself.
 BASIC_PITCH_WHEEL := basic-pitch==0.4.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# glibc's malloc on transparent huge pages for XLA:CPU's large buffers (musiclm_jax.xla_flags,
+# MALLOC_TUNABLE): every binary starts itself again with it unless it is already set, so the
+# demo's binaries and the suite's processes start with it.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test install system-deps clean
 

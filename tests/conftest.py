@@ -22,6 +22,9 @@ FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", xla_flags.with_cpu_flags(
     simulated_devices.xla_flags(8) + " " + FAST_COMPILE_FLAGS +
     " --xla_cpu_collective_call_terminate_timeout_seconds=1800"))
+# As `make test` exports it: binaries the tests start (and gin_utils.run called in-process)
+# then never start themselves again for it.
+os.environ["GLIBC_TUNABLES"] = xla_flags.with_malloc_tunable(os.environ.get("GLIBC_TUNABLES", ""))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
