@@ -9,6 +9,12 @@ training), jits `encode` (audio -> codes) and `decode` (codes -> audio) for one
 clip, and prints one JSON line per (scale, op): the best of --repeats timed calls
 after one warm-up call, as x real time (audio seconds / wall seconds), with the
 1-minute load average, since other work on the machine slows it down.
+
+The codec is compute-bound, so each line also gives the compiled program's FLOPs
+(XLA's cost analysis: 2 per multiply-add of every convolution) and the FLOP/s
+reached as a fraction of a float32 matmul's, measured in the same run
+(`metrics.measure_matmul_peak_flops`): how far any rewrite of the same
+architecture could still speed it up on this machine.
 """
 import json
 import os
@@ -22,6 +28,7 @@ import numpy as np
 
 from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
+from musiclm_jax import metrics
 from musiclm_jax.models import soundstream
 
 _SCALES = flags.DEFINE_list("scales", ["tiny", "paper"], "gin/scales/soundstream_<scale>.gin")
@@ -45,6 +52,7 @@ def _model(scale: str) -> soundstream.SoundStreamModel:
 
 def main(argv):
   del argv
+  peak_flops = metrics.measure_matmul_peak_flops()
   for scale in _SCALES.value:
     model = _model(scale)
     rate_hz = model.config.sample_rate_hz
@@ -60,11 +68,15 @@ def main(argv):
     generator_params = sum(x.size for x in jax.tree.leaves(params[soundstream.GENERATOR]))
     for op, fn, arg in (("encode", encode, audio), ("decode", decode, codes)):
       seconds = _best_seconds(fn, params, arg)
+      flops = fn.lower(params, arg).compile().cost_analysis()["flops"]
       print(json.dumps({
           "benchmark": "codec", "scale": scale, "op": op, "audio_seconds": _SECONDS.value,
           "wall_seconds": round(seconds, 4), "x_realtime": round(_SECONDS.value / seconds, 2),
           "generator_params_millions": round(generator_params / 1e6, 2),
-          "bitrate_kbps": model.config.bitrate_bps / 1000, "devices": jax.device_count(),
+          "bitrate_kbps": model.config.bitrate_bps / 1000, "gflop": round(flops / 1e9, 2),
+          "gflops_per_second": round(flops / seconds / 1e9, 1),
+          "fraction_of_matmul_peak": round(flops / seconds / peak_flops, 3),
+          "matmul_peak_gflops": round(peak_flops / 1e9, 1), "devices": jax.device_count(),
           "load_average_1min": round(os.getloadavg()[0], 2)}), flush=True)
 
 
