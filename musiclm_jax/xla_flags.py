@@ -20,8 +20,8 @@ CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT",)
 # [batch, heads, q, k] attention logits are 74 MB at the small scale) with a fresh mmap and
 # unmaps it when freed, so each step faults those pages in again, 4 KiB at a time, zeroed.
 # With this tunable glibc asks for transparent huge pages (2 MiB) there, which Linux's
-# default "madvise" mode grants only when asked: small-scale semantic step 4.49 -> 3.58 s,
-# MFU 0.58 -> 0.71 of the same run's matmul peak (docs/design.md section 9).
+# default "madvise" mode grants only when asked: small-scale semantic step 4.33-4.66 ->
+# 3.74-3.75 s, MFU 0.63-0.65 -> 0.71 of the same run's matmul peak (docs/design.md section 9).
 MALLOC_TUNABLE = "glibc.malloc.hugetlb=1"
 # glibc reads its tunables once, at process start; 2.35 added this one.
 _MIN_GLIBC = (2, 35)
