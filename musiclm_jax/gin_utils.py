@@ -125,8 +125,9 @@ def run(main: Callable[[Sequence[str]], None],
   Positional arguments are a UserError that ends with `usage`: binaries take flags only.
   An OSError is one line too: a full disk, a read-only folder, a file where a
   folder should be or a missing permission is the user's to fix. First of all, the program
-  starts again with glibc's malloc on huge pages if it pays (`xla_flags.reexec_with_malloc_tunable`),
-  and the project's XLA:CPU flags go into the environment, before JAX starts its backend.
+  starts again with glibc's malloc on huge pages if it pays
+  (`xla_flags.reexec_with_malloc_tunable`), and the project's XLA:CPU flags go into the
+  environment, before JAX starts its backend.
   """
   xla_flags.reexec_with_malloc_tunable()
   xla_flags.set_cpu_flags()

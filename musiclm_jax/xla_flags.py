@@ -72,8 +72,8 @@ def reexec_with_malloc_tunable() -> None:
   """Starts this program again (same pid, arguments and interpreter options) with
   MALLOC_TUNABLE in GLIBC_TUNABLES, when that pays (`malloc_tunable_pays`); else returns.
 
-  The cost is the program's imports a second time (seconds), paid once per process;
-  `make demo` and `make test` export the tunable, so the binaries they start never pay it.
+  The cost is the program's imports a second time (~5 s for musiclm-train here), once per
+  process; `make demo` and `make test` export the tunable, so the binaries they start never pay it.
   GLIBC_TUNABLES=glibc.malloc.hugetlb=0 opts out. A program read from standard input or
   typed at the prompt cannot be started again, and is left as it is.
   """
@@ -86,7 +86,8 @@ def reexec_with_malloc_tunable() -> None:
   except (AttributeError, ValueError, OSError):  # not glibc, or no transparent huge pages
     return
   if malloc_tunable_pays(os.environ, glibc_version, thp_mode_text):
-    environ = dict(os.environ, GLIBC_TUNABLES=with_malloc_tunable(os.environ.get("GLIBC_TUNABLES", "")))
+    tunables = with_malloc_tunable(os.environ.get("GLIBC_TUNABLES", ""))
+    environ = dict(os.environ, GLIBC_TUNABLES=tunables)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, environ)

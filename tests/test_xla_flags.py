@@ -52,7 +52,8 @@ def test_the_malloc_tunable_joins_a_users_tunables_and_never_overrides_theirs():
     ({}, "glibc 2.36", "always madvise [never]", False),
     ({}, "", "always [madvise] never", False),  # another C library
 ])
-def test_the_program_starts_again_only_where_the_tunable_changes_something(environ, glibc, thp, pays):
+def test_the_program_starts_again_only_where_the_tunable_changes_something(environ, glibc, thp,
+                                                                          pays):
   assert xla_flags.malloc_tunable_pays(environ, glibc, thp) == pays
 
 
