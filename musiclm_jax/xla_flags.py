@@ -68,24 +68,27 @@ def malloc_tunable_pays(environ, glibc_version: str, thp_mode_text: str) -> bool
   return with_malloc_tunable(tunables) != tunables
 
 
-def reexec_with_malloc_tunable() -> None:
-  """Starts this program again (same pid, arguments and interpreter options) with
-  MALLOC_TUNABLE in GLIBC_TUNABLES, when that pays (`malloc_tunable_pays`); else returns.
-
-  The cost is the program's imports a second time (~5 s for musiclm-train here), once per
-  process; `make demo` and `make test` export the tunable, so the binaries they start never pay it.
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=0 opts out. A program read from standard input or
-  typed at the prompt cannot be started again, and is left as it is.
-  """
-  if sys.argv[0] in ("", "-"):
-    return
+def malloc_tunable_pays_here(environ=os.environ) -> bool:
+  """`malloc_tunable_pays` with this machine's C library and transparent huge page mode."""
   try:
     glibc_version = os.confstr("CS_GNU_LIBC_VERSION")
     with open(_THP_MODE_FILE) as f:
       thp_mode_text = f.read()
   except (AttributeError, ValueError, OSError):  # not glibc, or no transparent huge pages
-    return
-  if malloc_tunable_pays(os.environ, glibc_version, thp_mode_text):
+    return False
+  return malloc_tunable_pays(environ, glibc_version, thp_mode_text)
+
+
+def reexec_with_malloc_tunable() -> None:
+  """Starts this program again (same pid, arguments and interpreter options) with
+  MALLOC_TUNABLE in GLIBC_TUNABLES, when that pays (`malloc_tunable_pays_here`); else returns.
+
+  The cost is the program's imports a second time (~5 s for musiclm-train here), once per
+  process; `make demo` and `make test` export the tunable, so the binaries they start never
+  pay it. GLIBC_TUNABLES=glibc.malloc.hugetlb=0 opts out. A program read from standard input or
+  typed at the prompt cannot be started again, and is left as it is.
+  """
+  if sys.argv[0] not in ("", "-") and malloc_tunable_pays_here():
     tunables = with_malloc_tunable(os.environ.get("GLIBC_TUNABLES", ""))
     environ = dict(os.environ, GLIBC_TUNABLES=tunables)
     sys.stdout.flush()

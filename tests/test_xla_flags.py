@@ -80,24 +80,16 @@ gin_utils.run(main)
 """
 
 
-def _thp_mode() -> str:
-  try:
-    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-      return f.read()
-  except OSError:
-    return ""
-
-
-@pytest.mark.skipif(not xla_flags.malloc_tunable_pays(
-    {}, os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "", _thp_mode()),
-    reason="needs glibc >= 2.35 and transparent huge pages in madvise mode")
-def test_a_binary_starts_again_with_its_large_buffers_on_huge_pages(tmp_path):
+@pytest.mark.skipif(not xla_flags.malloc_tunable_pays_here({}),
+                    reason="needs glibc >= 2.35 and transparent huge pages in madvise mode")
+def test_a_binary_starts_again_with_its_large_buffers_on_huge_pages():
   def run(environ):
-    return subprocess.run([sys.executable, "-c", _HUGE_PAGE_PROBE], env=environ, capture_output=True,
-                          text=True, check=True, timeout=300).stdout.split()
+    return subprocess.run([sys.executable, "-c", _HUGE_PAGE_PROBE], env=environ,
+                          capture_output=True, text=True, check=True, timeout=300).stdout.split()
 
   environ = conftest.binary_env()
   del environ["GLIBC_TUNABLES"]
   assert run(environ) == [xla_flags.MALLOC_TUNABLE, "True"]
   # The opt-out: a user's own setting, kept as it is, and 4 KiB pages.
-  assert run(dict(environ, GLIBC_TUNABLES="glibc.malloc.hugetlb=0")) == ["glibc.malloc.hugetlb=0", "False"]
+  opted_out = "glibc.malloc.hugetlb=0"
+  assert run(dict(environ, GLIBC_TUNABLES=opted_out)) == [opted_out, "False"]
