@@ -6,6 +6,7 @@ thing, before JAX starts its backend (its first computation or device query read
 A flag or tunable the user already sets is left alone: the user's own setting wins.
 """
 import os
+import re
 import sys
 
 # XLA:CPU hands dots, elementwise fusions and reductions to YNNPACK by default. Its
@@ -59,8 +60,8 @@ def malloc_tunable_pays(environ, glibc_version: str, thp_mode_text: str) -> bool
   brackets, e.g. 'always [madvise] never'. Only in "madvise" mode does glibc's asking
   matter ("always" gives huge pages anyway, "never" never does).
   """
-  name, _, version = glibc_version.partition(" ")
-  if name != "glibc" or tuple(int(v) for v in version.split(".")[:2]) < _MIN_GLIBC:
+  version = re.fullmatch(r"glibc (\d+)\.(\d+)\b.*", glibc_version)
+  if not version or tuple(map(int, version.groups())) < _MIN_GLIBC:
     return False
   if "[madvise]" not in thp_mode_text.split():
     return False

@@ -51,6 +51,8 @@ def test_the_malloc_tunable_joins_a_users_tunables_and_never_overrides_theirs():
     ({}, "glibc 2.36", "[always] madvise never", False),  # huge pages without asking
     ({}, "glibc 2.36", "always madvise [never]", False),
     ({}, "", "always [madvise] never", False),  # another C library
+    ({}, "glibc 2.41.9000", "always [madvise] never", True),  # a development snapshot
+    ({}, "glibc unknown", "always [madvise] never", False),
 ])
 def test_the_program_starts_again_only_where_the_tunable_changes_something(environ, glibc, thp,
                                                                           pays):
