@@ -97,6 +97,27 @@ def test_metadata_counts_finished_shards_and_guards_the_config(tmp_path):
     token_cache.write_metadata(cache, other, planned)
 
 
+def test_a_cache_with_unwritten_shards_is_refused_until_tokenize_finishes(tmp_path):
+  # musiclm-tokenize writes metadata.json first: a reader must not take a cache still being
+  # written (or a stopped run's) for a whole one.
+  cache = str(tmp_path / "cache")
+  planned = {"train": {"num_shards": 2, "num_clips": 2},
+             "validation": {"num_shards": 1, "num_clips": 1}}
+  token_cache.write_metadata(cache, CONFIG, planned)
+  rng = np.random.default_rng(3)
+  shards = (("train", 0, 2), ("train", 1, 2), ("validation", 0, 1))
+  for (split, shard, num_shards), missing in zip(shards, ("0 of 2 train", "1 of 2 train",
+                                                          "0 of 1 validation")):
+    with pytest.raises(UserError) as e:
+      token_cache.load_metadata(cache)
+    message = str(e.value)
+    assert "unfinished" in message and "musiclm-tokenize" in message and "\n" not in message
+    assert missing in message, message
+    token_cache.write_shard(token_cache.shard_path(cache, split, shard, num_shards),
+                            [random_record(rng, shard, 2)], {"skipped": {}})
+  assert token_cache.load_metadata(cache).splits["train"]["num_shards"] == 2  # whole now
+
+
 def test_a_folder_without_metadata_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match="not a token cache"):
     token_cache.load_metadata(str(tmp_path))

@@ -242,7 +242,8 @@ def _check_cache(cache_dir: str, stage: str,
              for split in metadata.splits}
   records = {split: n for split, n in records.items() if n}
   if not records:
-    raise UserError(f"{cache_dir} holds no finished shard yet: run musiclm-tokenize to the end")
+    raise UserError(f"{cache_dir} holds no clips: musiclm-tokenize skipped every one (the "
+                    "shards' .json files count why)")
   return metadata, records
 
 

@@ -263,6 +263,12 @@ class CacheMetadata:
 
 
 def load_metadata(cache_dir: str) -> CacheMetadata:
+  """What a finished cache holds, for its readers.
+
+  UserError if the folder is no cache, or if a split has fewer finished shards than
+  planned: musiclm-tokenize writes metadata.json when it starts, so a cache still being
+  written, or one whose run was stopped, would otherwise be read as if it were whole.
+  """
   path = os.path.join(cache_dir, METADATA_FILE)
   if not tf.io.gfile.exists(path):
     raise UserError(f"{cache_dir} is not a token cache (no {METADATA_FILE}): write one with "
@@ -271,6 +277,12 @@ def load_metadata(cache_dir: str) -> CacheMetadata:
   if value.get("format_version") != FORMAT_VERSION:
     raise UserError(f"{path} has format version {value.get('format_version')}, this code reads "
                     f"{FORMAT_VERSION}: re-tokenize into a new folder")
+  for split, plan in value["splits"].items():
+    finished = len(finished_shards(cache_dir, split))
+    if finished < plan["num_shards"]:
+      raise UserError(f"{cache_dir} is unfinished: {finished} of {plan['num_shards']} {split} "
+                      "shards written; run musiclm-tokenize to the end with the same settings "
+                      "(it resumes)")
   return CacheMetadata(value["config"], value["splits"])
 
 
