@@ -2,7 +2,7 @@
 # The text-adherence reference run (issue #15; docs/design.md section 10): the levers the
 # demo's small runs supported, on synth_music/small (636 training clips, 80 held out),
 # ending with musiclm-eval on 80 held-out captions, 8 two-genre stories and 40
-# unconditional clips. Every step is skipped when its output exists, and training resumes
+# unconditional clips. Every finished step is skipped (RUN_DIR/<step>.done), and training resumes
 # from its checkpoints, so a stopped run is continued by running it again.
 #
 #   benchmarks/reference_run.sh RUN_DIR DEMO_DIR
@@ -25,24 +25,28 @@ P=.venv/bin/python
 mkdir -p "$R"
 DATA=(--gin.DATA_DIR="'$D/tfds'" --gin.DATASET="'synth_music/small'")
 log() { echo "$(date +%T) $* (load $(cut -d' ' -f1 /proc/loadavg))"; }
-# step NAME OUTPUT COMMAND...: runs COMMAND (logging to RUN_DIR/NAME.log) unless OUTPUT exists.
+# step NAME COMMAND...: runs COMMAND (logging to RUN_DIR/NAME.log) unless RUN_DIR/NAME.done
+# says an earlier run finished it. An output can exist before its step ends
+# (musiclm-tokenize writes metadata.json first, TFDS its config folder, musiclm-infer its
+# page after every batch), so only the marker counts; a stopped step runs again, and every
+# binary here resumes where it stopped.
 step() {
-  local name=$1 output=$2; shift 2
-  if [ -e "$output" ]; then log "$name: reused"; return; fi
+  local name=$1; shift
+  if [ -e "$R/$name.done" ]; then log "$name: reused"; return; fi
   log "$name"; "$@" >> "$R/$name.log" 2>&1
+  touch "$R/$name.done"
 }
-train() {  # train NAME EXPERIMENT BINDINGS...: train, then export to RUN_DIR/NAME/export
+train_and_export() {  # NAME EXPERIMENT BINDINGS...: train, then export to RUN_DIR/NAME/export
   local name=$1 experiment=$2; shift 2
-  if [ -e "$R/$name/export" ]; then log "$name: reused"; return; fi
-  log "$name"
-  "$P" -m musiclm_jax.train --gin_file="experiments/$experiment.gin" --gin.MODEL_DIR="'$R/$name'" \
-    "$@" >> "$R/$name.log" 2>&1
-  "$P" -m musiclm_jax.export --gin_file=runs/export.gin --gin.MODEL_DIR="'$R/$name'" \
-    --gin.EXPORT_DIR="'$R/$name/export'" >> "$R/$name.log" 2>&1
+  "$P" -m musiclm_jax.train --gin_file="experiments/$experiment.gin" --gin.MODEL_DIR="'$R/$name'" "$@"
+  # musiclm-export refuses a folder it has written (its params/ appear whole or not at all).
+  [ -e "$R/$name/export/params" ] || "$P" -m musiclm_jax.export --gin_file=runs/export.gin \
+    --gin.MODEL_DIR="'$R/$name'" --gin.EXPORT_DIR="'$R/$name/export'"
 }
+train() { step "$1" train_and_export "$@"; }
 trap 'log "failed: see the last step'"'"'s log in $R"' ERR
 
-step corpus "$D/tfds/synth_music/small" "$P" -c \
+step corpus "$P" -c \
   "from musiclm_jax.data.synth_music import builder; builder.build_synth_music('$D/tfds', 'small')"
 # Learning rate 5e-4 and commitment weight 0.25 (the demo: 1e-3 and 1.0). At the demo's
 # settings over 1500 steps the codec collapsed when its RVQ joined at step 150 (codebook
@@ -51,13 +55,13 @@ step corpus "$D/tfds/synth_music/small" "$P" -c \
 train soundstream soundstream_synth "${DATA[@]}" --gin.TRAIN_STEPS=1500 --gin.ADVERSARIAL_START_STEP=None \
   --gin.LEARNING_RATE=5e-4 --gin.codec_losses.LossWeights.commitment=0.25
 train mulan mulan_synth "${DATA[@]}" --gin.TRAIN_STEPS=600
-step rvq_8 "$R/rvq_8/rvq.npz" "$P" -m musiclm_jax.fit_mulan_rvq --gin_file=runs/fit_mulan_rvq.gin \
+step rvq_8 "$P" -m musiclm_jax.fit_mulan_rvq --gin_file=runs/fit_mulan_rvq.gin \
   "${DATA[@]}" --gin.EXPORT_DIR="'$R/mulan/export'" --gin.OUTPUT_DIR="'$R/rvq_8'" \
   --gin.FITTED_CODES_PER_LEVEL=8
 TOKENIZERS=(--gin.SOUNDSTREAM_EXPORT_DIR="'$R/soundstream/export'"
             --gin.W2V_BERT_EXPORT_DIR="'$D/w2v_bert/export'" --gin.KMEANS_PATH="'$D/w2v_bert/kmeans.npz'"
             --gin.MULAN_EXPORT_DIR="'$R/mulan/export'" --gin.MULAN_RVQ_PATH="'$R/rvq_8/rvq.npz'")
-step tokens "$R/tokens/metadata.json" "$P" -m musiclm_jax.tokenize_dataset \
+step tokens "$P" -m musiclm_jax.tokenize_dataset \
   --gin_file=runs/tokenize.gin "${DATA[@]}" "${TOKENIZERS[@]}" --gin.TOKEN_CACHE_DIR="'$R/tokens'"
 train semantic semantic_stage --gin.TOKEN_CACHE_DIR="'$R/tokens'" --gin.CROP_SECONDS=10.0 --gin.TRAIN_STEPS=600
 train coarse coarse_stage --gin.TOKEN_CACHE_DIR="'$R/tokens'" --gin.TRAIN_STEPS=1500
@@ -66,7 +70,7 @@ train fine fine_stage --gin.TOKEN_CACHE_DIR="'$R/tokens'" --gin.TRAIN_STEPS=400
 # Prompts: every held-out caption (seed = its index), 8 stories of two captions of
 # different genres, and the first 40 captions again without guidance for the
 # unconditional baseline (musiclm-infer's GUIDANCE_SCALE = 0 keeps only the NULL logits).
-step prompts "$R/prompts.jsonl" "$P" - "$D/tfds" "$R" <<'EOF'
+step prompts "$P" - "$D/tfds" "$R" <<'EOF'
 import json, sys
 import tensorflow_datasets as tfds
 data_dir, run = sys.argv[1:]
@@ -91,18 +95,18 @@ INFER=("$P" -m musiclm_jax.infer --gin_file=runs/infer.gin "${TOKENIZERS[@]}"
        --gin.cascade.Windows.semantic_window_seconds=10.0 --gin.cascade.Windows.semantic_stride_seconds=5.0
        --gin.cascade.Windows.coarse_window_seconds=2.0 --gin.cascade.Windows.coarse_stride_seconds=1.0
        --gin.cascade.Windows.fine_window_seconds=1.0 --gin.cascade.Windows.fine_stride_seconds=0.48)
-step generate "$R/samples/index.html" "${INFER[@]}" --gin.PROMPTS_FILE="'$R/prompts.jsonl'" \
+step generate "${INFER[@]}" --gin.PROMPTS_FILE="'$R/prompts.jsonl'" \
   --gin.OUTPUT_DIR="'$R/samples'"
-step generate_unconditional "$R/samples_unconditional/index.html" "${INFER[@]}" \
+step generate_unconditional "${INFER[@]}" \
   --gin.PROMPTS_FILE="'$R/captions_unconditional.jsonl'" --gin.OUTPUT_DIR="'$R/samples_unconditional'" \
   --gin.GUIDANCE_SCALE=0.0
-step eval "$R/eval/eval.json" "$P" -m musiclm_jax.evaluate --gin_file=runs/eval.gin "${DATA[@]}" \
+step eval "$P" -m musiclm_jax.evaluate --gin_file=runs/eval.gin "${DATA[@]}" \
   --gin.SPLIT="'validation'" --gin.SAMPLES_DIR="'$R/samples'" \
   --gin.UNCONDITIONAL_DIR="'$R/samples_unconditional'" --gin.OUTPUT_DIR="'$R/eval'" \
   --gin.MULAN_EXPORT_DIR="'$R/mulan/export'" --gin.MULAN_RVQ_PATH="'$R/rvq_8/rvq.npz'" \
   --gin.SOUNDSTREAM_EXPORT_DIR="'$R/soundstream/export'" --gin.JUDGE_SPLIT="'train'" \
   --gin.PROBE_TOKEN_CACHE_DIR="'$R/tokens'"
-step listening "$R/listening/index.html" env PYTHONPATH=. "$P" benchmarks/listening_page.py \
+step listening env PYTHONPATH=. "$P" benchmarks/listening_page.py \
   --infer_dir="$R/samples" --data_dir="$D/tfds" --dataset=synth_music/small \
   --output_dir="$R/listening" --lines=4
 log "done"
