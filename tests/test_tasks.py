@@ -277,3 +277,5 @@ def test_random_access_examples_pick_m_t_like_the_seqio_task(cache):
       again = examples.example("train", index, np.random.default_rng(seed))
       np.testing.assert_array_equal(ex["targets"], again["targets"])
   assert 0.35 <= np.mean(picks) <= 0.65  # 120 draws at p = 0.5: sd 0.046
+  with pytest.raises(UserError, match="holds no 'test' clips: tokenize that split"):
+    examples.num_examples("test")  # the cache has train and validation splits only

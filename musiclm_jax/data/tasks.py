@@ -201,8 +201,8 @@ class CacheExamples:
     if split not in self._readers:
       reader = token_cache.SplitReader(self.cache_dir, split)
       if not len(reader):
-        raise UserError(f"{self.cache_dir} has no finished shard of split {split!r}: "
-                        "tokenize that split or pick another")
+        raise UserError(f"{self.cache_dir} holds no {split!r} clips: tokenize that split or "
+                        "pick another")
       self._readers[split] = reader
     return self._readers[split]
 
@@ -238,9 +238,8 @@ def _check_cache(cache_dir: str, stage: str,
   if metadata.acoustic_levels != levels or metadata.mulan_levels != token_layout.MULAN.num_levels:
     raise UserError(f"{cache_dir}: {metadata.acoustic_levels} acoustic and {metadata.mulan_levels} "
                     f"MuLan levels, the stages need {levels} and {token_layout.MULAN.num_levels}")
-  records = {split: token_cache.split_counts(cache_dir, split)["num_records"]
-             for split in metadata.splits}
-  records = {split: n for split, n in records.items() if n}
+  records = {split: counts["num_records"] for split, counts in metadata.splits.items()
+             if counts["num_records"]}
   if not records:
     raise UserError(f"{cache_dir} holds no clips: musiclm-tokenize skipped every one (the "
                     "shards' .json files count why)")

@@ -263,7 +263,8 @@ class CacheMetadata:
 
 
 def load_metadata(cache_dir: str) -> CacheMetadata:
-  """What a finished cache holds, for its readers.
+  """What a finished cache holds, for its readers, with each split's counts taken from the
+  finished shards on disk (`split_counts`).
 
   UserError if the folder is no cache, or if a split has fewer finished shards than
   planned: musiclm-tokenize writes metadata.json when it starts, so a cache still being
@@ -277,13 +278,14 @@ def load_metadata(cache_dir: str) -> CacheMetadata:
   if value.get("format_version") != FORMAT_VERSION:
     raise UserError(f"{path} has format version {value.get('format_version')}, this code reads "
                     f"{FORMAT_VERSION}: re-tokenize into a new folder")
-  for split, plan in value["splits"].items():
-    finished = len(finished_shards(cache_dir, split))
-    if finished < plan["num_shards"]:
-      raise UserError(f"{cache_dir} is unfinished: {finished} of {plan['num_shards']} {split} "
-                      "shards written; run musiclm-tokenize to the end with the same settings "
-                      "(it resumes)")
-  return CacheMetadata(value["config"], value["splits"])
+  splits = {split: dict(plan, **split_counts(cache_dir, split))
+            for split, plan in value["splits"].items()}
+  for split, counts in splits.items():
+    if counts["finished_shards"] < counts["num_shards"]:
+      raise UserError(f"{cache_dir} is unfinished: {counts['finished_shards']} of "
+                      f"{counts['num_shards']} {split} shards written; run musiclm-tokenize to "
+                      "the end with the same settings (it resumes)")
+  return CacheMetadata(value["config"], splits)
 
 
 def split_counts(cache_dir: str, split: str) -> dict[str, Any]:
