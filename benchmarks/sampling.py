@@ -23,7 +23,12 @@ The floor: each decoded token reads every weight once (of the token
 embedding, one row), so a matrix-vector pass over all of them but the
 embedding (each weight as [rows, last axis], f32 and cast to bf16) timed in
 the same run bounds what a cached token can cost;
-`late_token_over_f32_floor` is how far the sampler is from it.
+`late_token_over_f32_floor` is how far the sampler is from it. Every token's
+attention also reads the whole KV cache (its static [.., cache_length] slots,
+filled or not): the same pass over the weights and an f32 cache of this run's
+length is the floor of the algorithm as it stands
+(`weight_and_cache_read_floor_ms_f32`, and 750 tokens at it,
+`seconds_at_weight_and_cache_floor`).
 """
 import json
 import os
@@ -60,14 +65,17 @@ def _timed(fn, repeats):
   return float(np.median(times)), first
 
 
-def _floor_ms(params, dtype, passes: int = 10) -> float:
-  """Median ms of one vector-times-matrix pass over every weight a token reads, stored as `dtype`.
+def _floor_ms(params, dtype, cache=None, passes: int = 10) -> float:
+  """Median ms of one vector-times-matrix pass over every weight a token reads, stored as
+  `dtype`, and over every array of `cache` (a KV cache pytree) if given.
 
   `passes` chained passes run in one call (each scales its vectors by the
   last pass's sum, so none can be hoisted), which keeps dispatch out of it.
   """
-  weights = [leaf.reshape(-1, leaf.shape[-1]).astype(dtype) for name, tree in params.items()
-             if name != "token_embedding" for leaf in jax.tree.leaves(tree)]
+  arrays = [leaf for name, tree in params.items() if name != "token_embedding"
+            for leaf in jax.tree.leaves(tree)]
+  arrays += [leaf for leaf in jax.tree.leaves(cache) if leaf.ndim > 1]  # not the index
+  weights = [leaf.reshape(-1, leaf.shape[-1]).astype(dtype) for leaf in arrays]
 
   def read(weights):
     def one_pass(_, scale):
@@ -94,6 +102,7 @@ def main(argv):
   cache_length = 1 + prompt.shape[1] + n - 1
   early, late = min(75, n - w), n - w
   floor_ms = {dtype: _floor_ms(params, dtype) for dtype in ("float32", "bfloat16")}
+  floor_ms["with_cache"] = _floor_ms(params, "float32", model.init_cache(1, cache_length))
 
   for cached in (True, False) if _FULL.value else (True,):
     run = lambda steps: model.predict_batch(params, {"prompt_tokens": prompt},
@@ -125,6 +134,9 @@ def main(argv):
                      "weight_read_floor_ms_f32": round(floor_ms["float32"], 2),
                      "weight_read_floor_ms_bf16": round(floor_ms["bfloat16"], 2),
                      "late_token_over_f32_floor": round(ms_late / floor_ms["float32"], 2),
+                     "weight_and_cache_read_floor_ms_f32": round(floor_ms["with_cache"], 2),
+                     "seconds_at_weight_and_cache_floor": round(
+                         n * floor_ms["with_cache"] / 1e3, 3),
                      "compile_seconds": round(first[n] - seconds[n], 1)})
     else:
       short, long_ = lengths
