@@ -91,11 +91,13 @@ def _compile_for_topology(*args):
     ("v5e:2x2", 2, "TPU v5 lite", 8),  # multislice: data crosses slices, model stays inside
 ])
 def test_tiny_semantic_step_compiles_for_a_real_tpu_topology(topology, num_slices, chip, devices):
+  from musiclm_jax.tools import tpu_chips  # pylint: disable=g-import-not-at-top
   result = _compile_for_topology(f"--topology={topology}", f"--num_slices={num_slices}",
                                  f"--batch_size={devices}", "--length=64")
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert (report["chip"], report["devices"]) == (chip, devices)
+  assert tpu_chips.num_chips(topology, num_slices) == devices  # what find_max_batch counts
   assert report["mesh"] == {"data": devices // 2, "model": 2}
   sizes = report["per_device_bytes"]
   state_bytes = 3 * 4 * report["params"]
@@ -199,6 +201,9 @@ def test_a_topology_names_its_chip_and_an_unknown_one_is_a_one_line_error():
   from musiclm_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   from musiclm_jax.tools import tpu_chips  # pylint: disable=g-import-not-at-top
   assert tpu_chips.generation("v4:2x2x4") == "v4" and tpu_chips.hbm_gib("v5e:4x4") == 15.75
+  assert tpu_chips.num_chips("v4:2x2x4") == 16 and tpu_chips.num_chips("v5p:2x2x1", 2) == 8
+  with pytest.raises(UserError, match="cannot read the chip grid of topology v5e:4by4"):
+    tpu_chips.num_chips("v5e:4by4")
   with pytest.raises(UserError, match="unknown TPU generation in topology v9:2x2") as error:
     tpu_chips.hbm_gib("v9:2x2")
   assert "\n" not in str(error.value)

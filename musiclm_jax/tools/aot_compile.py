@@ -247,8 +247,9 @@ def find_max_batch(component: str, scale: str, topology: str, model_parallel: in
   a child process (`max_batch.compile_in_child`). The report's `tries` lists every batch's
   verdict and bytes.
   """
-  devices = tpu_devices(topology, num_slices)
-  replicas = len(devices) // model_parallel
+  # Counted, not made: the compiles run in children, and libtpu's devices would only hold
+  # host memory here for the hours a search can take.
+  replicas = tpu_chips.num_chips(topology, num_slices) // model_parallel
 
   def compile_batch(per_replica: int) -> max_batch.Outcome:
     return max_batch.compile_in_child(component, scale, per_replica * replicas, topology,
@@ -258,7 +259,7 @@ def find_max_batch(component: str, scale: str, topology: str, model_parallel: in
                                           first, slope_bytes, flops_per_row, done, on_try)
   if not best:
     raise DoesNotFitError(f"{component} ({scale}) does not fit even 1 row per replica on "
-                          f"{devices[0].device_kind}: raise --model_parallel")
+                          f"a {tpu_chips.generation(topology)} chip: raise --model_parallel")
   return dict(reports[best], max_batch_per_replica=best, tries=tries)
 
 

@@ -22,6 +22,21 @@ def generation(topology: str) -> str:
   return name
 
 
+def num_chips(topology: str, num_slices: int = 1) -> int:
+  """Chips of `num_slices` slices of a topology such as 'v4:2x2x4' (-> 16): its devices, as every
+  generation here is one device per chip (v4 and v5p pair their TensorCores: megacore)."""
+  generation(topology)
+  try:
+    dims = [int(d) for d in topology.split(":", 1)[1].split("x")]
+  except (IndexError, ValueError):
+    raise UserError(f"cannot read the chip grid of topology {topology}: write it like "
+                    "v5e:4x4 or v4:2x2x4") from None
+  chips = num_slices
+  for d in dims:
+    chips *= d
+  return chips
+
+
 def hbm_gib(topology: str) -> float:
   """HBM per chip of a topology's generation."""
   return HBM_GIB[generation(topology)]
