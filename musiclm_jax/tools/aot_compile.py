@@ -247,8 +247,8 @@ def find_max_batch(component: str, scale: str, topology: str, model_parallel: in
   a child process (`max_batch.compile_in_child`). The report's `tries` lists every batch's
   verdict and bytes.
   """
-  # Counted, not made: the compiles run in children, and libtpu's devices would only hold
-  # host memory here for the hours a search can take.
+  # Counted, not made: the compiles run in children, and making libtpu's devices here only to
+  # count them started libtpu in this process too, for the hours a search can take.
   replicas = tpu_chips.num_chips(topology, num_slices) // model_parallel
 
   def compile_batch(per_replica: int) -> max_batch.Outcome:
