@@ -278,14 +278,18 @@ def load_metadata(cache_dir: str) -> CacheMetadata:
   if value.get("format_version") != FORMAT_VERSION:
     raise UserError(f"{path} has format version {value.get('format_version')}, this code reads "
                     f"{FORMAT_VERSION}: re-tokenize into a new folder")
-  splits = {split: dict(plan, **split_counts(cache_dir, split))
-            for split, plan in value["splits"].items()}
+  splits = _with_counts(cache_dir, value["splits"])
   for split, counts in splits.items():
     if counts["finished_shards"] < counts["num_shards"]:
       raise UserError(f"{cache_dir} is unfinished: {counts['finished_shards']} of "
                       f"{counts['num_shards']} {split} shards written; run musiclm-tokenize to "
                       "the end with the same settings (it resumes)")
   return CacheMetadata(value["config"], splits)
+
+
+def _with_counts(cache_dir: str, planned: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Each split's plan with the counts of its finished shards on disk (`split_counts`)."""
+  return {split: dict(plan, **split_counts(cache_dir, split)) for split, plan in planned.items()}
 
 
 def split_counts(cache_dir: str, split: str) -> dict[str, Any]:
@@ -317,8 +321,7 @@ def write_metadata(cache_dir: str, config: dict[str, Any],
                        if old.get("config", {}).get(k) != config.get(k))
       raise UserError(f"{cache_dir} holds a cache written with other settings ({', '.join(changed)}): "
                       "tokenize into a new folder, or delete this one to start over")
-  splits = {split: dict(plan, **split_counts(cache_dir, split)) for split, plan in planned.items()}
-  metadata = CacheMetadata(config, splits)
+  metadata = CacheMetadata(config, _with_counts(cache_dir, planned))
   tf.io.gfile.makedirs(cache_dir)
   write_json_atomically(path, metadata.to_json())
   return metadata

@@ -3,6 +3,8 @@
 One place for the facts `aot_compile` compiles against and `memory_table` prints, and for
 reading a generation out of a topology name ('v5e' of 'v5e:4x4').
 """
+import math
+
 from musiclm_jax.errors import UserError
 
 # HBM per chip as the TPU compiler counts it (programs beyond it are refused).
@@ -31,10 +33,7 @@ def num_chips(topology: str, num_slices: int = 1) -> int:
   except (IndexError, ValueError):
     raise UserError(f"cannot read the chip grid of topology {topology}: write it like "
                     "v5e:4x4 or v4:2x2x4") from None
-  chips = num_slices
-  for d in dims:
-    chips *= d
-  return chips
+  return num_slices * math.prod(dims)
 
 
 def hbm_gib(topology: str) -> float:
