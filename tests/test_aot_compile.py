@@ -181,20 +181,29 @@ def test_the_table_names_every_try_and_the_rows_not_measured():
       {"batch_per_replica": 11, "verdict": "refused", "needed_gib": 16.1}],
       hbm_gib=15.75, params=417.5e6, length=762, max_batch_per_replica=10, batch_size=160,
       per_device_gib={"argument": 4.67, "temp": 10.49, "total": 15.2, "peak": 12.59},
-      compile_seconds=327.4,
+      compile_seconds=327.4, scale="paper", model_parallel=1,
       load_average=15.3, expected_step_seconds=0.256, mfu=0.4, flops_per_step=3.227e14,
       flops_source="analytic")
-  # A row still being searched shows the compiler's answers so far, in batch order.
-  unfinished = {("semantic", "v4:2x2x4"): {
-      24: {"refused": "does not fit", "needed_bytes": 33e9},
-      1: {"report": {"per_device_gib": {"total": 1.951}}}}}
-  table = memory_rows.markdown([row], [("semantic", "v5e:4x4"), ("semantic", "v4:2x2x4"),
-                                       ("mulan", "v5p:2x2x1")], unfinished)
+
+  def accepted(batch, flops_per_row, total_gib):
+    return {"report": {"compiled_flops": batch * flops_per_row, "per_device_gib": {"total": total_gib},
+                       "per_device_bytes": {"total": total_gib * 2**30}}}
+
+  # A row still being searched shows its compiles so far in batch order, each judged as its
+  # search judged it: against the least FLOPs per row compiled until then (no v4 row gives
+  # one) and v4's 30.75 GiB. Batch 1 costs more a row (its share of the optimizer) and fits;
+  # 30 costs 2% more than 40 and recomputes; 50 is over HBM.
+  tries = {("v4:2x2x4", "semantic", "paper", 1): {
+      1: accepted(1, 105.0, 1.951), 40: accepted(40, 100.0, 20.0), 24: {"refused": "does not fit"},
+      30: accepted(30, 102.0, 18.0), 50: accepted(50, 100.0, 31.0)}}
+  expected = [(t, c, "paper", 1) for c, t in [("semantic", "v5e:4x4"), ("semantic", "v4:2x2x4"),
+                                              ("mulan", "v5p:2x2x1")]]
+  table = memory_rows.markdown([row], expected, tries)
   assert ("| semantic | v5e-16 (15.75 GiB) | 417.5M | 762 tokens | 10 (160) | 4.67 / 10.49 / 15.20 (12.59) "
           "| 327 s (load 15.3) | 0.256 s at 40% (322.7 TFLOP, analytic) | 10 fits 15.20, 11 refused |"
           ) in table
-  assert table.endswith("Not measured yet: semantic on v4-32 (so far, batch per chip: 1 accepted "
-                        "at 1.95 GiB, 24 refused), mulan on v5p-8.\n")
+  assert table.endswith("Not measured yet: semantic on v4-32 (so far, batch per chip: 1 fits 1.95, "
+                        "24 refused, 30 recomputes 18.00, 40 fits 20.00, 50 over HBM 31.00), mulan on v5p-8.\n")
 
 
 def test_a_topology_names_its_chip_and_an_unknown_one_is_a_one_line_error():

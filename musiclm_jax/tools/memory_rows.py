@@ -11,8 +11,8 @@ import numpy as np
 
 from musiclm_jax import metrics
 from musiclm_jax import musiclm_spec
+from musiclm_jax.tools import max_batch
 from musiclm_jax.tools import tpu_chips
-
 
 
 def aim(rows: list[dict], component: str, hbm_gib: float) -> tuple[int, float] | None:
@@ -73,12 +73,11 @@ def with_analytic_flops(row: dict, flops_per_step: float) -> dict:
               expected_step_seconds=metrics.expected_step_seconds(flops_per_step, peak, row["mfu"]))
 
 
-def markdown(rows: list[dict], expected: list[tuple[str, str]],
-             unfinished: dict[tuple[str, str], dict[int, dict]] | None = None) -> str:
+def markdown(rows: list[dict], expected: list[tuple], tries: dict[tuple, dict[int, dict]]) -> str:
   """The table, one line per row (sizes in GiB per chip at the largest batch that fits),
-  then the (component, topology) rows of `expected` not measured yet, each with the
-  compiles it has so far (`unfinished`: {(component, topology): {batch per replica:
-  max_batch outcome}}, from the tries .jsonl): a row can take more than a session here."""
+  then the rows of `expected` (row keys: topology, component, scale, model_parallel) not
+  measured yet, each with its compiles so far from `tries` (read_tries): a row can take
+  more than a session here."""
   lines = ["| component | topology (HBM per chip) | params | row | max batch per chip (global) "
            "| per chip: argument / temp / total (peak) GiB | compile | step at MFU | batches tried |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -91,29 +90,42 @@ def markdown(rows: list[dict], expected: list[tuple[str, str]],
     unit = "tokens" if r["component"] in musiclm_spec.STAGES else "samples"
     step = (f"{r['expected_step_seconds']} s at {r['mfu']:.0%} ({r['flops_per_step'] / 1e12:.4g} "
             f"TFLOP, {r['flops_source']})" if "expected_step_seconds" in r else "")
-    tries = ", ".join(f"{t['batch_per_replica']} {t['verdict']}"
-                      + (f" {t['total_gib']:.2f}" if "total_gib" in t else "") for t in r["tries"])
     lines.append(
         f"| {r['component']} | {where} | {r['params'] / 1e6:.1f}M | {r['length']} {unit} "
         f"| {r['max_batch_per_replica']} ({r['batch_size']}) "
         f"| {gib['argument']:.2f} / {gib['temp']:.2f} / {gib['total']:.2f} ({gib['peak']:.2f}) "
-        f"| {r['compile_seconds']:.0f} s (load {r.get('load_average', '?')}) | {step} | {tries} |")
-  measured = {(r["component"], r["topology"]) for r in rows}
-  missing = [f"{c} on {tpu_chips.TOPOLOGY_NAMES.get(t, t)}"
-             + _compiled_so_far((unfinished or {}).get((c, t), {}))
-             for c, t in expected if (c, t) not in measured]
+        f"| {r['compile_seconds']:.0f} s (load {r.get('load_average', '?')}) | {step} "
+        f"| {_verdicts(r['tries'])} |")
+  measured = {(r["topology"], r["component"], r["scale"], r["model_parallel"]) for r in rows}
+  missing = [f"{key[1]} on {tpu_chips.TOPOLOGY_NAMES.get(key[0], key[0])}"
+             + _so_far(tries.get(key, {}), rows, key) for key in expected if key not in measured]
   if missing:
     lines.append(f"\nNot measured yet: {', '.join(missing)}.")
   return "\n".join(lines) + "\n"
 
 
-def _compiled_so_far(outcomes: dict[int, dict]) -> str:
-  """' (so far, batch per chip: 1 accepted at 1.95 GiB, 40 refused)' for a row's finished
-  compiles ('' if none): the compiler's answers, not yet the row's verdicts (those need the
-  whole search)."""
+def _verdicts(tries: list[dict]) -> str:
+  """'10 fits 15.20, 12 recomputes 9.00, 13 refused': a search's verdicts in the order tried."""
+  return ", ".join(f"{t['batch_per_replica']} {t['verdict']}"
+                   + (f" {t['total_gib']:.2f}" if "total_gib" in t else "") for t in tries)
+
+
+def _so_far(outcomes: dict[int, dict], rows: list[dict], key: tuple) -> str:
+  """' (so far, batch per chip: 1 fits 1.95, 40 refused)' for an unfinished row's compiles
+  ('' if none), in batch order, each judged as its search judged it (max_batch.search, in
+  the order compiled): a batch the compiler accepted by recomputing does not fit."""
   if not outcomes:
     return ""
-  return " (so far, batch per chip: " + ", ".join(
-      f"{batch} refused" if "refused" in outcome else
-      f"{batch} accepted at {outcome['report']['per_device_gib']['total']:.2f} GiB"
-      for batch, outcome in sorted(outcomes.items())) + ")"
+  topology, component = key[:2]
+  earlier = least_flops_per_row(rows, component, topology)
+  capacity_bytes = tpu_chips.hbm_gib(topology) * 2**30
+  reports, tries = {}, []
+  for batch, outcome in outcomes.items():  # in the order compiled (read_tries keeps the file's)
+    if "refused" in outcome:
+      tries.append({"batch_per_replica": batch, "verdict": "refused"})
+      continue
+    report = reports[batch] = outcome["report"]
+    reference = earlier or max_batch.reference_flops_per_row(reports)
+    tries.append({"batch_per_replica": batch, "total_gib": report["per_device_gib"]["total"],
+                  "verdict": max_batch.accepted_verdict(report, batch, reference, capacity_bytes)})
+  return f" (so far, batch per chip: {_verdicts(sorted(tries, key=lambda t: t['batch_per_replica']))})"

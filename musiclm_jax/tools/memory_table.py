@@ -77,13 +77,14 @@ def main(argv):
   tries_path = os.path.splitext(_OUT.value)[0] + ".tries.jsonl"
   scale, model_parallel = flags.FLAGS.scale, flags.FLAGS.model_parallel
   # Component by component: a component's first row aims the others' first tries.
-  expected = [(c, t) for c in _COMPONENTS.value for t in _TOPOLOGIES.value]
+  expected = [(t, c, scale, model_parallel) for c in _COMPONENTS.value for t in _TOPOLOGIES.value]
   if _REFRESH.value:
     _refresh_step_times(records, set(_COMPONENTS.value))
-  for component, topology in ([] if _RENDER_ONLY.value or _REFRESH.value else expected):
+  for key in ([] if _RENDER_ONLY.value or _REFRESH.value else expected):
     rows = _read_rows(records)
-    if (topology, component, scale, model_parallel) in rows:
+    if key in rows:
       continue
+    topology, component = key[:2]
     hbm_gib = tpu_chips.hbm_gib(topology)
     measured = list(rows.values())
     first, slope_gib = memory_rows.aim(measured, component, hbm_gib) or (_FIRST_BATCH.value, None)
@@ -94,11 +95,9 @@ def main(argv):
       f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
   # The whole file: other runs may have added rows meanwhile.
-  unfinished = {(component, topology): outcomes for (topology, component, row_scale, row_model),
-                outcomes in memory_rows.read_tries(tries_path).items()
-                if (row_scale, row_model) == (scale, model_parallel)}
   with open(_OUT.value, "w") as f:
-    f.write(memory_rows.markdown(list(_read_rows(records).values()), expected, unfinished))
+    f.write(memory_rows.markdown(list(_read_rows(records).values()), expected,
+                                 memory_rows.read_tries(tries_path)))
 
 
 def _refresh_step_times(records: str, components: set[str]) -> None:
