@@ -73,7 +73,8 @@ def search(compile_batch: Callable[[int], Outcome], capacity_bytes: float, first
                   "compiled_flops_per_row": report["compiled_flops"] / per_replica,
                   "compile_seconds": report["compile_seconds"]})
     # A recomputing program's bytes are off the line the others lie on.
-    return verdict == "fits", None if verdict == "recomputes" else report["per_device_bytes"]["total"]
+    total = None if verdict == "recomputes" else report["per_device_bytes"]["total"]
+    return verdict == "fits", total
 
   best = bisect_limit.largest_fitting_linear(measure, capacity_bytes, first=first,
                                              slope=slope_bytes)
@@ -92,7 +93,7 @@ def accepted_verdict(report: dict, per_replica: int, flops_per_row: float,
 def reference_flops_per_row(reports: Mapping[int, dict]) -> float:
   """The least compiled FLOPs per row among {batch per replica: report} (the batches
   compiled so far): what a batch that does not recompute costs. A row's share of fixed work
-  (the optimizer's update) shrinks as the batch grows, so the least is the largest batch
+  (the optimizer's update) shrinks as the batch grows, so the least is about the largest batch
   that does not recompute (SoundStream on v4: 3.006 TFLOP a row at 1, 2.851 at 63, 2.913 at
   95 by recomputing); the smallest batch's would let a recompute of a few % pass."""
   return min(report["compiled_flops"] / batch for batch, report in reports.items())

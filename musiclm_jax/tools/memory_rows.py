@@ -128,4 +128,5 @@ def _so_far(outcomes: dict[int, dict], rows: list[dict], key: tuple) -> str:
     reference = earlier or max_batch.reference_flops_per_row(reports)
     tries.append({"batch_per_replica": batch, "total_gib": report["per_device_gib"]["total"],
                   "verdict": max_batch.accepted_verdict(report, batch, reference, capacity_bytes)})
-  return f" (so far, batch per chip: {_verdicts(sorted(tries, key=lambda t: t['batch_per_replica']))})"
+  tries.sort(key=lambda t: t["batch_per_replica"])
+  return f" (so far, batch per chip: {_verdicts(tries)})"
