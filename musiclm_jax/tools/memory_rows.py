@@ -31,17 +31,22 @@ def aim(rows: list[dict], component: str, hbm_gib: float) -> tuple[int, float] |
   return max(int((hbm_gib - intercept) / slope), 1), float(slope)
 
 
+def row_key(record: dict) -> tuple:
+  """(topology, component, scale, model_parallel): what a row or a try is of, in the rows'
+  .jsonl and the tries' alike."""
+  return record["topology"], record["component"], record["scale"], record["model_parallel"]
+
+
 def read_tries(path: str) -> dict[tuple, dict[int, dict]]:
   """{row key: {batch per replica: `max_batch` outcome}} of a tries .jsonl ({} if absent).
 
-  A row key is (topology, component, scale, model_parallel), as in the rows' .jsonl."""
+  Row keys as `row_key` gives them."""
   tries = {}
   if os.path.exists(path):
     with open(path) as f:
       for line in filter(str.strip, f):
         t = json.loads(line)
-        key = (t["topology"], t["component"], t["scale"], t["model_parallel"])
-        tries.setdefault(key, {})[t["batch_per_replica"]] = t["outcome"]
+        tries.setdefault(row_key(t), {})[t["batch_per_replica"]] = t["outcome"]
   return tries
 
 
@@ -96,7 +101,7 @@ def markdown(rows: list[dict], expected: list[tuple], tries: dict[tuple, dict[in
         f"| {gib['argument']:.2f} / {gib['temp']:.2f} / {gib['total']:.2f} ({gib['peak']:.2f}) "
         f"| {r['compile_seconds']:.0f} s (load {r.get('load_average', '?')}) | {step} "
         f"| {_verdicts(r['tries'])} |")
-  measured = {(r["topology"], r["component"], r["scale"], r["model_parallel"]) for r in rows}
+  measured = {row_key(r) for r in rows}
   missing = [f"{key[1]} on {tpu_chips.TOPOLOGY_NAMES.get(key[0], key[0])}"
              + _so_far(tries.get(key, {}), rows, key) for key in expected if key not in measured]
   if missing:

@@ -49,16 +49,15 @@ _FIRST_BATCH = flags.DEFINE_integer("first_batch", 1, "First batch per chip to t
 flags.FLAGS.set_default("model_parallel", 1)
 
 
-def measure_row(topology: str, component: str, scale: str, model_parallel: int, mfu: float,
-                tries_path: str, first: int = 1, slope_bytes: float | None = None,
-                flops_per_row: float | None = None) -> dict:
+def measure_row(key: tuple, mfu: float, tries_path: str, first: int = 1,
+                slope_bytes: float | None = None, flops_per_row: float | None = None) -> dict:
   """One row: find_max_batch's report, or what did not fit (a batch of 1 per replica).
 
-  tries_path: a tries .jsonl (memory_rows.read_tries): this row's compiles found there
-  are not redone, and each new one is added to it."""
+  key: the row's `memory_rows.row_key`. tries_path: a tries .jsonl (memory_rows.read_tries):
+  this row's compiles found there are not redone, and each new one is added to it."""
+  topology, component, scale, model_parallel = key
   row = {"topology": topology, "component": component, "scale": scale,
          "hbm_gib": tpu_chips.hbm_gib(topology), "model_parallel": model_parallel}
-  key = (topology, component, scale, model_parallel)
   try:
     row.update(aot_compile.find_max_batch(
         component, scale, topology, model_parallel, first=first, slope_bytes=slope_bytes,
@@ -88,8 +87,7 @@ def main(argv):
     hbm_gib = tpu_chips.hbm_gib(topology)
     measured = list(rows.values())
     first, slope_gib = memory_rows.aim(measured, component, hbm_gib) or (_FIRST_BATCH.value, None)
-    row = measure_row(topology, component, scale, model_parallel, flags.FLAGS.mfu, tries_path,
-                      first, slope_gib and slope_gib * 2**30,
+    row = measure_row(key, flags.FLAGS.mfu, tries_path, first, slope_gib and slope_gib * 2**30,
                       memory_rows.least_flops_per_row(measured, component, topology))
     with open(records, "a") as f:
       f.write(json.dumps(row) + "\n")
@@ -121,7 +119,7 @@ def _read_rows(records: str) -> dict[tuple, dict]:
     return {}
   with open(records) as f:
     rows = [json.loads(line) for line in f if line.strip()]
-  return {(r["topology"], r["component"], r["scale"], r["model_parallel"]): r for r in rows}
+  return {memory_rows.row_key(r): r for r in rows}
 
 
 if __name__ == "__main__":
