@@ -1,5 +1,5 @@
-"""The issue #15 diagnostics: count-table information per acoustic level, the prefix gap and
-the conditioning gap."""
+"""The issue #15 diagnostics: count-table information per acoustic level, the prefix gap, the
+conditioning gap and coarse tokens sampled given the real past."""
 import dataclasses
 import json
 import subprocess
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from musiclm_jax import cascade
+from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec
 from musiclm_jax import results_file
 from musiclm_jax.data import tasks
@@ -22,6 +23,8 @@ from musiclm_jax.models import lm
 from conftest import REPO_DIR, binary_env
 from numpy_params import model_params
 from test_tasks import write_cache
+import fake_tokenizers
+import test_cascade
 
 CODES = 16
 TINY = transformer.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32)
@@ -209,3 +212,39 @@ def test_conditioning_gap_rejects_a_fine_stage():
   with pytest.raises(UserError, match="reads no MuLan tokens"):
     teacher_forcing.conditioning_gap(cascade.StageLM(model, None), [], "mulan", CROP_SECONDS,
                                      own_melody=False, seed=0)
+
+
+@pytest.mark.parametrize("guidance_scale", [None, 3.0])
+def test_greedy_draws_given_their_own_past_are_the_cascades_greedy_tokens(guidance_scale):
+  """The cascade samples coarse windows greedily with its KV cache; given those tokens as the
+  real past, each one-step draw of the full forward pass is the token the cascade drew."""
+  greedy = decoding.SamplingConfig(temperature=0.0, guidance_scale=guidance_scale)
+  musiclm = test_cascade.make_cascade(fake_tokenizers.FakeAcousticTokenizer(codebook_size=CODES))
+  request = cascade.Request.from_text("calm piano", test_cascade.SECONDS, seed=5,
+                                      sampling=(("coarse", greedy),))
+  [generation] = musiclm.generate([request])
+  record = token_cache.Record(
+      clip_id="own", mulan=generation.mulan_text[0], semantic=generation.semantic,
+      acoustic=generation.acoustic, num_samples=len(generation.audio),
+      mulan_text=generation.mulan_text[0])
+  coarse = generation.acoustic[:, :token_layout.COARSE.num_levels]
+  assert len({c.start for c in generation.chunks if c.stage == "coarse"}) > 2  # windows join
+
+  def draw(record):
+    return teacher_forcing.sample_given_real_past(musiclm.stages["coarse"], record,
+                                                  test_cascade.WINDOWS, greedy, seed=5,
+                                                  num_codes=CODES)
+  np.testing.assert_array_equal(draw(record), coarse)
+  # Another past: the draws after the changed frame follow it, the ones before do not.
+  changed = record.acoustic.copy()
+  changed[10, :token_layout.COARSE.num_levels] = (coarse[10] + 1) % CODES
+  other = draw(dataclasses.replace(record, acoustic=changed))
+  np.testing.assert_array_equal(other[:10], coarse[:10])
+  assert (other[11:] != coarse[11:]).any()
+
+
+def test_sampling_given_real_past_rejects_a_fine_stage():
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.fine_stage())
+  with pytest.raises(UserError, match="measured on a coarse stage"):
+    teacher_forcing.sample_given_real_past(cascade.StageLM(model, None), _record(0, 0),
+                                           test_cascade.WINDOWS, decoding.SamplingConfig(), 0)

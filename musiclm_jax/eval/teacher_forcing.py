@@ -27,17 +27,29 @@ rolled − own > 0 means the stage's predictions depend on the tokens swapped.
 Whether reading the prefix helps on held-out clips is another question: own
 against the targets' code frequencies alone (the unigram of
 `eval/token_information.py`) answers it.
+
+Sampling given the real past (coarse stage): a clip's coarse tokens drawn in the
+cascade's windows with the cascade's knobs, each from the stage's prediction
+given the clip's real S and real earlier coarse tokens, not its own samples
+(`sample_given_real_past`). Decoded, it is what the stage's one-step errors
+sound like without their compounding in free sampling (`benchmarks/decode_levels.py
+--source=teacher_forced`).
 """
+import functools
 from typing import Callable, Sequence
 
 import gin
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import cascade
+from musiclm_jax import decoding
 from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
+from musiclm_jax import musiclm_spec as spec
 from musiclm_jax import paths
+from musiclm_jax import window_plan
 from musiclm_jax.data import pipeline
 from musiclm_jax.data import tasks
 from musiclm_jax.data import token_cache
@@ -229,3 +241,61 @@ def prefix_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record],
   return {"stage": stage.name, "prefix": kind, "crop_seconds": crop_seconds,
           "clips": len(records),
           **paired_row_gaps(stage_lm, records, rows_of_clip, PREFIX_ROWS, length)}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_codes"))
+def _one_step_samples(model, params, prompt, targets, key, knobs, *, num_codes):
+  """Each of `targets` [1, m] drawn given the prompt [1, n] and the real targets before it.
+
+  One forward pass over [BOS | prompt | targets[:-1]]: position n + k predicts target k. The
+  knobs are `SamplingConfig.predict_kwargs()`; guidance mixes the conditional and NULL rows as
+  `lm.DecoderOnlyLM.predict_batch` does. Returns ids [m] int32.
+  """
+  rows = jnp.concatenate([jnp.full((1, 1), token_layout.PAD_ID, jnp.int32), prompt,
+                          targets[:, :-1]], axis=1)
+  guidance_scale = knobs.pop("guidance_scale")
+  if guidance_scale is None:
+    logits = model.apply(params, rows)[0, prompt.shape[1]:]
+  else:
+    cond, uncond = model.apply(params, jnp.concatenate([rows, model.remove_conditioning(rows)]))
+    logits = (uncond + guidance_scale * (cond - uncond))[prompt.shape[1]:]
+  steps = jnp.arange(targets.shape[1])
+  logits, first_id = model.allowed_logits(logits, model.target_tokens_in(prompt)[0] + steps,
+                                          num_codes)
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, steps)
+  return first_id + decoding.sample_logits(keys, logits, **knobs)
+
+
+def sample_given_real_past(stage_lm: cascade.StageLM, record: token_cache.Record,
+                           windows: window_plan.Windows, sampling: decoding.SamplingConfig,
+                           seed: int, num_codes: int | None = None) -> np.ndarray:
+  """Coarse codes [T_a, 4] of `record`, each drawn by the coarse stage given the real past.
+
+  The cascade's coarse windows (`window_plan.stage_chunks`) and prompts, with the caption's
+  M_T (what a text prompt gives), the clip's own S, and for every token the clip's real
+  coarse tokens before it in its window where free sampling feeds back its own draws.
+  sampling and seed: the stage's knobs and the request's seed (window w draws with the
+  cascade's `window_key`). num_codes: codes per level the codec holds (None: the layout's).
+  """
+  model, params = stage_lm
+  if model.stage is None or model.stage.name != "coarse":
+    raise UserError(f"the export holds a {getattr(model.stage, 'name', 'plain')} LM: sampling "
+                    "given the real past is measured on a coarse stage")
+  if not len(record.mulan_text):
+    raise UserError(f"clip {record.clip_id} has no M_T: tokenize its cache with captions")
+  layout = model.stage.layout
+  per = spec.ACOUSTIC_PER_SEMANTIC
+  coarse = record.acoustic[None, :, :token_layout.COARSE.num_levels]
+  sampled = np.zeros_like(coarse[0])
+  knobs = sampling.predict_kwargs()
+  for window, (prefix, begin, end) in enumerate(
+      window_plan.stage_chunks(windows, "coarse", len(record.semantic))):
+    prompt = np.concatenate([layout.encode("mulan", record.mulan_text[None]),
+                             layout.encode_stream("semantic", record.semantic[None, prefix:end, None]),
+                             layout.encode_stream("coarse", coarse[:, prefix * per:begin * per])], 1)
+    targets = layout.encode_stream("coarse", coarse[:, begin * per:end * per])
+    ids = _one_step_samples(model, params, jnp.asarray(prompt), jnp.asarray(targets),
+                            cascade.window_key(seed, "coarse", window), dict(knobs),
+                            num_codes=num_codes)
+    sampled[begin * per:end * per] = layout.decode_stream("coarse", np.asarray(ids)[None])[0]
+  return sampled

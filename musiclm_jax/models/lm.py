@@ -428,20 +428,29 @@ class DecoderOnlyLM(base.BaseModel):
         buffer = jax.lax.dynamic_update_slice_in_dim(buffer, feed(token)[:, None], position, axis=1)
         return mix(self.apply(params, buffer)[:, position]), (buffer, position + 1)
 
-    first_position = self._target_tokens_in(prompt)
+    first_position = self.target_tokens_in(prompt)
 
     def constrain(logits, step):
-      first_id, width = self.allowed_ids(first_position + step)
-      width = min(width, num_codes or width)
-      if width < logits.shape[-1]:
-        columns = (first_id - self.logits_offset)[:, None] + jnp.arange(width)
-        logits = jnp.take_along_axis(logits, columns, axis=-1)
-      return logits, first_id
+      return self.allowed_logits(logits, first_position + step, num_codes)
 
     return decode_fn(first_logits, state, tokens_to_logits, rng, num_steps=num_steps,
                      constrain=constrain, **decode_kwargs)
 
-  def _target_tokens_in(self, prompt):
+  def allowed_logits(self, logits, positions, num_codes=None):
+    """The columns of `logits` new tokens number `positions` may take, and the first one's id.
+
+    logits [..., num_logits], positions [...] int32 (a stage's target number p is of level
+    p % num_levels: `allowed_ids`); num_codes: only each level's first num_codes codes (None:
+    all). Returns (logits [..., width], first_id [...]): column c is id first_id + c.
+    """
+    first_id, width = self.allowed_ids(positions)
+    width = min(width, num_codes or width)
+    if width < logits.shape[-1]:
+      columns = (first_id - self.logits_offset)[..., None] + jnp.arange(width)
+      logits = jnp.take_along_axis(logits, columns, axis=-1)
+    return logits, first_id
+
+  def target_tokens_in(self, prompt):
     """[batch] count of the stage's target-kind ids already in the prompt (0 for a plain LM)."""
     if self.stage is None:
       return jnp.zeros(prompt.shape[:1], jnp.int32)
