@@ -64,6 +64,8 @@ _COARSE_EXPORT_DIR = flags.DEFINE_string("coarse_export_dir", None, "The coarse 
                                          "(--source=teacher_forced).")
 _TOKEN_CACHE_DIR = flags.DEFINE_string("token_cache_dir", None, "Token cache of the corpus, "
                                        "with captions (--source=teacher_forced).")
+_REAL_TOKEN_RATE = flags.DEFINE_float("real_token_rate", 0.0, "Each teacher-forced token is "
+                                      "the real one with this probability (a better stage).")
 
 
 def main(argv):
@@ -104,7 +106,7 @@ def main(argv):
         codes = teacher_forcing.sample_given_real_past(
             coarse_stage, clips[record["text"]], cascade.Windows(**record["windows"]),
             decoding.SamplingConfig(**record["sampling"]["coarse"]), sample["seed"],
-            codec.codebook_size)[None]
+            codec.codebook_size, _REAL_TOKEN_RATE.value)[None]
       elif real is None:  # a one-line error when the folder has no tokens
         tokens = results_file.read_tokens(_INFER_DIR.value, sample.get("tokens", ""))
         codes = tokens["acoustic"][None]
@@ -120,6 +122,7 @@ def main(argv):
       replaced += 1
   print(json.dumps({"benchmark": "decode_levels", "source": _SOURCE.value,
                     "levels": _LEVELS.value, "samples_replaced": replaced,
+                    "real_token_rate": _REAL_TOKEN_RATE.value,
                     "output_dir": _OUTPUT_DIR.value}))
 
 

@@ -185,6 +185,11 @@ class Cascade:
     use_cache: sample with the KV cache (False: full recompute, the reference).
     max_length: most tokens (BOS + prompt + new) in one window.
     sources: where the components came from (export paths), for results records.
+    decode_levels: the audio is decoded from the first this many codec levels (None: all,
+      the paper). The codec trains with quantizer dropout, so fewer levels are an input its
+      decoder knows; a small run's stages sample its deeper levels near-uniformly, and
+      decoding them adds noise (docs/design.md section 10). Every stage still runs, so the
+      tokens are the paper's.
   """
 
   def __init__(self, conditioning_tokenizer: tokenizers.ConditioningTokenizer,
@@ -193,7 +198,8 @@ class Cascade:
                semantic_tokenizer: tokenizers.SemanticTokenizer | None = None,
                windows: Windows = Windows(), use_cache: bool = True,
                max_length: int = lm.DEFAULT_MAX_LENGTH, sources: dict | None = None,
-               melody_tokenizer: tokenizers.MelodyTokenizer | None = None):
+               melody_tokenizer: tokenizers.MelodyTokenizer | None = None,
+               decode_levels: int | None = None):
     self.conditioning_tokenizer = conditioning_tokenizer
     self.acoustic_tokenizer = acoustic_tokenizer
     self.semantic_tokenizer = semantic_tokenizer
@@ -203,7 +209,9 @@ class Cascade:
     self.use_cache = use_cache
     self.max_length = max_length
     self.sources = dict(sources or {})
+    self.decode_levels = decode_levels
     windows.check(max_length)
+    check_decode_levels(decode_levels, acoustic_tokenizer.num_levels)
     _check_components(self)
 
   # Public API.
@@ -291,7 +299,7 @@ class Cascade:
       chunks += run()
       stage_seconds[stage] = time.perf_counter() - stage_started
     stage_started = time.perf_counter()
-    audio = self._decode(np.concatenate([coarse, fine], axis=-1))
+    audio = self._decode(acoustic[..., :self.decode_levels])
     stage_seconds["decode"] = time.perf_counter() - stage_started
     seconds = time.perf_counter() - started
     return [Generation(audio[i, :r.num_samples()], semantic[i], acoustic[i], chunks, seconds,
@@ -477,6 +485,13 @@ def check_request(request: Request, max_seconds: float | None = None,
                       f"shorter than the duration ({request.seconds:g} s): raise the duration")
 
 
+def check_decode_levels(decode_levels: int | None, num_levels: int) -> None:
+  """UserError unless decode_levels is None or 1 .. the codec's num_levels."""
+  if decode_levels is not None and not 1 <= decode_levels <= num_levels:
+    raise UserError(f"decode_levels {decode_levels}: the codec has levels 1 to {num_levels}; "
+                    "use one of them, or None for all")
+
+
 def _is_finite(value) -> bool:
   """Whether `value` is a real number a float holds (huge Python ints overflow float())."""
   try:
@@ -555,7 +570,7 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
                  w2v_bert_export_dir: str | None = None, kmeans_path: str | None = None,
                  melody_export_dir: str | None = None, melody_rvq_path: str | None = None,
                  windows: Windows = Windows(), use_cache: bool = True,
-                 max_length: int = lm.DEFAULT_MAX_LENGTH,
+                 max_length: int = lm.DEFAULT_MAX_LENGTH, decode_levels: int | None = None,
                  conditioning_loader=_load_mulan, semantic_loader=_load_w2v_bert,
                  acoustic_loader=acoustic.SoundStreamTokenizer.load,
                  melody_loader=_load_melody) -> Cascade:
@@ -596,4 +611,5 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
                  load_stage(coarse_export_dir), load_stage(fine_export_dir),
                  semantic_tokenizer=semantic_tokenizer, windows=windows, use_cache=use_cache,
                  max_length=max_length, melody_tokenizer=melody_tokenizer,
+                 decode_levels=decode_levels,
                  sources={name.lower(): paths_lib.join(path) for name, (path, _) in paths.items()})

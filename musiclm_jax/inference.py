@@ -451,6 +451,7 @@ def _record(prompt: Prompt, samples: list[dict], cascade: cascade_lib.Cascade,
           "num_samples": len(prompt.requests), "sampling": sampling, "samples": samples,
           "sample_rate_hz": cascade_lib.SAMPLE_RATE_HZ,
           "windows": dataclasses.asdict(cascade.windows), "use_cache": cascade.use_cache,
+          "decode_levels": cascade.decode_levels,
           "max_length": cascade.max_length, "batch_size": batch_size, "sources": cascade.sources}
 
 

@@ -241,6 +241,14 @@ def test_greedy_draws_given_their_own_past_are_the_cascades_greedy_tokens(guidan
   other = draw(dataclasses.replace(record, acoustic=changed))
   np.testing.assert_array_equal(other[:10], coarse[:10])
   assert (other[11:] != coarse[11:]).any()
+  # At temperature 1 many draws are other codes; each stays the real one at the real token rate.
+  wide = dataclasses.replace(greedy, temperature=1.0)
+  drawn, half, real = (teacher_forcing.sample_given_real_past(
+      musiclm.stages["coarse"], record, test_cascade.WINDOWS, wide, seed=5, num_codes=CODES,
+      real_token_rate=rate) for rate in (0.0, 0.5, 1.0))
+  np.testing.assert_array_equal(real, coarse)
+  assert (drawn == coarse).mean() < 0.7
+  assert (half == coarse).mean() == pytest.approx(0.5 + 0.5 * (drawn == coarse).mean(), abs=0.15)
 
 
 def test_sampling_given_real_past_rejects_a_fine_stage():

@@ -19,6 +19,7 @@ TINY = transformer.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff
 # The decoder runs on 0.2 s with 0.2 s of context: more than the tiny SoundStream sees.
 WINDOWS = cascade_lib.Windows(0.4, 0.2, 0.16, 0.08, 0.08, 0.04, 0.2, 0.2)
 SECONDS = 0.8
+HOP = musiclm_spec.SAMPLES_PER_ACOUSTIC_FRAME
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,6 +69,23 @@ def test_a_codec_with_smaller_books_gets_only_codes_it_holds():
   assert generation.acoustic.max() < 16 and len(np.unique(generation.acoustic)) > 4
   [wide] = make_cascade().generate([cascade_lib.Request.from_text("calm piano", 0.4, seed=3)])
   assert wide.acoustic.max() >= 16
+
+
+class _LevelsSeen(fake_tokenizers.FakeAcousticTokenizer):
+  """Decodes each frame to the sum of its codes: every level decoded is heard."""
+
+  def decode(self, codes):
+    return np.repeat(np.asarray(codes, np.float32).sum(-1), HOP, axis=-1)
+
+
+def test_decode_levels_decodes_the_first_levels_of_the_same_tokens():
+  request = cascade_lib.Request.from_text("calm piano", 0.4, seed=3)
+  [full] = make_cascade(acoustic=_LevelsSeen()).generate([request])
+  [two] = make_cascade(acoustic=_LevelsSeen(), decode_levels=2).generate([request])
+  np.testing.assert_array_equal(two.acoustic, full.acoustic)  # every stage still ran
+  frames = np.repeat(full.acoustic.astype(np.float32), HOP, axis=0)
+  np.testing.assert_allclose(full.audio, frames.sum(-1)[:len(full.audio)])
+  np.testing.assert_allclose(two.audio, frames[:, :2].sum(-1)[:len(two.audio)])
 
 
 def test_cached_and_full_recompute_give_the_same_tokens(musiclm):
@@ -142,6 +160,8 @@ def test_continuation_starts_from_the_audio_tokens(musiclm):
     (dict(windows=cascade_lib.Windows(semantic_window_seconds=0.41)), "not a positive whole number"),
     (dict(windows=cascade_lib.Windows(fine_stride_seconds=4.0)), "exceeds fine_window_seconds"),
     (dict(max_length=512), "more than max_length 512"),
+    (dict(decode_levels=13), "decode_levels 13: the codec has levels 1 to 12"),
+    (dict(decode_levels=0), "decode_levels 0: the codec has levels 1 to 12"),
 ])
 def test_components_that_do_not_fit_are_one_line_errors(change, message):
   stages = tiny_stage_lms()
@@ -150,7 +170,8 @@ def test_components_that_do_not_fit_are_one_line_errors(change, message):
     cascade_lib.Cascade(fake_tokenizers.FakeConditioningTokenizer(),
                         fake_tokenizers.FakeAcousticTokenizer(codebook_size=change.get("codebook_size", 1024)), *slots,
                         windows=change.get("windows", cascade_lib.Windows()),
-                        max_length=change.get("max_length", 4096))
+                        max_length=change.get("max_length", 4096),
+                        decode_levels=change.get("decode_levels"))
   assert "\n" not in str(error.value)
 
 

@@ -244,12 +244,13 @@ def prefix_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record],
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_codes"))
-def _one_step_samples(model, params, prompt, targets, key, knobs, *, num_codes):
+def _one_step_samples(model, params, prompt, targets, key, knobs, real_token_rate, *, num_codes):
   """Each of `targets` [1, m] drawn given the prompt [1, n] and the real targets before it.
 
   One forward pass over [BOS | prompt | targets[:-1]]: position n + k predicts target k. The
   knobs are `SamplingConfig.predict_kwargs()`; guidance mixes the conditional and NULL rows as
-  `lm.DecoderOnlyLM.predict_batch` does. Returns ids [m] int32.
+  `lm.DecoderOnlyLM.predict_batch` does. Each draw is replaced by the real target with
+  probability real_token_rate. Returns ids [m] int32.
   """
   rows = jnp.concatenate([jnp.full((1, 1), token_layout.PAD_ID, jnp.int32), prompt,
                           targets[:, :-1]], axis=1)
@@ -263,12 +264,16 @@ def _one_step_samples(model, params, prompt, targets, key, knobs, *, num_codes):
   logits, first_id = model.allowed_logits(logits, model.target_tokens_in(prompt)[0] + steps,
                                           num_codes)
   keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, steps)
-  return first_id + decoding.sample_logits(keys, logits, **knobs)
+  drawn = first_id + decoding.sample_logits(keys, logits, **knobs)
+  # fold_in(key, m): a stream no draw (steps 0 .. m - 1) uses.
+  keep = jax.random.uniform(jax.random.fold_in(key, len(steps)), drawn.shape) < real_token_rate
+  return jnp.where(keep, targets[0], drawn)
 
 
 def sample_given_real_past(stage_lm: cascade.StageLM, record: token_cache.Record,
                            windows: window_plan.Windows, sampling: decoding.SamplingConfig,
-                           seed: int, num_codes: int | None = None) -> np.ndarray:
+                           seed: int, num_codes: int | None = None,
+                           real_token_rate: float = 0.0) -> np.ndarray:
   """Coarse codes [T_a, 4] of `record`, each drawn by the coarse stage given the real past.
 
   The cascade's coarse windows (`window_plan.stage_chunks`) and prompts, with the caption's
@@ -276,6 +281,9 @@ def sample_given_real_past(stage_lm: cascade.StageLM, record: token_cache.Record
   coarse tokens before it in its window where free sampling feeds back its own draws.
   sampling and seed: the stage's knobs and the request's seed (window w draws with the
   cascade's `window_key`). num_codes: codes per level the codec holds (None: the layout's).
+  real_token_rate: each token is the real one with this probability, else the draw: a stage
+  whose held-out CE is lower by a set amount (each token's probability p becomes
+  rate + (1 - rate) p) and whose errors are this stage's, fewer.
   """
   model, params = stage_lm
   if model.stage is None or model.stage.name != "coarse":
@@ -296,6 +304,6 @@ def sample_given_real_past(stage_lm: cascade.StageLM, record: token_cache.Record
     targets = layout.encode_stream("coarse", coarse[:, begin * per:end * per])
     ids = _one_step_samples(model, params, jnp.asarray(prompt), jnp.asarray(targets),
                             cascade.window_key(seed, "coarse", window), dict(knobs),
-                            num_codes=num_codes)
+                            np.float32(real_token_rate), num_codes=num_codes)
     sampled[begin * per:end * per] = layout.decode_stream("coarse", np.asarray(ids)[None])[0]
   return sampled
