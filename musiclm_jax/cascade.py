@@ -211,7 +211,7 @@ class Cascade:
     self.sources = dict(sources or {})
     self.decode_levels = decode_levels
     windows.check(max_length)
-    check_decode_levels(decode_levels, acoustic_tokenizer.num_levels)
+    _check_decode_levels(decode_levels, acoustic_tokenizer.num_levels)
     _check_components(self)
 
   # Public API.
@@ -485,7 +485,7 @@ def check_request(request: Request, max_seconds: float | None = None,
                       f"shorter than the duration ({request.seconds:g} s): raise the duration")
 
 
-def check_decode_levels(decode_levels: int | None, num_levels: int) -> None:
+def _check_decode_levels(decode_levels: int | None, num_levels: int) -> None:
   """UserError unless decode_levels is None or 1 .. the codec's num_levels."""
   if decode_levels is not None and not 1 <= decode_levels <= num_levels:
     raise UserError(f"decode_levels {decode_levels}: the codec has levels 1 to {num_levels}; "
