@@ -331,9 +331,7 @@ class Cascade:
     for i, (prefix, begin, end) in enumerate(window_plan.stage_chunks(
         self.windows, "coarse", semantic.shape[1], start, boundaries)):
       segment = _segment(begin, boundaries)
-      prompt = np.concatenate([layout.encode("mulan", mulan[:, segment]),
-                               layout.encode_stream("semantic", semantic[:, prefix:end, None]),
-                               layout.encode_stream("coarse", coarse[:, prefix * per:begin * per])], 1)
+      prompt = coarse_prompt(layout, mulan[:, segment], semantic, coarse, prefix, begin, end)
       ids = self._sample("coarse", rows, i, prompt, (end - begin) * per * coarse.shape[-1])
       coarse[:, begin * per:end * per] = layout.decode_stream("coarse", ids)
       chunks.append(Chunk("coarse", segment, prefix, begin, end))
@@ -386,6 +384,17 @@ class Cascade:
       pieces.append(audio[:, (begin - low) * spec.SAMPLES_PER_ACOUSTIC_FRAME:
                           (end - low) * spec.SAMPLES_PER_ACOUSTIC_FRAME])
     return np.concatenate(pieces, axis=1)
+
+
+def coarse_prompt(layout: token_layout.TokenLayout, mulan: np.ndarray, semantic: np.ndarray,
+                  coarse: np.ndarray, prefix: int, begin: int, end: int) -> np.ndarray:
+  """A coarse window's prompt ids [batch, n]: M, S of semantic frames [prefix, end), and the
+  coarse frames before `begin` in it (mulan [batch, levels], semantic [batch, frames],
+  coarse [batch, 2 * frames, 4]; `window_plan.stage_chunks` gives prefix, begin, end)."""
+  per = spec.ACOUSTIC_PER_SEMANTIC
+  return np.concatenate([layout.encode("mulan", mulan),
+                         layout.encode_stream("semantic", semantic[:, prefix:end, None]),
+                         layout.encode_stream("coarse", coarse[:, prefix * per:begin * per])], 1)
 
 
 def melody_ids(layout: token_layout.TokenLayout, melody: np.ndarray | None, begin: int, end: int,

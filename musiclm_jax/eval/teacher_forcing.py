@@ -258,8 +258,8 @@ def _one_step_samples(model, params, prompt, targets, key, knobs, real_token_rat
   if guidance_scale is None:
     logits = model.apply(params, rows)[0, prompt.shape[1]:]
   else:
-    cond, uncond = model.apply(params, jnp.concatenate([rows, model.remove_conditioning(rows)]))
-    logits = (uncond + guidance_scale * (cond - uncond))[prompt.shape[1]:]
+    logits = lm.guide(model.apply(params, jnp.concatenate([rows, model.remove_conditioning(rows)])),
+                      guidance_scale)[0, prompt.shape[1]:]
   steps = jnp.arange(targets.shape[1])
   logits, first_id = model.allowed_logits(logits, model.target_tokens_in(prompt)[0] + steps,
                                           num_codes)
@@ -298,9 +298,8 @@ def sample_given_real_past(stage_lm: cascade.StageLM, record: token_cache.Record
   knobs = sampling.predict_kwargs()
   for window, (prefix, begin, end) in enumerate(
       window_plan.stage_chunks(windows, "coarse", len(record.semantic))):
-    prompt = np.concatenate([layout.encode("mulan", record.mulan_text[None]),
-                             layout.encode_stream("semantic", record.semantic[None, prefix:end, None]),
-                             layout.encode_stream("coarse", coarse[:, prefix * per:begin * per])], 1)
+    prompt = cascade.coarse_prompt(layout, record.mulan_text[None], record.semantic[None],
+                                   coarse, prefix, begin, end)
     targets = layout.encode_stream("coarse", coarse[:, begin * per:end * per])
     ids = _one_step_samples(model, params, jnp.asarray(prompt), jnp.asarray(targets),
                             cascade.window_key(seed, "coarse", window), dict(knobs),

@@ -53,6 +53,13 @@ from musiclm_jax.models import base
 DEFAULT_MAX_LENGTH = 4096
 
 
+def guide(logits, guidance_scale):
+  """Classifier-free guidance: logits [2 batch, ...] of the conditional rows, then the same rows
+  with NULL conditioning -> uncond + scale * (cond - uncond) [batch, ...]."""
+  cond, uncond = jnp.split(logits, 2)
+  return uncond + guidance_scale * (cond - uncond)
+
+
 class DecoderOnlyLM(base.BaseModel):
   """A decoder-only Transformer LM implementing the trainer's BaseModel.
 
@@ -400,11 +407,7 @@ class DecoderOnlyLM(base.BaseModel):
       rows = jnp.concatenate([rows, self.remove_conditioning(rows)])
 
     def mix(logits):
-      """Logits [rows, n] -> the sampled [batch, n]: guided rows are cond, then uncond."""
-      if not guided:
-        return logits
-      cond, uncond = logits[:batch], logits[batch:]
-      return uncond + guidance_scale * (cond - uncond)
+      return guide(logits, guidance_scale) if guided else logits
 
     def feed(token):
       return jnp.concatenate([token, token]) if guided else token
