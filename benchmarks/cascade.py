@@ -2,6 +2,7 @@ r"""Cascade speed: seconds of compute per second of music, by scale and batch si
 
   .venv/bin/python benchmarks/cascade.py                            # tiny and small, batch 1 and 8
   .venv/bin/python benchmarks/cascade.py --scales=tiny --seconds=3
+  .venv/bin/python benchmarks/cascade.py --decode_levels=None,2     # all 12 levels vs 2 (no fine stage)
 
 Builds the three stage LMs from gin (models/<stage>.gin + scales/<scale>.gin)
 and SoundStream (scales/soundstream_tiny.gin for tiny, soundstream_paper.gin
@@ -34,6 +35,8 @@ from musiclm_jax.tokenizers import acoustic
 _SCALES = flags.DEFINE_list("scales", ["tiny", "small"], "gin/scales/<scale>.gin of the stage LMs")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8"], "Requests per batch.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Music per request.")
+_DECODE_LEVELS = flags.DEFINE_list("decode_levels", ["None"], "Cascade decode_levels to run: None "
+                                   "(all 12, the paper) or N; at most 4 skips the fine stage.")
 
 
 class _TextTokens:
@@ -50,7 +53,7 @@ def _init(model, batch_spec):
   return nn.unbox(jax.jit(lambda rng: model.init(rng, batch_spec))(jax.random.key(0)))
 
 
-def _musiclm(scale: str) -> cascade_lib.Cascade:
+def _musiclm(scale: str, decode_levels: int | None) -> cascade_lib.Cascade:
   tokens = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), jnp.int32)}
   stages = []
   for stage in musiclm_spec.STAGES:
@@ -60,14 +63,16 @@ def _musiclm(scale: str) -> cascade_lib.Cascade:
   codec = gin_models.build_model(["models/soundstream.gin", f"scales/soundstream_{codec_scale}.gin"])
   audio = {"audio": jax.ShapeDtypeStruct((1, 4800), jnp.float32)}
   return cascade_lib.Cascade(_TextTokens(), acoustic.SoundStreamTokenizer(codec, _init(codec, audio)),
-                             *stages)
+                             *stages, decode_levels=decode_levels)
 
 
 def main(argv):
   del argv
   results = []
-  for scale in _SCALES.value:
-    musiclm = _musiclm(scale)
+  configurations = [(scale, None if levels == "None" else int(levels))
+                    for scale in _SCALES.value for levels in _DECODE_LEVELS.value]
+  for scale, decode_levels in configurations:
+    musiclm = _musiclm(scale, decode_levels)
     for batch_size in map(int, _BATCH_SIZES.value):
       requests = [cascade_lib.Request.from_text(f"prompt {i}", _SECONDS.value, seed=i)
                   for i in range(batch_size)]
@@ -75,7 +80,7 @@ def main(argv):
       generation = musiclm.generate(requests, batch_size)[0]
       wall = generation.batch_seconds
       results.append({
-          "scale": scale, "batch_size": batch_size,
+          "scale": scale, "batch_size": batch_size, "decode_levels": decode_levels,
           "compute_seconds_per_music_second": round(wall / (batch_size * _SECONDS.value), 3),
           "wall_seconds": round(wall, 2),
           **{f"{stage}_share": round(seconds / wall, 3)

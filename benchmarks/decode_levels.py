@@ -110,6 +110,9 @@ def main(argv):
       elif real is None:  # a one-line error when the folder has no tokens
         tokens = results_file.read_tokens(_INFER_DIR.value, sample.get("tokens", ""))
         codes = tokens["acoustic"][None]
+        if codes.shape[-1] < _LEVELS.value:  # a cascade that decoded no fine level saved 4
+          raise UserError(f"{sample['tokens']} holds {codes.shape[-1]} levels, not "
+                          f"--levels={_LEVELS.value}: decode at most those")
       elif record["text"] in real:
         codes = codec.encode(real[record["text"]][None])
       else:

@@ -131,10 +131,13 @@ class Chunk(NamedTuple):
 
 @dataclasses.dataclass
 class Generation:
-  """A request's result: audio [samples] at 24 kHz, S [frames], A [2 * frames, 12], windows.
+  """A request's result: audio [samples] at 24 kHz, S [frames], A [2 * frames, levels], windows.
+
+  levels: the codec's 12, or the 4 coarse ones when the cascade's decode_levels leaves the
+  fine stage out.
 
   batch_seconds: wall time of the batch the request ran in.
-  stage_seconds: the part of it each step took: semantic, coarse, fine, decode
+  stage_seconds: the part of it each step took: semantic, coarse, fine (if run), decode
     (compiles included).
   mulan_text: M_T [segments, mulan_levels], the codes each segment's windows were
     conditioned on.
@@ -188,8 +191,9 @@ class Cascade:
     decode_levels: the audio is decoded from the first this many codec levels (None: all,
       the paper). The codec trains with quantizer dropout, so fewer levels are an input its
       decoder knows; a small run's stages sample its deeper levels near-uniformly, and
-      decoding them adds noise (docs/design.md section 10). Every stage still runs, so the
-      tokens are the paper's.
+      decoding them adds noise (docs/design.md section 10). At most the coarse levels (4):
+      the fine stage, the cascade's longest, is not run, and `Generation.acoustic` holds the
+      coarse levels only.
   """
 
   def __init__(self, conditioning_tokenizer: tokenizers.ConditioningTokenizer,
@@ -268,6 +272,11 @@ class Cascade:
       generations = self._generate_batch([requests[i] for i in batch], batch_size)
       yield from zip(batch, generations)
 
+  @property
+  def runs_fine_stage(self) -> bool:
+    """False when no fine level is decoded (decode_levels ≤ the coarse levels)."""
+    return self.decode_levels is None or self.decode_levels > token_layout.COARSE.num_levels
+
   # The cascade.
 
   def _generate_batch(self, requests: list[Request], batch_size: int) -> list[Generation]:
@@ -291,10 +300,13 @@ class Cascade:
       melody = self.melody_tokenizer.tokenize(np.stack([np.resize(r.melody, samples) for r in rows]))
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
+    steps = [("semantic", lambda: self._semantic(rows, mulan, semantic, start, melody)),
+             ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start)),
+             ("fine", lambda: self._fine(rows, coarse, fine, start))]
+    if not self.runs_fine_stage:
+      steps, acoustic = steps[:2], coarse
     chunks, stage_seconds = [], {}
-    for stage, run in (("semantic", lambda: self._semantic(rows, mulan, semantic, start, melody)),
-                       ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start)),
-                       ("fine", lambda: self._fine(rows, coarse, fine, start))):
+    for stage, run in steps:
       stage_started = time.perf_counter()
       chunks += run()
       stage_seconds[stage] = time.perf_counter() - stage_started

@@ -7,6 +7,7 @@ import pytest
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import decoding
 from musiclm_jax import musiclm_spec
+from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.layers import transformer
 from musiclm_jax.models import lm
@@ -81,11 +82,19 @@ class _LevelsSeen(fake_tokenizers.FakeAcousticTokenizer):
 def test_decode_levels_decodes_the_first_levels_of_the_same_tokens():
   request = cascade_lib.Request.from_text("calm piano", 0.4, seed=3)
   [full] = make_cascade(acoustic=_LevelsSeen()).generate([request])
-  [two] = make_cascade(acoustic=_LevelsSeen(), decode_levels=2).generate([request])
-  np.testing.assert_array_equal(two.acoustic, full.acoustic)  # every stage still ran
   frames = np.repeat(full.acoustic.astype(np.float32), HOP, axis=0)
   np.testing.assert_allclose(full.audio, frames.sum(-1)[:len(full.audio)])
-  np.testing.assert_allclose(two.audio, frames[:, :2].sum(-1)[:len(two.audio)])
+  coarse = token_layout.COARSE.num_levels
+  for levels in (2, coarse, coarse + 1):
+    musiclm = make_cascade(acoustic=_LevelsSeen(), decode_levels=levels)
+    [part] = musiclm.generate([request])
+    np.testing.assert_allclose(part.audio, frames[:, :levels].sum(-1)[:len(part.audio)])
+    # The fine stage runs only when one of its levels is heard; its tokens, when it does, and
+    # the coarse ones always are the full cascade's.
+    ran_fine = any(chunk.stage == "fine" for chunk in part.chunks)
+    assert ran_fine == musiclm.runs_fine_stage == (levels > coarse), levels
+    assert ("fine" in part.stage_seconds) == ran_fine
+    np.testing.assert_array_equal(part.acoustic, full.acoustic if ran_fine else full.acoustic[:, :coarse])
 
 
 def test_cached_and_full_recompute_give_the_same_tokens(musiclm):

@@ -74,7 +74,13 @@ def test_record_codes_split_the_acoustic_levels_where_the_stages_do():
   assert codes["M_T"].shape == (1, 12) and codes["semantic"].shape == (FRAMES, 1)
   record.mulan_text = np.zeros([0], np.int32)
   assert "M_T" not in token_probes.record_codes(record)
-  record.acoustic = record.acoustic[:, :8]
+  # A cascade that decodes no fine level samples the coarse levels only.
+  acoustic = record.acoustic
+  record.acoustic = acoustic[:, :token_layout.COARSE.num_levels]
+  coarse_only = token_probes.record_codes(record)
+  assert "fine" not in coarse_only
+  np.testing.assert_array_equal(coarse_only["coarse"], codes["coarse"])
+  record.acoustic = acoustic[:, :8]
   with pytest.raises(UserError, match="acoustic tokens of shape"):
     token_probes.record_codes(record)
 

@@ -79,15 +79,19 @@ def clip_codes(semantic: np.ndarray, acoustic: np.ndarray, mulan_text: np.ndarra
                mulan: np.ndarray | None = None, clip: str = "a clip") -> Codes:
   """A clip's representations, codes [frames, levels] each, from its tokens as a token-cache
   record holds them (semantic [T_s], acoustic [T_a, levels], M [mulan_levels] or
-  [segments, mulan_levels]); an empty M (M_T without a caption, M_A without MuLan) is left out."""
+  [segments, mulan_levels]); an empty M (M_T without a caption, M_A without MuLan) is left out,
+  and so is fine when acoustic holds the coarse levels only (a cascade that decoded no fine
+  level did not sample them)."""
   acoustic = np.asarray(acoustic)
   coarse_levels = KINDS["coarse"].num_levels
-  if acoustic.ndim != 2 or acoustic.shape[1] != coarse_levels + KINDS["fine"].num_levels:
+  if acoustic.ndim != 2 or acoustic.shape[1] not in (coarse_levels,
+                                                     coarse_levels + KINDS["fine"].num_levels):
     raise UserError(f"{clip} has acoustic tokens of shape {acoustic.shape}, the stages read "
-                    f"[frames, {coarse_levels} coarse + {KINDS['fine'].num_levels} fine]: tokenize "
-                    f"with the cascade's SoundStream")
-  codes = {"semantic": np.asarray(semantic).reshape(-1, 1), "coarse": acoustic[:, :coarse_levels],
-           "fine": acoustic[:, coarse_levels:]}
+                    f"[frames, {coarse_levels} coarse (+ {KINDS['fine'].num_levels} fine)]: "
+                    f"tokenize with the cascade's SoundStream")
+  codes = {"semantic": np.asarray(semantic).reshape(-1, 1), "coarse": acoustic[:, :coarse_levels]}
+  if acoustic.shape[1] > coarse_levels:
+    codes["fine"] = acoustic[:, coarse_levels:]
   for name, m in (("M_T", mulan_text), ("M_A", mulan)):
     if m is not None and np.size(m):
       codes[name] = np.atleast_2d(np.asarray(m))
