@@ -85,6 +85,20 @@ def test_record_codes_split_the_acoustic_levels_where_the_stages_do():
     token_probes.record_codes(record)
 
 
+def test_read_records_takes_at_most_max_records_evenly_spaced(tmp_path):
+  cache = str(tmp_path)
+  records = _records(10, 4, "train")
+  token_cache.write_shard(token_cache.shard_path(cache, "train", 0, 1), records, {})
+  token_cache.write_metadata(cache, {}, {"train": {"num_shards": 1}})
+  ids = lambda rs: [r.clip_id for r in rs]
+  assert ids(token_probes.read_records(cache, "train")) == ids(records)
+  assert ids(token_probes.read_records(cache, "train", 10)) == ids(records)
+  assert ids(token_probes.read_records(cache, "train", 4)) == ["train0", "train2", "train5",
+                                                                "train7"]
+  with pytest.raises(UserError, match="no 'validation' records"):
+    token_probes.read_records(cache, "validation")
+
+
 def test_labels_are_the_judges_and_unlabelled_records_are_refused():
   records = _records(2, 3, "x")
   labels = token_probes.record_labels(records)

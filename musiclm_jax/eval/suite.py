@@ -391,7 +391,7 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
              memorization_token_cache_dir: str | None = None,
              memorization_kmeans_path: str | None = None, memorization_examples: int = 32,
              probe_token_cache_dir: str | None = None, probe_train_split: str = "train",
-             seed: int = 0) -> dict:
+             probe_max_train_clips: int | None = 1000, seed: int = 0) -> dict:
   """Checks the inputs, runs `run_suite`, writes OUTPUT_DIR/eval.json and eval.html; returns the report.
 
   mulan_rvq_path: MuLan's RVQ file, loaded with the export (the tokenizer needs it; its
@@ -402,7 +402,10 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
   file of its tokens: the memorization study (eval/memorization.py) on the cache's first
   `memorization_examples` training examples; all three or none (off).
   probe_token_cache_dir: a token cache of `dataset` with SPLIT and `probe_train_split`: the
-  token probes (eval/token_probes.py); None: off.
+  token probes (eval/token_probes.py); None: off. probe_max_train_clips: the probes are fitted
+  on at most this many of the split's clips, evenly spaced (None: all): each of their L-BFGS
+  fits costs clips x features per step (on small_x16's 10,072 clips the eval did not finish
+  in 35 minutes).
   """
   # Every input is read and checked before any model loads. Generated clips are cut to the
   # reference's clip length: every set is scored on the same duration, and a long
@@ -439,7 +442,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
         memorization_examples)
   probe_inputs = None  # (train records, SPLIT's records, generated (prompts, codes))
   if probe_token_cache_dir:
-    probe_inputs = (token_probes.read_records(probe_token_cache_dir, probe_train_split),
+    probe_inputs = (token_probes.read_records(probe_token_cache_dir, probe_train_split,
+                                              probe_max_train_clips),
                     token_probes.read_records(probe_token_cache_dir, split),
                     token_probes.read_generated(samples_dir))
   judge_reference = (clip_sets.read_judge_split(dataset, data_dir, judge_split) if judge_split
@@ -515,7 +519,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
                       "memorization_token_cache_dir": memorization_token_cache_dir,
                       "memorization_kmeans_path": memorization_kmeans_path,
                       "probe_token_cache_dir": probe_token_cache_dir,
-                      "probe_train_split": probe_train_split, "seed": seed,
+                      "probe_train_split": probe_train_split,
+                      "probe_max_train_clips": probe_max_train_clips, "seed": seed,
                       "clip_seconds": clip_seconds}
   with open(os.path.join(output_dir, EVAL_JSON), "w") as f:
     json.dump(report, f, indent=1)

@@ -65,13 +65,17 @@ NO_TOKENS = ("no text line of the musiclm-infer folder saved its tokens: run mus
              "SAVE_TOKENS=True")
 
 
-def read_records(cache_dir: str, split: str) -> list[token_cache.Record]:
-  """Every record of a token cache split; a one-line error for no cache or an empty split."""
+def read_records(cache_dir: str, split: str, max_records: int | None = None
+                 ) -> list[token_cache.Record]:
+  """The records of a token cache split, at most `max_records` of them evenly spaced through it
+  (None: all); a one-line error for no cache or an empty split."""
   metadata = token_cache.load_metadata(cache_dir)
   records = list(token_cache.read_split(cache_dir, split))
   if not records:
     raise UserError(f"the token cache {cache_dir} has no {split!r} records: use one of "
                     f"{sorted(metadata.splits)}")
+  if max_records is not None and len(records) > max_records:
+    records = [records[i * len(records) // max_records] for i in range(max_records)]
   return records
 
 
