@@ -301,10 +301,11 @@ class Cascade:
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
     steps = [("semantic", lambda: self._semantic(rows, mulan, semantic, start, melody)),
-             ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start)),
-             ("fine", lambda: self._fine(rows, coarse, fine, start))]
-    if not self.runs_fine_stage:
-      steps, acoustic = steps[:2], coarse
+             ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start))]
+    if self.runs_fine_stage:
+      steps.append(("fine", lambda: self._fine(rows, coarse, fine, start)))
+    else:
+      acoustic = coarse  # the levels sampled
     chunks, stage_seconds = [], {}
     for stage, run in steps:
       stage_started = time.perf_counter()

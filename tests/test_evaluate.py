@@ -366,11 +366,15 @@ def test_story_lines_are_read_and_judged_per_window_like_real_clips(reference, t
   assert "story (judge's genre per 2.99 s window" in report_lib.headline(page)
 
 
-def test_memorization_needs_all_three_inputs(corpus, folders, tmp_path):
+def test_memorization_and_probe_inputs_are_checked_before_any_model_loads(corpus, folders, tmp_path):
   with pytest.raises(UserError) as e:
     suite.evaluate(samples_dir=folders["generated"], **corpus, output_dir=str(tmp_path),
                    memorization_token_cache_dir=str(tmp_path))
   assert "MEMORIZATION_KMEANS_PATH" in _one_line(e)
+  with pytest.raises(UserError) as e:
+    suite.evaluate(samples_dir=folders["generated"], **corpus, output_dir=str(tmp_path),
+                   probe_token_cache_dir=str(tmp_path), probe_max_train_clips=0)
+  assert "probe_max_train_clips 0: give 1 or more" in _one_line(e)
 
 
 def test_judge_input_errors_are_one_line(corpus, reference, monkeypatch, tmp_path):

@@ -440,6 +440,8 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     memorization_parts = memorization.load_inputs(
         memorization_token_cache_dir, memorization_semantic_export_dir, memorization_kmeans_path,
         memorization_examples)
+  if probe_max_train_clips is not None and probe_max_train_clips < 1:
+    raise UserError(f"probe_max_train_clips {probe_max_train_clips}: give 1 or more (None: all)")
   probe_inputs = None  # (train records, SPLIT's records, generated (prompts, codes))
   if probe_token_cache_dir:
     probe_inputs = (token_probes.read_records(probe_token_cache_dir, probe_train_split,
