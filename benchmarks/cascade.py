@@ -2,7 +2,7 @@ r"""Cascade speed: seconds of compute per second of music, by scale and batch si
 
   .venv/bin/python benchmarks/cascade.py                            # tiny and small, batch 1 and 8
   .venv/bin/python benchmarks/cascade.py --scales=tiny --seconds=3
-  .venv/bin/python benchmarks/cascade.py --decode_levels=None,2     # all 12 levels vs 2 (no fine stage)
+  .venv/bin/python benchmarks/cascade.py --decode_levels=None,2     # 12 levels vs 2 (no fine stage)
 
 Builds the three stage LMs from gin (models/<stage>.gin + scales/<scale>.gin)
 and SoundStream (scales/soundstream_tiny.gin for tiny, soundstream_paper.gin
@@ -29,6 +29,7 @@ from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax import musiclm_spec
+from musiclm_jax.errors import UserError
 from musiclm_jax.data import token_layout
 from musiclm_jax.tokenizers import acoustic
 
@@ -66,10 +67,18 @@ def _musiclm(scale: str, decode_levels: int | None) -> cascade_lib.Cascade:
                              *stages, decode_levels=decode_levels)
 
 
+def _decode_levels(value: str) -> int | None:
+  if value == "None":
+    return None
+  if not value.isdigit():
+    raise UserError(f"--decode_levels={value}: give None or a number of codec levels")
+  return int(value)
+
+
 def main(argv):
   del argv
   results = []
-  configurations = [(scale, None if levels == "None" else int(levels))
+  configurations = [(scale, _decode_levels(levels))
                     for scale in _SCALES.value for levels in _DECODE_LEVELS.value]
   for scale, decode_levels in configurations:
     musiclm = _musiclm(scale, decode_levels)

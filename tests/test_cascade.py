@@ -94,7 +94,8 @@ def test_decode_levels_decodes_the_first_levels_of_the_same_tokens():
     ran_fine = any(chunk.stage == "fine" for chunk in part.chunks)
     assert ran_fine == musiclm.runs_fine_stage == (levels > coarse), levels
     assert ("fine" in part.stage_seconds) == ran_fine
-    np.testing.assert_array_equal(part.acoustic, full.acoustic if ran_fine else full.acoustic[:, :coarse])
+    np.testing.assert_array_equal(part.acoustic,
+                                  full.acoustic if ran_fine else full.acoustic[:, :coarse])
 
 
 def test_cached_and_full_recompute_give_the_same_tokens(musiclm):

@@ -366,7 +366,7 @@ def test_story_lines_are_read_and_judged_per_window_like_real_clips(reference, t
   assert "story (judge's genre per 2.99 s window" in report_lib.headline(page)
 
 
-def test_memorization_and_probe_inputs_are_checked_before_any_model_loads(corpus, folders, tmp_path):
+def test_memorization_and_probe_input_errors_are_one_line(corpus, folders, tmp_path):
   with pytest.raises(UserError) as e:
     suite.evaluate(samples_dir=folders["generated"], **corpus, output_dir=str(tmp_path),
                    memorization_token_cache_dir=str(tmp_path))
