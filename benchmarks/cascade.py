@@ -54,7 +54,8 @@ def _init(model, batch_spec):
   return nn.unbox(jax.jit(lambda rng: model.init(rng, batch_spec))(jax.random.key(0)))
 
 
-def _musiclm(scale: str, decode_levels: int | None) -> cascade_lib.Cascade:
+def _components(scale: str) -> tuple:
+  """A Cascade's positional arguments at `scale`: tokenizers and the three stages."""
   tokens = {"decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), jnp.int32)}
   stages = []
   for stage in musiclm_spec.STAGES:
@@ -63,8 +64,7 @@ def _musiclm(scale: str, decode_levels: int | None) -> cascade_lib.Cascade:
   codec_scale = "tiny" if scale == "tiny" else "paper"
   codec = gin_models.build_model(["models/soundstream.gin", f"scales/soundstream_{codec_scale}.gin"])
   audio = {"audio": jax.ShapeDtypeStruct((1, 4800), jnp.float32)}
-  return cascade_lib.Cascade(_TextTokens(), acoustic.SoundStreamTokenizer(codec, _init(codec, audio)),
-                             *stages, decode_levels=decode_levels)
+  return (_TextTokens(), acoustic.SoundStreamTokenizer(codec, _init(codec, audio)), *stages)
 
 
 def _decode_levels(value: str) -> int | None:
@@ -75,27 +75,32 @@ def _decode_levels(value: str) -> int | None:
   return int(value)
 
 
-def main(argv):
-  del argv
-  results = []
-  configurations = [(scale, _decode_levels(levels))
-                    for scale in _SCALES.value for levels in _DECODE_LEVELS.value]
-  for scale, decode_levels in configurations:
-    musiclm = _musiclm(scale, decode_levels)
-    for batch_size in map(int, _BATCH_SIZES.value):
-      requests = [cascade_lib.Request.from_text(f"prompt {i}", _SECONDS.value, seed=i)
-                  for i in range(batch_size)]
-      musiclm.generate(requests, batch_size)  # compiles
-      generation = musiclm.generate(requests, batch_size)[0]
-      wall = generation.batch_seconds
-      results.append({
-          "scale": scale, "batch_size": batch_size, "decode_levels": decode_levels,
+def _measure(musiclm: cascade_lib.Cascade, batch_size: int) -> dict:
+  """One configuration's figures: a compiling run, then the timed one."""
+  requests = [cascade_lib.Request.from_text(f"prompt {i}", _SECONDS.value, seed=i)
+              for i in range(batch_size)]
+  musiclm.generate(requests, batch_size)  # compiles
+  generation = musiclm.generate(requests, batch_size)[0]
+  wall = generation.batch_seconds
+  return {"batch_size": batch_size, "decode_levels": musiclm.decode_levels,
           "compute_seconds_per_music_second": round(wall / (batch_size * _SECONDS.value), 3),
           "wall_seconds": round(wall, 2),
           **{f"{stage}_share": round(seconds / wall, 3)
              for stage, seconds in generation.stage_seconds.items()},
           "stage_params_millions": round(sum(x.size for s in musiclm.stages.values()
-                                             for x in jax.tree.leaves(s.params)) / 1e6, 2)})
+                                             for x in jax.tree.leaves(s.params)) / 1e6, 2)}
+
+
+def main(argv):
+  del argv
+  every_decode_levels = [_decode_levels(levels) for levels in _DECODE_LEVELS.value]
+  results = []
+  for scale in _SCALES.value:
+    components = _components(scale)  # built and initialised once for every decode_levels
+    for decode_levels in every_decode_levels:
+      musiclm = cascade_lib.Cascade(*components, decode_levels=decode_levels)
+      results += [{"scale": scale, **_measure(musiclm, batch_size)}
+                  for batch_size in map(int, _BATCH_SIZES.value)]
   print(json.dumps({"benchmark": "cascade", "music_seconds_per_request": _SECONDS.value,
                     "windows": "paper", "results": results,
                     "load_average_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
