@@ -181,7 +181,8 @@ class Cascade:
   Args:
     conditioning_tokenizer: text -> M_T (MuLan + RVQ).
     acoustic_tokenizer: SoundStream (codes <-> 24 kHz waveform).
-    semantic, coarse, fine: the stage LMs.
+    semantic, coarse, fine: the stage LMs; fine may be None when decode_levels leaves it
+      nothing to do (at most the coarse levels).
     semantic_tokenizer: audio -> S; only needed to continue from audio.
     melody_tokenizer: audio -> melody tokens; only needed for melody requests.
     windows: stage and decoder windows.
@@ -198,7 +199,7 @@ class Cascade:
 
   def __init__(self, conditioning_tokenizer: tokenizers.ConditioningTokenizer,
                acoustic_tokenizer: tokenizers.AcousticTokenizer, semantic: StageLM,
-               coarse: StageLM, fine: StageLM,
+               coarse: StageLM, fine: StageLM | None,
                semantic_tokenizer: tokenizers.SemanticTokenizer | None = None,
                windows: Windows = Windows(), use_cache: bool = True,
                max_length: int = lm.DEFAULT_MAX_LENGTH, sources: dict | None = None,
@@ -208,7 +209,9 @@ class Cascade:
     self.acoustic_tokenizer = acoustic_tokenizer
     self.semantic_tokenizer = semantic_tokenizer
     self.melody_tokenizer = melody_tokenizer
-    self.stages = {"semantic": semantic, "coarse": coarse, "fine": fine}
+    self.stages = {"semantic": semantic, "coarse": coarse}
+    if fine is not None:
+      self.stages["fine"] = fine
     self.windows = windows
     self.use_cache = use_cache
     self.max_length = max_length
@@ -216,6 +219,7 @@ class Cascade:
     self.decode_levels = decode_levels
     windows.check(max_length)
     _check_decode_levels(decode_levels, acoustic_tokenizer.num_levels)
+    _check_fine_stage(fine is not None, decode_levels)
     _check_components(self)
 
   # Public API.
@@ -275,7 +279,7 @@ class Cascade:
   @property
   def runs_fine_stage(self) -> bool:
     """False when no fine level is decoded (decode_levels ≤ the coarse levels)."""
-    return self.decode_levels is None or self.decode_levels > token_layout.COARSE.num_levels
+    return _runs_fine_stage(self.decode_levels)
 
   # The cascade.
 
@@ -514,6 +518,17 @@ def _check_decode_levels(decode_levels: int | None, num_levels: int) -> None:
                     "use one of them, or None for all")
 
 
+def _runs_fine_stage(decode_levels: int | None) -> bool:
+  return decode_levels is None or decode_levels > token_layout.COARSE.num_levels
+
+
+def _check_fine_stage(has_fine_stage: bool, decode_levels: int | None) -> None:
+  """UserError if the decoded levels include a fine one and there is no fine stage."""
+  if not has_fine_stage and _runs_fine_stage(decode_levels):
+    raise UserError(f"decoding {decode_levels or 'all'} codec levels needs the fine stage: set "
+                    f"FINE_EXPORT_DIR, or DECODE_LEVELS to at most {token_layout.COARSE.num_levels}")
+
+
 def _is_finite(value) -> bool:
   """Whether `value` is a real number a float holds (huge Python ints overflow float())."""
   try:
@@ -588,7 +603,8 @@ def load_stage(export_dir: str) -> StageLM:
 
 
 def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_export_dir: str,
-                 semantic_export_dir: str, coarse_export_dir: str, fine_export_dir: str,
+                 semantic_export_dir: str, coarse_export_dir: str,
+                 fine_export_dir: str | None = None,
                  w2v_bert_export_dir: str | None = None, kmeans_path: str | None = None,
                  melody_export_dir: str | None = None, melody_rvq_path: str | None = None,
                  windows: Windows = Windows(), use_cache: bool = True,
@@ -600,12 +616,15 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
 
   w2v_bert_export_dir and kmeans_path are optional (only continuation needs
   them), and so are melody_export_dir and melody_rvq_path (only melody
-  prompts). The loaders are the real tokenizers' `load`; tests pass stand-ins.
+  prompts), and fine_export_dir when decode_levels is at most the coarse levels.
+  The loaders are the real tokenizers' `load`; tests pass stand-ins.
   """
   paths = {"MULAN_EXPORT_DIR": (mulan_export_dir, True), "MULAN_RVQ_PATH": (mulan_rvq_path, False),
            "SOUNDSTREAM_EXPORT_DIR": (soundstream_export_dir, True),
            "SEMANTIC_EXPORT_DIR": (semantic_export_dir, True),
-           "COARSE_EXPORT_DIR": (coarse_export_dir, True), "FINE_EXPORT_DIR": (fine_export_dir, True)}
+           "COARSE_EXPORT_DIR": (coarse_export_dir, True)}
+  if fine_export_dir is not None:
+    paths.update(FINE_EXPORT_DIR=(fine_export_dir, True))
   if (w2v_bert_export_dir is None) != (kmeans_path is None):
     raise UserError("set both W2V_BERT_EXPORT_DIR and KMEANS_PATH (continuation) or neither")
   if w2v_bert_export_dir is not None:
@@ -621,16 +640,18 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
       raise UserError(f"{name} {path!r} is not an existing {what}: fix the path")
   for name in ("SOUNDSTREAM_EXPORT_DIR", "SEMANTIC_EXPORT_DIR", "COARSE_EXPORT_DIR",
                "FINE_EXPORT_DIR"):
-    if not paths_lib.resolve(paths[name][0]).joinpath("config.gin").is_file():
+    if name in paths and not paths_lib.resolve(paths[name][0]).joinpath("config.gin").is_file():
       raise UserError(f"{name} {paths[name][0]!r} has no config.gin: point at a musiclm-export folder")
   windows.check(max_length)  # config mistakes before loading
+  _check_fine_stage(fine_export_dir is not None, decode_levels)
   semantic_tokenizer = (None if w2v_bert_export_dir is None
                         else semantic_loader(w2v_bert_export_dir, kmeans_path))
   melody_tokenizer = (None if melody_export_dir is None
                       else melody_loader(melody_export_dir, melody_rvq_path))
   return Cascade(conditioning_loader(mulan_export_dir, mulan_rvq_path),
                  acoustic_loader(soundstream_export_dir), load_stage(semantic_export_dir),
-                 load_stage(coarse_export_dir), load_stage(fine_export_dir),
+                 load_stage(coarse_export_dir),
+                 None if fine_export_dir is None else load_stage(fine_export_dir),
                  semantic_tokenizer=semantic_tokenizer, windows=windows, use_cache=use_cache,
                  max_length=max_length, melody_tokenizer=melody_tokenizer,
                  decode_levels=decode_levels,

@@ -6,6 +6,7 @@ r"""musiclm-infer: text prompts in, 24 kHz music out, through the MusicLM cascad
       --gin.SOUNDSTREAM_EXPORT_DIR=\"...\" --gin.SEMANTIC_EXPORT_DIR=\"...\" \
       --gin.COARSE_EXPORT_DIR=\"...\" --gin.FINE_EXPORT_DIR=\"...\"
 
+FINE_EXPORT_DIR may be left out with DECODE_LEVELS at most 4 (gin/musiclm.gin).
 Prompts: one per line, plain text or JSON (see musiclm_jax/inference.py); "melody_from"
 lines also need MELODY_EXPORT_DIR and MELODY_RVQ_PATH (gin/musiclm.gin).
 Knobs: SECONDS, NUM_SAMPLES, SEED, TOP_K, TOP_P, GUIDANCE_SCALE, BATCH_SIZE,
@@ -32,8 +33,7 @@ from musiclm_jax import inference
 from musiclm_jax.errors import UserError
 
 REQUIRED_MACROS = ("PROMPTS_FILE", "OUTPUT_DIR", "MULAN_EXPORT_DIR", "MULAN_RVQ_PATH",
-                   "SOUNDSTREAM_EXPORT_DIR", "SEMANTIC_EXPORT_DIR", "COARSE_EXPORT_DIR",
-                   "FINE_EXPORT_DIR")
+                   "SOUNDSTREAM_EXPORT_DIR", "SEMANTIC_EXPORT_DIR", "COARSE_EXPORT_DIR")
 
 
 def main(argv):

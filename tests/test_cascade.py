@@ -96,6 +96,11 @@ def test_decode_levels_decodes_the_first_levels_of_the_same_tokens():
     assert ("fine" in part.stage_seconds) == ran_fine
     np.testing.assert_array_equal(part.acoustic,
                                   full.acoustic if ran_fine else full.acoustic[:, :coarse])
+  # Without a fine stage the cascade decodes at most the coarse levels, to the same audio.
+  semantic, coarse_stage, _ = tiny_stage_lms().values()
+  [no_fine] = make_cascade(acoustic=_LevelsSeen(), stages=(semantic, coarse_stage, None),
+                           decode_levels=2).generate([request])
+  np.testing.assert_allclose(no_fine.audio, frames[:, :2].sum(-1)[:len(no_fine.audio)])
 
 
 def test_cached_and_full_recompute_give_the_same_tokens(musiclm):
@@ -172,10 +177,13 @@ def test_continuation_starts_from_the_audio_tokens(musiclm):
     (dict(max_length=512), "more than max_length 512"),
     (dict(decode_levels=13), "decode_levels 13: the codec has levels 1 to 12"),
     (dict(decode_levels=0), "decode_levels 0: the codec has levels 1 to 12"),
+    (dict(stages=("semantic", "coarse", None)), "decoding all codec levels needs the fine stage"),
+    (dict(stages=("semantic", "coarse", None), decode_levels=5),
+     "decoding 5 codec levels needs the fine stage: set FINE_EXPORT_DIR, or DECODE_LEVELS to at most 4"),
 ])
 def test_components_that_do_not_fit_are_one_line_errors(change, message):
   stages = tiny_stage_lms()
-  slots = [stages[name] for name in change.get("stages", musiclm_spec.STAGES)]
+  slots = [name and stages[name] for name in change.get("stages", musiclm_spec.STAGES)]
   with pytest.raises(UserError, match=message) as error:
     cascade_lib.Cascade(fake_tokenizers.FakeConditioningTokenizer(),
                         fake_tokenizers.FakeAcousticTokenizer(codebook_size=change.get("codebook_size", 1024)), *slots,
@@ -229,6 +237,11 @@ def test_load_musiclm_checks_every_path_before_loading(tmp_path):
   loaders = dict(conditioning_loader=never, semantic_loader=never, acoustic_loader=never)
   with pytest.raises(UserError, match=r"FINE_EXPORT_DIR '.*nope' is not an existing export folder"):
     cascade_lib.load_musiclm(**paths, **loaders)
+  del paths["fine_export_dir"]  # needed only when a fine level is decoded
+  with pytest.raises(UserError, match="decoding all codec levels needs the fine stage"):
+    cascade_lib.load_musiclm(**paths, **loaders)
+  with pytest.raises(AssertionError, match="loaded"):  # the paths pass; loading begins
+    cascade_lib.load_musiclm(**paths, **loaders, decode_levels=4)
   paths["fine_export_dir"] = str(folders["fine"])
   with pytest.raises(UserError, match="KMEANS_PATH"):
     cascade_lib.load_musiclm(**paths, **loaders, w2v_bert_export_dir=str(folders["mulan"]))
