@@ -6,9 +6,9 @@ r"""musiclm-infer: text prompts in, 24 kHz music out, through the MusicLM cascad
       --gin.SOUNDSTREAM_EXPORT_DIR=\"...\" --gin.SEMANTIC_EXPORT_DIR=\"...\" \
       --gin.COARSE_EXPORT_DIR=\"...\" --gin.FINE_EXPORT_DIR=\"...\"
 
-FINE_EXPORT_DIR may be left out with DECODE_LEVELS at most 4 (gin/musiclm.gin).
 Prompts: one per line, plain text or JSON (see musiclm_jax/inference.py); "melody_from"
-lines also need MELODY_EXPORT_DIR and MELODY_RVQ_PATH (gin/musiclm.gin).
+lines also need MELODY_EXPORT_DIR and MELODY_RVQ_PATH, and FINE_EXPORT_DIR may be left
+out with DECODE_LEVELS at most 4 (gin/musiclm.gin).
 Knobs: SECONDS, NUM_SAMPLES, SEED, TOP_K, TOP_P, GUIDANCE_SCALE, BATCH_SIZE,
 USE_CACHE and `cascade.Windows` (gin/runs/infer.gin, gin/musiclm.gin). SAVE_TOKENS=True
 also writes each sample's tokens (M_T, semantic, acoustic) as audio/*.npz beside its
