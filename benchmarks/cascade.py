@@ -29,8 +29,8 @@ from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import gin_models
 from musiclm_jax import gin_utils
 from musiclm_jax import musiclm_spec
-from musiclm_jax.errors import UserError
 from musiclm_jax.data import token_layout
+from musiclm_jax.errors import UserError
 from musiclm_jax.tokenizers import acoustic
 
 _SCALES = flags.DEFINE_list("scales", ["tiny", "small"], "gin/scales/<scale>.gin of the stage LMs")
