@@ -20,6 +20,9 @@ INSTALL_REQUIRES = [
     "tensorboard",
     "tqdm",
     "numpy",
+    # 0.7.0's extension module takes 0.8 s to initialise here (numpy 2.4), 0.6.0 7 ms: every
+    # process that imports JAX or TensorFlow (each binary, each demo step) pays it.
+    "ml_dtypes>=0.5.1,<0.7",
     "pretty_midi",
     "music21",
     "safetensors",
