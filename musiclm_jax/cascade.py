@@ -158,19 +158,23 @@ def window_key(seed: int, stage: str, index: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_steps", "cached", "max_length",
-                                             "num_codes"))
-def _sample_rows(model, params, prompts, keys, sampling, *, num_steps, cached, max_length,
-                 num_codes):
-  """prompts [batch, n], keys [batch] -> [batch, num_steps]; row b as if sampled alone with keys[b].
+                                             "cache_length", "num_codes"))
+def _sample_rows(model, params, prompts, prompt_length, steps, keys, sampling, *, num_steps,
+                 cached, max_length, cache_length, num_codes):
+  """prompts [batch, n] -> [batch, num_steps]; row b as if sampled alone with keys[b] [batch].
 
+  Every window of a stage runs this one program: the prompts' first `prompt_length` columns
+  are the prompt (the rest PAD_ID), and the first `steps` ids are sampled (int32 [], traced;
+  `lm.DecoderOnlyLM.predict_batch`).
   sampling: `SamplingConfig.predict_kwargs()` of each row, stacked ([batch] per knob) and
   traced: one compile serves every setting, and rows with different knobs share a batch.
-  num_codes: codes per level the stage may sample (`lm.DecoderOnlyLM.predict_batch`).
+  num_codes: codes per level the stage may sample.
   """
   def one(prompt, key, knobs):
     return model.predict_batch(params, {"prompt_tokens": prompt[None]}, key,
                                decode_fn=decoding.temperature_sample, num_steps=num_steps,
-                               cached=cached, max_length=max_length, num_codes=num_codes,
+                               cached=cached, max_length=max_length, cache_length=cache_length,
+                               num_codes=num_codes, prompt_length=prompt_length, steps=steps,
                                **knobs)[0]
   return jax.vmap(one)(prompts, keys, sampling)
 
@@ -334,7 +338,8 @@ class Cascade:
       if self.follows_melody:
         parts.append(melody_ids(layout, melody, prefix, end, len(rows)))
       parts.append(layout.encode_stream("semantic", semantic[:, prefix:begin, None]))
-      ids = self._sample("semantic", rows, i, np.concatenate(parts, 1), end - begin)
+      ids = self._sample("semantic", rows, i, np.concatenate(parts, 1), end - begin,
+                          semantic.shape[1])
       semantic[:, begin:end] = layout.decode_stream("semantic", ids)[..., 0]
       chunks.append(Chunk("semantic", segment, prefix, begin, end))
     return chunks
@@ -349,7 +354,8 @@ class Cascade:
         self.windows, "coarse", semantic.shape[1], start, boundaries)):
       segment = _segment(begin, boundaries)
       prompt = coarse_prompt(layout, mulan[:, segment], semantic, coarse, prefix, begin, end)
-      ids = self._sample("coarse", rows, i, prompt, (end - begin) * per * coarse.shape[-1])
+      ids = self._sample("coarse", rows, i, prompt, (end - begin) * per * coarse.shape[-1],
+                          semantic.shape[1])
       coarse[:, begin * per:end * per] = layout.decode_stream("coarse", ids)
       chunks.append(Chunk("coarse", segment, prefix, begin, end))
     return chunks
@@ -362,13 +368,15 @@ class Cascade:
         self.windows, "fine", coarse.shape[1] // spec.ACOUSTIC_PER_SEMANTIC, start)):
       prompt = np.concatenate([layout.encode_stream("coarse", coarse[:, prefix:end]),
                                layout.encode_stream("fine", fine[:, prefix:begin])], 1)
-      ids = self._sample("fine", rows, i, prompt, (end - begin) * fine.shape[-1])
+      ids = self._sample("fine", rows, i, prompt, (end - begin) * fine.shape[-1], fine.shape[1])
       fine[:, begin:end] = layout.decode_stream("fine", ids)
       chunks.append(Chunk("fine", 0, prefix, begin, end))
     return chunks
 
   def _sample(self, stage: str, rows: list[Request], index: int, prompt: np.ndarray,
-              num_steps: int) -> np.ndarray:
+              num_steps: int, num_frames: int) -> np.ndarray:
+    """New ids [batch, num_steps] after prompt [batch, n] (window `index` of `stage` in music of
+    `num_frames` frames of the stage)."""
     model, params = self.stages[stage]
     model.check_prompt(prompt)
     keys = jnp.stack([window_key(r.seed, stage, index) for r in rows])
@@ -377,9 +385,31 @@ class Cascade:
     # The acoustic stages sample only codes the codec's books hold (they may be smaller
     # than the layout's 1024: scales/soundstream_tiny.gin).
     num_codes = None if stage == "semantic" else self.acoustic_tokenizer.codebook_size
-    return np.asarray(_sample_rows(model, params, jnp.asarray(prompt), keys, sampling,
-                                   num_steps=num_steps, cached=self.use_cache,
-                                   max_length=self.max_length, num_codes=num_codes))
+    # Padded to the stage's full window (`_window_shape`): first, later, last and story windows
+    # then share one compiled program instead of one per prompt length and step count.
+    width, max_steps, cache_length = self._window_shape(stage, num_frames)
+    padded = np.pad(prompt, ((0, 0), (0, width - prompt.shape[1])),
+                    constant_values=token_layout.PAD_ID)
+    ids = _sample_rows(model, params, jnp.asarray(padded), np.int32(prompt.shape[1]),
+                       np.int32(num_steps), keys, sampling, num_steps=max_steps,
+                       cached=self.use_cache, max_length=self.max_length,
+                       cache_length=cache_length, num_codes=num_codes)
+    return np.asarray(ids)[:, :num_steps]
+
+  def _window_shape(self, stage: str, num_frames: int) -> tuple[int, int, int]:
+    """(prompt width, most new tokens, cache length) of every `stage` window's program in music
+    of `num_frames` frames of the stage.
+
+    A window holds at most a full window's tokens (`Windows.window_tokens`: prompt + new), or
+    all the music's when it is shorter, and samples at least one frame of its stream, so its
+    prompt fits in that less one frame's targets and its new ids in that many frames' targets.
+    Music shorter than a window gets a program of its own length, not a full window's.
+    """
+    frames = min(self.windows.frames(stage)[0], num_frames)
+    tokens = self.windows.window_tokens(stage, frames,
+                                        melody=stage == "semantic" and self.follows_melody)
+    per_frame = window_plan.frame_tokens(stage)[1]
+    return tokens - per_frame, frames * per_frame, tokens
 
   def _tokenize(self, rows: list[Request], frames: int) -> tuple[np.ndarray, np.ndarray]:
     """The continuations' S [batch, frames] and A [batch, 2 * frames, levels]."""

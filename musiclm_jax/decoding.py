@@ -10,7 +10,7 @@ one sampled token and gives the next logits (state: a KV cache, or a buffer
 that is recomputed in full; the caller decides). `constrain(logits, step)`
 optionally restricts new token number `step` to the ids the model allows
 there: it returns (logits [batch, m], first_id [batch]), column j standing for
-id first_id + j. Without it, column j is id j. One `lax.scan` runs the loop:
+id first_id + j. Without it, column j is id j. One `lax.fori_loop` runs the loop:
 a single compiled program, no per-token Python dispatch.
 
 Knobs (temperature, top_k, top_p) may be traced values, so one compiled
@@ -93,7 +93,7 @@ def sample_logits(rng, logits, temperature, top_k=0, top_p=1.0):
 
 
 def temperature_sample(first_logits, state, tokens_to_logits, rng, *, num_steps: int,
-                       temperature=1.0, top_k=0, top_p=1.0, constrain=None):
+                       steps=None, temperature=1.0, top_k=0, top_p=1.0, constrain=None):
   """Samples `num_steps` new ids per row; returns [batch, num_steps] int32.
 
   Args:
@@ -101,6 +101,10 @@ def temperature_sample(first_logits, state, tokens_to_logits, rng, *, num_steps:
     state: whatever `tokens_to_logits` carries (a pytree).
     tokens_to_logits: (token [batch] int32, state) -> (logits [batch, n], state).
     rng: one PRNG key.
+    num_steps: the result's width (static).
+    steps: int32 [] in [1, num_steps], may be traced: sample only this many ids (columns from
+      `steps` on are 0), so one compiled sampler serves every count up to num_steps. None:
+      num_steps.
     temperature, top_k, top_p: as in `SamplingConfig`; may be traced.
     constrain: optional (logits [batch, n], step int32 []) -> (logits
       [batch, m], first_id [batch]): the ids new token `step` may take.
@@ -114,12 +118,15 @@ def temperature_sample(first_logits, state, tokens_to_logits, rng, *, num_steps:
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
     return first_id + sample_logits(keys, logits, temperature, top_k, top_p)
 
-  def step_fn(carry, step):
-    state, previous = carry
+  def step_fn(step, carry):
+    state, previous, tokens = carry
     logits, state = tokens_to_logits(previous, state)
     token = sample(logits, step)
-    return (state, token), token
+    return state, token, tokens.at[:, step].set(token)
 
   first = sample(first_logits, 0)
-  _, rest = jax.lax.scan(step_fn, (state, first), jnp.arange(1, num_steps))
-  return jnp.concatenate([first[:, None], rest.T], axis=1)
+  tokens = jnp.zeros((first.shape[0], num_steps), jnp.int32).at[:, 0].set(first)
+  # A static count runs as a scan, a traced one as a while loop (lax.fori_loop's choice).
+  _, _, tokens = jax.lax.fori_loop(1, num_steps if steps is None else steps, step_fn,
+                                   (state, first, tokens))
+  return tokens

@@ -16,7 +16,7 @@ def _knobs(i: int) -> tuple:
                for stage in musiclm_spec.STAGES)
 
 
-def test_ten_sampling_settings_compile_each_stage_window_once():
+def test_ten_sampling_settings_and_windows_of_every_shape_compile_each_stage_once():
   # Fresh models (the jit cache is keyed on them), so no other test's compiles count.
   stages = [cascade_lib.StageLM(model, model_params(model, seed=seed)) for seed, model in
             enumerate(lm.DecoderOnlyLM(TINY, stage)
@@ -24,15 +24,25 @@ def test_ten_sampling_settings_compile_each_stage_window_once():
   musiclm = make_cascade(stages=stages)
   requests = [cascade_lib.Request.from_text("calm piano", 0.4, seed=i, sampling=_knobs(i))
               for i in range(10)]
+  # First, later, shorter last and story-cut windows: prompts and steps of many lengths.
+  requests += [cascade_lib.Request.from_text("calm piano", 0.92, sampling=_knobs(10)),
+               cascade_lib.Request((("calm piano", 0.44), ("loud drums", 0.36)),
+                                   sampling=_knobs(11))]
   # Programs the jit cache holds, not backend compiles: the suite's persistent XLA cache
   # (conftest) turns a compile of a program seen before into a load.
   programs_before = cascade_lib._sample_rows._cache_size()  # pylint: disable=protected-access
-  generations = musiclm.generate(requests, batch_size=1)  # ten batches of one row
-  window_shapes = {(c.stage, c.start - c.prefix_start, c.end - c.start)
-                   for c in generations[0].chunks}  # prompt and new lengths fix a window's shapes
+  generations = musiclm.generate(requests, batch_size=1)  # twelve batches of one row
   programs = cascade_lib._sample_rows._cache_size() - programs_before  # pylint: disable=protected-access
-  assert programs == len(window_shapes) == 5
-  assert len({g.semantic.tobytes() for g in generations}) == 10
+  window_shapes = {(c.stage, c.start - c.prefix_start, c.end - c.start)
+                   for g in generations for c in g.chunks}  # prompt and new lengths
+  assert len(window_shapes) == 10
+  assert programs == len(musiclm.stages) == 3
+  assert len({g.semantic.tobytes() for g in generations}) == 12
+  # Music shorter than a window (0.2 s; the semantic window is 0.4 s) is sampled in a program
+  # of its own length, not padded to a full window; the other stages' windows fit in it.
+  musiclm.generate([cascade_lib.Request.from_text("calm piano", 0.2, sampling=_knobs(12))],
+                   batch_size=1)
+  assert cascade_lib._sample_rows._cache_size() - programs_before == 4  # pylint: disable=protected-access
 
 
 def test_rows_of_a_bucketed_batch_get_the_tokens_they_get_alone():

@@ -75,6 +75,32 @@ def test_cached_and_full_recompute_give_the_same_tokens_of_the_right_levels(
   assert len(np.unique(cached)) > NUM_STEPS
 
 
+@pytest.mark.parametrize("cached", [True, False])
+@pytest.mark.parametrize("stage_name,guidance_scale,frame_positions", [
+    ("semantic", 3.0, False), ("coarse", 2.0, True), ("fine", None, False)])
+def test_a_padded_prompt_samples_what_the_prompt_alone_does_in_one_program(
+    stage_name, guidance_scale, frame_positions, cached):
+  stage = STAGES[stage_name]
+  model = lm.DecoderOnlyLM(TINY, stage, frame_positions=frame_positions)
+  params = model_params(model)
+  prompt = _prompt(stage)
+  width = prompt.shape[1] + 3  # padding even after the longest prompt
+  sampling = decoding.SamplingConfig(temperature=1.0, guidance_scale=guidance_scale)
+  rng = jax.random.PRNGKey(5)
+  padded_run = jax.jit(lambda padded, length, steps: generate(
+      model, params, padded, rng, num_steps=NUM_STEPS, sampling=sampling, cached=cached,
+      cache_length=width + NUM_STEPS, prompt_length=length, steps=steps))
+  for length, steps in ((prompt.shape[1], NUM_STEPS), (prompt.shape[1] - 2, 4),
+                        (prompt.shape[1] - 1, 1)):
+    alone = np.asarray(generate(model, params, prompt[:, :length], rng, num_steps=steps,
+                                sampling=sampling, cached=cached))
+    padded = np.pad(prompt[:, :length], ((0, 0), (0, width - length)))  # PAD_ID is 0
+    out = np.asarray(padded_run(padded, np.int32(length), np.int32(steps)))
+    np.testing.assert_array_equal(out[:, :steps], alone)
+    assert not out[:, steps:].any()
+  assert padded_run._cache_size() == 1  # pylint: disable=protected-access
+
+
 def test_level_ranges_check_can_fail():
   stage = STAGES["coarse"]
   prompt = _prompt(stage, rows=1)

@@ -77,17 +77,25 @@ def _while_bodies(hlo_text):
   return {name: computations.get(name, "") for name in names}
 
 
-def test_decoding_writes_each_layer_cache_in_place():
+@pytest.mark.parametrize("padded", [False, True])
+def test_decoding_writes_each_layer_cache_in_place(padded):
   # An unrolled stack's decode loop must neither copy nor transpose a layer's cache per
   # token: XLA:CPU did both when the cache was [batch, length, heads, kv] (stacked, or
   # per layer), a third of a small-scale token's time. Cache slots (37) are a size no
-  # other array has.
+  # other array has. Padded: the cascade's program, with a traced prompt length and
+  # step count (a while loop, not a scan).
   stage = STAGES["semantic"]
   model = lm.DecoderOnlyLM(dataclasses.replace(TINY, scan_layers=False), stage)
   params = model_params(model)
   prompt = jnp.asarray(random_stream(stage.layout, "mulan", 1, 0)[None], jnp.int32)
+  knobs = {"temperature": np.float32(1.0)}
+  prompt_length = None
+  if padded:
+    prompt = jnp.pad(prompt, ((0, 0), (0, 5)))
+    knobs.update(steps=np.int32(4))
+    prompt_length = np.int32(prompt.shape[1] - 5)
   compiled = model._predict.lower(
-      model, params, prompt, jax.random.PRNGKey(0), None, {"temperature": np.float32(1.0)},
+      model, params, prompt, jax.random.PRNGKey(0), None, knobs, prompt_length,
       decode_fn=decoding.temperature_sample, num_steps=4, cached=True,
       cache_length=37, num_codes=None).compile().as_text()
   bodies = _while_bodies(compiled)

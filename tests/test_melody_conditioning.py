@@ -176,10 +176,10 @@ def _prompts(musiclm, request, monkeypatch):
   seen = []
   sample = cascade_lib.Cascade._sample
 
-  def spy(self, stage, rows, index, prompt, num_steps):
+  def spy(self, stage, rows, index, prompt, *args):
     if stage == "semantic":
       seen.append(prompt.copy())
-    return sample(self, stage, rows, index, prompt, num_steps)
+    return sample(self, stage, rows, index, prompt, *args)
   monkeypatch.setattr(cascade_lib.Cascade, "_sample", spy)
   [generation] = musiclm.generate([request], batch_size=1)
   monkeypatch.undo()

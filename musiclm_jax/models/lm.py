@@ -341,13 +341,19 @@ class DecoderOnlyLM(base.BaseModel):
   def predict_batch(self, params, batch, rng, *, decode_fn, num_steps: int,
                     guidance_scale=None, cached: bool = True,
                     max_length: int = DEFAULT_MAX_LENGTH, cache_length: int | None = None,
-                    num_codes: int | None = None, **decode_kwargs):
+                    num_codes: int | None = None, prompt_length=None, steps=None,
+                    **decode_kwargs):
     """Samples `num_steps` ids after each prompt; returns [batch, num_steps] int32.
 
     batch['prompt_tokens'] [batch, n] int32, no BOS: for a stage, its
     conditioning and prefix (and any target tokens to continue from) in the
     stage's layout; the new ids are the target stream's next tokens, each of
     its level. For a plain LM, any prefix (n may be 0).
+
+    One program for windows of any shape: with `prompt_length` and `steps` (int32 [], may be
+    traced) only the first prompt_length columns of the prompt are read (the rest is padding,
+    PAD_ID) and only the first `steps` ids are sampled (the columns after them are 0). Then
+    `cache_length` is required and bounds prompt_length + steps; n + 1 must fit in it.
 
     Args:
       decode_fn: the sampler, called as decode_fn(first_logits, state,
@@ -371,17 +377,25 @@ class DecoderOnlyLM(base.BaseModel):
       decode_kwargs: the sampler's knobs (temperature, top_k, top_p); may be traced.
     """
     prompt = batch["prompt_tokens"]
+    padded = prompt_length is not None or steps is not None
+    if padded and (prompt_length is None or steps is None or cache_length is None):
+      raise UserError("a padded prompt needs prompt_length, steps and cache_length together")
     if not isinstance(prompt, jax.core.Tracer):
-      self.check_prompt(np.asarray(prompt))
+      self.check_prompt(np.asarray(prompt)[:, :prompt_length])
     prompt = jnp.asarray(prompt, jnp.int32)
     if num_steps < 1:
       raise UserError(f"num_steps must be >= 1, got {num_steps}")
-    total = 1 + prompt.shape[1] + num_steps
-    if total > max_length:
-      raise UserError(f"BOS + prompt ({prompt.shape[1]}) + new tokens ({num_steps}) = {total} "
-                      f"exceeds max_length {max_length}: sample fewer tokens or raise max_length")
-    needed_cache = total - 1  # the last sampled token is never fed back
-    cache_length = needed_cache if cache_length is None else cache_length
+    # The last sampled token is never fed back: the cache holds BOS + prompt + steps - 1.
+    if padded:
+      known = [int(v) for v in (prompt_length, steps) if not isinstance(v, jax.core.Tracer)]
+      needed_cache = max(1 + prompt.shape[1], sum(known) if len(known) == 2 else 0)
+    else:
+      needed_cache = prompt.shape[1] + num_steps
+      cache_length = needed_cache if cache_length is None else cache_length
+    if 1 + needed_cache > max_length:
+      raise UserError(f"BOS + prompt ({prompt.shape[1]}) + new tokens ({num_steps}) = "
+                      f"{1 + needed_cache} exceeds max_length {max_length}: sample fewer tokens "
+                      "or raise max_length")
     if cache_length < needed_cache:
       raise UserError(f"cache_length {cache_length} is too short for {needed_cache} tokens")
     if num_codes is not None and (self.stage is None or not 1 <= num_codes <= self.stage.layout.kind(
@@ -391,18 +405,24 @@ class DecoderOnlyLM(base.BaseModel):
     if guidance_scale is not None and (self.stage is None or not self.stage.condition_kinds):
       raise UserError("guidance_scale needs a stage model with conditioning (semantic or coarse); "
                       "unset it for this model")
-    return self._predict(params, prompt, rng, guidance_scale, decode_kwargs, decode_fn=decode_fn,
-                         num_steps=num_steps, cached=cached, cache_length=cache_length,
-                         num_codes=num_codes)
+    if padded:
+      decode_kwargs.update(steps=steps)
+    return self._predict(params, prompt, rng, guidance_scale, decode_kwargs, prompt_length,
+                         decode_fn=decode_fn, num_steps=num_steps, cached=cached,
+                         cache_length=cache_length, num_codes=num_codes)
 
   @functools.partial(jax.jit, static_argnames=("self", "decode_fn", "num_steps", "cached",
                                                "cache_length", "num_codes"))
-  def _predict(self, params, prompt, rng, guidance_scale, decode_kwargs, *, decode_fn, num_steps,
-               cached, cache_length, num_codes):
+  def _predict(self, params, prompt, rng, guidance_scale, decode_kwargs, prompt_length, *,
+               decode_fn, num_steps, cached, cache_length, num_codes):
     """`predict_batch` after its checks: the model's functions for `decode_fn`."""
     batch = prompt.shape[0]
     guided = guidance_scale is not None
     rows = jnp.concatenate([jnp.full((batch, 1), token_layout.PAD_ID, jnp.int32), prompt], axis=1)
+    # Tokens of `rows` that are BOS and prompt; with padding, those after them are PAD_ID, which
+    # is of no kind: it moves no frame clock and is no target, and causal attention keeps every
+    # read position from them until the decode loop has written over them.
+    length = rows.shape[1] if prompt_length is None else 1 + prompt_length
     if guided:
       rows = jnp.concatenate([rows, self.remove_conditioning(rows)])
 
@@ -415,16 +435,17 @@ class DecoderOnlyLM(base.BaseModel):
     if cached:
       cache = self.init_cache(rows.shape[0], cache_length)
       logits, state = self.prefill(params, cache, rows)
-      first_logits = mix(logits[:, -1])
+      first_logits = mix(jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False))
+      state = {**state, "index": jnp.asarray(length, jnp.int32)}  # decoding writes over the padding
 
       def tokens_to_logits(token, cache):
         logits, cache = self.decode_step(params, cache, feed(token))
         return mix(logits), cache
     else:
-      prompt_length = rows.shape[1]
-      buffer = jnp.pad(rows, ((0, 0), (0, cache_length + 1 - prompt_length)))
-      first_logits = mix(self.apply(params, buffer)[:, prompt_length - 1])
-      state = (buffer, jnp.int32(prompt_length))
+      buffer = jnp.pad(rows, ((0, 0), (0, cache_length + 1 - rows.shape[1])))
+      first_logits = mix(jax.lax.dynamic_index_in_dim(self.apply(params, buffer), length - 1,
+                                                      axis=1, keepdims=False))
+      state = (buffer, jnp.asarray(length, jnp.int32))
 
       def tokens_to_logits(token, state):
         buffer, position = state
