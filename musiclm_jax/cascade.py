@@ -385,8 +385,8 @@ class Cascade:
     # The acoustic stages sample only codes the codec's books hold (they may be smaller
     # than the layout's 1024: scales/soundstream_tiny.gin).
     num_codes = None if stage == "semantic" else self.acoustic_tokenizer.codebook_size
-    # Padded to the stage's full window (`_window_shape`): first, later, last and story windows
-    # then share one compiled program instead of one per prompt length and step count.
+    # Padded to the stage's window (`_window_shape`): first, later, last and story windows then
+    # share one compiled program instead of one per prompt length and step count.
     width, max_steps, cache_length = self._window_shape(stage, num_frames)
     padded = np.pad(prompt, ((0, 0), (0, width - prompt.shape[1])),
                     constant_values=token_layout.PAD_ID)

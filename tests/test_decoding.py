@@ -260,6 +260,17 @@ def test_user_mistakes_are_one_line_errors(models):
     generate(model, params, bad, rng, num_steps=2)
   with pytest.raises(UserError, match="top_p must be in"):
     decoding.SamplingConfig(top_p=0.0)
+  with pytest.raises(UserError, match="a padded prompt needs prompt_length, steps and cache_len"):
+    generate(model, params, prompt, rng, num_steps=2, prompt_length=3)
+  n = prompt.shape[1]
+  for length, steps in ((n + 1, 1), (n, 0), (n, 3)):
+    with pytest.raises(UserError, match=rf"prompt_length {length} must be in \[0, {n}\] and "
+                       rf"steps {steps} in \[1, 2\]"):
+      generate(model, params, prompt, rng, num_steps=2, cache_length=40, prompt_length=length,
+               steps=steps)
+  with pytest.raises(UserError, match=f"cache_length {n + 1} is too short for {n + 2} tokens"):
+    generate(model, params, prompt, rng, num_steps=2, cache_length=n + 1, prompt_length=n,
+             steps=2)
   for num_codes in (0, 1025):
     with pytest.raises(UserError, match=f"num_codes {num_codes} needs a stage model and must be"):
       generate(model, params, prompt, rng, num_steps=2, num_codes=num_codes)

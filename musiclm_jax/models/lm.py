@@ -380,7 +380,7 @@ class DecoderOnlyLM(base.BaseModel):
     padded = prompt_length is not None or steps is not None
     if padded and (prompt_length is None or steps is None or cache_length is None):
       raise UserError("a padded prompt needs prompt_length, steps and cache_length together")
-    if not isinstance(prompt, jax.core.Tracer):
+    if not isinstance(prompt, jax.core.Tracer) and not isinstance(prompt_length, jax.core.Tracer):
       self.check_prompt(np.asarray(prompt)[:, :prompt_length])
     prompt = jnp.asarray(prompt, jnp.int32)
     if num_steps < 1:
@@ -388,6 +388,9 @@ class DecoderOnlyLM(base.BaseModel):
     # The last sampled token is never fed back: the cache holds BOS + prompt + steps - 1.
     if padded:
       known = [int(v) for v in (prompt_length, steps) if not isinstance(v, jax.core.Tracer)]
+      if len(known) == 2 and not (0 <= known[0] <= prompt.shape[1] and 1 <= known[1] <= num_steps):
+        raise UserError(f"prompt_length {known[0]} must be in [0, {prompt.shape[1]}] and steps "
+                        f"{known[1]} in [1, {num_steps}]")
       needed_cache = max(1 + prompt.shape[1], sum(known) if len(known) == 2 else 0)
     else:
       needed_cache = prompt.shape[1] + num_steps
