@@ -16,7 +16,7 @@ from numpy_params import model_params
 
 TINY = transformer.TransformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32)
 # Semantic: 10-frame windows (0.4 s), stride 5; coarse 4 semantic frames, stride 2; fine 4
-# acoustic frames, stride 2. 0.8 s then needs two prompt shapes per stage (few compiles).
+# acoustic frames, stride 2. 0.8 s then has windows of two prompt shapes per stage.
 # The decoder runs on 0.2 s with 0.2 s of context: more than the tiny SoundStream sees.
 WINDOWS = cascade_lib.Windows(0.4, 0.2, 0.16, 0.08, 0.08, 0.04, 0.2, 0.2)
 SECONDS = 0.8

@@ -379,7 +379,8 @@ class DecoderOnlyLM(base.BaseModel):
     prompt = batch["prompt_tokens"]
     padded = prompt_length is not None or steps is not None
     if padded and (prompt_length is None or steps is None or cache_length is None):
-      raise UserError("a padded prompt needs prompt_length, steps and cache_length together")
+      raise UserError("a padded prompt needs prompt_length, steps and cache_length: pass all "
+                      "three or none")
     if not isinstance(prompt, jax.core.Tracer) and not isinstance(prompt_length, jax.core.Tracer):
       self.check_prompt(np.asarray(prompt)[:, :prompt_length])
     prompt = jnp.asarray(prompt, jnp.int32)
