@@ -400,15 +400,15 @@ class Cascade:
     """(prompt width, most new tokens, cache length) of every `stage` window's program in music
     of `num_frames` frames of the stage.
 
-    A window holds at most a full window's tokens (`Windows.window_tokens`: prompt + new), or
+    A window holds at most a full window's tokens (`spec.window_tokens`: prompt + new), or
     all the music's when it is shorter, and samples at least one frame of its stream, so its
     prompt fits in that less one frame's targets and its new ids in that many frames' targets.
     Music shorter than a window gets a program of its own length, not a full window's.
     """
     frames = min(self.windows.frames(stage)[0], num_frames)
-    tokens = self.windows.window_tokens(stage, frames,
-                                        melody=stage == "semantic" and self.follows_melody)
-    per_frame = window_plan.frame_tokens(stage)[1]
+    tokens = spec.window_tokens(stage, frames, melody=stage == "semantic" and self.follows_melody)
+    # The stage's own stream (its target kind is its name) in one frame of the stage.
+    per_frame = token_layout.KINDS[stage].num_levels * spec.stream_frames(stage, 1)[stage]
     return tokens - per_frame, frames * per_frame, tokens
 
   def _tokenize(self, rows: list[Request], frames: int) -> tuple[np.ndarray, np.ndarray]:

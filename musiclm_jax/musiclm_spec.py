@@ -50,6 +50,29 @@ def melody_frames(begin: int, end: int, num_melody_frames: int | None = None) ->
   return first, min(first + count, num_melody_frames)
 
 
+def stream_frames(stage: str, frames: int) -> dict[str, int]:
+  """Frames of each token stream in `frames` frames of a `stage` crop or window (semantic frames
+  for the semantic and coarse stages, acoustic for fine): {'semantic': 250, 'coarse': 500} for
+  10 s of the coarse stage."""
+  return {"semantic": {"semantic": frames},
+          "coarse": {"semantic": frames, "coarse": ACOUSTIC_PER_SEMANTIC * frames},
+          "fine": {"coarse": frames, "fine": frames}}[stage]
+
+
+def window_tokens(stage: str, frames: int, melody: bool = False) -> int:
+  """Tokens of a `stage` crop or window of `frames` frames (`stream_frames`), BOS left out: its
+  streams, M for the conditioned stages, and the melody frames (`melody_frames`) of a semantic
+  stage trained with melody. Training's crop lengths and the cascade's windows both count so."""
+  streams = stream_frames(stage, frames)
+  length = sum(token_layout.KINDS[kind].num_levels * n for kind, n in streams.items())
+  if stage != "fine":
+    length += token_layout.MULAN.num_levels
+  if melody:
+    first, last = melody_frames(0, frames)
+    length += token_layout.MELODY.num_levels * (last - first)
+  return length
+
+
 # Each kind's frame in 50 Hz acoustic frames, the stages' common clock (MuLan's tokens are
 # of the whole clip: no time), for stage LMs whose position bias reads frame times.
 FRAME_TICKS = {"mulan": 0, "melody": round(MELODY_HOP_SECONDS * ACOUSTIC_RATE_HZ),

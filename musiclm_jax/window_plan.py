@@ -20,21 +20,12 @@ from typing import Sequence
 import numpy as np
 
 from musiclm_jax import musiclm_spec as spec
-from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 
 
 def frame_rate_hz(name: str) -> int:
   """Frames per second in which 'semantic', 'coarse', 'fine' or 'decode' windows are counted."""
   return spec.SEMANTIC_RATE_HZ if name in ("semantic", "coarse") else spec.ACOUSTIC_RATE_HZ
-
-
-def frame_tokens(stage: str) -> tuple[int, int]:
-  """(input, target) tokens per frame (`frame_rate_hz`) of a `stage` window: the stream below it
-  that the stage reads (S for coarse, the coarse levels for fine), and its own."""
-  coarse, fine = token_layout.COARSE.num_levels, token_layout.FINE.num_levels
-  return {"semantic": (0, 1), "coarse": (1, spec.ACOUSTIC_PER_SEMANTIC * coarse),
-          "fine": (coarse, fine)}[stage]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,23 +68,12 @@ class Windows:
                       "windows would skip frames")
     return out[0], out[1]
 
-  def window_tokens(self, stage: str, frames: int | None = None, melody: bool = False) -> int:
-    """Tokens of a `stage` window of `frames` frames (None: a full window), BOS left out: its
-    conditioning (M, and the melody of a semantic stage trained with it), and its frames' input
-    and target tokens (`frame_tokens`). No window of the stage that long holds more."""
-    window = self.frames(stage)[0] if frames is None else frames
-    conditioning = 0 if stage == "fine" else token_layout.MULAN.num_levels
-    if melody:  # as many melody frames as `spec.melody_frames` gives a full window
-      conditioning += (-(-window // spec.SEMANTIC_PER_MELODY_FRAME)
-                       * token_layout.MELODY.num_levels)
-    return conditioning + window * sum(frame_tokens(stage))
-
   def check(self, max_length: int) -> None:
     """UserError if a window is not whole frames or does not fit `max_length` tokens."""
     for name in spec.STAGES + ("decode",):
       self.frames(name)  # a UserError unless whole frames
     for name in spec.STAGES:
-      length = 1 + self.window_tokens(name)  # BOS + a full window
+      length = 1 + spec.window_tokens(name, self.frames(name)[0])  # BOS + a full window
       if length > max_length:
         raise UserError(f"a {name} window is {length} tokens, more than max_length {max_length}: "
                         f"shorten Windows.{name}_window_seconds or raise max_length")

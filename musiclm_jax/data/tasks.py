@@ -73,35 +73,32 @@ def _check_stage(stage: str, melody: bool = False) -> None:
     raise UserError(f"melody conditioning is for the semantic stage, not {stage}: unset melody")
 
 
-def crop_frames(stage: str, crop_seconds: float | None = None) -> dict[str, int]:
-  """Frames of each cropped stream of `stage`: {'semantic': 750} for a 30 s semantic crop."""
+def _crop_stage_frames(stage: str, crop_seconds: float | None) -> int:
+  """Frames of a `stage` crop: semantic (40 ms) for the semantic and coarse stages, acoustic
+  (20 ms) for fine, which has no semantic tokens."""
   _check_stage(stage)
   seconds = spec.PAPER_CROP_SECONDS[stage] if crop_seconds is None else crop_seconds
-  if stage == "fine":  # no semantic tokens: any whole number of 20 ms frames
+  if stage == "fine":
     acoustic = int(round(seconds * spec.ACOUSTIC_RATE_HZ))
     if acoustic < 1:
       raise UserError(f"crop of {seconds} s is shorter than one 20 ms acoustic frame")
-    return {"coarse": acoustic, "fine": acoustic}
+    return acoustic
   semantic = int(round(seconds * spec.SEMANTIC_RATE_HZ))
   if semantic < 1:
     raise UserError(f"crop of {seconds} s is shorter than one 40 ms semantic frame")
-  acoustic = semantic * spec.ACOUSTIC_PER_SEMANTIC
-  return {"semantic": {"semantic": semantic},
-          "coarse": {"semantic": semantic, "coarse": acoustic}}[stage]
+  return semantic
+
+
+def crop_frames(stage: str, crop_seconds: float | None = None) -> dict[str, int]:
+  """Frames of each cropped stream of `stage`: {'semantic': 750} for a 30 s semantic crop."""
+  return spec.stream_frames(stage, _crop_stage_frames(stage, crop_seconds))
 
 
 def feature_lengths(stage: str, crop_seconds: float | None = None,
                     melody: bool = False) -> dict[str, int]:
   """{'targets': tokens of a full crop}: TASK_FEATURE_LENGTHS for `stage` (melody: [M | melody | S])."""
   _check_stage(stage, melody)
-  frames = crop_frames(stage, crop_seconds)
-  length = sum(token_layout.KINDS[kind].num_levels * n for kind, n in frames.items())
-  if stage != "fine":
-    length += token_layout.MULAN.num_levels
-  if melody:
-    first, last = spec.melody_frames(0, frames["semantic"])
-    length += token_layout.MELODY.num_levels * (last - first)
-  return {"targets": length}
+  return {"targets": spec.window_tokens(stage, _crop_stage_frames(stage, crop_seconds), melody)}
 
 
 def _parse(ex: Mapping[str, tf.Tensor], acoustic_levels: int) -> dict[str, tf.Tensor]:

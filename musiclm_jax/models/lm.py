@@ -388,11 +388,12 @@ class DecoderOnlyLM(base.BaseModel):
       raise UserError(f"num_steps must be >= 1, got {num_steps}")
     # The last sampled token is never fed back: the cache holds BOS + prompt + steps - 1.
     if padded:
-      known = [int(v) for v in (prompt_length, steps) if not isinstance(v, jax.core.Tracer)]
-      if len(known) == 2 and not (0 <= known[0] <= prompt.shape[1] and 1 <= known[1] <= num_steps):
-        raise UserError(f"prompt_length {known[0]} must be in [0, {prompt.shape[1]}] and steps "
-                        f"{known[1]} in [1, {num_steps}]")
-      needed_cache = max(1 + prompt.shape[1], sum(known) if len(known) == 2 else 0)
+      needed_cache = 1 + prompt.shape[1]  # the prefill writes BOS and the whole padded prompt
+      if not any(isinstance(v, jax.core.Tracer) for v in (prompt_length, steps)):
+        if not (0 <= prompt_length <= prompt.shape[1] and 1 <= steps <= num_steps):
+          raise UserError(f"prompt_length {prompt_length} must be in [0, {prompt.shape[1]}] and "
+                          f"steps {steps} in [1, {num_steps}]")
+        needed_cache = max(needed_cache, int(prompt_length) + int(steps))
     else:
       needed_cache = prompt.shape[1] + num_steps
       cache_length = needed_cache if cache_length is None else cache_length
