@@ -21,13 +21,14 @@ def _demo(output_dir):
                         env=conftest.binary_env(), check=False, cwd=conftest.REPO_DIR)
 
 
-def _binary_started(command, **kwargs):
-  del kwargs
-  raise AssertionError(f"a finished step ran {command} again")
+class _NoBinaries:
+  """A runner for a re-run that must start nothing."""
+
+  def run(self, module, args, log_path):
+    raise AssertionError(f"a finished step ran {module} again (log {log_path}): {args}")
 
 
-def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_path, capsys,
-                                                                          monkeypatch):
+def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_path, capsys):
   result = _demo(tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   samples = tmp_path / "samples"
@@ -107,8 +108,7 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   # The re-run, in this process: a subprocess re-run spent its time importing JAX and TF
   # for a run that starts nothing. Any binary a finished step started again fails it here.
   capsys.readouterr()
-  monkeypatch.setattr(demo.subprocess, "run", _binary_started)
-  rerun = demo.Pipeline(str(tmp_path), demo.QUICK)
+  rerun = demo.Pipeline(str(tmp_path), demo.QUICK, _NoBinaries())
   rerun.run()
   stdout = capsys.readouterr().out
   finished = sorted(name[:-len(".done")] for name in os.listdir(tmp_path / "logs")

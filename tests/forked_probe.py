@@ -1,0 +1,30 @@
+"""A stand-in binary for tests/test_binary_runner.py: `python -m forked_probe MODE ATEXIT_PATH`.
+
+Reports how it was started and whether JAX computes, then ends as MODE says: "ok", "exit3"
+(sys.exit(3)), "raise" (an uncaught exception) or "kill" (SIGKILL, before stdout is flushed).
+"""
+import atexit
+import os
+import signal
+import sys
+
+import jax
+import jax.numpy as jnp
+
+
+def main():
+  mode, atexit_path = sys.argv[1:]
+  atexit.register(lambda: open(atexit_path, "a").write(f"{mode}: atexit ran\n"))
+  print(f"__name__={__name__} argv[0]={os.path.relpath(sys.argv[0], os.path.dirname(__file__))} "
+        f"devices={jax.device_count()} sum={int(jnp.arange(5).sum())}")
+  print("on stderr", file=sys.stderr)
+  if mode == "exit3":
+    sys.exit(3)
+  if mode == "raise":
+    raise ValueError("the probe's failure")
+  if mode == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+  main()
