@@ -12,8 +12,9 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import subprocess
 import sys
-from typing import Sequence
+from typing import Mapping, Sequence
 
 # Imported once, in the server. None of them starts a thread pool, a backend or a runtime at
 # import (only TF's allocator and numpy's BLAS threads exist, and both fork cleanly).
@@ -22,31 +23,55 @@ PRELOAD = ("tensorflow", "tensorflow_datasets", "seqio", "jax", "flax.linen", "o
 
 
 class BinaryRunner:
-  """Starts its fork server in the background at construction, while the caller works on."""
+  """Starts the fork server in the background at construction, while the caller works on.
 
-  def __init__(self, preload: Sequence[str] = PRELOAD):
+  A process has one fork server (multiprocessing's), which every runner in it shares. It
+  inherits os.environ as it is at the first runner's construction.
+  """
+
+  def __init__(self):
     self._context = multiprocessing.get_context("forkserver")
-    self._context.set_forkserver_preload(list(preload))
-    # The server inherits os.environ as it is now: set the binaries' environment first.
+    self._context.set_forkserver_preload(list(PRELOAD))
     multiprocessing.forkserver.ensure_running()
 
-  def run(self, module: str, args: Sequence[str], log_path: str) -> int:
-    """Runs `python -m module *args`, appending its stdout and stderr to log_path; returns its
-    exit status (negative: the signal that ended it)."""
-    process = self._context.Process(target=_run_module, args=(module, list(args), log_path),
-                                    name=module)
+  def run(self, module: str, args: Sequence[str], log_path: str, *, stderr_path: str | None = None,
+          cwd: str | None = None, environ: Mapping[str, str] | None = None,
+          timeout_seconds: float | None = None) -> int:
+    """Runs `python -m module *args`; returns its exit status (negative: the signal that ended
+    it).
+
+    log_path: its stdout is appended there, and its stderr too unless stderr_path is given.
+    cwd, environ: its working folder and environment (default: the server's). JAX reads
+      XLA_FLAGS in the child; what the preloaded modules read at import (JAX_* settings) is
+      the server's, so pass an environment that differs from it in nothing else.
+    timeout_seconds: then it is killed and subprocess.TimeoutExpired raised, as
+      subprocess.run does.
+    """
+    process = self._context.Process(
+        target=_run_module, name=module,
+        args=(module, list(args), log_path, stderr_path or log_path, cwd, environ and dict(environ)))
     process.start()
-    process.join()
+    process.join(timeout_seconds)
+    if process.exitcode is None:
+      process.kill()
+      process.join()
+      raise subprocess.TimeoutExpired([module, *args], timeout_seconds)
     return process.exitcode
 
 
-def _run_module(module: str, args: list[str], log_path: str) -> None:
-  """In the child: the log as stdout and stderr, then the module as `python -m` runs it.
+def _run_module(module: str, args: list[str], stdout_path: str, stderr_path: str,
+                cwd: str | None, environ: dict[str, str] | None) -> None:
+  """In the child: stdout and stderr to their files, then the module as `python -m` runs it.
   SystemExit's status becomes the process's (multiprocessing's bootstrap)."""
-  log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-  os.dup2(log, 1)
-  os.dup2(log, 2)
-  os.close(log)
+  for fd, path in ((1, stdout_path), (2, stderr_path)):
+    file = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(file, fd)
+    os.close(file)
+  if cwd is not None:
+    os.chdir(cwd)
+  if environ is not None:
+    os.environ.clear()
+    os.environ.update(environ)
   sys.argv = [module, *args]  # run_module puts the module's path first, as `python -m` does
   try:
     runpy.run_module(module, run_name="__main__", alter_sys=True)

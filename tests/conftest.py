@@ -1,6 +1,7 @@
 """Suite-wide setup (simulated devices, quiet TF, repo paths) and shared fixtures."""
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -21,6 +22,7 @@ from musiclm_jax import xla_flags  # imports no jax
 # 138 -> 129 s; means of two alternating runs each, one machine). Programs a user runs keep
 # the defaults.
 # The project's XLA:CPU flags (`xla_flags`) are on, as in every binary.
+_NUMBA_CACHES = "MUSICLM_JAX_TESTS_NUMBA_CACHES"  # the run's folder of per-worker numba caches
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ.setdefault("XLA_FLAGS", xla_flags.with_cpu_flags(
     simulated_devices.xla_flags(8) + " " + FAST_COMPILE_FLAGS +
@@ -29,6 +31,14 @@ os.environ.setdefault("XLA_FLAGS", xla_flags.with_cpu_flags(
 # then never start themselves again for it.
 os.environ["GLIBC_TUNABLES"] = xla_flags.with_malloc_tunable(os.environ.get("GLIBC_TUNABLES", ""))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# numba's on-disk cache (librosa's pitch and CQT functions) is not safe for two processes
+# compiling one function at once: in a fresh venv, the quick demo's musiclm-eval and the other
+# worker's music-stats tests once wrote one overload's code under both of its cache entries,
+# and every later call segfaulted. Each xdist worker, with the processes it starts, has its
+# own cache in the run's folder (`pytest_configure`); numba reads this at its import.
+if "PYTEST_XDIST_WORKER" in os.environ and _NUMBA_CACHES in os.environ:
+  os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.environ[_NUMBA_CACHES],
+                                                        os.environ["PYTEST_XDIST_WORKER"]))
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +50,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from musiclm_jax.binary_runner import BinaryRunner
 from musiclm_jax.data.synth_music import builder
 from musiclm_jax.data.synth_music import corpus
 
@@ -71,6 +82,28 @@ def binary_env(**overrides: str) -> dict[str, str]:
   return env
 
 
+_binary_runner = None  # this worker's, started at its first run_binary
+
+
+def run_binary(module: str, *args: str, cwd: str | None = None,
+               timeout_seconds: float = 600) -> subprocess.CompletedProcess:
+  """`python -m module *args` in `binary_env`, its output captured, as subprocess.run with
+  capture_output=True and text=True returns it; run in a child of a fork server that imported
+  TF, seqio, JAX and Flax once (`binary_runner`: the same process otherwise, its equivalence
+  tested in test_binary_runner.py), so a binary that fails at once costs ~0.5 s, not ~5 s."""
+  global _binary_runner
+  if _binary_runner is None:
+    _binary_runner = BinaryRunner()
+  with tempfile.TemporaryDirectory() as folder:
+    stdout_path, stderr_path = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+    for path in (stdout_path, stderr_path):
+      open(path, "w").close()
+    status = _binary_runner.run(module, args, stdout_path, stderr_path=stderr_path, cwd=cwd,
+                                environ=binary_env(), timeout_seconds=timeout_seconds)
+    with open(stdout_path) as stdout, open(stderr_path) as stderr:
+      return subprocess.CompletedProcess([module, *args], status, stdout.read(), stderr.read())
+
+
 def load_data_builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
   """The Builder of data/<name>/, loaded the way `tfds build data/<name>` loads it."""
   with tfds.core.utils.add_sys_path(os.path.join(REPO_ROOT, "data")):
@@ -90,21 +123,26 @@ def sine(frequency_hz: float, seconds: float, sample_rate_hz: int,
 # a test's second Trainer of one model) is loaded, not compiled again. It goes
 # with the run; a cache the environment names is used and kept.
 _xla_cache_dir = None
+_numba_caches_dir = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
   del config
-  global _xla_cache_dir
+  global _xla_cache_dir, _numba_caches_dir
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # else an xdist worker, or the user's own
     _xla_cache_dir = tempfile.mkdtemp(prefix="musiclm_jax_tests_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _xla_cache_dir
     jax.config.update("jax_compilation_cache_dir", _xla_cache_dir)  # JAX read the env at import
+  if "PYTEST_XDIST_WORKER" not in os.environ and _NUMBA_CACHES not in os.environ:
+    _numba_caches_dir = tempfile.mkdtemp(prefix="musiclm_jax_tests_numba_caches_")
+    os.environ[_NUMBA_CACHES] = _numba_caches_dir  # for the workers, started after this
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
   del config
-  if _xla_cache_dir:
-    shutil.rmtree(_xla_cache_dir, ignore_errors=True)
+  for folder in (_xla_cache_dir, _numba_caches_dir):
+    if folder:
+      shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from musiclm_jax import checkpoints
 from musiclm_jax import metrics as metrics_lib
-from conftest import TESTS_DIR, binary_env
+from conftest import TESTS_DIR, binary_env, run_binary
 
 TEST_GIN = os.path.join(TESTS_DIR, "gin", "context_mlp.gin")
 
@@ -19,8 +19,7 @@ def _command(binary, *args):
 
 
 def _run(binary, *args):
-  return subprocess.run(_command(binary, *args), capture_output=True, text=True, env=binary_env(),
-                        timeout=300)
+  return run_binary(f"musiclm_jax.{binary}", *args, timeout_seconds=300)
 
 
 def _train(model_dir, *extra):

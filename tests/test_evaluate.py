@@ -35,7 +35,7 @@ from musiclm_jax.eval import prompt_adherence
 from musiclm_jax.eval import report as report_lib
 from musiclm_jax.eval import story
 from musiclm_jax.eval import suite
-from conftest import binary_env
+from conftest import binary_env, run_binary
 
 RATE_HZ = 24_000
 SPLIT = "train"  # the micro corpus's largest split (6 clips)
@@ -389,8 +389,7 @@ def test_judge_input_errors_are_one_line(corpus, reference, monkeypatch, tmp_pat
 
 
 def _run_eval(*args):
-  return subprocess.run([sys.executable, "-m", "musiclm_jax.evaluate", "--gin_file=runs/eval.gin",
-                         *args], capture_output=True, text=True, env=binary_env(), timeout=600)
+  return run_binary("musiclm_jax.evaluate", "--gin_file=runs/eval.gin", *args)
 
 
 def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp_path):

@@ -12,7 +12,7 @@ from musiclm_jax import checkpoints
 from musiclm_jax import inference
 from musiclm_jax.errors import UserError
 from musiclm_jax.models import soundstream
-from conftest import binary_env
+from conftest import run_binary
 from test_cascade import tiny_stage_lms
 from test_multihost import finish, free_port, multiprocess_env
 from test_long_generation import TINY_DISCRIMINATORS, TINY_CODEC, tiny_soundstream_params
@@ -107,8 +107,7 @@ def flags(tmp_path_factory) -> list[str]:
 
 
 def _run_infer(*args, cwd):
-  return subprocess.run([sys.executable, "-m", "musiclm_jax.infer", *args], capture_output=True,
-                        text=True, env=binary_env(), timeout=600, cwd=cwd)
+  return run_binary("musiclm_jax.infer", *args, cwd=str(cwd))
 
 
 def _last_error_line(result) -> str:

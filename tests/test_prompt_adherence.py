@@ -1,7 +1,5 @@
 """MuLan prompt adherence: the permutation test's p-values against exact enumeration."""
 import itertools
-import subprocess
-import sys
 
 from absl import flags
 import numpy as np
@@ -48,10 +46,9 @@ def test_the_binary_is_one_line_on_a_folder_without_results_and_the_library_defi
     tmp_path):
   # The eval modules import this library: its flags are the binary's alone.
   assert "samples_dir" not in flags.FLAGS
-  result = subprocess.run(
-      [sys.executable, "-m", "musiclm_jax.eval.prompt_adherence", f"--samples_dir={tmp_path}",
-       "--mulan_export_dir=unused", "--mulan_rvq_path=unused", f"--output_path={tmp_path}/a.json"],
-      capture_output=True, text=True, env=conftest.binary_env(), check=False, cwd=conftest.REPO_DIR)
+  result = conftest.run_binary(
+      "musiclm_jax.eval.prompt_adherence", f"--samples_dir={tmp_path}", "--mulan_export_dir=unused",
+      "--mulan_rvq_path=unused", f"--output_path={tmp_path}/a.json", cwd=conftest.REPO_DIR)
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1] == (
       f"error: no results.jsonl in {tmp_path}: point the samples folder at a musiclm-infer "

@@ -1,8 +1,6 @@
 """musiclm-tokenize: the cache holds every clip's tokens once, resumes, splits across hosts, skips bad audio."""
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -11,7 +9,7 @@ import tensorflow_datasets as tfds
 
 import fake_tokenizers
 import numpy_params
-from conftest import TESTS_DIR, binary_env, sine
+from conftest import TESTS_DIR, run_binary, sine
 from musiclm_jax.data import tasks
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
@@ -212,12 +210,10 @@ def test_real_soundstream_tokenizer_keeps_frames_aligned(synth_music_micro, tmp_
 
 
 def test_binary_writes_a_cache_and_reports_counts(synth_music_micro, tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "musiclm_jax.tokenize_dataset",
-       f"--gin_file={os.path.join(TESTS_DIR, 'gin', 'tokenize_fakes.gin')}",
-       "--gin.DATASET='synth_music/micro'", f"--gin.DATA_DIR='{synth_music_micro.data_dir_root}'",
-       f"--gin.TOKEN_CACHE_DIR='{tmp_path}'"],
-      capture_output=True, text=True, env=binary_env(), timeout=300)
+  result = run_binary(
+      "musiclm_jax.tokenize_dataset", f"--gin_file={os.path.join(TESTS_DIR, 'gin', 'tokenize_fakes.gin')}",
+      "--gin.DATASET='synth_music/micro'", f"--gin.DATA_DIR='{synth_music_micro.data_dir_root}'",
+      f"--gin.TOKEN_CACHE_DIR='{tmp_path}'", timeout_seconds=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "train: 6 records in 3/3 shards; skipped none" in result.stdout
   assert "validation: 1 records in 1/1 shards" in result.stdout
