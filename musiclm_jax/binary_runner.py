@@ -73,6 +73,9 @@ def _run_module(module: str, args: list[str], stdout_path: str, stderr_path: str
     os.environ.clear()
     os.environ.update(environ)
   sys.argv = [module, *args]  # run_module puts the module's path first, as `python -m` does
+  # The command that starts it afresh, not the server's: a binary that starts itself again
+  # (`xla_flags.reexec_with_malloc_tunable`) becomes `python -m module args`.
+  sys.orig_argv = [sys.executable, "-m", module, *args]
   try:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
   finally:

@@ -22,7 +22,8 @@ def main():
     time.sleep(600)
   atexit.register(lambda: open(atexit_path, "a").write(f"{mode}: atexit ran\n"))
   print(f"__name__={__name__} argv[0]={os.path.relpath(sys.argv[0], os.path.dirname(__file__))} "
-        f"devices={jax.device_count()} sum={int(jnp.arange(5).sum())}")
+        f"devices={jax.device_count()} sum={int(jnp.arange(5).sum())} "
+        f"restarts_as={' '.join(sys.orig_argv[1:4])}")
   print("on stderr", file=sys.stderr)
   if mode == "exit3":
     sys.exit(3)

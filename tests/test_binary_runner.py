@@ -22,8 +22,8 @@ def _fresh_process(mode: str, atexit_path: str, log_path: str) -> int:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_forked_binary_matches_a_fresh_process(tmp_path, mode):
-  """Same status, log, atexit handlers and JAX devices: binary_env's one, where the server
-  started with this process's 8 (XLA_FLAGS), so JAX starts in the child."""
+  """Same status, log, atexit handlers, command to start it again, and JAX devices: binary_env's
+  one, where the server started with this process's 8 (XLA_FLAGS), so JAX starts in the child."""
   runner = BinaryRunner()
   forked = lambda mode, atexit_path, log_path: runner.run(
       "forked_probe", [mode, atexit_path], log_path, environ=conftest.binary_env())
@@ -42,7 +42,8 @@ def test_a_forked_binary_matches_a_fresh_process(tmp_path, mode):
   assert status == MODES[mode] and lines[0] == "$ the caller's header"
   assert "on stderr" in lines
   if mode != "kill":  # SIGKILL loses the buffered stdout and skips atexit, in both
-    assert "__name__=__main__ argv[0]=forked_probe.py devices=1 sum=10" in lines
+    assert (f"__name__=__main__ argv[0]=forked_probe.py devices=1 sum=10 "
+            f"restarts_as=-m forked_probe {mode}") in lines
     assert atexit_text == f"{mode}: atexit ran\n"
   if mode == "raise":
     assert lines[-1] == "ValueError: the probe's failure"
