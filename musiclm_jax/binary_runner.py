@@ -1,7 +1,7 @@
 """Runs binaries (`python -m module args`) in processes that skip their heavy imports.
 
 A binary spends ~4.5 s of a fresh process importing TensorFlow, seqio, JAX and Flax before it
-does anything (`python -X importtime -m musiclm_jax.train`), and `make demo` starts 21 of them.
+does anything (`python -X importtime -c "import musiclm_jax.train"`), and `make demo` starts 21 of them.
 Here each one is a child of a fork server (multiprocessing's "forkserver") that imported those
 modules once and started nothing else: no JAX backend and no TF runtime exist there, so a fork
 is as safe as at the top of a fresh process, and JAX still reads XLA_FLAGS at its first
@@ -16,8 +16,10 @@ import subprocess
 import sys
 from typing import Mapping, Sequence
 
-# Imported once, in the server. None of them starts a thread pool, a backend or a runtime at
-# import (only TF's allocator and numpy's BLAS threads exist, and both fork cleanly).
+# Imported once, in the server. None of them starts a backend, a runtime or a thread pool at
+# import: the threads there after them are numpy's BLAS one and two of TF's (its jemalloc
+# background thread and one more).
+# (The quick demo's outputs were byte-identical, forked or started afresh.)
 PRELOAD = ("tensorflow", "tensorflow_datasets", "seqio", "jax", "flax.linen", "optax",
            "orbax.checkpoint", "gin", "absl.app")
 

@@ -22,7 +22,6 @@ from musiclm_jax import xla_flags  # imports no jax
 # 138 -> 129 s; means of two alternating runs each, one machine). Programs a user runs keep
 # the defaults.
 # The project's XLA:CPU flags (`xla_flags`) are on, as in every binary.
-_NUMBA_CACHES = "MUSICLM_JAX_TESTS_NUMBA_CACHES"  # the run's folder of per-worker numba caches
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ.setdefault("XLA_FLAGS", xla_flags.with_cpu_flags(
     simulated_devices.xla_flags(8) + " " + FAST_COMPILE_FLAGS +
@@ -36,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # worker's music-stats tests once wrote one overload's code under both of its cache entries,
 # and every later call segfaulted. Each xdist worker, with the processes it starts, has its
 # own cache in the run's folder (`pytest_configure`); numba reads this at its import.
+_NUMBA_CACHES = "MUSICLM_JAX_TESTS_NUMBA_CACHES"  # the run's folder of per-worker numba caches
 if "PYTEST_XDIST_WORKER" in os.environ and _NUMBA_CACHES in os.environ:
   os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.environ[_NUMBA_CACHES],
                                                         os.environ["PYTEST_XDIST_WORKER"]))
@@ -90,7 +90,8 @@ def run_binary(module: str, *args: str, cwd: str | None = None,
   """`python -m module *args` in `binary_env`, its output captured, as subprocess.run with
   capture_output=True and text=True returns it; run in a child of a fork server that imported
   TF, seqio, JAX and Flax once (`binary_runner`: the same process otherwise, its equivalence
-  tested in test_binary_runner.py), so a binary that fails at once costs ~0.5 s, not ~5 s."""
+  tested in test_binary_runner.py), so a binary that fails at once costs ~0.1 s (test_binaries'
+  one-line-error tests), not ~5 s."""
   global _binary_runner
   if _binary_runner is None:
     _binary_runner = BinaryRunner()
