@@ -10,6 +10,7 @@ process, `__main__`, argv, exit status and atexit handlers, its output in a log 
 """
 import atexit
 import multiprocessing
+from multiprocessing import forkserver
 import os
 import runpy
 import subprocess
@@ -34,7 +35,7 @@ class BinaryRunner:
   def __init__(self):
     self._context = multiprocessing.get_context("forkserver")
     self._context.set_forkserver_preload(list(PRELOAD))
-    multiprocessing.forkserver.ensure_running()
+    forkserver.ensure_running()
 
   def run(self, module: str, args: Sequence[str], log_path: str, *, stderr_path: str | None = None,
           cwd: str | None = None, environ: Mapping[str, str] | None = None,
@@ -51,7 +52,8 @@ class BinaryRunner:
     """
     process = self._context.Process(
         target=_run_module, name=module,
-        args=(module, list(args), log_path, stderr_path or log_path, cwd, environ and dict(environ)))
+        args=(module, list(args), log_path, stderr_path or log_path, cwd,
+              None if environ is None else dict(environ)))
     process.start()
     process.join(timeout_seconds)
     if process.exitcode is None:
