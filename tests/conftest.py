@@ -19,10 +19,16 @@ from musiclm_jax import xla_flags  # imports no jax
 # of 88.5 s, and `make test` in 827-946 s instead of 1028 s (one idle machine; the binaries'
 # runs, the quick demo's most of all, gain little). Skipping LLVM's expensive passes cut
 # another 5-6% (test_cascade + test_decoding 56.1 -> 52.8 s, test_infer + test_stage_training
-# 138 -> 129 s; means of two alternating runs each, one machine). Programs a user runs keep
-# the defaults.
+# 138 -> 129 s; means of two alternating runs each, one machine). XLA:CPU's older fusion
+# emitters (LLVM IR written directly) compile faster than its MLIR ones, the default:
+# test_stage_training + test_decoding + test_lm + test_trainer in one process took 114 and
+# 111 s with them, 199 and 178 s without; the quick demo alone 211 and 209 s, 236 and 235 s
+# without (alternating, idle, one machine, 2026-12-07). Their code may run slower: the
+# training-bound test_toy_experiment took 27-41 s in the suite with them, 32-36 s without.
+# Programs a user runs keep the defaults.
 # The project's XLA:CPU flags (`xla_flags`) are on, as in every binary.
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                      "--xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("XLA_FLAGS", xla_flags.with_cpu_flags(
     simulated_devices.xla_flags(8) + " " + FAST_COMPILE_FLAGS +
     " --xla_cpu_collective_call_terminate_timeout_seconds=1800"))
