@@ -23,8 +23,10 @@ from musiclm_jax import xla_flags  # imports no jax
 # emitters (LLVM IR written directly) compile faster than its MLIR ones, the default:
 # test_stage_training + test_decoding + test_lm + test_trainer in one process took 114 and
 # 111 s with them, 199 and 178 s without; the quick demo alone 211 and 209 s, 236 and 235 s
-# without (alternating, idle, one machine, 2026-12-07). Their code may run slower: the
-# training-bound test_toy_experiment took 27-41 s in the suite with them, 32-36 s without.
+# without (alternating, idle, one machine, 2026-12-07); `make test` on a clean clone 621, 753
+# and 622 s of pytest, 842 s without (the same day; runs of one commit varied by 20% there).
+# Their code may run slower: the training-bound test_toy_experiment took 27-41 s in the suite
+# with them, 32-36 s without.
 # Programs a user runs keep the defaults.
 # The project's XLA:CPU flags (`xla_flags`) are on, as in every binary.
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
