@@ -9,6 +9,8 @@
 #
 # DEMO_DIR: a finished `make demo` folder (runs/demo): its w2v-BERT and k-means are the
 # semantic tokenizer here, and synth_music/small and small_x4 are built into its tfds folder.
+# (The README's figures used them as the demo trained them on synth_music/tiny, before
+# 2026-12-07; the demo now trains them on small.)
 # What departs from the demo's chain, each measured alone in design section 10:
 #   the codec trains 1500 steps on reconstruction losses (the demo: 500) at learning rate
 #   5e-4 and commitment weight 0.25; MuLan 600 steps on small (not 300 on tiny); its RVQ

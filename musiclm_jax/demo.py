@@ -122,7 +122,7 @@ def _binding(name: str, value) -> str:
 
 class Pipeline:
   """Runs the demo's steps in order, skipping those whose outputs exist; `runner` starts the
-  binaries (`binary_runner.BinaryRunner`: the same processes, without 21 times the imports)."""
+  binaries (`binary_runner.BinaryRunner`: the same processes, without 19 times the imports)."""
 
   def __init__(self, output_dir: str, mode: Mode, runner: BinaryRunner):
     self.out = os.path.abspath(output_dir)
