@@ -97,7 +97,8 @@ class Mode:
 # code frequencies, so what it samples is noise whatever the prompt. On small, MuLan (600
 # steps) ranks held-out captions and the coarse stage generalises (1500 steps); the audio
 # is decoded from the codec's first 2 levels, which carry what a judge hears, so no fine
-# stage is trained (docs/design.md section 10, "At the demo's scale").
+# stage is trained (docs/design.md section 10: "At the demo's scale" for why, "The demo on
+# synth_music/small" for what it gives).
 FULL = Mode(
     corpus="small", clip_seconds=10.0,
     train_steps=dict(soundstream=500, w2v_bert=600, mulan=600, melody=200, semantic=300,
