@@ -283,7 +283,7 @@ class Cascade:
   @property
   def runs_fine_stage(self) -> bool:
     """False when no fine level is decoded (decode_levels ≤ the coarse levels)."""
-    return _runs_fine_stage(self.decode_levels)
+    return token_layout.decodes_fine_levels(self.decode_levels)
 
   # The cascade.
 
@@ -548,13 +548,9 @@ def _check_decode_levels(decode_levels: int | None, num_levels: int) -> None:
                     "use one of them, or None for all")
 
 
-def _runs_fine_stage(decode_levels: int | None) -> bool:
-  return decode_levels is None or decode_levels > token_layout.COARSE.num_levels
-
-
 def _check_fine_stage(has_fine_stage: bool, decode_levels: int | None) -> None:
   """UserError if the decoded levels include a fine one and there is no fine stage."""
-  if not has_fine_stage and _runs_fine_stage(decode_levels):
+  if not has_fine_stage and token_layout.decodes_fine_levels(decode_levels):
     raise UserError(f"decoding {decode_levels or 'all'} codec levels needs the fine stage: set "
                     f"FINE_EXPORT_DIR, or DECODE_LEVELS to at most {token_layout.COARSE.num_levels}")
 

@@ -37,6 +37,7 @@ from musiclm_jax.audio import io as audio_io
 from musiclm_jax.audio import rates
 from musiclm_jax.data import melody_pairs
 from musiclm_jax.data import melody_voices
+from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import melody as melody_eval
 from musiclm_jax.eval import report
@@ -65,15 +66,15 @@ class Mode:
   corpus: synth_music config name; clip_seconds its clip length.
   train_steps: per component.
   stage_crop_seconds: crops of the semantic, coarse and fine stages; each is also
-    the stage's cascade window, so every window is in-distribution.
+    the stage's cascade window, so every window is in-distribution. The fine stage is
+    trained only when a fine level is decoded (`stages`).
   stage_stride_seconds: how far each stage's window advances.
   long_seconds, story_seconds: of the long generation and of each story segment.
   num_captions: held-out captions to generate for.
   num_melodies: held-out pieces whose hummed or whistled melody is a prompt's
     `melody_from`, each with its own caption and again with the next piece's melody.
   eval_taggers: musicnn taggers musiclm-eval runs (KLD per tagger; the first gives FAD).
-  decode_levels: codec levels the audio is decoded from (None: all 12, the paper's). At 4
-    or fewer no fine level is heard, so no fine stage is trained (stage_crop_seconds has none).
+  decode_levels: codec levels the audio is decoded from (None: all 12, the paper's).
   held_out_clips: the first N clips of the held-out split (None: all): every prompt's caption
     and melody comes from them, and they are the eval's real, codec and noise sets.
   """
@@ -91,6 +92,11 @@ class Mode:
   decode_levels: int | None
   held_out_clips: int | None
 
+  @property
+  def stages(self) -> list[str]:
+    """The stages trained and run: at 4 or fewer decoded levels no fine level is heard."""
+    return [stage for stage in self.stage_crop_seconds
+            if stage != "fine" or token_layout.decodes_fine_levels(self.decode_levels)]
 
 # The demo trains on synth_music/small (636 training clips), not tiny (160): on tiny every
 # stage memorises its clips and the coarse stage never predicts held-out clips better than
@@ -103,8 +109,8 @@ FULL = Mode(
     corpus="small", clip_seconds=10.0,
     train_steps=dict(soundstream=500, w2v_bert=600, mulan=600, melody=200, semantic=300,
                      coarse=1500),
-    stage_crop_seconds=dict(semantic=10.0, coarse=2.0),
-    stage_stride_seconds=dict(semantic=5.0, coarse=1.0),
+    stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
+    stage_stride_seconds=dict(semantic=5.0, coarse=1.0, fine=0.48),
     prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=24,
     num_melodies=4, eval_taggers=("MTT_musicnn", "MSD_musicnn"), decode_levels=2,
     held_out_clips=40)
@@ -240,7 +246,7 @@ class Pipeline:
     # [M | melody], and its melody dropout makes NULL melody (text alone) in-distribution.
     experiments = dict(semantic="semantic_melody_stage", coarse="coarse_stage", fine="fine_stage")
     stages = {}
-    for stage in mode.stage_crop_seconds:
+    for stage in mode.stages:
       stages[stage] = self.train_and_export(stage, experiments[stage], [
           _binding("TOKEN_CACHE_DIR", cache),
           _binding("CROP_SECONDS", mode.stage_crop_seconds[stage])])
@@ -256,10 +262,10 @@ class Pipeline:
              _binding("IF_OUTPUT_EXISTS", "overwrite"),
              # The tokens too, for the eval's token probes.
              _binding("SAVE_TOKENS", True),
-             *[_binding(f"cascade.Windows.{stage}_window_seconds", seconds)
-               for stage, seconds in mode.stage_crop_seconds.items()],
-             *[_binding(f"cascade.Windows.{stage}_stride_seconds", seconds)
-               for stage, seconds in mode.stage_stride_seconds.items()]]
+             *[_binding(f"cascade.Windows.{stage}_window_seconds", mode.stage_crop_seconds[stage])
+               for stage in mode.stages],
+             *[_binding(f"cascade.Windows.{stage}_stride_seconds", mode.stage_stride_seconds[stage])
+               for stage in mode.stages]]
     self.step("generate", [os.path.join(samples, "index.html")], [[
         *infer, _binding("PROMPTS_FILE", prompts_file), _binding("OUTPUT_DIR", samples)]])
     # The unconditional baseline: guidance scale 0 keeps only the NULL-conditioned logits.

@@ -53,6 +53,12 @@ FINE = TokenKind("fine", num_levels=8, codebook_size=1024)
 KINDS = {kind.name: kind for kind in (MULAN, MELODY, SEMANTIC, COARSE, FINE)}
 
 
+def decodes_fine_levels(decode_levels: int | None) -> bool:
+  """Whether audio decoded from the first `decode_levels` codec levels (None: all) hears a
+  fine level, so that the fine stage must run."""
+  return decode_levels is None or decode_levels > COARSE.num_levels
+
+
 def _jax():
   """The jax module if something imported it, else None: without it there is no jax array."""
   return sys.modules.get("jax")
