@@ -221,7 +221,7 @@ class Cascade:
     self.max_length = max_length
     self.sources = dict(sources or {})
     self.decode_levels = decode_levels
-    windows.check(max_length)
+    windows.check(max_length, melody=self.follows_melody)
     _check_decode_levels(decode_levels, acoustic_tokenizer.num_levels)
     _check_fine_stage(fine is not None, decode_levels)
     _check_components(self)
@@ -668,7 +668,7 @@ def load_musiclm(*, mulan_export_dir: str, mulan_rvq_path: str, soundstream_expo
                "FINE_EXPORT_DIR"):
     if name in paths and not paths_lib.resolve(paths[name][0]).joinpath("config.gin").is_file():
       raise UserError(f"{name} {paths[name][0]!r} has no config.gin: point at a musiclm-export folder")
-  windows.check(max_length)  # config mistakes before loading
+  windows.check(max_length)  # config mistakes before loading; Cascade counts melody tokens too
   _check_fine_stage(fine_export_dir is not None, decode_levels)
   semantic_tokenizer = (None if w2v_bert_export_dir is None
                         else semantic_loader(w2v_bert_export_dir, kmeans_path))

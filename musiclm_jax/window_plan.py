@@ -68,12 +68,14 @@ class Windows:
                       "windows would skip frames")
     return out[0], out[1]
 
-  def check(self, max_length: int) -> None:
-    """UserError if a window is not whole frames or does not fit `max_length` tokens."""
+  def check(self, max_length: int, melody: bool = False) -> None:
+    """UserError if a window is not whole frames or does not fit `max_length` tokens, counting
+    melody tokens in the semantic window when its stage was trained with melody."""
     for name in spec.STAGES + ("decode",):
       self.frames(name)  # a UserError unless whole frames
     for name in spec.STAGES:
-      length = 1 + spec.window_tokens(name, self.frames(name)[0])  # BOS + a full window
+      # BOS + a full window
+      length = 1 + spec.window_tokens(name, self.frames(name)[0], melody=melody and name == "semantic")
       if length > max_length:
         raise UserError(f"a {name} window is {length} tokens, more than max_length {max_length}: "
                         f"shorten Windows.{name}_window_seconds or raise max_length")

@@ -154,8 +154,8 @@ def _melody_cascade(melody_tokenizer=fake_tokenizers.FakeMelodyTokenizer(),
   semantic = cascade_lib.StageLM(model, model_params(model, seed=5))
   return cascade_lib.Cascade(
       fake_tokenizers.FakeConditioningTokenizer(), fake_tokenizers.FakeAcousticTokenizer(),
-      semantic, stages["coarse"], stages["fine"], windows=WINDOWS,
-      melody_tokenizer=melody_tokenizer, **kwargs)
+      semantic, stages["coarse"], stages["fine"], melody_tokenizer=melody_tokenizer,
+      **{"windows": WINDOWS, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +240,13 @@ def test_melody_requests_a_cascade_cannot_serve_are_one_line_errors(melody_music
     tokenizer = fake_tokenizers.FakeMelodyTokenizer()
     tokenizer.hop_seconds = 2.0
     _melody_cascade(melody_tokenizer=tokenizer)
+  # A 1.44 s semantic window is BOS + 36 S + 12 M = 49 tokens; a melody stage reads 24 more.
+  windows = dataclasses.replace(WINDOWS, semantic_window_seconds=1.44)
+  cascade_lib.Cascade(fake_tokenizers.FakeConditioningTokenizer(),
+                      fake_tokenizers.FakeAcousticTokenizer(), *tiny_stage_lms().values(),
+                      windows=windows, max_length=49)
+  with pytest.raises(UserError, match="a semantic window is 73 tokens, more than max_length 49"):
+    _melody_cascade(windows=windows, max_length=49)
   # Melodies of other lengths never share a batch (their prompts differ in shape).
   requests = [cascade_lib.Request.from_text("a", 0.8, melody=_tune(s)) for s in (2.0, 2.0, 5.0)]
   assert cascade_lib.plan_batches(requests + [cascade_lib.Request.from_text("a", 0.8)], 4) == [

@@ -54,3 +54,9 @@ def test_frames_segments_and_window_errors():
     window_plan.Windows(coarse_window_seconds=0.41).frames("coarse")
   with pytest.raises(UserError, match="more than max_length 512"):
     window_plan.Windows().check(512)
+  # A 90 s semantic window is BOS + 2250 S + 12 M, as long as the paper's coarse window (BOS +
+  # 250 S + 500 x 4 A + 12 M); a melody stage's window adds 30 melody frames of 24 levels.
+  long_semantic = window_plan.Windows(semantic_window_seconds=90.0)
+  long_semantic.check(2263)
+  with pytest.raises(UserError, match="a semantic window is 2983 tokens, more than max_length 2263"):
+    long_semantic.check(2263, melody=True)
