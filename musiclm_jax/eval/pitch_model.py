@@ -85,9 +85,12 @@ def note_onsets(posteriorgrams: dict[str, np.ndarray]) -> np.ndarray:
   adjacent frames are one event: a note's harmonics and a chord count once."""
   onset, note = posteriorgrams["onset"], posteriorgrams["note"]
   frames, keys = signal.argrelmax(onset, axis=0)
+  # Thresholded before the loop: noise has thousands of low peaks per clip, a tune a few dozen.
+  strong = onset[frames, keys] >= ONSET_THRESHOLD
+  frames, keys = frames[strong], keys[strong]
   sustained = np.asarray([note[f + 1:f + 1 + MIN_NOTE_FRAMES, k].mean() if f + 1 < len(note) else 0.0
                           for f, k in zip(frames, keys)])
-  starts = np.unique(frames[(onset[frames, keys] >= ONSET_THRESHOLD) & (sustained >= FRAME_THRESHOLD)])
+  starts = np.unique(frames[sustained >= FRAME_THRESHOLD])
   return starts[np.concatenate([[True], np.diff(starts) > 1])] if len(starts) else starts
 
 
