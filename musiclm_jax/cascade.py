@@ -406,7 +406,7 @@ class Cascade:
     Music shorter than a window gets a program of its own length, not a full window's.
     """
     frames = min(self.windows.frames(stage)[0], num_frames)
-    tokens = spec.window_tokens(stage, frames, melody=stage == "semantic" and self.follows_melody)
+    tokens = spec.window_tokens(stage, frames, self.follows_melody)
     # The stage's own stream (its target kind is its name) in one frame of the stage.
     per_frame = token_layout.KINDS[stage].num_levels * spec.stream_frames(stage, 1)[stage]
     return tokens - per_frame, frames * per_frame, tokens

@@ -61,13 +61,14 @@ def stream_frames(stage: str, frames: int) -> dict[str, int]:
 
 def window_tokens(stage: str, frames: int, melody: bool = False) -> int:
   """Tokens of a `stage` crop or window of `frames` frames (`stream_frames`), BOS left out: its
-  streams, M for the conditioned stages, and the melody frames (`melody_frames`) of a semantic
-  stage trained with melody. Training's crop lengths and the cascade's windows both count so."""
+  streams, M for the conditioned stages, and, when the semantic stage is trained with melody
+  (`melody`), its melody frames (`melody_frames`); the other stages read none. Training's crop
+  lengths and the cascade's windows both count so."""
   streams = stream_frames(stage, frames)
   length = sum(token_layout.KINDS[kind].num_levels * n for kind, n in streams.items())
   if stage != "fine":
     length += token_layout.MULAN.num_levels
-  if melody:
+  if melody and stage == "semantic":
     first, last = melody_frames(0, frames)
     length += token_layout.MELODY.num_levels * (last - first)
   return length

@@ -70,12 +70,11 @@ class Windows:
 
   def check(self, max_length: int, melody: bool = False) -> None:
     """UserError if a window is not whole frames or does not fit `max_length` tokens, counting
-    melody tokens in the semantic window when its stage was trained with melody."""
+    the semantic window's melody tokens when its stage was trained with melody (`melody`)."""
     for name in spec.STAGES + ("decode",):
       self.frames(name)  # a UserError unless whole frames
     for name in spec.STAGES:
-      # BOS + a full window
-      length = 1 + spec.window_tokens(name, self.frames(name)[0], melody=melody and name == "semantic")
+      length = 1 + spec.window_tokens(name, self.frames(name)[0], melody)  # BOS + a full window
       if length > max_length:
         raise UserError(f"a {name} window is {length} tokens, more than max_length {max_length}: "
                         f"shorten Windows.{name}_window_seconds or raise max_length")
