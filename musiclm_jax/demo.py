@@ -94,7 +94,8 @@ class Mode:
 
   @property
   def stages(self) -> list[str]:
-    """The stages trained and run: at 4 or fewer decoded levels no fine level is heard."""
+    """The stages trained and run: the fine stage only when a fine level is decoded
+    (`token_layout.decodes_fine_levels`)."""
     return [stage for stage in self.stage_crop_seconds
             if stage != "fine" or token_layout.decodes_fine_levels(self.decode_levels)]
 
