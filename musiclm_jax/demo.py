@@ -40,6 +40,7 @@ from musiclm_jax.data import melody_voices
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import melody as melody_eval
+from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import report
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", os.path.join(os.getcwd(), "runs", "demo"),
@@ -336,14 +337,19 @@ class Pipeline:
     Piece i gives two lines with its caption and one seed: `melody_from` its own
     melody, and the next piece's (the swapped control of `write_melody_adherence`).
     One clip per source piece (a piece's clips share its tune); clips with fewer
-    than _MIN_MELODY_NOTES notes in prompt_seconds are passed over.
+    than _MIN_MELODY_NOTES notes in prompt_seconds are passed over. The clip's
+    own first prompt_seconds are written beside its melody (`melody_music`):
+    the adherence real music of that tune has.
     """
     seconds = self.mode.prompt_seconds
-    pieces = {}  # source piece -> (caption, notes) of its first clip with a tune
+    corpus_rate_hz = self.corpus.info.features["audio"].sample_rate
+    pieces = {}  # source piece -> (caption, notes, audio) of its first clip with a tune
     for example in self.held_out().as_numpy_iterator():
       notes = melody_voices.crop(melody_pairs.melody_notes(example), 0.0, seconds)
-      if len(notes.pitch) >= _MIN_MELODY_NOTES:
-        pieces.setdefault(example["source_id"], (example["caption"].decode(), notes))
+      if len(notes.pitch) >= _MIN_MELODY_NOTES and example["source_id"] not in pieces:
+        audio = example["audio"][:round(seconds * corpus_rate_hz)]
+        pieces[example["source_id"]] = (example["caption"].decode(), notes, audio_io.resample(
+            audio, corpus_rate_hz, rates.SOUNDSTREAM_SAMPLE_RATE_HZ))
       if len(pieces) == self.mode.num_melodies:
         break
     pieces = list(pieces.values())
@@ -351,19 +357,22 @@ class Pipeline:
       raise UserError(f"{self.dataset} validation has {len(pieces)} clips with a tune of "
                       f">= {_MIN_MELODY_NOTES} notes in {seconds:g} s; the melody lines need 2")
     os.makedirs(self.path("melodies"), exist_ok=True)
-    paths = []
-    for i, (_, notes) in enumerate(pieces):
+    paths, self.melody_music = [], []
+    for i, (_, notes, audio) in enumerate(pieces):
       voice = melody_voices.VOICES[i % len(melody_voices.VOICES)]
       paths.append(self.path("melodies", f"piece{i}_{voice}.wav"))
       audio_io.save_wav(paths[-1], melody_voices.render(
           voice, notes, seconds, rates.SOUNDSTREAM_SAMPLE_RATE_HZ, np.random.default_rng(i)),
                         rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
+      self.melody_music.append(self.path("melodies", f"piece{i}_music.wav"))
+      audio_io.save_wav(self.melody_music[-1], audio, rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
     self.melodies = paths
     return [{"text": caption, "melody_from": paths[(i + swap) % len(paths)], "seed": 300 + i}
-            for i, (caption, _) in enumerate(pieces) for swap in (0, 1)]
+            for i, (caption, _, _) in enumerate(pieces) for swap in (0, 1)]
 
   def write_melody_adherence(self) -> None:
-    """Melody adherence of the melody lines' music (eval/melody.py), as JSON in the samples."""
+    """Melody adherence of the melody lines' music (eval/melody.py), as JSON in the samples,
+    with the same figure of the tunes' own real music ('real_music', against the next tune)."""
     samples_dir = self.path("samples")
     records = {r["line"]: r for r in results_file.read(samples_dir)}
     # As written (24 kHz): generated music may clip or be silent, which load_audio refuses.
@@ -377,9 +386,13 @@ class Pipeline:
 
     # Piece i's lines: its own melody, then the next piece's (`write_melodies`).
     lines = [self.first_melody_line + 2 * i for i in range(len(self.melodies))]
-    result = melody_eval.swapped_melody_adherence(
-        [music(line) for line in lines], [music(line + 1) for line in lines],
-        [load(path) for path in self.melodies], rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
+    tunes, rate_hz = [load(path) for path in self.melodies], rates.SOUNDSTREAM_SAMPLE_RATE_HZ
+    pitch = pitch_model.BasicPitch()
+    result = melody_eval.swapped_melody_adherence([music(line) for line in lines],
+                                                  [music(line + 1) for line in lines], tunes,
+                                                  rate_hz, pitch)
+    result["real_music"] = melody_eval.melody_adherence(
+        [load(path) for path in self.melody_music], tunes, rate_hz, pitch)
     with open(self.path("samples", MELODY_ADHERENCE), "w") as f:
       json.dump(result, f, indent=1)
 
@@ -413,10 +426,14 @@ def adherence_summary(result: dict) -> str:
 def melody_summary(result: dict) -> str:
   """melody_adherence.json as text."""
   above = sum(m > s for m, s in zip(result["matched_per_pair"], result["mismatched_per_pair"]))
-  return (f"melody adherence, pitch-class agreement with the melody input over "
+  real = result["real_music"]
+  return (f"melody adherence, share of the melody input's notes among the music's "
+          f"{result['top_pitch_classes']} strongest pitch classes, over "
           f"{result['num_pairs']} held-out tunes:\n"
           f"  given that melody {result['matched']:.2f}  given another melody (same text, seed) "
-          f"{result['mismatched']:.2f}  ({above} of {result['num_pairs']} higher when given it)")
+          f"{result['mismatched']:.2f}  ({above} of {result['num_pairs']} higher when given it)\n"
+          f"  the tunes' real music {real['matched']:.2f}  against another tune "
+          f"{real['mismatched']:.2f}")
 
 
 def main(argv):

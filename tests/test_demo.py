@@ -100,10 +100,16 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   for first, second in zip(melody_records[::2], melody_records[1::2]):
     assert first["text"] == second["text"] and first["melody_from"] != second["melody_from"]
   melody = json.loads((samples / "melody_adherence.json").read_text())
-  assert melody["num_pairs"] == 2
-  for figure in ("matched_per_pair", "mismatched_per_pair"):
-    assert all(0 <= value <= 1 for value in melody[figure])
+  # The tunes' own real music, cut from the held-out clips beside their hums and whistles.
+  assert melody["num_pairs"] == melody["real_music"]["num_pairs"] == 2
+  for figures in (melody, melody["real_music"]):
+    for figure in ("matched_per_pair", "mismatched_per_pair"):
+      assert all(0 <= value <= 1 for value in figures[figure])
+  for i in range(2):
+    music = soundfile.info(tmp_path / "melodies" / f"piece{i}_music.wav")
+    assert music.duration == pytest.approx(2.0)
   assert "melody adherence" in result.stdout and "given another melody" in result.stdout
+  assert "the tunes' real music" in result.stdout
 
   # The re-run, in this process: a subprocess re-run spent its time importing JAX and TF
   # for a run that starts nothing. Any binary a finished step started again fails it here.

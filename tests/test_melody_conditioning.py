@@ -10,12 +10,14 @@ import soundfile
 from musiclm_jax import cascade as cascade_lib
 from musiclm_jax import inference
 from musiclm_jax import musiclm_spec
+from musiclm_jax.audio import pitch as audio_pitch
 from musiclm_jax.data import melody_voices
 from musiclm_jax.data import tasks
 from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
 from musiclm_jax.errors import UserError
 from musiclm_jax.eval import melody as melody_eval
+from musiclm_jax.eval import pitch_model
 from musiclm_jax.models import lm
 import fake_tokenizers
 from numpy_params import model_params
@@ -286,39 +288,72 @@ def test_melody_from_prompts_make_wavs_and_the_page_shows_the_melody(melody_musi
   assert page.count(record["melody"]["spectrogram"]) == 1
 
 
-def test_adherence_prefers_the_own_melody_in_any_key_over_another():
-  # Independent reference: the contours are hand-made MIDI numbers, not pYIN's.
-  tune = np.array([60, 62, 64, np.nan, 67, 67, 65, 64])
-  assert melody_eval.pitch_class_agreement(tune, tune + 5) == 1.0  # transposed: still the tune
-  assert melody_eval.pitch_class_agreement(tune, np.full(8, np.nan)) == 0.0
-  assert melody_eval.pitch_class_agreement(tune, np.array([60, 62, 64, 1, 67, 67, 0, 0])) == 5 / 7
-  # Audio through pYIN: music plays its tune a fifth up with harmonics; the swapped tune's
-  # notes are each at another interval from it (a quarter of the frames agree at best).
+def test_agreement_counts_tune_frames_among_the_musics_strongest_classes_in_any_key():
+  # Independent reference: hand-made contours and pitch-class profiles, counted by hand.
+  tune = np.array([60, 62, 64, np.nan, 67])  # C D E (unvoiced) G: classes 0 2 4 - 7
+  music = np.zeros((5, 12))
+  music[0, [0, 3, 8]] = 0.5, 0.9, 0.9  # C third strongest: in the top 3
+  music[1, [2, 3, 8, 10]] = 0.5, 0.9, 0.9, 0.9  # D fourth: out
+  music[2, 4] = 0.5  # E alone
+  music[4, [7, 1, 5, 9]] = 0.5  # G tied with three others: ties count against it
+  # Shift 0: frames 0 and 2 agree; shift 8 (C->G#, D->A#): frames 0 and 1; none does 3.
+  assert melody_eval.pitch_class_agreement(tune, music) == 2 / 4
+  assert melody_eval.pitch_class_agreement(tune, music, top=1) == 1 / 4
+  assert melody_eval.pitch_class_agreement(tune, music, top=4) == 4 / 4
+  transposed = np.zeros((5, 12))
+  transposed[[0, 1, 2, 4], [5, 7, 9, 0]] = 1.0  # the tune a fourth up: still the tune
+  assert melody_eval.pitch_class_agreement(tune, transposed, top=1) == 1.0
+  assert melody_eval.pitch_class_agreement(tune, np.zeros((5, 12))) == 0.0  # silence
+  assert melody_eval.pitch_class_agreement(tune, np.ones((5, 12))) == 0.0  # no class stands out
+  assert melody_eval.pitch_class_agreement(np.full(5, np.nan), transposed) == 0.0
+  assert melody_eval.pitch_class_agreement(tune, transposed[:2], top=1) == 2 / 2  # the shorter
+
+
+@pytest.fixture(scope="module")
+def basic_pitch():
+  return pitch_model.BasicPitch()
+
+
+def test_adherence_prefers_the_own_melody_in_any_key_over_another(basic_pitch):
+  # Audio through pYIN (the tune) and basic-pitch (the music): music plays its tune a fifth up
+  # with harmonics; the swapped tune's notes are each at another interval from it.
   melodies = ((60, 64, 67, 72), (62, 63, 70, 57))
   tunes = [_tune(3.0, m) for m in melodies]
   music = [_tune(3.0, np.add(m, 7), harmonics=(1, 2, 3)) for m in melodies]
-  result = melody_eval.melody_adherence(music, tunes, RATE_HZ)
-  assert result["num_pairs"] == 2
-  assert result["matched"] > 0.8 and result["mismatched"] < 0.5
+  result = melody_eval.melody_adherence(music, tunes, RATE_HZ, basic_pitch)
+  assert result["num_pairs"] == 2 and result["top_pitch_classes"] == 3
+  assert min(result["matched_per_pair"]) > 0.8 and max(result["mismatched_per_pair"]) < 0.6
   with pytest.raises(UserError, match="needs >= 2"):
-    melody_eval.melody_adherence(music[:1], tunes[:1], RATE_HZ)
+    melody_eval.melody_adherence(music[:1], tunes[:1], RATE_HZ, basic_pitch)
 
 
-def test_swapped_adherence_measures_the_music_given_another_melody_against_this_one():
+def test_swapped_adherence_measures_the_music_given_another_melody_against_this_one(basic_pitch):
   # The demo's control: music for melody i, and music (same text, seed) given melody i + 1,
   # both against melody i. Here the swapped music plays the other tune, a fifth up.
   melodies = ((60, 64, 67, 72), (62, 63, 70, 57))
   tunes = [_tune(3.0, m) for m in melodies]
   music = [_tune(3.0, np.add(m, 7), harmonics=(1, 2, 3)) for m in melodies]
-  result = melody_eval.swapped_melody_adherence(music, music[::-1], tunes, RATE_HZ)
-  reference = melody_eval.melody_adherence(music, tunes, RATE_HZ)
+  result = melody_eval.swapped_melody_adherence(music, music[::-1], tunes, RATE_HZ, basic_pitch)
+  reference = melody_eval.melody_adherence(music, tunes, RATE_HZ, basic_pitch)
   assert result["num_pairs"] == 2
   assert result["matched_per_pair"] == reference["matched_per_pair"]
   # Pair i's swapped music is tune i + 1 (= i - 1 of two): melody_adherence's mismatch, reversed.
   assert result["mismatched_per_pair"] == reference["mismatched_per_pair"][::-1]
-  assert result["matched"] > 0.8 and result["mismatched"] < 0.5
+  assert result["matched"] > 0.8 and result["mismatched"] < 0.6
   with pytest.raises(UserError, match="as many"):
-    melody_eval.swapped_melody_adherence(music, music[:1], tunes, RATE_HZ)
+    melody_eval.swapped_melody_adherence(music, music[:1], tunes, RATE_HZ, basic_pitch)
+
+
+def test_music_pitch_classes_follow_a_played_tune_on_the_contour_frame_grid(basic_pitch):
+  # A tune of one note per 0.5 s: each contour frame well inside a note names its class first.
+  music = _tune(2.0, (60, 64, 67, 71), harmonics=(1, 2, 3))
+  classes = melody_eval.music_pitch_classes(basic_pitch, music, RATE_HZ)
+  contour, _ = audio_pitch.pitch_contour(music, RATE_HZ)
+  assert classes.shape == (len(contour), 12)
+  times = np.arange(len(classes)) / audio_pitch.FRAMES_PER_SECOND
+  inside = (times % 0.5 > 0.1) & (times % 0.5 < 0.4) & (times < 1.9)
+  expected = np.array([0, 4, 7, 11])[(times[inside] // 0.5).astype(int)]
+  np.testing.assert_array_equal(classes[inside].argmax(axis=1), expected)
 
 
 @pytest.mark.parametrize("melody_seconds,tokenized_samples", [(0.3, 19_200), (1.0, 24_000)])

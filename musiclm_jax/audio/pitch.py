@@ -14,6 +14,7 @@ from musiclm_jax.audio import io
 PITCH_RATE_HZ = 16_000
 FRAME_SAMPLES = 2048  # 128 ms: several periods of the lowest pitch
 HOP_SAMPLES = 512  # 32 ms: shorter than any note a tune is followed by
+FRAMES_PER_SECOND = PITCH_RATE_HZ / HOP_SAMPLES  # frame i is centred on i / FRAMES_PER_SECOND s
 FMIN_HZ = 65.0  # C2: a low hum
 FMAX_HZ = 2100.0  # C7: a high whistle
 # Pitch bins in semitones: coarse enough to be fast (pYIN's cost grows with the bins) and

@@ -5,6 +5,7 @@
   out["onset"], out["note"]                # [frames, 88] piano keys from MIDI 21, 86 frames/s
   out["contour"]                           # [frames, 264] thirds of a semitone from 27.5 Hz
   notes_per_second(out), pitch_salience(out)
+  pitch_classes(out, model.lowest_midi_pitch)  # [frames, 12] notes folded into C, C#, ..., B
 
 "Is it music at all": real music has notes at a steady rate and frames with a
 clear pitch; noise and smeared generations have few onsets and low salience.
@@ -102,3 +103,16 @@ def notes_per_second(posteriorgrams: dict[str, np.ndarray], frames_per_second: f
 def pitch_salience(posteriorgrams: dict[str, np.ndarray]) -> float:
   """Mean over frames of the most likely pitch contour bin's probability (0: no pitch heard)."""
   return float(posteriorgrams["contour"].max(axis=1).mean())
+
+
+def pitch_classes(posteriorgrams: dict[str, np.ndarray], lowest_midi_pitch: int) -> np.ndarray:
+  """The note posteriorgram [frames, keys] summed over octaves: [frames, 12], column 0 C.
+
+  A polyphonic pitch-class profile: unlike a chroma of the spectrum, a note's
+  harmonics do not add other classes (basic-pitch names the note, not its partials).
+  """
+  note = posteriorgrams["note"]
+  classes = (lowest_midi_pitch + np.arange(note.shape[1])) % 12
+  profile = np.zeros((len(note), 12), np.float32)
+  np.add.at(profile.T, classes, note.T)
+  return profile

@@ -79,7 +79,8 @@ def _melody_lines(report: dict) -> list[str]:
   adherence = report.get("melody_adherence")
   if not adherence:
     return []
-  return [f"melody adherence (pitch classes agreeing at the best transposition, "
+  return [f"melody adherence (the melody's notes among the music's "
+          f"{adherence['top_pitch_classes']} strongest pitch classes at the best transposition, "
           f"{adherence['num_pairs']} clips): own melody {adherence['matched']:.3f}, "
           f"another clip's melody {adherence['mismatched']:.3f} (higher is better; own above "
           f"another's is adherence)"]

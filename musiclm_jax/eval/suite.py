@@ -488,9 +488,12 @@ def evaluate(*, samples_dir: str, dataset: str, data_dir: str | None, split: str
     report["unavailable"]["melody_adherence"] = (
         f"{len(melodies)} generated clip(s) with a melody_from input: the mismatched-melody "
         f"baseline needs 2")
+  elif pitch is None:
+    report["unavailable"]["melody_adherence"] = (
+        f"basic-pitch is not installed: {pitch_model.INSTALL_HINT}")
   else:
     report["melody_adherence"] = melody.melody_adherence(generated_for_melody, melodies,
-                                                         melody_rate)
+                                                         melody_rate, pitch)
   if memorization_parts is None:
     report["unavailable"]["memorization"] = ("no MEMORIZATION_SEMANTIC_EXPORT_DIR, "
                                              "MEMORIZATION_TOKEN_CACHE_DIR and MEMORIZATION_KMEANS_PATH")
