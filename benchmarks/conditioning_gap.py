@@ -26,6 +26,10 @@ Works for the semantic and the coarse stage (both read M; the fine stage has
 no conditioning). A semantic stage on [M | melody] gets NULL melody tokens
 (`--melody=null`, a text-only prompt, as its melody dropout trained it) or the
 clip's own (`--melody=own`); only M changes between the three rows.
+
+`--swap=melody` swaps the melody tokens instead (the clip's own, the next
+clip's, NULL), with M the clip's own in every row: rolled − own > 0 means the
+stage reads the tune it is given.
 """
 import json
 import os
@@ -45,6 +49,8 @@ _CONDITIONING = flags.DEFINE_enum("conditioning", "mulan", ["mulan", "mulan_text
                                   "M: the clip's M_A (mulan) or its caption's M_T (mulan_text).")
 _MELODY = flags.DEFINE_enum("melody", "null", ["null", "own"],
                             "Melody tokens of a stage on [M | melody]: NULL or the clip's own.")
+_SWAP = flags.DEFINE_enum("swap", "mulan", ["mulan", "melody"],
+                          "What differs between the rows: M, or the melody tokens (M own).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 0, "The first this many clips of the split; 0: all.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds each clip's crop with (seed, clip index).")
 
@@ -57,7 +63,7 @@ def main(argv):
   result = teacher_forcing.conditioning_gap(
       stage_lm, records, _CONDITIONING.value,
       teacher_forcing.training_crop_seconds(_EXPORT_DIR.value), _MELODY.value == "own",
-      _SEED.value)
+      _SEED.value, _SWAP.value)
   print(json.dumps({"benchmark": "conditioning_gap", "export_dir": _EXPORT_DIR.value,
                     "token_cache_dir": _TOKEN_CACHE_DIR.value, "split": _SPLIT.value,
                     "conditioning": _CONDITIONING.value, **result,
@@ -67,4 +73,4 @@ def main(argv):
 
 if __name__ == "__main__":
   gin_utils.run(main, usage="configure with --export_dir, --token_cache_dir, --split, "
-                "--conditioning, --melody")
+                "--conditioning, --melody, --swap")

@@ -189,7 +189,8 @@ def test_conditioning_gap_of_a_tiny_semantic_stage():
   records[1] = dataclasses.replace(records[1], mulan=records[0].mulan)
   result = teacher_forcing.conditioning_gap(stage_lm, records, "mulan", CROP_SECONDS,
                                             own_melody=False, seed=0)
-  assert list(result) == ["stage", "melody", "crop_seconds", "condition_dropout_rate", "clips",
+  assert list(result) == ["stage", "swap", "melody", "crop_seconds", "condition_dropout_rate",
+                          "clips",
                           "ce_own", "ce_rolled", "ce_null", "gap_rolled_minus_own",
                           "p_rolled_above_own", "gap_null_minus_own", "p_null_above_own",
                           "per_clip"]
@@ -205,6 +206,47 @@ def test_conditioning_gap_of_a_tiny_semantic_stage():
   for row, values in (("rolled", rolled), ("null", null)):
     assert result[f"gap_{row}_minus_own"] == pytest.approx(np.mean(values - own), abs=1e-4)
     assert 0 < result[f"p_{row}_above_own"] <= 1
+
+
+def test_melody_rows_differ_in_the_melody_only():
+  stage = musiclm_spec.semantic_stage(melody=True)
+  model = lm.DecoderOnlyLM(TINY, stage)
+  records = [_with_melody(_record(i, coarse_seed=i), seed=i) for i in range(2)]
+  frames = tasks.crop_frames("semantic", CROP_SECONDS)
+  own, rolled, null = teacher_forcing.conditioning_rows(model, frames, *records, "mulan", "own",
+                                                        seed=[0, 0], swap="melody")
+  next_own = teacher_forcing.conditioning_rows(model, frames, records[1], records[0], "mulan",
+                                               "own", seed=[0, 0], swap="melody")[0]
+  # The M swap's own row is the same crop: only the melody positions may differ from it.
+  np.testing.assert_array_equal(own, teacher_forcing.conditioning_rows(
+      model, frames, *records, "mulan", "own", seed=[0, 0])[0])
+  is_melody = np.asarray(stage.layout.contains("melody", own))
+  assert is_melody.sum() == token_layout.MELODY.num_levels
+  for row in (rolled, null):  # the crop, M and the targets are the same
+    np.testing.assert_array_equal(row[~is_melody], own[~is_melody])
+  np.testing.assert_array_equal(rolled[is_melody], next_own[is_melody])  # the next clip's tune
+  assert (rolled[is_melody] != own[is_melody]).any()
+  assert (null[is_melody] == token_layout.NULL_ID).all()
+
+
+def test_melody_gap_of_a_tiny_semantic_stage():
+  model = lm.DecoderOnlyLM(TINY, musiclm_spec.semantic_stage(melody=True))
+  stage_lm = cascade.StageLM(model, model_params(model))
+  # Clips 0 and 1 share their melody tokens: rolling clip 0's changes nothing.
+  records = [_with_melody(_record(i, coarse_seed=i), seed=i) for i in range(3)]
+  records[1] = dataclasses.replace(records[1], melody=records[0].melody)
+  result = teacher_forcing.conditioning_gap(stage_lm, records, "mulan", CROP_SECONDS,
+                                            own_melody=False, seed=0, swap="melody")
+  assert result["swap"] == "melody" and result["melody"] == "own" and result["clips"] == 3
+  own, rolled, null = (np.asarray(result["per_clip"][row]) for row in ("own", "rolled", "null"))
+  assert abs(rolled[0] - own[0]) < 1e-4
+  assert abs(rolled[1] - own[1]) > 1e-3 and abs(rolled[2] - own[2]) > 1e-3
+  assert (abs(null - own) > 1e-3).all()
+  assert result["gap_rolled_minus_own"] == pytest.approx(np.mean(rolled - own), abs=1e-4)
+  plain = lm.DecoderOnlyLM(TINY, musiclm_spec.semantic_stage())
+  with pytest.raises(UserError, match="reads no melody tokens"):
+    teacher_forcing.conditioning_gap(cascade.StageLM(plain, None), records, "mulan",
+                                     CROP_SECONDS, own_melody=False, seed=0, swap="melody")
 
 
 def test_conditioning_gap_rejects_a_fine_stage():

@@ -14,7 +14,9 @@ and score every row by one CE from the stage's own `loss_fn` (no dropout);
 
 Conditioning gap (semantic and coarse stage): M (the clip's M_A or its
 caption's M_T) is the clip's own (own), clip i + 1's (rolled) or NULL_ID in
-M's positions (null: the row classifier-free guidance subtracts).
+M's positions (null: the row classifier-free guidance subtracts). The melody
+gap of a semantic stage on [M | melody] swaps its melody tokens the same way,
+with M the clip's own: does the stage read the tune it is given?
 
 Prefix gap (coarse and fine stage): a stage's prefix is the kind of its layout
 that is neither its target nor its conditioning (`token_layout.StageConfig`):
@@ -132,34 +134,45 @@ def paired_row_gaps(stage_lm: cascade.StageLM, records: Sequence[token_cache.Rec
 
 def conditioning_rows(model: lm.DecoderOnlyLM, frames: dict[str, int],
                       record: token_cache.Record, other: token_cache.Record, kind: str,
-                      melody: str | None, seed: list[int]) -> tuple[np.ndarray, ...]:
+                      melody: str | None, seed: list[int],
+                      swap: str = "mulan") -> tuple[np.ndarray, ...]:
   """(own, rolled, null) ids [length] int32 of one crop of `record` by `tasks.crop_ids`, drawn
   by a generator seeded with `seed` for each row, so all three share the crop.
 
-  kind: the M of the rows ('mulan' or 'mulan_text'): `record`'s, `other`'s, NULL_ID.
-  melody: None (the stage reads no melody), 'own' (the record's melody tokens) or 'null'
-  (NULL_ID in their place, as a text-only prompt), the same in every row.
+  kind: the M of the rows ('mulan' or 'mulan_text').
+  swap: the conditioning that differs between the rows, `record`'s, `other`'s, NULL_ID:
+    'mulan' (M; the melody tokens as `melody` says, the same in every row) or 'melody' (the
+    melody tokens; M is `record`'s in every row).
+  melody: with swap 'mulan', None (the stage reads no melody), 'own' (the record's melody
+    tokens) or 'null' (NULL_ID in their place, as a text-only prompt); with swap 'melody', 'own'.
   """
-  name = model.stage.name
-  rows = [tasks.crop_ids(name, frames, m, record.semantic, record.acoustic,
-                         np.random.default_rng(seed), record.melody if melody else None)[0]
-          for m in (getattr(record, kind), getattr(other, kind))]
-  rows.append(np.asarray(model.remove_conditioning(rows[0][None], kinds=("mulan",)))[0])
-  if melody == "null":
+  def crop(m, melody_tokens):
+    return tasks.crop_ids(model.stage.name, frames, m, record.semantic, record.acoustic,
+                          np.random.default_rng(seed), melody_tokens)[0]
+
+  if swap == "melody":
+    rows = [crop(getattr(record, kind), r.melody) for r in (record, other)]
+  else:
+    rows = [crop(getattr(r, kind), record.melody if melody else None) for r in (record, other)]
+  rows.append(np.asarray(model.remove_conditioning(rows[0][None], kinds=(swap,)))[0])
+  if swap == "mulan" and melody == "null":
     rows = [np.asarray(model.remove_conditioning(row[None], kinds=("melody",)))[0]
             for row in rows]
   return tuple(rows)
 
 
 def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record], kind: str,
-                     crop_seconds: float | None, own_melody: bool, seed: int) -> dict:
+                     crop_seconds: float | None, own_melody: bool, seed: int,
+                     swap: str = "mulan") -> dict:
   """Per-clip CEs of the rows in CONDITIONING_ROWS, their paired gaps and one-sided sign-flip ps.
 
-  records: clips of one split, at least 2 (clip i gets clip i + 1's M, the last the first's),
-    each with a non-empty M of `kind` ('mulan' or 'mulan_text'). crop_seconds: the stage's
-    training crop (None: the paper's). own_melody: a stage on [M | melody] reads the clip's
-    melody tokens (else NULL ones).
-  Returns {'stage', 'melody' (None: the stage reads none), 'crop_seconds',
+  records: clips of one split, at least 2 (clip i gets clip i + 1's M or melody, the last the
+    first's), each with a non-empty M of `kind` ('mulan' or 'mulan_text'). crop_seconds: the
+    stage's training crop (None: the paper's). swap: what differs between the rows
+    (`conditioning_rows`): 'mulan' (M) or 'melody' (the melody tokens of a stage on
+    [M | melody]; M is the clip's own). own_melody: with swap 'mulan', a stage on
+    [M | melody] reads the clip's melody tokens (else NULL ones).
+  Returns {'stage', 'swap', 'melody' (None: the stage reads none), 'crop_seconds',
   'condition_dropout_rate', 'clips', and `paired_row_gaps`' figures of (own, rolled, null)}.
   """
   model = stage_lm.model
@@ -167,7 +180,11 @@ def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record
   if stage is None or "mulan" not in stage.condition_kinds:
     raise UserError(f"the export holds a {getattr(stage, 'name', 'plain')} LM, which reads no "
                     "MuLan tokens: point at a semantic or coarse stage")
-  melody = ("own" if own_melody else "null") if "melody" in stage.condition_kinds else None
+  if swap == "melody" and "melody" not in stage.condition_kinds:
+    raise UserError(f"the {stage.name} stage reads no melody tokens: swap its M (--swap=mulan), "
+                    "or point at a stage trained with experiments/semantic_melody_stage.gin")
+  melody = None if "melody" not in stage.condition_kinds else (
+      "own" if own_melody or swap == "melody" else "null")
   if melody and any(r.melody is None for r in records):
     raise UserError("the stage reads melody tokens and the token cache has none: tokenize with "
                     "the melody tokenizer the stage was trained with")
@@ -176,9 +193,9 @@ def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record
 
   def rows_of_clip(i):
     return conditioning_rows(model, frames, records[i], records[(i + 1) % len(records)], kind,
-                             melody, [seed, i])
+                             melody, [seed, i], swap)
 
-  return {"stage": stage.name, "melody": melody, "crop_seconds": crop_seconds,
+  return {"stage": stage.name, "swap": swap, "melody": melody, "crop_seconds": crop_seconds,
           "condition_dropout_rate": model.condition_dropout_rate, "clips": len(records),
           **paired_row_gaps(stage_lm, records, rows_of_clip, CONDITIONING_ROWS, length)}
 
