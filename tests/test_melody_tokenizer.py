@@ -96,17 +96,23 @@ def test_an_rvq_of_other_sizes_is_a_one_line_error(toy_export):
     melody_tokenizer.MelodyTokenizer(model, params, quantizer, quantizer.init_state())
 
 
-def test_fit_on_a_synth_split_through_the_binarys_gin(toy_export, synth_music_micro, tmp_path):
+@pytest.mark.parametrize("fitted_codes", [None, 2])
+def test_fit_on_a_synth_split_through_the_binarys_gin(toy_export, synth_music_micro, tmp_path,
+                                                     fitted_codes):
   import gin  # the binary's config; the tokenizer module itself is gin-free
   from musiclm_jax import gin_utils
   root = pathlib.Path(synth_music_micro.data_dir).parents[2]  # <root>/synth_music/micro/1.0.0
   gin.clear_config()
   gin_utils.parse_gin(["runs/fit_melody_rvq.gin"], [
       f"EXPORT_DIR = '{toy_export[0]}'", f"DATA_DIR = '{root}'", f"OUTPUT_DIR = '{tmp_path}'",
-      "DATASET = 'synth_music/micro'", "melody.fit_melody_rvq_on_dataset.kmeans_iterations = 3"])
+      "DATASET = 'synth_music/micro'", "melody.fit_melody_rvq_on_dataset.kmeans_iterations = 3",
+      f"FITTED_CODES_PER_LEVEL = {fitted_codes}"])
   tokenizer = gin.get_configurable(melody_tokenizer.fit_melody_rvq_on_dataset)()
   gin.clear_config()
   loaded = melody_tokenizer.MelodyTokenizer.load(toy_export[0], str(tmp_path / "rvq.npz"))
   audio = np.stack(_clips(1, 5.0, seed=2))
   np.testing.assert_array_equal(loaded.tokenize(audio), tokenizer.tokenize(audio))
   assert tokenizer.tokenize(audio).shape == (1, 2, token_layout.MELODY.num_levels)
+  # FITTED_CODES_PER_LEVEL caps the codes each level fits (rvq_fit.fit_rvq, tested there).
+  used = (np.asarray(tokenizer.rvq_state["cluster_size"]) > 0).sum(axis=1)
+  assert used.max() == 2 if fitted_codes else used.max() > 2

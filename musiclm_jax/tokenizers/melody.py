@@ -93,11 +93,16 @@ def window_embeddings(model: melody.MelodyModel, params: Params,
 
 def fit_melody_rvq(model: melody.MelodyModel, params: Params, clips: Sequence[np.ndarray], *,
                    rvq_path: str | None = None, min_vectors_per_code: int = 2,
-                   kmeans_iterations: int = 20, seed: int = 0) -> MelodyTokenizer:
-  """A MelodyTokenizer with an RVQ fitted on the window embeddings of `clips`, saved to rvq_path."""
+                   kmeans_iterations: int = 20, seed: int = 0,
+                   max_fitted_codes: int | None = None) -> MelodyTokenizer:
+  """A MelodyTokenizer with an RVQ fitted on the window embeddings of `clips`, saved to rvq_path.
+
+  max_fitted_codes: at most this many codes per level (`rvq_fit.fit_rvq`; None: as many as
+  the data allows). Coarse cells are what let a hum share its song's codes.
+  """
   quantizer, state = rvq_fit.fit_rvq(window_embeddings(model, params, clips), KIND.num_levels,
                                      KIND.codebook_size, min_vectors_per_code, kmeans_iterations,
-                                     seed)
+                                     seed, max_fitted_codes)
   if rvq_path:
     conditioning.save_rvq(rvq_path, quantizer, state)
   return MelodyTokenizer(model, params, quantizer, state)
@@ -105,7 +110,8 @@ def fit_melody_rvq(model: melody.MelodyModel, params: Params, clips: Sequence[np
 
 def fit_melody_rvq_on_dataset(*, export_dir: str, rvq_path: str, dataset: str, data_dir: str | None,
                               split: str = "train", min_vectors_per_code: int = 2,
-                              kmeans_iterations: int = 20, seed: int = 0) -> MelodyTokenizer:
+                              kmeans_iterations: int = 20, seed: int = 0,
+                              max_fitted_codes: int | None = None) -> MelodyTokenizer:
   """Fits the RVQ on every window of a synth_music split's clips and their other-instrument twins.
 
   Clips shorter than a window count too: the tokenizer zero-pads them the same way.
@@ -115,4 +121,5 @@ def fit_melody_rvq_on_dataset(*, export_dir: str, rvq_path: str, dataset: str, d
   audio = [c.audio for c in clips] + [c.pair_audio for c in clips if c.pair_audio is not None]
   return fit_melody_rvq(model, params, audio, rvq_path=rvq_path,
                         min_vectors_per_code=min_vectors_per_code,
-                        kmeans_iterations=kmeans_iterations, seed=seed)
+                        kmeans_iterations=kmeans_iterations, seed=seed,
+                        max_fitted_codes=max_fitted_codes)
