@@ -57,6 +57,28 @@ def test_token_information_finds_a_copied_level_and_no_more():
   assert rows[0]["level_1"] is None and rows[0]["previous_level"] is None
 
 
+def test_table_information_of_a_target_its_context_names_and_of_one_it_does_not():
+  # Pitch classes (12) given a token of 16 codes: code % 12 names the class, or tells nothing.
+  rng = np.random.default_rng(0)
+  contexts = [rng.integers(0, CODES, 50) for _ in range(40)]
+  named = [c % 12 for c in contexts]
+  unrelated = [rng.integers(0, 12, 50) for _ in range(40)]
+  prior = token_information.unigram_information(unrelated[:30], unrelated[30:], 12)
+  counts = np.bincount(np.concatenate(unrelated[:30]), minlength=12) + 1.0  # add-one, by hand
+  held_out = np.concatenate(unrelated[30:])
+  assert prior == {"ce": pytest.approx(-np.log(counts[held_out] / counts.sum()).mean()),
+                   "weight": 0.0}
+  told = token_information.table_information(contexts[:30], named[:30], contexts[30:],
+                                             named[30:], CODES, 12)
+  assert told["ce"] < 0.1 and told["weight"] >= 0.9
+  untold = token_information.table_information(contexts[:30], unrelated[:30], contexts[30:],
+                                               unrelated[30:], CODES, 12)
+  assert abs(untold["ce"] - prior["ce"]) < 0.02
+  with pytest.raises(UserError, match="need 2 train clips"):
+    token_information.table_information(contexts[:1], named[:1], contexts[30:], named[30:],
+                                        CODES, 12)
+
+
 def test_token_information_previous_frame_stays_within_a_clip():
   acoustic = np.arange(12).reshape(6, 2) % CODES
   contexts = token_information.clip_contexts(acoustic, np.arange(3), 1, CODES)

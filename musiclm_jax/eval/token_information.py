@@ -59,15 +59,6 @@ def clip_contexts(acoustic: np.ndarray, semantic: np.ndarray, level: int,
   }
 
 
-def _stack(acoustic: Sequence[np.ndarray], semantic: Sequence[np.ndarray], level: int,
-           acoustic_codes: int) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
-  """(level codes [N], {context: ids [N] or None}) over the clips, concatenated."""
-  per_clip = [clip_contexts(a, s, level, acoustic_codes) for a, s in zip(acoustic, semantic)]
-  targets = np.concatenate([a[:, level] for a in acoustic]).astype(np.int64)
-  return targets, {name: None if per_clip[0][name] is None
-                   else np.concatenate([c[name] for c in per_clip]) for name in CONTEXTS}
-
-
 def _tables(contexts: np.ndarray, targets: np.ndarray, num_contexts: int,
             codes: int) -> tuple[np.ndarray, np.ndarray]:
   """(counts [num_contexts, codes], add-one unigram [codes]) counted from (context, code) pairs."""
@@ -88,6 +79,47 @@ def _cross_entropies(tables: tuple[np.ndarray, np.ndarray], contexts: np.ndarray
   return -np.log(weights * table + (1.0 - weights) * unigram[targets]).mean(axis=1)
 
 
+def _check_clips(train_clips: int, held_out_clips: int) -> int:
+  """The number of train clips that pick a table's weight; a one-line error if too few."""
+  tune_clips = int(np.ceil(TUNE_FRACTION * train_clips))
+  if train_clips - tune_clips < 1 or not held_out_clips:
+    raise UserError(f"{train_clips} train and {held_out_clips} held-out clips: the tables need "
+                    "2 train clips (one to count, one to pick the weight) and a held-out one")
+  return tune_clips
+
+
+def table_information(train_contexts: Sequence[np.ndarray], train_targets: Sequence[np.ndarray],
+                      held_out_contexts: Sequence[np.ndarray],
+                      held_out_targets: Sequence[np.ndarray], num_contexts: int,
+                      codes: int) -> dict:
+  """{'ce' (nats per target), 'weight'} of a table p(target | context) on the held-out clips.
+
+  *_contexts, *_targets: per clip, ids [T] int in [0, num_contexts) and [0, codes). The table
+  is counted on the train clips but the last TUNE_FRACTION of them, its weight (`WEIGHTS`)
+  chosen on those, then counted again on every train clip and scored with that weight.
+  """
+  tune_clips = _check_clips(len(train_targets), len(held_out_targets))
+  join = lambda arrays: np.concatenate(arrays).astype(np.int64)
+  count = lambda contexts, targets: _tables(join(contexts), join(targets), num_contexts, codes)
+  best = int(np.argmin(_cross_entropies(
+      count(train_contexts[:-tune_clips], train_targets[:-tune_clips]),
+      join(train_contexts[-tune_clips:]), join(train_targets[-tune_clips:]))))
+  ce = _cross_entropies(count(train_contexts, train_targets), join(held_out_contexts),
+                        join(held_out_targets))[best]
+  return {"ce": float(ce), "weight": WEIGHTS[best]}
+
+
+def unigram_information(train_targets: Sequence[np.ndarray], held_out_targets: Sequence[np.ndarray],
+                        codes: int) -> dict:
+  """{'ce', 'weight': 0.0}: the held-out CE of the train clips' add-one code frequencies, the
+  table every `table_information` is interpolated with."""
+  _check_clips(len(train_targets), len(held_out_targets))
+  _, unigram = _tables(np.zeros(1, np.int64), np.concatenate(train_targets).astype(np.int64), 1,
+                       codes)
+  return {"ce": float(-np.log(unigram[np.concatenate(held_out_targets)]).mean()),
+          "weight": WEIGHTS[0]}
+
+
 def level_information(train_acoustic: Sequence[np.ndarray], train_semantic: Sequence[np.ndarray],
                       held_out_acoustic: Sequence[np.ndarray],
                       held_out_semantic: Sequence[np.ndarray], acoustic_codes: int,
@@ -97,32 +129,23 @@ def level_information(train_acoustic: Sequence[np.ndarray], train_semantic: Sequ
   *_acoustic: per clip codes [T, levels]; *_semantic: per clip codes [T // 2]. The unigram's
   weight is 0 (it is the table the others are interpolated with).
   """
-  tune_clips = int(np.ceil(TUNE_FRACTION * len(train_acoustic)))
-  if len(train_acoustic) - tune_clips < 1 or not len(held_out_acoustic):
-    raise UserError(f"{len(train_acoustic)} train and {len(held_out_acoustic)} held-out clips: "
-                    "the tables need 2 train clips (one to count, one to pick the weight) and a "
-                    "held-out one")
-  fit, tune = slice(0, -tune_clips), slice(-tune_clips, None)
   num_contexts = {"unigram": 1, "level_1": acoustic_codes, "previous_level": acoustic_codes,
                   "previous_frame": acoustic_codes + 1, "semantic": semantic_codes}
   rows = []
   for level in range(train_acoustic[0].shape[1]):
-    train = _stack(train_acoustic, train_semantic, level, acoustic_codes)
-    fit_part = _stack(train_acoustic[fit], train_semantic[fit], level, acoustic_codes)
-    tune_part = _stack(train_acoustic[tune], train_semantic[tune], level, acoustic_codes)
-    held_out = _stack(held_out_acoustic, held_out_semantic, level, acoustic_codes)
+    contexts = [[clip_contexts(a, s, level, acoustic_codes) for a, s in zip(acoustic, semantic)]
+                for acoustic, semantic in ((train_acoustic, train_semantic),
+                                           (held_out_acoustic, held_out_semantic))]
+    targets = [[a[:, level] for a in acoustic] for acoustic in (train_acoustic, held_out_acoustic)]
     row = {"level": level + 1}
     for name in CONTEXTS:
-      if train[1][name] is None:
+      if contexts[0][0][name] is None:
         row[name] = None
-        continue
-      best = 0  # the unigram is WEIGHTS[0] = 0 of any table
-      if name != "unigram":
-        best = int(np.argmin(_cross_entropies(
-            _tables(fit_part[1][name], fit_part[0], num_contexts[name], acoustic_codes),
-            tune_part[1][name], tune_part[0])))
-      ce = _cross_entropies(_tables(train[1][name], train[0], num_contexts[name],
-                                    acoustic_codes), held_out[1][name], held_out[0])[best]
-      row[name] = {"ce": float(ce), "weight": WEIGHTS[best]}
+      elif name == "unigram":
+        row[name] = unigram_information(targets[0], targets[1], acoustic_codes)
+      else:
+        row[name] = table_information([c[name] for c in contexts[0]], targets[0],
+                                    [c[name] for c in contexts[1]], targets[1],
+                                    num_contexts[name], acoustic_codes)
     rows.append(row)
   return rows
