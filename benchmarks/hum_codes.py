@@ -33,7 +33,6 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS folder of the corpus.", 
 _DATASET = flags.DEFINE_string("dataset", "synth_music/small", "A synth_music corpus.")
 _NUM_PIECES = flags.DEFINE_integer("num_pieces", 40, "Held-out pieces (one clip each).")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Seconds of each clip, from its start.")
-MIN_NOTES = 3  # as demo.py's melody lines
 
 
 def main(argv):
@@ -41,17 +40,11 @@ def main(argv):
   rate_hz, seconds = spec.SAMPLE_RATE_HZ, _SECONDS.value
   clips = melody_pairs.load_melody_clips(_DATASET.value, _DATA_DIR.value, "validation", rate_hz,
                                          round(seconds * rate_hz))
-  pieces = {}
-  for clip in clips:
-    notes = melody_voices.crop(clip.notes, 0.0, seconds)
-    if len(notes.pitch) >= MIN_NOTES and clip.source_id not in pieces:
-      pieces[clip.source_id] = (clip.audio[:round(seconds * rate_hz)], notes)
-    if len(pieces) == _NUM_PIECES.value:
-      break
-  mixes = np.stack([audio for audio, _ in pieces.values()])
+  tunes = melody_pairs.first_tunes(clips, seconds, _NUM_PIECES.value)
+  mixes = np.stack([clip.audio[:round(seconds * rate_hz)] for clip, _ in tunes])
   hums = np.stack([melody_voices.render(melody_voices.VOICES[i % len(melody_voices.VOICES)],
                                         notes, seconds, rate_hz, np.random.default_rng(i))
-                   for i, (_, notes) in enumerate(pieces.values())])
+                   for i, (_, notes) in enumerate(tunes)])
   results = {}
   for rvq_path in _RVQ_PATHS.value:
     tokenizer = melody_tokenizer.MelodyTokenizer.load(_EXPORT_DIR.value, rvq_path)
@@ -62,7 +55,7 @@ def main(argv):
         "level_1_other_mix": round(float((hum[..., 0] == other[..., 0]).mean()), 3),
         "levels_1_2_own_mix": round(float((hum[..., :2] == mix[..., :2]).all(-1).mean()), 3),
         "distinct_level_1_codes_of_mixes": int(len(np.unique(mix[..., 0])))}
-  print(json.dumps({"benchmark": "hum_codes", "pieces": len(pieces), "windows": int(mix.shape[1]),
+  print(json.dumps({"benchmark": "hum_codes", "pieces": len(tunes), "windows": int(mix.shape[1]),
                     "rvqs": results, "load_average_1min": round(os.getloadavg()[0], 2)}),
         flush=True)
 

@@ -34,7 +34,6 @@ from musiclm_jax.eval import melody as melody_eval
 from musiclm_jax.eval import pitch_model
 
 RATE_HZ = 24_000
-MIN_NOTES = 3
 
 
 def summary(matched, mismatched) -> dict:
@@ -69,17 +68,11 @@ def hums(num_tunes: int, seconds: float, pitch) -> dict:
 
 def mixes(num_tunes: int, seconds: float, data_dir: str, pitch) -> dict:
   clips = melody_pairs.load_melody_clips("synth_music/small", data_dir, "validation", RATE_HZ, 1)
-  pieces = {}  # as the demo's write_melodies picks them
-  for clip in clips:
-    notes = melody_voices.crop(clip.notes, 0.0, seconds)
-    if len(notes.pitch) >= MIN_NOTES and clip.source_id not in pieces:
-      pieces[clip.source_id] = (clip.audio[:round(seconds * RATE_HZ)], notes)
-    if len(pieces) == num_tunes:
-      break
+  pieces = melody_pairs.first_tunes(clips, seconds, num_tunes)
   tunes = [audio_pitch.pitch_contour(melody_voices.render(
       melody_voices.VOICES[i % len(melody_voices.VOICES)], notes, seconds, RATE_HZ,
-      np.random.default_rng(i)), RATE_HZ)[0] for i, (_, notes) in enumerate(pieces.values())]
-  music = [audio for audio, _ in pieces.values()]
+      np.random.default_rng(i)), RATE_HZ)[0] for i, (_, notes) in enumerate(pieces)]
+  music = [clip.audio[:round(seconds * RATE_HZ)] for clip, _ in pieces]
   classes = [melody_eval.music_pitch_classes(pitch, audio, RATE_HZ) for audio in music]
   readers = {"basic_pitch_top_3": (classes, melody_eval.TOP_PITCH_CLASSES),
              "basic_pitch_top_1": (classes, 1),

@@ -47,7 +47,6 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", os.path.join(os.getcwd(), "runs"
                                   "Where the demo writes its corpus, runs and samples.")
 _QUICK = flags.DEFINE_bool("quick", False, "A few steps per model on 2 s clips: checks the wiring.")
 MELODY_ADHERENCE = "melody_adherence.json"  # in the samples folder
-_MIN_MELODY_NOTES = 3  # in a melody line's clip: a tune, not a held note
 # The text-adherence levers of docs/design.md section 10, where the paper's settings lose
 # the prompt at this scale: MuLan's RVQ fits 8 codes per level (paper 1024: a small MuLan's
 # caption then lands on its clip's level-1 code 0.53 of the time on tiny, 0.03 with 480),
@@ -337,16 +336,17 @@ class Pipeline:
     Piece i gives two lines with its caption and one seed: `melody_from` its own
     melody, and the next piece's (the swapped control of `write_melody_adherence`).
     One clip per source piece (a piece's clips share its tune); clips with fewer
-    than _MIN_MELODY_NOTES notes in prompt_seconds are passed over. The clip's
-    own first prompt_seconds are written beside its melody (`melody_music`):
-    the adherence real music of that tune has.
+    than melody_pairs.MIN_TUNE_NOTES notes in prompt_seconds are passed over. The
+    clip's own first prompt_seconds are written beside its melody (`melody_music`):
+    what real music of that tune scores.
     """
     seconds = self.mode.prompt_seconds
     corpus_rate_hz = self.corpus.info.features["audio"].sample_rate
     pieces = {}  # source piece -> (caption, notes, audio) of its first clip with a tune
     for example in self.held_out().as_numpy_iterator():
       notes = melody_voices.crop(melody_pairs.melody_notes(example), 0.0, seconds)
-      if len(notes.pitch) >= _MIN_MELODY_NOTES and example["source_id"] not in pieces:
+      has_tune = len(notes.pitch) >= melody_pairs.MIN_TUNE_NOTES
+      if has_tune and example["source_id"] not in pieces:
         audio = example["audio"][:round(seconds * corpus_rate_hz)]
         pieces[example["source_id"]] = (example["caption"].decode(), notes, audio_io.resample(
             audio, corpus_rate_hz, rates.SOUNDSTREAM_SAMPLE_RATE_HZ))
@@ -354,8 +354,9 @@ class Pipeline:
         break
     pieces = list(pieces.values())
     if len(pieces) < 2:
-      raise UserError(f"{self.dataset} validation has {len(pieces)} clips with a tune of "
-                      f">= {_MIN_MELODY_NOTES} notes in {seconds:g} s; the melody lines need 2")
+      raise UserError(f"{self.dataset} validation has {len(pieces)} clips with a tune of >= "
+                      f"{melody_pairs.MIN_TUNE_NOTES} notes in {seconds:g} s; the melody lines "
+                      "need 2")
     os.makedirs(self.path("melodies"), exist_ok=True)
     paths, self.melody_music = [], []
     for i, (_, notes, audio) in enumerate(pieces):

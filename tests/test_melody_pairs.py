@@ -110,3 +110,22 @@ def test_every_view_of_a_clip_is_available_where_the_corpus_has_it(source):
   for view in views:
     audio = source.render_view(view, paired[0], 0, np.random.default_rng(0))
     assert audio.shape == (source.crop_samples,) and np.all(np.isfinite(audio))
+
+
+def test_first_tunes_takes_each_pieces_first_clip_with_enough_notes_in_its_start():
+  def clip(source_id, starts_s):  # one 0.2 s note at each start
+    starts = np.asarray(starts_s, float)
+    notes = melody_voices.Notes(np.full(len(starts), 60), starts, starts + 0.2)
+    return melody_pairs.MelodyClip(source_id, np.zeros(10), None, notes)
+
+  clips = [clip("a", [0.0, 1.0]),  # two notes: not a tune
+           clip("a", [0.0, 1.0, 2.0]),  # a's first clip with three
+           clip("b", [0.0, 1.0, 5.0]),  # the third note starts after 4 s
+           clip("a", [0.0, 0.5, 1.0, 1.5]),  # a already has its clip
+           clip("c", [0.5, 1.5, 2.5]),
+           clip("d", [0.0, 1.0, 2.0])]
+  tunes = melody_pairs.first_tunes(clips, seconds=4.0, limit=2)
+  assert len(tunes) == 2 and tunes[0][0] is clips[1] and tunes[1][0] is clips[4]
+  np.testing.assert_allclose(tunes[1][1].start_s, [0.5, 1.5, 2.5])  # the notes in [0, 4 s)
+  assert len(melody_pairs.first_tunes(clips, seconds=4.0, limit=10)) == 3  # a, c, d
+  assert len(melody_pairs.first_tunes(clips, seconds=4.0, limit=10, min_notes=2)) == 4

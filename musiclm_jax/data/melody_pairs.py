@@ -19,7 +19,7 @@ clip of each piece once, mix against a voice or the pair.
 """
 import dataclasses
 import functools
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 from absl import logging
 import numpy as np
@@ -29,6 +29,8 @@ from musiclm_jax.data import melody_voices
 from musiclm_jax.data import tfds_audio
 from musiclm_jax.data.pipeline import Batch
 from musiclm_jax.errors import UserError
+
+MIN_TUNE_NOTES = 3  # in a clip a melody line hums: a tune, not a held note
 
 MIX = "mix"
 PAIR = "pair"
@@ -169,3 +171,18 @@ def melody_notes(example: dict) -> melody_voices.Notes:
   return melody_voices.Notes(np.asarray(melody["pitch"], np.int64),
                              np.asarray(melody["start_s"], np.float64),
                              np.asarray(melody["end_s"], np.float64))
+
+
+def first_tunes(clips: Sequence[MelodyClip], seconds: float, limit: int,
+                min_notes: int = MIN_TUNE_NOTES) -> list[tuple[MelodyClip, melody_voices.Notes]]:
+  """(clip, its melody's notes in [0, seconds)) of the first clip of each source piece whose
+  first `seconds` hold at least `min_notes` notes, for the first `limit` such pieces: the
+  held-out tunes the demo hums, as the benchmarks pick them."""
+  tunes = {}
+  for clip in clips:
+    notes = melody_voices.crop(clip.notes, 0.0, seconds)
+    if len(notes.pitch) >= min_notes and clip.source_id not in tunes:
+      tunes[clip.source_id] = (clip, notes)
+    if len(tunes) == limit:
+      break
+  return list(tunes.values())

@@ -21,6 +21,17 @@ real mix against its hummed or whistled tune and against the next piece's
   pYIN (one voice)                   0.22      0.12          35 of 40
   basic-pitch, strongest class       0.33      0.21          33 of 40
   basic-pitch, 3 strongest classes   0.67      0.43          36 of 40
+
+Retrieval (`melody_retrieval`): does an audio embedding find a tune played on
+other instruments, whistled or hummed?
+
+On held-out pieces (one clip each, its first `crop_seconds`), the candidates
+are the mixes, one per piece. A query is another view of one piece's crop
+(`data/melody_pairs`: the same notes on other instruments, a whistle, a hum);
+it is right when the nearest candidate (cosine) is its own piece's mix.
+recall@1 per view kind, against chance (1 / candidates). The melody embedder
+should beat MuLan's audio embedding here: MuLan encodes timbre and genre,
+which the views change, more than the tune, which they keep.
 """
 from typing import Callable, Sequence
 
