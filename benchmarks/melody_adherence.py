@@ -1,6 +1,7 @@
 """Does the melody adherence measure tell a tune's own rendering from another tune's?
 
-  .venv/bin/python benchmarks/melody_adherence.py [num_tunes] [seconds] [data_dir]
+  .venv/bin/python benchmarks/melody_adherence.py [num_tunes] [seconds] \
+      [data_dir [codec_export_dir]]
 
 No trained model. Two kinds of "music" are scored against melody inputs, each
 against its own tune and the next one's (eval/melody.py):
@@ -15,7 +16,10 @@ against its own tune and the next one's (eval/melody.py):
           or whistled as the demo hums it. Each is scored with three readers of the
           music's pitch: the measure's (basic-pitch, the tune among the 3 strongest
           pitch classes), basic-pitch's single strongest class, and pYIN (one
-          voice, as the melody input is read).
+          voice, as the melody input is read). With a codec_export_dir (e.g.
+          runs/demo/soundstream/export), also the mixes through that codec's first
+          2 levels (the demo's decode) and all 12, read as the measure reads music:
+          how much of the tune the cascade's audio path keeps.
 
 A useful measure scores own far above another's: real mixes are the ceiling a
 melody-conditioned model can reach. On generated music the same call is
@@ -32,8 +36,10 @@ from musiclm_jax.data import melody_pairs
 from musiclm_jax.data import melody_voices
 from musiclm_jax.eval import melody as melody_eval
 from musiclm_jax.eval import pitch_model
+from musiclm_jax.tokenizers import acoustic
 
 RATE_HZ = 24_000
+CODEC_LEVELS = (2, 12)  # the demo's DECODE_LEVELS, and all of the paper's
 
 
 def summary(matched, mismatched) -> dict:
@@ -66,7 +72,8 @@ def hums(num_tunes: int, seconds: float, pitch) -> dict:
   return summary(result["matched_per_pair"], result["mismatched_per_pair"])
 
 
-def mixes(num_tunes: int, seconds: float, data_dir: str, pitch) -> dict:
+def mixes(num_tunes: int, seconds: float, data_dir: str, pitch,
+          codec_export_dir: str | None) -> dict:
   clips = melody_pairs.load_melody_clips("synth_music/small", data_dir, "validation", RATE_HZ, 1)
   pieces = melody_pairs.first_tunes(clips, seconds, num_tunes)
   tunes = [audio_pitch.pitch_contour(melody_voices.render(
@@ -77,6 +84,13 @@ def mixes(num_tunes: int, seconds: float, data_dir: str, pitch) -> dict:
   readers = {"basic_pitch_top_3": (classes, melody_eval.TOP_PITCH_CLASSES),
              "basic_pitch_top_1": (classes, 1),
              "pyin": ([one_hot(audio_pitch.pitch_contour(a, RATE_HZ)[0]) for a in music], 1)}
+  if codec_export_dir:  # the mixes' codes decoded from the first N levels, read as generated
+    codec = acoustic.SoundStreamTokenizer.load(codec_export_dir)
+    for levels in CODEC_LEVELS:
+      decoded = [codec.decode(codec.encode(audio[None])[..., :levels])[0] for audio in music]
+      readers[f"codec_{levels}_levels_basic_pitch_top_3"] = (
+          [melody_eval.music_pitch_classes(pitch, audio, RATE_HZ) for audio in decoded],
+          melody_eval.TOP_PITCH_CLASSES)
   n = len(music)
   result = {"pieces": n}
   for name, (profiles, top) in readers.items():
@@ -93,6 +107,7 @@ if __name__ == "__main__":
   model = pitch_model.BasicPitch()
   report = {"num_tunes": num_tunes, "seconds": seconds, "hums": hums(num_tunes, seconds, model)}
   if len(sys.argv) > 3:
-    report["mixes"] = mixes(num_tunes, seconds, sys.argv[3], model)
+    report["mixes"] = mixes(num_tunes, seconds, sys.argv[3], model,
+                            sys.argv[4] if len(sys.argv) > 4 else None)
   report["load_average_1min"] = round(os.getloadavg()[0], 2)
   print(json.dumps(report, indent=1))
