@@ -42,8 +42,7 @@ def main(argv):
                                          round(seconds * rate_hz))
   tunes = melody_pairs.first_tunes(clips, seconds, _NUM_PIECES.value)
   mixes = np.stack([clip.audio[:round(seconds * rate_hz)] for clip, _ in tunes])
-  hums = np.stack([melody_voices.render(melody_voices.VOICES[i % len(melody_voices.VOICES)],
-                                        notes, seconds, rate_hz, np.random.default_rng(i))
+  hums = np.stack([melody_voices.voice_tune(i, notes, seconds, rate_hz)[1]
                    for i, (_, notes) in enumerate(tunes)])
   results = {}
   for rvq_path in _RVQ_PATHS.value:

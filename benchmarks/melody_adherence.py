@@ -76,9 +76,8 @@ def mixes(num_tunes: int, seconds: float, data_dir: str, pitch,
           codec_export_dir: str | None) -> dict:
   clips = melody_pairs.load_melody_clips("synth_music/small", data_dir, "validation", RATE_HZ, 1)
   pieces = melody_pairs.first_tunes(clips, seconds, num_tunes)
-  tunes = [audio_pitch.pitch_contour(melody_voices.render(
-      melody_voices.VOICES[i % len(melody_voices.VOICES)], notes, seconds, RATE_HZ,
-      np.random.default_rng(i)), RATE_HZ)[0] for i, (_, notes) in enumerate(pieces)]
+  tunes = [audio_pitch.pitch_contour(melody_voices.voice_tune(i, notes, seconds, RATE_HZ)[1],
+                                     RATE_HZ)[0] for i, (_, notes) in enumerate(pieces)]
   music = [clip.audio[:round(seconds * RATE_HZ)] for clip, _ in pieces]
   classes = [melody_eval.music_pitch_classes(pitch, audio, RATE_HZ) for audio in music]
   readers = {"basic_pitch_top_3": (classes, melody_eval.TOP_PITCH_CLASSES),

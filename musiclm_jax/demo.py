@@ -360,11 +360,9 @@ class Pipeline:
     os.makedirs(self.path("melodies"), exist_ok=True)
     paths, self.melody_music = [], []
     for i, (_, notes, audio) in enumerate(pieces):
-      voice = melody_voices.VOICES[i % len(melody_voices.VOICES)]
+      voice, tune = melody_voices.voice_tune(i, notes, seconds, rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
       paths.append(self.path("melodies", f"piece{i}_{voice}.wav"))
-      audio_io.save_wav(paths[-1], melody_voices.render(
-          voice, notes, seconds, rates.SOUNDSTREAM_SAMPLE_RATE_HZ, np.random.default_rng(i)),
-                        rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
+      audio_io.save_wav(paths[-1], tune, rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
       self.melody_music.append(self.path("melodies", f"piece{i}_music.wav"))
       audio_io.save_wav(self.melody_music[-1], audio, rates.SOUNDSTREAM_SAMPLE_RATE_HZ)
     self.melodies = paths

@@ -145,3 +145,12 @@ def render(voice: str, notes: Notes, seconds: float, sample_rate_hz: int,
   audio *= gate
   rms = np.sqrt(np.mean(np.square(audio)))
   return (audio * (0.1 / rms if rms > 0 else 0.0)).astype(np.float32)
+
+
+def voice_tune(index: int, notes: Notes, seconds: float,
+               sample_rate_hz: int) -> tuple[str, np.ndarray]:
+  """(voice, audio) of tune `index` of a set as the demo's melody lines voice them: the
+  voices alternate by index, and each tune's variation is drawn from a generator seeded
+  with its index, so the same tune sounds the same in the demo and the benchmarks."""
+  voice = VOICES[index % len(VOICES)]
+  return voice, render(voice, notes, seconds, sample_rate_hz, np.random.default_rng(index))
