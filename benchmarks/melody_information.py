@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 
 from musiclm_jax import gin_utils
 from musiclm_jax import musiclm_spec as spec
-from musiclm_jax.data import melody_pairs
+from musiclm_jax.data import melody_voices
 from musiclm_jax.data import tfds_audio
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
@@ -57,7 +57,7 @@ def read_split(split: str) -> dict[str, tuple[list, list]]:
   builder, _ = tfds_audio.open_audio_dataset(_DATASET.value, _DATA_DIR.value)
   if "melody" not in builder.info.features:
     raise UserError(f"{_DATASET.value} has no melody labels: point at a synth_music corpus")
-  notes = {example["tfds_id"].decode(): melody_pairs.melody_notes(example)
+  notes = {example["tfds_id"].decode(): melody_voices.melody_notes(example)
            for example in builder.as_dataset(
                split=split, read_config=tfds.ReadConfig(add_tfds_id=True)).as_numpy_iterator()}
   reader = token_cache.SplitReader(_TOKEN_CACHE_DIR.value, split)

@@ -72,8 +72,8 @@ def sample_semantic(stage_lm: cascade.StageLM, mulan_text: np.ndarray, seconds: 
   for first in range(0, len(mulan_text), batch_size):
     rows = mulan_text[first:first + batch_size]
     padded = np.concatenate([rows, np.repeat(rows[-1:], batch_size - len(rows), axis=0)])
-    melody = ([cascade.melody_ids(layout, None, 0, frames, batch_size)]
-              if "melody" in layout.offsets else [])
+    kind = model.stage.melody_kind
+    melody = [cascade.melody_ids(layout, kind, None, 0, frames, batch_size)] if kind else []
     prompt = np.concatenate([layout.encode("mulan", padded), *melody], axis=1)
     ids = sample(prompt, jax.random.fold_in(jax.random.PRNGKey(seed), first))
     out.append(layout.decode_stream("semantic", np.asarray(ids))[:len(rows), :, 0])

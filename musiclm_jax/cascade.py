@@ -18,17 +18,20 @@ what the stage was trained on (`lm.py`, `data/token_layout.py`):
   semantic  [M | S(prefix)]                      -> S(new)
   semantic  [M | melody | S(prefix)]             -> S(new)  a stage trained with melody
   coarse    [M | S(prefix + new) | Ac(prefix)]   -> Ac(new)    2 Ac frames per S frame
+  coarse    [M | melody | S(...) | Ac(prefix)]   -> Ac(new)    a stage trained with melody
   fine      [Ac(prefix + new) | Af(prefix)]      -> Af(new)
 
 Story mode: a request is a list of (text, seconds) segments; windows of the
 conditioned stages also end at segment boundaries and take the M_T of the
 segment they sample. Continuation: the prompt audio's S and A tokens are the
 history the first windows continue from (the output includes it). Melody: a
-semantic stage trained on [M | melody] reads, in each window, the melody
-tokens of the request's melody audio that `musiclm_spec.melody_frames` aligns
-with the window (a melody shorter than the music repeats from its start, as
-a looped riff); a request without melody gives it NULL melody tokens, as
-training's melody dropout did.
+stage trained on [M | melody] reads, in each window, the melody codes of the
+request's melody audio that `musiclm_spec.melody_frames` aligns with the
+window (a melody shorter than the music repeats from its start, as a looped
+riff); a request without melody gives it NULL melody tokens, as training's
+melody dropout did. The codes are of the kind the stages were trained on:
+the paper's melody tokens (the semantic stage; `melody_tokenizer`), or the
+tune's pitch classes (`tokenizers/pitch.py`, no weights; either stage).
 
 Randomness: window i of stage s of a request draws from
 fold_in(fold_in(PRNGKey(seed), s), i) (`window_key`), and each row is sampled
@@ -188,7 +191,9 @@ class Cascade:
     semantic, coarse, fine: the stage LMs; fine may be None when decode_levels leaves it
       nothing to do (at most the coarse levels).
     semantic_tokenizer: audio -> S; only needed to continue from audio.
-    melody_tokenizer: audio -> melody tokens; only needed for melody requests.
+    melody_tokenizer: audio -> melody tokens; only needed for melody requests to stages
+      trained on the paper's melody tokens (stages trained on pitch classes take a
+      `PitchTokenizer` when it is None).
     windows: stage and decoder windows.
     use_cache: sample with the KV cache (False: full recompute, the reference).
     max_length: most tokens (BOS + prompt + new) in one window.
@@ -212,16 +217,18 @@ class Cascade:
     self.conditioning_tokenizer = conditioning_tokenizer
     self.acoustic_tokenizer = acoustic_tokenizer
     self.semantic_tokenizer = semantic_tokenizer
-    self.melody_tokenizer = melody_tokenizer
     self.stages = {"semantic": semantic, "coarse": coarse}
     if fine is not None:
       self.stages["fine"] = fine
+    if melody_tokenizer is None and self.melody_kind == "pitch":
+      melody_tokenizer = importlib.import_module("musiclm_jax.tokenizers.pitch").PitchTokenizer()
+    self.melody_tokenizer = melody_tokenizer
     self.windows = windows
     self.use_cache = use_cache
     self.max_length = max_length
     self.sources = dict(sources or {})
     self.decode_levels = decode_levels
-    windows.check(max_length, melody=self.follows_melody)
+    windows.check(max_length, self.melody_kinds())
     _check_decode_levels(decode_levels, acoustic_tokenizer.num_levels)
     _check_fine_stage(fine is not None, decode_levels)
     _check_components(self)
@@ -240,9 +247,9 @@ class Cascade:
       raise UserError("continuing from audio needs the semantic tokenizer: set "
                       "W2V_BERT_EXPORT_DIR and KMEANS_PATH")
     if request.melody is not None:
-      if not self.follows_melody:
-        raise UserError("the semantic stage was trained without melody conditioning: drop the "
-                        "melody, or use a stage trained with experiments/semantic_melody_stage.gin")
+      if self.melody_kind is None:
+        raise UserError("the stages were trained without melody conditioning: drop the melody, "
+                        "or use stages trained with experiments/semantic_pitch_stage.gin")
       if self.melody_tokenizer is None:
         raise UserError("a melody prompt needs the melody tokenizer: set MELODY_EXPORT_DIR and "
                         "MELODY_RVQ_PATH")
@@ -252,10 +259,15 @@ class Cascade:
         raise UserError(f"top_k {top_k} of the {stage} stage exceeds its vocabulary of "
                         f"{model.vocab_size} ids: use 0 (all ids) or at most {model.vocab_size}")
 
+  def melody_kinds(self) -> dict[str, str | None]:
+    """{stage: the melody kind it reads, or None} (`StageConfig.melody_kind`)."""
+    return {stage: model.stage.melody_kind for stage, (model, _) in self.stages.items()}
+
   @property
-  def follows_melody(self) -> bool:
-    """Whether the semantic stage reads melody tokens (trained on [M | melody])."""
-    return "melody" in self.stages["semantic"].model.stage.layout.offsets
+  def melody_kind(self) -> str | None:
+    """The melody kind the stages read (one kind, `_check_components`), None if none does."""
+    kinds = [kind for kind in self.melody_kinds().values() if kind]
+    return kinds[0] if kinds else None
 
   def generate(self, requests: Sequence[Request], batch_size: int = 4) -> list[Generation]:
     """One Generation per request, in order."""
@@ -309,7 +321,7 @@ class Cascade:
     num_coarse = token_layout.COARSE.num_levels
     coarse, fine = acoustic[..., :num_coarse], acoustic[..., num_coarse:]
     steps = [("semantic", lambda: self._semantic(rows, mulan, semantic, start, melody)),
-             ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start))]
+             ("coarse", lambda: self._coarse(rows, mulan, semantic, coarse, start, melody))]
     if self.runs_fine_stage:
       steps.append(("fine", lambda: self._fine(rows, coarse, fine, start)))
     else:
@@ -335,8 +347,8 @@ class Cascade:
         self.windows, "semantic", semantic.shape[1], start, boundaries)):
       segment = _segment(begin, boundaries)
       parts = [layout.encode("mulan", mulan[:, segment])]
-      if self.follows_melody:
-        parts.append(melody_ids(layout, melody, prefix, end, len(rows)))
+      if self.melody_kinds()["semantic"]:
+        parts.append(melody_ids(layout, self.melody_kind, melody, prefix, end, len(rows)))
       parts.append(layout.encode_stream("semantic", semantic[:, prefix:begin, None]))
       ids = self._sample("semantic", rows, i, np.concatenate(parts, 1), end - begin,
                           semantic.shape[1])
@@ -344,8 +356,8 @@ class Cascade:
       chunks.append(Chunk("semantic", segment, prefix, begin, end))
     return chunks
 
-  def _coarse(self, rows, mulan, semantic, coarse, start) -> list[Chunk]:
-    """Fills coarse [batch, 2 * frames, 4] from semantic frame `start` on."""
+  def _coarse(self, rows, mulan, semantic, coarse, start, melody) -> list[Chunk]:
+    """Fills coarse [batch, 2 * frames, 4] from semantic frame `start` on (melody as `_semantic`)."""
     layout = self.stages["coarse"].model.stage.layout
     boundaries = rows[0].boundaries()
     per = spec.ACOUSTIC_PER_SEMANTIC
@@ -353,7 +365,10 @@ class Cascade:
     for i, (prefix, begin, end) in enumerate(window_plan.stage_chunks(
         self.windows, "coarse", semantic.shape[1], start, boundaries)):
       segment = _segment(begin, boundaries)
-      prompt = coarse_prompt(layout, mulan[:, segment], semantic, coarse, prefix, begin, end)
+      melody_part = (melody_ids(layout, self.melody_kind, melody, prefix, end, len(rows))
+                     if self.melody_kinds()["coarse"] else None)
+      prompt = coarse_prompt(layout, mulan[:, segment], semantic, coarse, prefix, begin, end,
+                             melody_part)
       ids = self._sample("coarse", rows, i, prompt, (end - begin) * per * coarse.shape[-1],
                           semantic.shape[1])
       coarse[:, begin * per:end * per] = layout.decode_stream("coarse", ids)
@@ -406,7 +421,7 @@ class Cascade:
     Music shorter than a window gets a program of its own length, not a full window's.
     """
     frames = min(self.windows.frames(stage)[0], num_frames)
-    tokens = spec.window_tokens(stage, frames, self.follows_melody)
+    tokens = spec.window_tokens(stage, frames, self.melody_kinds()[stage])
     # The stage's own stream (its target kind is its name) in one frame of the stage.
     per_frame = token_layout.KINDS[stage].num_levels * spec.stream_frames(stage, 1)[stage]
     return tokens - per_frame, frames * per_frame, tokens
@@ -434,25 +449,29 @@ class Cascade:
 
 
 def coarse_prompt(layout: token_layout.TokenLayout, mulan: np.ndarray, semantic: np.ndarray,
-                  coarse: np.ndarray, prefix: int, begin: int, end: int) -> np.ndarray:
-  """A coarse window's prompt ids [batch, n]: M, S of semantic frames [prefix, end), and the
-  coarse frames before `begin` in it (mulan [batch, levels], semantic [batch, frames],
-  coarse [batch, 2 * frames, 4]; `window_plan.stage_chunks` gives prefix, begin, end)."""
+                  coarse: np.ndarray, prefix: int, begin: int, end: int,
+                  melody: np.ndarray | None = None) -> np.ndarray:
+  """A coarse window's prompt ids [batch, n]: M, melody ids [batch, m] (`melody_ids`) for a
+  stage trained with melody, S of semantic frames [prefix, end), and the coarse frames before
+  `begin` in it (mulan [batch, levels], semantic [batch, frames], coarse [batch, 2 * frames,
+  4]; `window_plan.stage_chunks` gives prefix, begin, end)."""
   per = spec.ACOUSTIC_PER_SEMANTIC
-  return np.concatenate([layout.encode("mulan", mulan),
+  melody = [] if melody is None else [melody]
+  return np.concatenate([layout.encode("mulan", mulan), *melody,
                          layout.encode_stream("semantic", semantic[:, prefix:end, None]),
                          layout.encode_stream("coarse", coarse[:, prefix * per:begin * per])], 1)
 
 
-def melody_ids(layout: token_layout.TokenLayout, melody: np.ndarray | None, begin: int, end: int,
-                batch: int) -> np.ndarray:
-  """Melody ids [batch, n] conditioning semantic frames [begin, end); NULL_ID without a melody."""
+def melody_ids(layout: token_layout.TokenLayout, kind: str, melody: np.ndarray | None, begin: int,
+               end: int, batch: int) -> np.ndarray:
+  """Ids [batch, n] of melody `kind` conditioning semantic frames [begin, end), from codes
+  melody [batch, frames, levels]; NULL_ID without a melody."""
   if melody is None:
-    first, last = spec.melody_frames(begin, end)
-    return np.full((batch, (last - first) * token_layout.MELODY.num_levels), token_layout.NULL_ID,
-                   np.int32)
-  first, last = spec.melody_frames(begin, end, melody.shape[1])
-  return layout.encode_stream("melody", melody[:, first:last])
+    first, last = spec.melody_frames(begin, end, kind=kind)
+    return np.full((batch, (last - first) * token_layout.KINDS[kind].num_levels),
+                   token_layout.NULL_ID, np.int32)
+  first, last = spec.melody_frames(begin, end, melody.shape[1], kind)
+  return layout.encode_stream(kind, melody[:, first:last])
 
 
 def plan_batches(requests: Sequence[Request], batch_size: int) -> list[list[int]]:
@@ -596,12 +615,18 @@ def _check_components(cascade: Cascade) -> None:
   if semantic is not None and semantic.codebook_size > token_layout.SEMANTIC.codebook_size:
     raise UserError(f"the semantic tokenizer has {semantic.codebook_size} codes; the stages "
                     f"read {token_layout.SEMANTIC.codebook_size}")
-  melody, kind = cascade.melody_tokenizer, token_layout.MELODY
+  kinds = {kind for kind in cascade.melody_kinds().values() if kind}
+  if len(kinds) > 1:
+    raise UserError(f"the stages read different melody kinds ({cascade.melody_kinds()}): train "
+                    "them with the same MELODY")
+  melody, name = cascade.melody_tokenizer, cascade.melody_kind or "melody"
+  kind = token_layout.KINDS[name]
+  hop = spec.SEMANTIC_PER_MELODY_FRAME[name] / spec.SEMANTIC_RATE_HZ
   if melody is not None and ((melody.num_levels, melody.hop_seconds) != (
-      kind.num_levels, spec.MELODY_HOP_SECONDS) or melody.codebook_size > kind.codebook_size):
+      kind.num_levels, hop) or melody.codebook_size > kind.codebook_size):
     raise UserError(f"the melody tokenizer gives {melody.num_levels} x {melody.codebook_size} "
-                    f"codes every {melody.hop_seconds} s; the semantic stage reads "
-                    f"{kind.num_levels} x {kind.codebook_size} every {spec.MELODY_HOP_SECONDS} s")
+                    f"codes every {melody.hop_seconds} s; the stages read {name} codes, "
+                    f"{kind.num_levels} x {kind.codebook_size} every {hop} s")
 
 
 # Loading from exports.

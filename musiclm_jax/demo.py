@@ -2,8 +2,9 @@ r"""`make demo`: MusicLM from nothing to music on 2 CPU cores.
 
 Builds the synth_music corpus, trains every component at tiny scale with the
 same binaries a user runs (musiclm-train, -export, -tokenize, -infer and the
-tokenizer fitting binaries; the melody embedder and a semantic stage on
-[M | melody]; the fine stage only with --quick, see FULL), and generates music
+tokenizer fitting binaries; the melody embedder, whose retrieval it prints, and
+semantic and coarse stages that follow a tune's pitch classes; the fine stage
+only with --quick, see FULL), and generates music
 for a few held-out captions, a 60 s long generation, a two-segment story
 (captions of two genres) and held-out captions with a hummed or whistled melody
 (their piece's, and another's as the control), ending with the path of the
@@ -42,11 +43,13 @@ from musiclm_jax.errors import UserError
 from musiclm_jax.eval import melody as melody_eval
 from musiclm_jax.eval import pitch_model
 from musiclm_jax.eval import report
+from musiclm_jax.eval import significance
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", os.path.join(os.getcwd(), "runs", "demo"),
                                   "Where the demo writes its corpus, runs and samples.")
 _QUICK = flags.DEFINE_bool("quick", False, "A few steps per model on 2 s clips: checks the wiring.")
 MELODY_ADHERENCE = "melody_adherence.json"  # in the samples folder
+MELODY_RETRIEVAL = "retrieval.json"  # in the melody embedder's folder
 # The text-adherence levers of docs/design.md section 10, where the paper's settings lose
 # the prompt at this scale: MuLan's RVQ fits 8 codes per level (paper 1024: a small MuLan's
 # caption then lands on its clip's level-1 code 0.53 of the time on tiny, 0.03 with 480),
@@ -116,7 +119,7 @@ FULL = Mode(
     stage_crop_seconds=dict(semantic=10.0, coarse=2.0, fine=1.0),
     stage_stride_seconds=dict(semantic=5.0, coarse=1.0, fine=0.48),
     prompt_seconds=10.0, long_seconds=60.0, story_seconds=10.0, num_captions=24,
-    num_melodies=4, eval_taggers=("MTT_musicnn", "MSD_musicnn"), decode_levels=2,
+    num_melodies=8, eval_taggers=("MTT_musicnn", "MSD_musicnn"), decode_levels=2,
     held_out_clips=40)
 QUICK = Mode(
     corpus="quick", clip_seconds=2.0,
@@ -221,29 +224,30 @@ class Pipeline:
         _binding("EXPORT_DIR", mulan), _binding("OUTPUT_DIR", self.path("mulan")),
         _binding("FITTED_CODES_PER_LEVEL", MULAN_CODES_PER_LEVEL)]])
 
-    # The melody embedder learns from the corpus's same-melody pairs (the mix, the
-    # notes on other instruments, a whistle, a hum); its RVQ gives the melody tokens.
+    # The paper's melody embedder learns from the corpus's same-melody pairs (the mix, the
+    # notes on other instruments, a whistle, a hum), and the demo prints what it retrieves.
+    # Its tokens carry no tune into music at this scale (docs/design.md section 11), so the
+    # stages read the tune's pitch classes instead and no melody RVQ or tokens are made.
     # --quick: a 2 s clip holds one 2 s window, and a batch takes one clip per piece (16
     # training pieces; 8 rows also split over the tests' 8 CPU devices).
-    melody = self.train_and_export("melody", "melody_synth", data + (
+    self.train_and_export("melody", "melody_synth", data + (
         [] if mode is FULL else [_binding("WINDOW_SECONDS", 2.0), _binding("BATCH_SIZE", 8)]))
-    melody_rvq = self.path("melody", "rvq.npz")
-    self.step("melody_rvq", [melody_rvq], [[
-        "musiclm_jax.fit_melody_rvq", "--gin_file=runs/fit_melody_rvq.gin", *data,
-        _binding("EXPORT_DIR", melody), _binding("OUTPUT_DIR", self.path("melody"))]])
+    self.step("melody_retrieval", [self.path("melody", MELODY_RETRIEVAL)],
+              [self.write_melody_retrieval])
 
     tokenizers = [_binding("SOUNDSTREAM_EXPORT_DIR", soundstream),
                   _binding("W2V_BERT_EXPORT_DIR", w2v_bert), _binding("KMEANS_PATH", kmeans),
-                  _binding("MULAN_EXPORT_DIR", mulan), _binding("MULAN_RVQ_PATH", mulan_rvq),
-                  _binding("MELODY_EXPORT_DIR", melody), _binding("MELODY_RVQ_PATH", melody_rvq)]
+                  _binding("MULAN_EXPORT_DIR", mulan), _binding("MULAN_RVQ_PATH", mulan_rvq)]
     cache = self.path("tokens")
     self.step("tokenize", [os.path.join(cache, "metadata.json")], [[
         "musiclm_jax.tokenize_dataset", "--gin_file=runs/tokenize.gin", *data, *tokenizers,
         _binding("TOKEN_CACHE_DIR", cache)]])
 
-    # One semantic stage for both kinds of prompt (paper section 6): it reads
-    # [M | melody], and its melody dropout makes NULL melody (text alone) in-distribution.
-    experiments = dict(semantic="semantic_melody_stage", coarse="coarse_stage", fine="fine_stage")
+    # One semantic and one coarse stage for both kinds of prompt: each reads [M | the tune's
+    # pitch classes] (beyond the paper, whose semantic stage reads melody tokens; design
+    # section 11), and melody dropout makes a NULL tune (text alone) in-distribution.
+    experiments = dict(semantic="semantic_pitch_stage", coarse="coarse_pitch_stage",
+                       fine="fine_stage")
     stages = {}
     for stage in mode.stages:
       stages[stage] = self.train_and_export(stage, experiments[stage], [
@@ -344,7 +348,7 @@ class Pipeline:
     corpus_rate_hz = self.corpus.info.features["audio"].sample_rate
     pieces = {}  # source piece -> (caption, notes, audio) of its first clip with a tune
     for example in self.held_out().as_numpy_iterator():
-      notes = melody_voices.crop(melody_pairs.melody_notes(example), 0.0, seconds)
+      notes = melody_voices.crop(melody_voices.melody_notes(example), 0.0, seconds)
       has_tune = len(notes.pitch) >= melody_pairs.MIN_TUNE_NOTES
       if has_tune and example["source_id"] not in pieces:
         audio = example["audio"][:round(seconds * corpus_rate_hz)]
@@ -390,9 +394,19 @@ class Pipeline:
     result = melody_eval.swapped_melody_adherence([music(line) for line in lines],
                                                   [music(line + 1) for line in lines], tunes,
                                                   rate_hz, pitch)
+    result["p_value"] = significance.permutation_p_value(
+        result["matched_per_pair"], result["mismatched_per_pair"], paired=True)
     result["real_music"] = melody_eval.melody_adherence(
         [load(path) for path in self.melody_music], tunes, rate_hz, pitch)
     with open(self.path("samples", MELODY_ADHERENCE), "w") as f:
+      json.dump(result, f, indent=1)
+
+  def write_melody_retrieval(self) -> None:
+    """Melody retrieval of the melody embedder and MuLan on the held-out pieces, as JSON."""
+    result = melody_eval.embedder_retrieval(self.path("melody", "export"), self.dataset,
+                                            self.data_dir, ("validation",),
+                                            self.path("mulan", "export"))
+    with open(self.path("melody", MELODY_RETRIEVAL), "w") as f:
       json.dump(result, f, indent=1)
 
 
@@ -430,9 +444,20 @@ def melody_summary(result: dict) -> str:
           f"{result['top_pitch_classes']} strongest pitch classes, over "
           f"{result['num_pairs']} held-out tunes:\n"
           f"  given that melody {result['matched']:.2f}  given another melody (same text, seed) "
-          f"{result['mismatched']:.2f}  ({above} of {result['num_pairs']} higher when given it)\n"
+          f"{result['mismatched']:.2f}  ({above} of {result['num_pairs']} higher when given it, "
+          f"permutation p = {result['p_value']:.3g})\n"
           f"  the tunes' real music {real['matched']:.2f}  against another tune "
           f"{real['mismatched']:.2f}")
+
+
+def retrieval_summary(result: dict) -> str:
+  """The melody embedder's retrieval.json as text, beside MuLan's audio embedding and chance."""
+  embedder, mulan = result["melody_embedder"], result["mulan_audio"]
+  views = [view for view in melody_eval.QUERY_VIEWS if view in embedder]
+  return (f"melody retrieval, recall@1 of a piece's mix among {embedder['num_candidates']} "
+          f"held-out pieces (chance {embedder['chance_recall@1']:.2f}), by query:\n" +
+          "\n".join(f"  {view:<8} melody embedder {embedder[view]['recall@1']:.2f}  MuLan audio "
+                    f"{mulan[view]['recall@1']:.2f}" for view in views))
 
 
 def main(argv):
@@ -445,6 +470,8 @@ def main(argv):
   print(f"  {'total':<17} {result['seconds']:6.0f} s")
   with open(result["adherence"]) as f:
     print(adherence_summary(json.load(f)))
+  with open(pipeline.path("melody", MELODY_RETRIEVAL)) as f:
+    print(retrieval_summary(json.load(f)))
   with open(pipeline.path("samples", MELODY_ADHERENCE)) as f:
     print(melody_summary(json.load(f)))
   with open(os.path.join(result["eval"], "eval.json")) as f:

@@ -15,8 +15,8 @@ it names; guidance_scale applies to the conditioned stages (semantic, coarse).
 "seconds" is the whole output (with a continuation's audio, which is its
 start); a story gives seconds per segment instead. continue_from is relative
 to the prompts file, and so is melody_from: a hummed, whistled, sung or played
-tune the music follows (it needs a semantic stage trained with melody; the
-page shows it beside the output). Sample i of a prompt uses seed + i.
+tune the music follows (it needs stages trained with melody, on the paper's
+melody tokens or the tune's pitch classes; the page shows it beside the output). Sample i of a prompt uses seed + i.
 
 Every line is checked before any model loads (what needs the models, such
 as top_k against a stage's vocabulary, right after they load); any exception

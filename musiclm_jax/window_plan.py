@@ -15,7 +15,7 @@ Frames are semantic frames (40 ms) for the semantic and coarse stages and
 acoustic frames (20 ms) for the fine stage and the SoundStream decoder.
 """
 import dataclasses
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -68,13 +68,15 @@ class Windows:
                       "windows would skip frames")
     return out[0], out[1]
 
-  def check(self, max_length: int, melody: bool = False) -> None:
+  def check(self, max_length: int, melody: Mapping[str, str | None] | None = None) -> None:
     """UserError if a window is not whole frames or does not fit `max_length` tokens, counting
-    the semantic window's melody tokens when its stage was trained with melody (`melody`)."""
+    the melody codes of the stages trained with melody (`melody`: {stage: its melody kind})."""
+    melody = melody or {}
     for name in spec.STAGES + ("decode",):
       self.frames(name)  # a UserError unless whole frames
     for name in spec.STAGES:
-      length = 1 + spec.window_tokens(name, self.frames(name)[0], melody)  # BOS + a full window
+      # BOS + a full window
+      length = 1 + spec.window_tokens(name, self.frames(name)[0], melody.get(name))
       if length > max_length:
         raise UserError(f"a {name} window is {length} tokens, more than max_length {max_length}: "
                         f"shorten Windows.{name}_window_seconds or raise max_length")

@@ -230,11 +230,25 @@ def test_conditioning_gap_of_a_tiny_semantic_stage():
     assert 0 < result[f"p_{row}_above_own"] <= 1
 
 
-def test_melody_rows_differ_in_the_melody_only():
-  stage = musiclm_spec.semantic_stage(melody=True)
+def _with_tune(record: token_cache.Record, seed: int) -> token_cache.Record:
+  """The record with melody labels: a note of a random class every 40 ms of its 0.4 s."""
+  starts = np.arange(10) * 0.04
+  pitch = np.random.default_rng(seed).integers(48, 84, 10)
+  return dataclasses.replace(record, labels={"melody": {
+      "pitch": pitch.tolist(), "start_s": starts.tolist(), "end_s": (starts + 0.04).tolist()}})
+
+
+@pytest.mark.parametrize("stage_name, melody", [("semantic", True), ("coarse", "pitch")])
+def test_melody_rows_differ_in_the_melody_only(stage_name, melody):
+  stage = {"semantic": musiclm_spec.semantic_stage,
+           "coarse": musiclm_spec.coarse_stage}[stage_name](melody)
   model = lm.DecoderOnlyLM(TINY, stage)
-  records = [_with_melody(_record(i, coarse_seed=i), seed=i) for i in range(2)]
-  frames = tasks.crop_frames("semantic", CROP_SECONDS)
+  records = [_with_tune(_with_melody(_record(i, coarse_seed=i), seed=i), seed=i)
+             for i in range(2)]
+  frames = tasks.crop_frames(stage_name, CROP_SECONDS)
+  kind = stage.melody_kind
+  num_codes = (token_layout.MELODY.num_levels if kind == "melody"
+               else 3)  # 5 semantic frames: 3 pitch frames
   own, rolled, null = teacher_forcing.conditioning_rows(model, frames, *records, "mulan", "own",
                                                         seed=[0, 0], swap="melody")
   next_own = teacher_forcing.conditioning_rows(model, frames, records[1], records[0], "mulan",
@@ -242,8 +256,8 @@ def test_melody_rows_differ_in_the_melody_only():
   # The M swap's own row is the same crop: only the melody positions may differ from it.
   np.testing.assert_array_equal(own, teacher_forcing.conditioning_rows(
       model, frames, *records, "mulan", "own", seed=[0, 0])[0])
-  is_melody = np.asarray(stage.layout.contains("melody", own))
-  assert is_melody.sum() == token_layout.MELODY.num_levels
+  is_melody = np.asarray(stage.layout.contains(kind, own))
+  assert is_melody.sum() == num_codes
   for row in (rolled, null):  # the crop, M and the targets are the same
     np.testing.assert_array_equal(row[~is_melody], own[~is_melody])
   np.testing.assert_array_equal(rolled[is_melody], next_own[is_melody])  # the next clip's tune

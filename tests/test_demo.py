@@ -110,6 +110,15 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
     assert music.duration == pytest.approx(2.0)
   assert "melody adherence" in result.stdout and "given another melody" in result.stdout
   assert "the tunes' real music" in result.stdout
+  assert 0 < melody["p_value"] <= 1
+  # The stages read the tunes' pitch classes; the paper's melody embedder is trained and
+  # its retrieval of the held-out pieces printed beside MuLan's.
+  for stage in ("semantic", "coarse"):
+    assert "MELODY = 'pitch'" in (tmp_path / stage / "export" / "config.gin").read_text(), stage
+  retrieval = json.loads((tmp_path / "melody" / demo.MELODY_RETRIEVAL).read_text())
+  assert set(retrieval) == {"melody_embedder", "mulan_audio"}
+  assert retrieval["melody_embedder"]["num_candidates"] >= 2
+  assert "melody retrieval, recall@1" in result.stdout
 
   # The re-run, in this process: a subprocess re-run spent its time importing JAX and TF
   # for a run that starts nothing. Any binary a finished step started again fails it here.

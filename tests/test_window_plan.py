@@ -59,4 +59,4 @@ def test_frames_segments_and_window_errors():
   long_semantic = window_plan.Windows(semantic_window_seconds=90.0)
   long_semantic.check(2263)
   with pytest.raises(UserError, match="a semantic window is 2983 tokens, more than max_length 2263"):
-    long_semantic.check(2263, melody=True)
+    long_semantic.check(2263, {"semantic": "melody"})

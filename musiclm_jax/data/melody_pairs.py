@@ -155,7 +155,7 @@ def load_melody_clips(dataset: str, data_dir: str | None, split: str, sample_rat
     pair = np.asarray(example["melody_pair"]["audio"], np.float32).reshape(-1)
     clips.append(MelodyClip(example["source_id"].decode(), audio,
                             pair if example["has_melody_pair"] and len(pair) >= min_samples
-                            else None, melody_notes(example)))
+                            else None, melody_voices.melody_notes(example)))
   if too_short:
     logging.warning("%s/%s: skipped %d clips shorter than %d samples", dataset, split,
                     too_short, min_samples)
@@ -163,14 +163,6 @@ def load_melody_clips(dataset: str, data_dir: str | None, split: str, sample_rat
     raise UserError(f"{dataset}/{split} has no clip of at least {min_samples} samples: "
                     "lower crop_seconds")
   return tuple(clips)
-
-
-def melody_notes(example: dict) -> melody_voices.Notes:
-  """The melody labels of a synth_music example (as numpy, `as_numpy_iterator`)."""
-  melody = example["melody"]
-  return melody_voices.Notes(np.asarray(melody["pitch"], np.int64),
-                             np.asarray(melody["start_s"], np.float64),
-                             np.asarray(melody["end_s"], np.float64))
 
 
 def first_tunes(clips: Sequence[MelodyClip], seconds: float, limit: int,

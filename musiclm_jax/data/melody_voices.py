@@ -45,6 +45,14 @@ class Notes(NamedTuple):
   end_s: np.ndarray
 
 
+def melody_notes(example) -> Notes:
+  """The melody labels of a synth_music example (numpy, `as_numpy_iterator`) or of a token
+  cache record's labels (JSON lists): example['melody'] = {'pitch', 'start_s', 'end_s'}."""
+  melody = example["melody"]
+  return Notes(np.asarray(melody["pitch"], np.int64), np.asarray(melody["start_s"], np.float64),
+               np.asarray(melody["end_s"], np.float64))
+
+
 @dataclasses.dataclass(frozen=True)
 class Variation:
   """How far a rendered voice strays from the labels (each drawn uniformly per clip).

@@ -5,6 +5,8 @@ in the stage's `token_layout`:
 
   semantic  [M_A | S]             crop 30 s (paper): 12 + 750 tokens
   semantic  [M_A | melody | S]    with melody=True: + 10 melody frames x 24 (3 s hop)
+  semantic  [M_A | pitch | S]     with melody='pitch': + 375 frames of the tune's pitch class
+                                  (80 ms hop, from the clip's melody labels; coarse too)
   coarse    [M_A | S | Ac]        crop 10 s: 12 + 250 + 500 x 4 tokens
   fine      [Ac | Af]             crop 3 s: 150 x 4 + 150 x 8 tokens
 
@@ -33,6 +35,7 @@ frames) to trace a sequence back to its clip; the feature converter drops them.
 """
 import dataclasses
 import functools
+import json
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -42,10 +45,10 @@ import tensorflow as tf
 from musiclm_jax import musiclm_spec as spec
 from musiclm_jax.data import token_cache
 from musiclm_jax.data import token_layout
+from musiclm_jax.data import tune_pitch
 from musiclm_jax.errors import UserError
 
 LAYOUTS = {name: stage.layout for name, stage in spec.STAGE_CONFIGS.items()}
-MELODY_LAYOUT = spec.semantic_stage(melody=True).layout  # the semantic stage's, with melody=True
 _COARSE_LEVELS = token_layout.COARSE.num_levels
 # name -> the arguments it was registered with, to re-register on a change.
 _REGISTERED: dict[str, tuple] = {}
@@ -66,11 +69,36 @@ def stage_sequence(layout: token_layout.TokenLayout, codes: Mapping[str, np.ndar
                         axis=-1).astype(np.int32)
 
 
-def _check_stage(stage: str, melody: bool = False) -> None:
+def _check_stage(stage: str, melody: bool | str | None = False) -> None:
   if stage not in spec.STAGES:
     raise UserError(f"unknown stage {stage!r}: use one of {', '.join(spec.STAGES)}")
-  if melody and stage != "semantic":
-    raise UserError(f"melody conditioning is for the semantic stage, not {stage}: unset melody")
+  if spec.melody_kind(melody) and stage == "fine":
+    raise UserError("melody conditioning is for the semantic and coarse stages, not fine: unset "
+                    "melody")
+
+
+def _layout(stage: str, melody: bool | str | None) -> token_layout.TokenLayout:
+  """The layout of `stage`'s sequences when it reads melody kind `melody` (`spec.melody_kind`)."""
+  kind = spec.melody_kind(melody)
+  if kind is None:
+    return LAYOUTS[stage]
+  return {"semantic": spec.semantic_stage, "coarse": spec.coarse_stage}[stage](kind).layout
+
+
+def clip_melody(melody: bool | str | None, melody_tokens: np.ndarray | None, labels,
+                semantic_frames: int) -> np.ndarray | None:
+  """A cached clip's codes [frames, levels] of the melody kind a stage reads (None: none).
+
+  'melody' (True): its melody tokens. 'pitch': its melody labels' pitch classes
+  (`tune_pitch.from_labels`; labels a dict or its JSON), for its `semantic_frames`.
+  """
+  kind = spec.melody_kind(melody)
+  if kind != "pitch":
+    return None if kind is None else melody_tokens
+  if isinstance(labels, (bytes, str)):
+    labels = json.loads(labels)
+  per = spec.SEMANTIC_PER_MELODY_FRAME["pitch"]
+  return tune_pitch.from_labels(labels, -(-semantic_frames // per))
 
 
 def _crop_stage_frames(stage: str, crop_seconds: float | None) -> int:
@@ -95,7 +123,7 @@ def crop_frames(stage: str, crop_seconds: float | None = None) -> dict[str, int]
 
 
 def feature_lengths(stage: str, crop_seconds: float | None = None,
-                    melody: bool = False) -> dict[str, int]:
+                    melody: bool | str | None = False) -> dict[str, int]:
   """{'targets': tokens of a full crop}: TASK_FEATURE_LENGTHS for `stage` (melody: [M | melody | S])."""
   _check_stage(stage, melody)
   return {"targets": spec.window_tokens(stage, _crop_stage_frames(stage, crop_seconds), melody)}
@@ -105,7 +133,8 @@ def _parse(ex: Mapping[str, tf.Tensor], acoustic_levels: int) -> dict[str, tf.Te
   return {"clip_id": ex["clip_id"], "mulan": ex["mulan_tokens"],
           "mulan_text": ex["mulan_text_tokens"], "semantic": ex["semantic_tokens"],
           "acoustic": tf.reshape(ex["acoustic_tokens"], [-1, acoustic_levels]),
-          "melody": tf.reshape(ex["melody_tokens"], [-1, token_layout.MELODY.num_levels])}
+          "melody": tf.reshape(ex["melody_tokens"], [-1, token_layout.MELODY.num_levels]),
+          "labels_json": ex["labels_json"]}
 
 
 def _crop_start(rng: np.random.Generator, length: int, crop: int) -> int:
@@ -116,7 +145,7 @@ def _crop_start(rng: np.random.Generator, length: int, crop: int) -> int:
 def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic: np.ndarray,
              acoustic: np.ndarray, rng: np.random.Generator,
              melody: np.ndarray | None = None, mulan_text: np.ndarray | None = None,
-             text_rate: float = 0.0) -> tuple[np.ndarray, int]:
+             text_rate: float = 0.0, melody_kind: str = "melody") -> tuple[np.ndarray, int]:
   """One random crop of a cached clip as a stage sequence: the one place crops are drawn.
 
   Args:
@@ -125,10 +154,11 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
     rng: draws the crop's start, then whether M_T replaces M_A (the SeqIO
       task seeds it from SeqIO's seeds, `CacheExamples` from the pipeline's
       (seed, epoch, index)).
-    melody: melody tokens [T_m, melody_levels] for a semantic stage conditioned
+    melody: codes [T_m, levels] of `melody_kind` (`clip_melody`) for a stage conditioned
       on [M | melody]: the frames `spec.melody_frames` gives for the crop.
     mulan_text: M_T [mulan_levels] of the clip's caption, or empty (no caption).
     text_rate: probability of conditioning on M_T instead of M_A when there is one.
+    melody_kind: what `melody` holds, 'melody' (the paper's tokens) or 'pitch'.
   Returns:
     (ids [length] int32 via `stage_sequence`, the crop's start in 50 Hz frames).
   """
@@ -152,25 +182,28 @@ def crop_ids(stage: str, frames: Mapping[str, int], mulan: np.ndarray, semantic:
       codes["coarse"] = acoustic[start:start + frames["coarse"], :_COARSE_LEVELS]
     if melody is not None:
       first, last = spec.melody_frames(semantic_start, semantic_start + len(codes["semantic"]),
-                                       len(melody))
-      codes["melody"] = melody[first:last]
-      return stage_sequence(MELODY_LAYOUT, codes), start
+                                       len(melody), melody_kind)
+      codes[melody_kind] = melody[first:last]
+      return stage_sequence(_layout(stage, melody_kind), codes), start
   return stage_sequence(LAYOUTS[stage], codes), start
 
 
 @seqio.map_over_dataset(num_seeds=1)
 def random_crop(ex: Mapping[str, tf.Tensor], seed, stage: str, frames: Mapping[str, int],
-                melody: bool = False, text_rate: float = 0.0):
+                melody: bool | str | None = False, text_rate: float = 0.0):
   """A parsed clip -> {'targets': ids of one crop by `crop_ids`} plus the trace features."""
+  kind = spec.melody_kind(melody)
 
-  def crop(seed, mulan, mulan_text, semantic, acoustic, melody_codes):
+  def crop(seed, mulan, mulan_text, semantic, acoustic, melody_codes, labels_json):
     ids, start = crop_ids(stage, frames, mulan, semantic, acoustic,
                           np.random.default_rng(seed.view(np.uint32)),
-                          melody_codes if melody else None, mulan_text, text_rate)
+                          clip_melody(kind, melody_codes, labels_json, len(semantic)),
+                          mulan_text, text_rate, kind or "melody")
     return ids, np.int32(start)
 
   targets, start = tf.numpy_function(
-      crop, [seed, ex["mulan"], ex["mulan_text"], ex["semantic"], ex["acoustic"], ex["melody"]],
+      crop, [seed, ex["mulan"], ex["mulan_text"], ex["semantic"], ex["acoustic"], ex["melody"],
+             ex["labels_json"]],
       [tf.int32, tf.int32], stateful=False)
   targets.set_shape([None])
   start.set_shape([])
@@ -189,7 +222,7 @@ class CacheExamples:
   stage: str
   cache_dir: str
   frames: Mapping[str, int]
-  melody: bool = False
+  melody: bool | str | None = False
   text_rate: float = 0.0
   _readers: dict[str, token_cache.SplitReader] = dataclasses.field(
       default_factory=dict, init=False, repr=False, compare=False)
@@ -209,9 +242,11 @@ class CacheExamples:
   def example(self, split: str, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """{'targets': ids [length] int32, 'clip_id', 'crop_start_frame'}."""
     record = self._reader(split)[index]
+    kind = spec.melody_kind(self.melody)
     ids, start = crop_ids(self.stage, self.frames, record.mulan, record.semantic, record.acoustic,
-                          rng, record.melody if self.melody else None, record.mulan_text,
-                          self.text_rate)
+                          rng, clip_melody(kind, record.melody, record.labels,
+                                           len(record.semantic)),
+                          record.mulan_text, self.text_rate, kind or "melody")
     return {"targets": ids, "clip_id": record.clip_id, "crop_start_frame": start}
 
 
@@ -220,11 +255,11 @@ def random_access(task_name: str) -> CacheExamples | None:
   return _RANDOM_ACCESS.get(task_name)
 
 
-def _check_cache(cache_dir: str, stage: str,
-                 melody: bool = False) -> tuple[token_cache.CacheMetadata, dict[str, int]]:
+def _check_cache(cache_dir: str, stage: str, melody: bool | str | None = False
+                 ) -> tuple[token_cache.CacheMetadata, dict[str, int]]:
   """The cache's metadata and records per finished split; UserError if the stage cannot use it."""
   metadata = token_cache.load_metadata(cache_dir)
-  if melody:
+  if spec.melody_kind(melody) == "melody":  # 'pitch' reads labels, checked per clip
     _check_melody(cache_dir, metadata)
   for cache_key, kind in (("mulan", token_layout.MULAN), ("semantic", token_layout.SEMANTIC),
                           ("acoustic", token_layout.COARSE)):
@@ -258,10 +293,10 @@ def _check_melody(cache_dir: str, metadata: token_cache.CacheMetadata) -> None:
 
 
 def _add_task(name: str, stage: str, cache_dir: str, frames: Mapping[str, int],
-              melody: bool = False, text_rate: float = 0.0) -> int:
+              melody: bool | str | None = False, text_rate: float = 0.0) -> int:
   """Registers one cache's task; returns its number of train records (0 if none)."""
   metadata, records = _check_cache(cache_dir, stage, melody)
-  layout = MELODY_LAYOUT if melody else LAYOUTS[stage]
+  layout = _layout(stage, melody)
   seqio.TaskRegistry.add(
       name,
       source=seqio.TFExampleDataSource(
@@ -289,7 +324,7 @@ def _remove(name: str) -> None:
 
 def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
                         crop_seconds: float | None = None, name: str | None = None,
-                        rates: Sequence[float] | None = None, melody: bool = False,
+                        rates: Sequence[float] | None = None, melody: bool | str | None = False,
                         text_rate: float = 0.0) -> str:
   """Registers `stage`'s task over one cache, or a mixture over several; returns its name.
 
@@ -300,8 +335,9 @@ def register_cache_task(stage: str, cache_dirs: str | Sequence[str] | None,
     name: task or mixture name (default 'token_cache_<stage>'). Registering
       the same name again with other arguments replaces it.
     rates: mixing rates of the caches (default: their numbers of train records).
-    melody: the semantic stage conditioned on [M_A | melody tokens]; every
-      cache must hold melody tokens.
+    melody: the stage is conditioned on [M_A | melody] of this kind (`spec.melody_kind`):
+      True or 'melody', the paper's melody tokens (semantic stage; every cache must hold
+      them); 'pitch', the tune's pitch classes from each clip's melody labels.
     text_rate: probability that an example of a captioned clip is conditioned
       on its M_T instead of its M_A (0: the paper; caches written before M_T
       existed have none). Not for the fine stage, which has no conditioning.

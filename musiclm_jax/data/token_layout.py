@@ -47,10 +47,15 @@ class TokenKind:
 
 MULAN = TokenKind("mulan", num_levels=12, codebook_size=1024)
 MELODY = TokenKind("melody", num_levels=24, codebook_size=512)
+# Beyond the paper: the tune's pitch class at a frame, codes 0-11 (C to B), NO_PITCH_CODE none.
+PITCH = TokenKind("pitch", num_levels=1, codebook_size=13)
+NO_PITCH_CODE = 12
 SEMANTIC = TokenKind("semantic", num_levels=1, codebook_size=1024)
 COARSE = TokenKind("coarse", num_levels=4, codebook_size=1024)
 FINE = TokenKind("fine", num_levels=8, codebook_size=1024)
-KINDS = {kind.name: kind for kind in (MULAN, MELODY, SEMANTIC, COARSE, FINE)}
+KINDS = {kind.name: kind for kind in (MULAN, MELODY, PITCH, SEMANTIC, COARSE, FINE)}
+# The kinds a stage may read as its melody condition (one at most).
+MELODY_KINDS = (MELODY.name, PITCH.name)
 
 
 def decodes_fine_levels(decode_levels: int | None) -> bool:
@@ -204,6 +209,12 @@ class StageConfig:
       raise ValueError(f"{self.name}: the target kind {self.target_kind!r} cannot also "
                        "be conditioning.")
 
+  @property
+  def melody_kind(self) -> str | None:
+    """The melody kind (`MELODY_KINDS`) the stage is conditioned on, or None."""
+    kinds = [kind for kind in self.condition_kinds if kind in MELODY_KINDS]
+    return kinds[0] if kinds else None
+
   def frame_clocks(self) -> tuple[tuple[int, int, int, int], ...]:
     """(first id, end id, levels, ticks per frame) of each kind: a Transformer's frame_clocks."""
     if not self.frame_ticks:
@@ -213,14 +224,21 @@ class StageConfig:
                  for kind in self.layout.kinds)
 
 
-def semantic_layout(melody: bool = False) -> TokenLayout:
-  """MuLan (+ melody) conditioning, semantic targets."""
-  return TokenLayout([MULAN] + [MELODY] * melody + [SEMANTIC])
+def _melody(melody: bool | str | None) -> list[TokenKind]:
+  """[the melody kind] (True: MELODY; a name: that kind) or [] (False, None)."""
+  if melody is True:
+    return [MELODY]
+  return [KINDS[melody]] if melody else []
 
 
-def coarse_layout(melody: bool = False) -> TokenLayout:
-  """MuLan (+ melody) conditioning, semantic prefix, coarse acoustic targets."""
-  return TokenLayout([MULAN] + [MELODY] * melody + [SEMANTIC, COARSE])
+def semantic_layout(melody: bool | str | None = False) -> TokenLayout:
+  """MuLan (+ a melody kind) conditioning, semantic targets."""
+  return TokenLayout([MULAN] + _melody(melody) + [SEMANTIC])
+
+
+def coarse_layout(melody: bool | str | None = False) -> TokenLayout:
+  """MuLan (+ a melody kind) conditioning, semantic prefix, coarse acoustic targets."""
+  return TokenLayout([MULAN] + _melody(melody) + [SEMANTIC, COARSE])
 
 
 def fine_layout() -> TokenLayout:

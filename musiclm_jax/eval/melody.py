@@ -83,6 +83,31 @@ def melody_retrieval(embed: Callable[[np.ndarray], np.ndarray],
   return result
 
 
+def embedder_retrieval(melody_export_dir: str, dataset: str, data_dir: str,
+                       splits: Sequence[str] = ("validation",),
+                       mulan_export_dir: str | None = None) -> dict:
+  """`melody_retrieval` of a melody embedder export (and of MuLan's audio embedding, given its
+  export) on the held-out `splits` of a synth_music `dataset`: {'melody_embedder': ...,
+  'mulan_audio': ...}. Crops are the embedder's window."""
+  import jax  # pylint: disable=import-outside-toplevel  (the adherence measure needs no JAX)
+  from musiclm_jax.tokenizers import conditioning  # pylint: disable=import-outside-toplevel
+  from musiclm_jax.tokenizers import melody as melody_tokenizer  # pylint: disable=import-outside-toplevel
+  model, params = melody_tokenizer.load_melody_embedder(melody_export_dir)
+  source = melody_pairs.MelodyPairBatchSource(dataset, data_dir=data_dir,
+                                              crop_seconds=model.config.window_seconds)
+  clips = [clip for split in splits
+           for clip in melody_pairs.load_melody_clips(dataset, data_dir, split,
+                                                      source.sample_rate_hz, source.crop_samples)]
+  embed = jax.jit(model.embed_windows)
+  result = {"melody_embedder": melody_retrieval(lambda a: embed(params, a), clips, source)}
+  if mulan_export_dir is not None:
+    mulan_model, mulan_params = conditioning.load_mulan(mulan_export_dir)
+    embed_mulan = jax.jit(mulan_model.embed_audio)
+    result["mulan_audio"] = melody_retrieval(lambda a: embed_mulan(mulan_params, a), clips,
+                                             source)
+  return result
+
+
 def _embed_all(embed, audio: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
   return np.concatenate([np.asarray(embed(np.stack(audio[i:i + batch_size])))
                          for i in range(0, len(audio), batch_size)])

@@ -80,8 +80,9 @@ def greedy_continuer(stage) -> Continuer:
   knobs = decoding.SamplingConfig(temperature=0.0).predict_kwargs()
 
   def continue_(mulan: np.ndarray, prefix: np.ndarray, num_frames: int) -> np.ndarray:
-    melody = ([cascade.melody_ids(layout, None, 0, prefix.shape[1] + num_frames, len(mulan))]
-              if "melody" in layout.offsets else [])
+    kind = model.stage.melody_kind
+    melody = ([cascade.melody_ids(layout, kind, None, 0, prefix.shape[1] + num_frames, len(mulan))]
+              if kind else [])
     prompt = np.concatenate([layout.encode("mulan", mulan), *melody,
                              layout.encode_stream("semantic", prefix[..., None])], axis=1)
     ids = model.predict_batch(params, {"prompt_tokens": prompt}, jax.random.PRNGKey(0),

@@ -141,22 +141,29 @@ def conditioning_rows(model: lm.DecoderOnlyLM, frames: dict[str, int],
 
   kind: the M of the rows ('mulan' or 'mulan_text').
   swap: the conditioning that differs between the rows, `record`'s, `other`'s, NULL_ID:
-    'mulan' (M; the melody tokens as `melody` says, the same in every row) or 'melody' (the
-    melody tokens; M is `record`'s in every row).
+    'mulan' (M; the melody codes as `melody` says, the same in every row) or 'melody' (the
+    codes of the stage's melody kind, `StageConfig.melody_kind`; M is `record`'s in every row).
   melody: with swap 'mulan', None (the stage reads no melody), 'own' (the record's melody
-    tokens) or 'null' (NULL_ID in their place, as a text-only prompt); with swap 'melody', 'own'.
+    codes) or 'null' (NULL_ID in their place, as a text-only prompt); with swap 'melody', 'own'.
   """
-  def crop(m, melody_tokens):
+  melody_kind = model.stage.melody_kind
+
+  def codes(r):  # the melody codes of clip r (`tasks.clip_melody`)
+    return tasks.clip_melody(melody_kind, r.melody, r.labels, len(r.semantic))
+
+  def crop(m, melody_codes):
     return tasks.crop_ids(model.stage.name, frames, m, record.semantic, record.acoustic,
-                          np.random.default_rng(seed), melody_tokens)[0]
+                          np.random.default_rng(seed), melody_codes,
+                          melody_kind=melody_kind or "melody")[0]
 
   if swap == "melody":
-    rows = [crop(getattr(record, kind), r.melody) for r in (record, other)]
+    rows = [crop(getattr(record, kind), codes(r)) for r in (record, other)]
   else:
-    rows = [crop(getattr(r, kind), record.melody if melody else None) for r in (record, other)]
-  rows.append(np.asarray(model.remove_conditioning(rows[0][None], kinds=(swap,)))[0])
+    rows = [crop(getattr(r, kind), codes(record) if melody else None) for r in (record, other)]
+  swapped = melody_kind if swap == "melody" else swap
+  rows.append(np.asarray(model.remove_conditioning(rows[0][None], kinds=(swapped,)))[0])
   if swap == "mulan" and melody == "null":
-    rows = [np.asarray(model.remove_conditioning(row[None], kinds=("melody",)))[0]
+    rows = [np.asarray(model.remove_conditioning(row[None], kinds=(melody_kind,)))[0]
             for row in rows]
   return tuple(rows)
 
@@ -180,16 +187,16 @@ def conditioning_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record
   if stage is None or "mulan" not in stage.condition_kinds:
     raise UserError(f"the export holds a {getattr(stage, 'name', 'plain')} LM, which reads no "
                     "MuLan tokens: point at a semantic or coarse stage")
-  if swap == "melody" and "melody" not in stage.condition_kinds:
+  if swap == "melody" and stage.melody_kind is None:
     raise UserError(f"the {stage.name} stage reads no melody tokens: swap its M (--swap=mulan), "
                     "or point at a stage trained with experiments/semantic_melody_stage.gin")
-  melody = None if "melody" not in stage.condition_kinds else (
+  melody = None if stage.melody_kind is None else (
       "own" if own_melody or swap == "melody" else "null")
-  if melody and any(r.melody is None for r in records):
+  if stage.melody_kind == "melody" and melody and any(r.melody is None for r in records):
     raise UserError("the stage reads melody tokens and the token cache has none: tokenize with "
                     "the melody tokenizer the stage was trained with")
   frames = tasks.crop_frames(stage.name, crop_seconds)
-  length = tasks.feature_lengths(stage.name, crop_seconds, bool(melody))["targets"]
+  length = tasks.feature_lengths(stage.name, crop_seconds, stage.melody_kind)["targets"]
 
   def rows_of_clip(i):
     return conditioning_rows(model, frames, records[i], records[(i + 1) % len(records)], kind,
@@ -225,6 +232,7 @@ def prefix_rows(stage: token_layout.StageConfig, kind: str, frames: dict[str, in
   kind: the stage's `prefix_kind`. rolled is drawn from `record` with its prefix stream
   replaced by `other`'s (cut or cyclically repeated to the record's length, so the crop
   start, drawn from that length by a generator seeded with `seed` for both rows, is the same).
+  A stage trained with a melody kind reads `record`'s own melody codes in both rows.
   """
   semantic, acoustic = record.semantic, record.acoustic
   if kind == "semantic":
@@ -233,8 +241,11 @@ def prefix_rows(stage: token_layout.StageConfig, kind: str, frames: dict[str, in
     levels = token_layout.COARSE.num_levels
     acoustic = np.concatenate([_cyclic(other.acoustic[:, :levels], len(acoustic)),
                                acoustic[:, levels:]], axis=1)
+  melody = tasks.clip_melody(stage.melody_kind, record.melody, record.labels,
+                             len(record.semantic))
   return tuple(tasks.crop_ids(stage.name, frames, record.mulan, s, a,
-                              np.random.default_rng(seed))[0]
+                              np.random.default_rng(seed), melody,
+                              melody_kind=stage.melody_kind or "melody")[0]
                for s, a in ((record.semantic, record.acoustic), (semantic, acoustic)))
 
 
@@ -250,7 +261,7 @@ def prefix_gap(stage_lm: cascade.StageLM, records: list[token_cache.Record],
   stage = stage_lm.model.stage
   kind = prefix_kind(stage)
   frames = tasks.crop_frames(stage.name, crop_seconds)
-  length = tasks.feature_lengths(stage.name, crop_seconds)["targets"]
+  length = tasks.feature_lengths(stage.name, crop_seconds, stage.melody_kind)["targets"]
 
   def rows_of_clip(i):
     return prefix_rows(stage, kind, frames, records[i], records[(i + 1) % len(records)], [seed, i])
@@ -315,8 +326,11 @@ def sample_given_real_past(stage_lm: cascade.StageLM, record: token_cache.Record
   knobs = sampling.predict_kwargs()
   for window, (prefix, begin, end) in enumerate(
       window_plan.stage_chunks(windows, "coarse", len(record.semantic))):
+    # A stage trained with a melody kind reads a NULL tune, as a text prompt gives it.
+    melody = (cascade.melody_ids(layout, model.stage.melody_kind, None, prefix, end, 1)
+              if model.stage.melody_kind else None)
     prompt = cascade.coarse_prompt(layout, record.mulan_text[None], record.semantic[None],
-                                   coarse, prefix, begin, end)
+                                   coarse, prefix, begin, end, melody)
     targets = layout.encode_stream("coarse", coarse[:, begin * per:end * per])
     ids = _one_step_samples(model, params, jnp.asarray(prompt), jnp.asarray(targets),
                             cascade.window_key(seed, "coarse", window), dict(knobs),

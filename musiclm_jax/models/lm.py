@@ -13,7 +13,7 @@ model:
 - its unconditional rows: conditioning dropout replaces every conditioning
   token of an example by NULL_ID with probability `condition_dropout_rate`,
   which teaches the unconditional model that classifier-free guidance needs;
-  a stage conditioned on [M | melody] also drops its melody tokens alone with
+  a stage conditioned on [M | melody] also drops its melody codes alone with
   probability `melody_dropout_rate`, so it generates from text alone too;
   at inference, `remove_conditioning` builds the unconditional rows the same
   way and `predict_batch` mixes the two rows' logits;
@@ -104,8 +104,8 @@ class DecoderOnlyLM(base.BaseModel):
       raise ValueError("frame_positions needs a stage (its kinds' frame clocks).")
     if condition_dropout_rate and (stage is None or not stage.condition_kinds):
       raise ValueError("condition_dropout_rate needs a stage with condition_kinds.")
-    if melody_dropout_rate and (stage is None or "melody" not in stage.condition_kinds):
-      raise ValueError("melody_dropout_rate needs a stage conditioned on melody tokens.")
+    if melody_dropout_rate and (stage is None or stage.melody_kind is None):
+      raise ValueError("melody_dropout_rate needs a stage conditioned on a melody kind.")
     self.config = transformer_config
     self.stage = stage
     self.z_loss = z_loss
@@ -194,7 +194,7 @@ class DecoderOnlyLM(base.BaseModel):
         # fold_in, not a 3-way split: runs without melody keep their random streams.
         drop = jax.random.bernoulli(jax.random.fold_in(condition_rng, 1),
                                     self.melody_dropout_rate, (inputs.shape[0],))
-        inputs = self.remove_conditioning(inputs, drop, kinds=("melody",))
+        inputs = self.remove_conditioning(inputs, drop, kinds=(self.stage.melody_kind,))
 
     segment_ids = batch.get("decoder_segment_ids")
     if self.stage is not None and segment_ids is None:
