@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 import fake_tokenizers
 import numpy_params
 from conftest import TESTS_DIR, run_binary, sine
+from musiclm_jax import musiclm_spec
 from musiclm_jax.data import tasks
 from musiclm_jax.data import token_cache
 from musiclm_jax.errors import UserError
@@ -86,7 +87,8 @@ def test_a_melody_tokenizer_adds_melody_tokens_the_melody_stage_trains_on(synth_
     assert plain[record.clip_id].melody is None
   name = tasks.register_cache_task("semantic", str(tmp_path), 1.0, name="tok_melody", melody=True)
   example = tasks.random_access(name).example("train", 0, np.random.default_rng(0))
-  assert tasks.MELODY_LAYOUT.contains("melody", example["targets"]).sum() == 24  # 1 s: 1 window
+  layout = musiclm_spec.semantic_stage(melody=True).layout
+  assert layout.contains("melody", example["targets"]).sum() == 24  # 1 s: 1 window
 
 
 def test_a_killed_run_resumes_and_keeps_finished_shards(synth_music_micro, micro_cache, tmp_path):

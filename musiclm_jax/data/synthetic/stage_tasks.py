@@ -49,9 +49,11 @@ class _Rules:
   def __init__(self, seed: int = 0):
     rng = np.random.default_rng(seed)
     perm = lambda n: np.stack([rng.permutation(ALPHABET_SIZE) for _ in range(n)])
+    # No pitch codes here: the synthetic stages read no tune (and 13 codes hold no alphabet).
     self.alphabets = {name: np.stack([rng.choice(kind.codebook_size, ALPHABET_SIZE, replace=False)
                                       for _ in range(kind.num_levels)])
-                      for name, kind in token_layout.KINDS.items()}
+                      for name, kind in token_layout.KINDS.items()
+                      if name != token_layout.PITCH.name}
     self.mulan = rng.integers(0, ALPHABET_SIZE, (NUM_GENRES, token_layout.MULAN.num_levels))
     self.genre_perms = perm(NUM_GENRES)
     self.semantic_to_coarse = rng.integers(0, ALPHABET_SIZE, ALPHABET_SIZE)
