@@ -27,9 +27,11 @@ def read(folder: str, role: str = "samples") -> list[dict]:
 
 
 def is_text_line(record: dict) -> bool:
-  """A finished plain text line: each sample has one prompt (not a story, a continuation of
-  given audio, or a line that failed)."""
-  return "text" in record and not record.get("continue_from") and "error" not in record
+  """A finished plain text line: each sample has one prompt and nothing else (not a story, a
+  continuation of given audio, a line with a tune to follow, whose music the tune shapes too,
+  or a line that failed)."""
+  return ("text" in record and not record.get("continue_from") and not record.get("melody_from")
+          and "error" not in record)
 
 
 # A sample's generated tokens (musiclm-infer with SAVE_TOKENS): codes without offsets, named as

@@ -51,7 +51,8 @@ def test_quick_demo_goes_from_nothing_to_music_and_reuses_finished_steps(tmp_pat
   # The adherence report covers every plain text line's clips, ranks them among
   # the distinct captions, and gives the shuffled-prompt figure and chance.
   adherence = json.loads((samples / "prompt_adherence.json").read_text())
-  text_records = [r for r in records if "text" in r and not r.get("continue_from")]
+  text_records = [r for r in records if "text" in r and not r.get("continue_from")
+                  and not r.get("melody_from")]
   captions = {r["text"] for r in text_records}
   clips = sum(len(r["samples"]) for r in text_records)
   assert adherence["prompts"] == len(captions) >= 2 and adherence["clips"] == clips

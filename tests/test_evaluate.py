@@ -55,7 +55,8 @@ def _chord(seconds, root_hz):
 def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RATE_HZ,
                        melody_lines=()):
   """A musiclm-infer OUTPUT_DIR: audio/*.wav and results.jsonl records of plain text lines;
-  those of `melody_lines` have their own clip as melody_from input."""
+  those of `melody_lines` have their own clip as melody_from input, and again as a plain text
+  line after them (the text sets leave melody lines out)."""
   os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
   records = []
   for line, (text, clip) in enumerate(zip(texts, clips), start=1):
@@ -65,8 +66,9 @@ def write_infer_folder(folder, texts, clips, rate_hz=RATE_HZ, record_rate_hz=RAT
                     "samples": [{"seed": line, "wav": wav}], "sample_rate_hz": record_rate_hz,
                     "windows": WINDOWS})
     if line in melody_lines:
-      records[-1].update(melody_from=f"melody{line}.wav", melody={"wav": wav})
-  records.append({"line": len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
+      records.append(dict(records[-1], line=len(texts) + line, melody_from=f"melody{line}.wav",
+                          melody={"wav": wav}))
+  records.append({"line": 2 * len(texts) + 1, "story": [[texts[0], 2.0]], "samples": [],
                   "sample_rate_hz": record_rate_hz})  # left out: no single prompt
   with open(os.path.join(folder, results_file.NAME), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
@@ -434,7 +436,9 @@ def test_binary_writes_json_and_html_and_errors_in_one_line(corpus, folders, tmp
   assert list(written["joins"]) == ["semantic", "coarse", "fine"]
   for stage, joins_per_clip in (("semantic", 1), ("coarse", 2), ("fine", 5)):
     generated, real = written["joins"][stage]["generated"], written["joins"][stage]["real"]
-    assert generated["joins"] == real["joins"] == 6 * joins_per_clip, (stage, generated, real)
+    # The generated set's 6 text lines and 3 melody lines (their clips again), the real 6 clips.
+    assert (generated["joins"], real["joins"]) == (9 * joins_per_clip, 6 * joins_per_clip), (
+        stage, generated, real)
     assert generated["ratio"] == pytest.approx(real["ratio"], rel=0.1), (stage, generated, real)
     assert 0 < generated["p_value"] <= 1
   assert "window joins" in result.stdout and "Window joins" in page

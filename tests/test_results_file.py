@@ -33,9 +33,10 @@ def test_text_line_tokens_are_the_finished_plain_text_lines_samples(tmp_path):
              {"line": 1, "text": "t", "samples": [sample("a")]},
              {"line": 2, "story": [["s", 2.0]], "samples": [sample("b")]},
              {"line": 3, "text": "t", "continue_from": "x.wav", "samples": [sample("c")]},
-             {"line": 5, "text": "t", "error": "bad wav"}]
+             {"line": 5, "text": "t", "error": "bad wav"},
+             {"line": 6, "text": "t", "melody_from": "hum.wav", "samples": [sample("a")]}]
   (tmp_path / results_file.NAME).write_text("".join(json.dumps(r) + "\n" for r in written))
   samples = results_file.text_line_tokens(str(tmp_path))
   assert [(text, name, int(tokens["semantic"][0])) for text, name, tokens in samples] == [
       ("t", "a.npz", 1), ("t", "d.npz", 4)]
-  assert [results_file.is_text_line(r) for r in written] == [True, True, False, False, False]
+  assert [results_file.is_text_line(r) for r in written] == [True, True, False, False, False, False]
